@@ -1,0 +1,381 @@
+//! What the data volume holds, and the agent's own files on it.
+//!
+//! A clone is extracted into a staging directory inside the datadir (same filesystem, so the
+//! final move is a rename), prepared there, then moved into place; the completion marker is
+//! written last. Anything the agent deletes is first proven to be its own: the staging
+//! directory carries an owner file written before any data.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil;
+
+pub const STAGING_DIR: &str = ".mysql-sts-agent-clone";
+pub const MARKER_FILE: &str = "mysql-sts-agent-clone.json";
+const OWNER_FILE: &str = "owner";
+const OWNER_TEXT: &str = "mysql-sts-agent clone staging: safe to delete while no clone runs\n";
+const PREPARED_FILE: &str = "prepared.json";
+const STAGING_DATA: &str = "data";
+/// Created by mkfs on ext filesystems; never ours, never data.
+const IGNORED: &[&str] = &["lost+found"];
+/// Any of these means a server has initialized this datadir.
+const SERVER_FILES: &[&str] = &["mysql", "ibdata1", "aria_log_control", "mysql.ibd"];
+
+/// Written last, when the cloned data is in place: the proof of a complete clone and where
+/// replication starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloneMarker {
+    pub donor: String,
+    pub gtid_position: String,
+    /// The backup file the position was read from.
+    pub position_source: String,
+    pub bytes: u64,
+    pub completed_unix: u64,
+    pub agent_version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Prepared {
+    /// Top-level entries of the prepared data: the only entries the move may have put in place.
+    entries: Vec<String>,
+    marker: CloneMarker,
+}
+
+/// What the staging directory holds, if there is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StagingState {
+    /// No owner file: not provably ours.
+    Foreign,
+    /// Ours, but the clone never reached the prepared state.
+    Partial,
+    Prepared {
+        entries: Vec<String>,
+    },
+}
+
+/// A datadir as read from disk, without judgement.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Listing {
+    /// Top-level names, other than the marker, the staging directory and ignored ones.
+    pub entries: Vec<String>,
+    pub has_marker: bool,
+    pub staging: Option<StagingState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataDirState {
+    Empty,
+    CloneComplete,
+    /// A clone that stopped before it was prepared; the staging directory is ours to remove.
+    InterruptedClone,
+    /// A prepared clone whose move into place was interrupted; finish it.
+    PreparedClone,
+    ServerData,
+    Unrecognized {
+        entries: Vec<String>,
+    },
+}
+
+pub fn classify(listing: &Listing) -> DataDirState {
+    let others = &listing.entries;
+    if listing.has_marker {
+        return DataDirState::CloneComplete;
+    }
+    match &listing.staging {
+        Some(StagingState::Foreign) => DataDirState::Unrecognized {
+            entries: [STAGING_DIR.to_owned()]
+                .into_iter()
+                .chain(others.clone())
+                .collect(),
+        },
+        Some(StagingState::Prepared { entries }) => {
+            let ours: BTreeSet<&String> = entries.iter().collect();
+            let foreign: Vec<String> = others
+                .iter()
+                .filter(|e| !ours.contains(e))
+                .cloned()
+                .collect();
+            if foreign.is_empty() {
+                DataDirState::PreparedClone
+            } else {
+                DataDirState::Unrecognized { entries: foreign }
+            }
+        }
+        Some(StagingState::Partial) if others.is_empty() => DataDirState::InterruptedClone,
+        Some(StagingState::Partial) => DataDirState::Unrecognized {
+            entries: others.clone(),
+        },
+        None if others.is_empty() => DataDirState::Empty,
+        None if others.iter().any(|e| SERVER_FILES.contains(&e.as_str())) => {
+            DataDirState::ServerData
+        }
+        None => DataDirState::Unrecognized {
+            entries: others.clone(),
+        },
+    }
+}
+
+/// The datadir and the agent's paths in it.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        DataDir { root: root.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn staging(&self) -> PathBuf {
+        self.root.join(STAGING_DIR)
+    }
+
+    /// Where the backup is extracted and prepared.
+    pub fn staging_data(&self) -> PathBuf {
+        self.staging().join(STAGING_DATA)
+    }
+
+    pub fn list(&self) -> io::Result<Listing> {
+        let mut listing = Listing::default();
+        for entry in fs::read_dir(&self.root)? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            match name.as_str() {
+                MARKER_FILE => listing.has_marker = true,
+                STAGING_DIR => listing.staging = Some(self.staging_state()?),
+                n if IGNORED.contains(&n) => {}
+                _ => listing.entries.push(name),
+            }
+        }
+        listing.entries.sort();
+        Ok(listing)
+    }
+
+    fn staging_state(&self) -> io::Result<StagingState> {
+        let staging = self.staging();
+        if fs::read_to_string(staging.join(OWNER_FILE)).ok().as_deref() != Some(OWNER_TEXT) {
+            return Ok(StagingState::Foreign);
+        }
+        Ok(match self.read_prepared()? {
+            Some(prepared) => StagingState::Prepared {
+                entries: prepared.entries,
+            },
+            None => StagingState::Partial,
+        })
+    }
+
+    fn read_prepared(&self) -> io::Result<Option<Prepared>> {
+        match fs::read(self.staging().join(PREPARED_FILE)) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn read_marker(&self) -> io::Result<Option<CloneMarker>> {
+        match fs::read(self.root.join(MARKER_FILE)) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates an empty staging directory, owner file first.
+    pub fn create_staging(&self) -> io::Result<()> {
+        let staging = self.staging();
+        fs::create_dir(&staging)?;
+        fsutil::write_atomic(&staging.join(OWNER_FILE), OWNER_TEXT.as_bytes(), 0o644)?;
+        fs::create_dir(self.staging_data())
+    }
+
+    /// Removes the staging directory; callers have classified it as ours.
+    pub fn remove_staging(&self) -> io::Result<()> {
+        match fs::remove_dir_all(self.staging()) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// The uid and gid of the volume: extracted files get them, whoever ran the extractor.
+    pub fn owner(&self) -> io::Result<(u32, u32)> {
+        let meta = fs::metadata(&self.root)?;
+        Ok((meta.uid(), meta.gid()))
+    }
+
+    /// Records the prepared clone, then moves it into place and writes the marker.
+    pub fn commit_prepared(&self, marker: CloneMarker) -> io::Result<CloneMarker> {
+        let mut entries: Vec<String> = fs::read_dir(self.staging_data())?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<io::Result<_>>()?;
+        entries.sort();
+        let prepared = Prepared { entries, marker };
+        let json = serde_json::to_vec_pretty(&prepared).map_err(io::Error::other)?;
+        fsutil::write_atomic(&self.staging().join(PREPARED_FILE), &json, 0o644)?;
+        self.finish_prepared()
+    }
+
+    /// Moves what is left in staging into place (idempotent), writes the marker, drops staging.
+    pub fn finish_prepared(&self) -> io::Result<CloneMarker> {
+        let prepared = self.read_prepared()?.ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, "staging holds no prepared clone")
+        })?;
+        let staged = self.staging_data();
+        if staged.exists() {
+            for entry in fs::read_dir(&staged)? {
+                let name = entry?.file_name();
+                fs::rename(staged.join(&name), self.root.join(&name))?;
+            }
+        }
+        fsutil::sync_dir(&self.root)?;
+        let json = serde_json::to_vec_pretty(&prepared.marker).map_err(io::Error::other)?;
+        fsutil::write_atomic(&self.root.join(MARKER_FILE), &json, 0o644)?;
+        self.remove_staging()?;
+        Ok(prepared.marker)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing(entries: &[&str], has_marker: bool, staging: Option<StagingState>) -> Listing {
+        Listing {
+            entries: entries.iter().map(|s| s.to_string()).collect(),
+            has_marker,
+            staging,
+        }
+    }
+
+    #[test]
+    fn classifies_every_state() {
+        use DataDirState::*;
+        assert_eq!(classify(&listing(&[], false, None)), Empty);
+        assert_eq!(
+            classify(&listing(&["mysql", "ibdata1"], true, None)),
+            CloneComplete
+        );
+        assert_eq!(
+            classify(&listing(&[], true, Some(StagingState::Partial))),
+            CloneComplete
+        );
+        assert_eq!(
+            classify(&listing(&["mysql", "ib_logfile0"], false, None)),
+            ServerData
+        );
+        assert_eq!(
+            classify(&listing(&[], false, Some(StagingState::Partial))),
+            InterruptedClone
+        );
+        let prepared = StagingState::Prepared {
+            entries: vec!["ibdata1".into(), "mysql".into()],
+        };
+        assert_eq!(
+            classify(&listing(&["mysql"], false, Some(prepared.clone()))),
+            PreparedClone
+        );
+        assert_eq!(
+            classify(&listing(&["mysql", "notes.txt"], false, Some(prepared))),
+            Unrecognized {
+                entries: vec!["notes.txt".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_prove_is_its_own() {
+        use DataDirState::Unrecognized;
+        assert!(matches!(
+            classify(&listing(&["backup.tar"], false, None)),
+            Unrecognized { .. }
+        ));
+        assert!(matches!(
+            classify(&listing(&[], false, Some(StagingState::Foreign))),
+            Unrecognized { .. }
+        ));
+        assert!(matches!(
+            classify(&listing(&["ibdata1"], false, Some(StagingState::Partial))),
+            Unrecognized { .. }
+        ));
+    }
+
+    fn marker() -> CloneMarker {
+        CloneMarker {
+            donor: "mysql-0.mysql.default.svc.cluster.local".into(),
+            gtid_position: "0-100-5".into(),
+            position_source: "xtrabackup_binlog_info".into(),
+            bytes: 10,
+            completed_unix: 1,
+            agent_version: "test".into(),
+        }
+    }
+
+    #[test]
+    fn staging_lifecycle_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let datadir = DataDir::new(dir.path());
+        fs::create_dir(dir.path().join("lost+found")).unwrap();
+        assert_eq!(classify(&datadir.list().unwrap()), DataDirState::Empty);
+
+        datadir.create_staging().unwrap();
+        fs::create_dir(datadir.staging_data().join("mysql")).unwrap();
+        fs::write(datadir.staging_data().join("ibdata1"), b"data").unwrap();
+        assert_eq!(
+            classify(&datadir.list().unwrap()),
+            DataDirState::InterruptedClone
+        );
+
+        // Simulate a crash halfway through the move: one entry moved, the other still staged.
+        let prepared = Prepared {
+            entries: vec!["ibdata1".into(), "mysql".into()],
+            marker: marker(),
+        };
+        fs::write(
+            datadir.staging().join(PREPARED_FILE),
+            serde_json::to_vec(&prepared).unwrap(),
+        )
+        .unwrap();
+        fs::rename(
+            datadir.staging_data().join("mysql"),
+            dir.path().join("mysql"),
+        )
+        .unwrap();
+        assert_eq!(
+            classify(&datadir.list().unwrap()),
+            DataDirState::PreparedClone
+        );
+
+        assert_eq!(datadir.finish_prepared().unwrap(), marker());
+        assert_eq!(
+            classify(&datadir.list().unwrap()),
+            DataDirState::CloneComplete
+        );
+        assert_eq!(fs::read(dir.path().join("ibdata1")).unwrap(), b"data");
+        assert!(!datadir.staging().exists());
+        assert_eq!(datadir.read_marker().unwrap(), Some(marker()));
+    }
+
+    #[test]
+    fn commit_moves_everything_and_marks_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let datadir = DataDir::new(dir.path());
+        datadir.create_staging().unwrap();
+        fs::write(datadir.staging_data().join("ibdata1"), b"data").unwrap();
+        datadir.commit_prepared(marker()).unwrap();
+        let listing = datadir.list().unwrap();
+        assert_eq!(listing.entries, ["ibdata1"]);
+        assert!(listing.has_marker);
+        assert_eq!(listing.staging, None);
+    }
+}

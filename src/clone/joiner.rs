@@ -1,0 +1,380 @@
+//! The joiner side of a clone, run by `init` on an empty datadir.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use super::datadir::{CloneMarker, DataDir};
+use super::frame::{Decoder, Event, FrameError};
+use super::position::{self, PositionError};
+use crate::dns::Resolver;
+use crate::duration::seconds;
+use crate::secret::Secret;
+use crate::tool::{self, ToolError};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The donor answers headers at once; its backup tool may take a while to send the first bytes.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A stream that sends nothing this long is dead, even if its TCP connection is not.
+const STALL_TIMEOUT: Duration = Duration::from_secs(120);
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct JoinerSettings {
+    pub donor: String,
+    pub donor_is_primary: bool,
+    pub port: u16,
+    pub token: Secret,
+    pub mbstream: PathBuf,
+    pub mariadb_backup: PathBuf,
+    pub deadline: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CloneError {
+    #[error("donor {donor} did not serve a clone within {deadline}: {last}")]
+    Deadline {
+        donor: String,
+        deadline: String,
+        last: String,
+    },
+    #[error("donor {0} refused the clone token (401): every pod must mount the same clone token")]
+    Unauthorized(String),
+    #[error("donor {donor} refused the clone: {status} {body}")]
+    Refused {
+        donor: String,
+        status: u16,
+        body: String,
+    },
+    #[error("clone stream from {donor} broke after {bytes} bytes: {reason}")]
+    Broken {
+        donor: String,
+        bytes: u64,
+        reason: String,
+    },
+    #[error("clone stream from {donor} is invalid: {source}")]
+    Frame { donor: String, source: FrameError },
+    #[error("the donor's backup failed: {0}")]
+    DonorFailed(String),
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Position(#[from] PositionError),
+    #[error("interrupted by shutdown")]
+    Cancelled,
+}
+
+fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> CloneError {
+    let context = context.into();
+    move |source| CloneError::Io { context, source }
+}
+
+/// Why one attempt to start the clone failed, and whether another attempt may succeed.
+#[derive(Debug)]
+enum Attempt {
+    Retry(String),
+    Fatal(CloneError),
+}
+
+/// Clones the donor into `datadir` (which the caller has found empty). On any failure the
+/// staging directory is removed, so a retry starts clean and nothing partial looks like data.
+pub async fn clone(
+    datadir: &DataDir,
+    settings: &JoinerSettings,
+    resolver: &Resolver,
+    shutdown: &CancellationToken,
+) -> Result<CloneMarker, CloneError> {
+    datadir.create_staging().map_err(io_error(format!(
+        "creating {}",
+        datadir.staging().display()
+    )))?;
+    let result = tokio::select! {
+        result = fetch_and_install(datadir, settings, resolver) => result,
+        () = shutdown.cancelled() => Err(CloneError::Cancelled),
+    };
+    if result.is_err() {
+        match datadir.remove_staging() {
+            Ok(()) => {
+                tracing::info!(staging = %datadir.staging().display(), "removed the staging directory of the failed clone")
+            }
+            Err(e) => {
+                tracing::warn!(staging = %datadir.staging().display(), "cannot remove the staging directory of the failed clone: {e}")
+            }
+        }
+    }
+    result
+}
+
+async fn fetch_and_install(
+    datadir: &DataDir,
+    settings: &JoinerSettings,
+    resolver: &Resolver,
+) -> Result<CloneMarker, CloneError> {
+    let started = Instant::now();
+    let response = start_clone(settings, resolver).await?;
+    tracing::info!(donor = %settings.donor, "donor accepted: receiving the clone stream");
+    let bytes = receive(response, datadir, settings).await?;
+    let elapsed = started.elapsed();
+    tracing::info!(
+        donor = %settings.donor, bytes, mib = super::mib(bytes), secs = elapsed.as_secs_f64(),
+        mib_per_s = super::rate_mib_s(bytes, elapsed),
+        "clone stream complete: the donor's end-of-stream signal arrived and the checksum matches"
+    );
+
+    let staged = datadir.staging_data();
+    let mut prepare = tool::command(&settings.mariadb_backup);
+    prepare
+        .arg(format!(
+            "--defaults-file={}",
+            staged.join("backup-my.cnf").display()
+        ))
+        .arg("--prepare")
+        .arg(format!("--target-dir={}", staged.display()));
+    let prepare_started = Instant::now();
+    tool::run(prepare, &settings.mariadb_backup).await?;
+    tracing::info!(
+        secs = prepare_started.elapsed().as_secs_f64(),
+        "backup prepared"
+    );
+
+    let read_optional = |name: &str| match std::fs::read_to_string(staged.join(name)) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error(format!("reading {name}"))(e)),
+    };
+    let (gtid, source_file) = position::start_position(
+        settings.donor_is_primary,
+        read_optional(position::BINLOG_INFO)?.as_deref(),
+        read_optional(position::SLAVE_INFO)?.as_deref(),
+    )?;
+    let marker = CloneMarker {
+        donor: settings.donor.clone(),
+        gtid_position: gtid.to_string(),
+        position_source: source_file.to_owned(),
+        bytes,
+        completed_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+
+    let datadir = datadir.clone();
+    tokio::task::spawn_blocking(move || {
+        let (uid, gid) = datadir.owner()?;
+        crate::fsutil::chown_and_sync_tree(&datadir.staging_data(), uid, gid)?;
+        datadir.commit_prepared(marker)
+    })
+    .await
+    .map_err(|e| io_error("installing the clone")(std::io::Error::other(e)))?
+    .map_err(io_error("installing the clone"))
+}
+
+/// Resolves the donor and asks it for a clone until it accepts, within the deadline.
+async fn start_clone(
+    settings: &JoinerSettings,
+    resolver: &Resolver,
+) -> Result<Response<Incoming>, CloneError> {
+    let mut last_reason = String::from("no attempt finished");
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times();
+    let attempts = (|| request_clone(settings, resolver))
+        .retry(backoff)
+        .when(|e| matches!(e, Attempt::Retry(_)))
+        .notify(|e, delay| {
+            if let Attempt::Retry(reason) = e
+                && *reason != last_reason
+            {
+                tracing::info!(donor = %settings.donor, retry_in = %seconds(delay), "donor not available yet: {reason}");
+                last_reason.clone_from(reason);
+            }
+        });
+    match tokio::time::timeout(settings.deadline, attempts).await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(Attempt::Fatal(e))) => Err(e),
+        Ok(Err(Attempt::Retry(reason))) => Err(CloneError::Deadline {
+            donor: settings.donor.clone(),
+            deadline: seconds(settings.deadline),
+            last: reason,
+        }),
+        Err(_) => Err(CloneError::Deadline {
+            donor: settings.donor.clone(),
+            deadline: seconds(settings.deadline),
+            last: last_reason,
+        }),
+    }
+}
+
+async fn request_clone(
+    settings: &JoinerSettings,
+    resolver: &Resolver,
+) -> Result<Response<Incoming>, Attempt> {
+    let retry = |what: &str, e: &dyn std::fmt::Display| Attempt::Retry(format!("{what}: {e}"));
+    let ip = resolver
+        .resolve(&settings.donor)
+        .await
+        .map_err(|e| Attempt::Retry(e.to_string()))?;
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((ip, settings.port)))
+        .await
+        .map_err(|_| Attempt::Retry(format!("connecting to {ip}:{}: timed out", settings.port)))?
+        .map_err(|e| retry(&format!("connecting to {ip}:{}", settings.port), &e))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| retry("HTTP handshake", &e))?;
+    tokio::spawn(connection);
+    let request = Request::get("/clone")
+        .header(
+            header::HOST,
+            format!("{}:{}", settings.donor, settings.port),
+        )
+        .header(
+            header::AUTHORIZATION,
+            format!("Bearer {}", settings.token.expose()),
+        )
+        .body(Empty::<Bytes>::new())
+        .expect("static request is valid");
+    let response = tokio::time::timeout(RESPONSE_TIMEOUT, sender.send_request(request))
+        .await
+        .map_err(|_| Attempt::Retry("no answer to the clone request".to_owned()))?
+        .map_err(|e| retry("clone request", &e))?;
+    let status = response.status();
+    if status == StatusCode::OK {
+        return Ok(response);
+    }
+    let body = short_body(response).await;
+    match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(Attempt::Fatal(
+            CloneError::Unauthorized(settings.donor.clone()),
+        )),
+        s if s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error() => {
+            Err(Attempt::Retry(format!("{} {body}", s.as_u16())))
+        }
+        s => Err(Attempt::Fatal(CloneError::Refused {
+            donor: settings.donor.clone(),
+            status: s.as_u16(),
+            body,
+        })),
+    }
+}
+
+/// The first line of an error response, for the log.
+async fn short_body(response: Response<Incoming>) -> String {
+    let collected = tokio::time::timeout(CONNECT_TIMEOUT, response.into_body().collect()).await;
+    let bytes = match collected {
+        Ok(Ok(body)) => body.to_bytes(),
+        _ => Bytes::new(),
+    };
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned();
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+/// Feeds the framed body into `mbstream -x`; returns the data bytes once the end frame arrived
+/// and the extractor succeeded.
+async fn receive(
+    response: Response<Incoming>,
+    datadir: &DataDir,
+    settings: &JoinerSettings,
+) -> Result<u64, CloneError> {
+    let program = &settings.mbstream;
+    let tool_name = tool::name(program);
+    let staged = datadir.staging_data();
+    let mut cmd = tool::command(program);
+    cmd.arg("-x")
+        .arg("-C")
+        .arg(&staged)
+        .stdin(std::process::Stdio::piped());
+    let mut child = cmd.spawn().map_err(|source| ToolError::Spawn {
+        tool: tool_name.clone(),
+        source,
+    })?;
+    let stderr = tool::tail(
+        child.stderr.take().expect("stderr is piped"),
+        tool_name.clone(),
+    );
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+
+    let broken = |bytes: u64, reason: String| CloneError::Broken {
+        donor: settings.donor.clone(),
+        bytes,
+        reason,
+    };
+    let mut body = response.into_body();
+    let mut decoder = Decoder::default();
+    let started = Instant::now();
+    let mut next_progress = started + PROGRESS_EVERY;
+    let mut ended = false;
+    while !ended {
+        let frame = match tokio::time::timeout(STALL_TIMEOUT, body.frame()).await {
+            Err(_) => {
+                return Err(broken(
+                    decoder.received(),
+                    format!("no data for {}", seconds(STALL_TIMEOUT)),
+                ));
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(broken(decoder.received(), e.to_string())),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Some(chunk) = frame.data_ref() else {
+            continue;
+        };
+        decoder.push(chunk);
+        loop {
+            let event = decoder.next_event().map_err(|source| CloneError::Frame {
+                donor: settings.donor.clone(),
+                source,
+            })?;
+            match event {
+                None => break,
+                Some(Event::Data(data)) => {
+                    if let Err(e) = stdin.write_all(&data).await {
+                        // The extractor died; its own words say why.
+                        drop(stdin);
+                        tool::finish(&mut child, stderr, &tool_name).await?;
+                        return Err(io_error(format!("writing to {tool_name}"))(e));
+                    }
+                }
+                Some(Event::End { .. }) => ended = true,
+                Some(Event::Failed(reason)) => return Err(CloneError::DonorFailed(reason)),
+            }
+        }
+        if Instant::now() >= next_progress {
+            next_progress += PROGRESS_EVERY;
+            let received = decoder.received();
+            tracing::info!(
+                donor = %settings.donor, bytes = received, mib = super::mib(received),
+                mib_per_s = super::rate_mib_s(received, started.elapsed()), "clone in progress"
+            );
+        }
+    }
+    decoder.finish().map_err(|source| match source {
+        FrameError::Truncated { received } => broken(received, source.to_string()),
+        source => CloneError::Frame {
+            donor: settings.donor.clone(),
+            source,
+        },
+    })?;
+    stdin
+        .shutdown()
+        .await
+        .map_err(io_error(format!("closing {tool_name}'s input")))?;
+    drop(stdin);
+    tool::finish(&mut child, stderr, &tool_name).await?;
+    Ok(decoder.received())
+}

@@ -1,0 +1,32 @@
+//! The subcommands, each composing the lifecycle steps for one container.
+
+pub mod init;
+pub mod sidecar;
+
+use tokio_util::sync::CancellationToken;
+
+/// Cancels `shutdown` on SIGTERM (the kubelet) or SIGINT (a terminal).
+pub fn cancel_on_signals(shutdown: CancellationToken) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!("{name} received: shutting down");
+        shutdown.cancel();
+    });
+    Ok(())
+}
+
+/// Logs the pod's identity: every later decision follows from it.
+pub fn log_identity(identity: &crate::identity::Identity) {
+    tracing::info!(
+        hostname = %identity.hostname, ordinal = identity.ordinal, server_id = identity.server_id,
+        role = %identity.role, fqdn = %identity.fqdn,
+        donor = identity.donor_fqdn.as_deref().unwrap_or("none"), primary = %identity.primary_fqdn,
+        "identity from the hostname"
+    );
+}

@@ -1,0 +1,496 @@
+//! One typed configuration from flags and environment, validated before anything runs.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::duration::parse_duration;
+use crate::identity::{Identity, IdentityError, Naming};
+use crate::secret::Secret;
+
+#[derive(Debug, Parser)]
+#[command(name = "mysql-sts-agent", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Init container: render the server's config fragment and, on an empty datadir, clone ordinal-1.
+    Init(InitArgs),
+    /// Sidecar: set up and watch replication, serve probes and clones.
+    Sidecar(Box<SidecarArgs>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Log format.
+    #[arg(
+        long,
+        env = "MYSQL_STS_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+    /// Pod hostname, <statefulset>-<ordinal> [default: the kernel's hostname].
+    #[arg(long, env = "MYSQL_STS_HOSTNAME", global = true)]
+    pub hostname: Option<String>,
+    /// Headless service that names the pods [default: the StatefulSet's name].
+    #[arg(long, env = "MYSQL_STS_SERVICE", global = true)]
+    pub service: Option<String>,
+    /// Kubernetes namespace of the pod (required; use the downward API).
+    #[arg(long, env = "MYSQL_STS_NAMESPACE", global = true)]
+    pub namespace: Option<String>,
+    #[arg(
+        long,
+        env = "MYSQL_STS_CLUSTER_DOMAIN",
+        default_value = "cluster.local",
+        global = true
+    )]
+    pub cluster_domain: String,
+    /// server_id = offset + ordinal.
+    #[arg(
+        long,
+        env = "MYSQL_STS_SERVER_ID_OFFSET",
+        default_value_t = 100,
+        global = true
+    )]
+    pub server_id_offset: u32,
+    /// The server's datadir (the data volume).
+    #[arg(
+        long,
+        env = "MYSQL_STS_DATADIR",
+        default_value = "/var/lib/mysql",
+        global = true
+    )]
+    pub datadir: PathBuf,
+    /// Port every pod's agent serves HTTP on (probes and clones).
+    #[arg(
+        long,
+        env = "MYSQL_STS_AGENT_PORT",
+        default_value_t = 8080,
+        global = true
+    )]
+    pub agent_port: u16,
+    /// Bearer token that guards the clone endpoint (prefer --clone-token-file).
+    #[arg(
+        long,
+        env = "MYSQL_STS_CLONE_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub clone_token: Option<String>,
+    #[arg(long, env = "MYSQL_STS_CLONE_TOKEN_FILE", global = true)]
+    pub clone_token_file: Option<PathBuf>,
+    #[arg(
+        long,
+        env = "MYSQL_STS_MARIADB_BACKUP",
+        default_value = "mariadb-backup",
+        global = true
+    )]
+    pub mariadb_backup: PathBuf,
+    #[arg(
+        long,
+        env = "MYSQL_STS_MBSTREAM",
+        default_value = "mbstream",
+        global = true
+    )]
+    pub mbstream: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Directory the server reads config fragments from.
+    #[arg(long, env = "MYSQL_STS_CONF_DIR", default_value = "/etc/mysql/conf.d")]
+    pub conf_dir: PathBuf,
+    /// How long to wait for the donor to resolve and answer before giving up.
+    #[arg(long, env = "MYSQL_STS_CLONE_DEADLINE", default_value = "10m", value_parser = parse_duration)]
+    pub clone_deadline: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct SidecarArgs {
+    /// Address to listen on; the port is --agent-port.
+    #[arg(long, env = "MYSQL_STS_LISTEN_ADDRESS", default_value = "0.0.0.0")]
+    pub listen_address: IpAddr,
+    /// The local server's address, used when --mysql-socket is not set.
+    #[arg(long, env = "MYSQL_STS_MYSQL_HOST", default_value = "127.0.0.1")]
+    pub mysql_host: String,
+    /// Port of the local server and of the primary.
+    #[arg(long, env = "MYSQL_STS_MYSQL_PORT", default_value_t = 3306)]
+    pub mysql_port: u16,
+    /// Unix socket of the local server (instead of TCP).
+    #[arg(long, env = "MYSQL_STS_MYSQL_SOCKET")]
+    pub mysql_socket: Option<PathBuf>,
+    /// Administrative user for the local server.
+    #[arg(long, env = "MYSQL_STS_ADMIN_USER", default_value = "root")]
+    pub admin_user: String,
+    #[arg(long, env = "MYSQL_STS_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    #[arg(long, env = "MYSQL_STS_ADMIN_PASSWORD_FILE")]
+    pub admin_password_file: Option<PathBuf>,
+    /// Replication user, created on ordinal 0.
+    #[arg(long, env = "MYSQL_STS_REPL_USER", default_value = "repl")]
+    pub repl_user: String,
+    #[arg(long, env = "MYSQL_STS_REPL_PASSWORD", hide_env_values = true)]
+    pub repl_password: Option<String>,
+    #[arg(long, env = "MYSQL_STS_REPL_PASSWORD_FILE")]
+    pub repl_password_file: Option<PathBuf>,
+    /// /readyz on a replica fails when it has not applied what the primary had this long ago.
+    #[arg(long, env = "MYSQL_STS_MAX_LAG", default_value = "5s", value_parser = parse_duration)]
+    pub max_lag: Duration,
+    /// How often the server and the primary are sampled.
+    #[arg(long, env = "MYSQL_STS_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+    /// Scratch space for backups served to other pods.
+    #[arg(long, env = "MYSQL_STS_TMP_DIR", default_value = "/tmp")]
+    pub tmp_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("missing required setting {flag} (env {env})")]
+    Missing {
+        flag: &'static str,
+        env: &'static str,
+    },
+    #[error("set either {flag} or {flag}-file, not both")]
+    Conflict { flag: &'static str },
+    #[error("cannot read {flag}-file {path}: {source}")]
+    SecretFile {
+        flag: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{flag} is empty")]
+    EmptySecret { flag: &'static str },
+    #[error("cannot read the hostname from {path}: {source} (set --hostname)")]
+    Hostname {
+        path: &'static str,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Settings both subcommands share, validated.
+#[derive(Debug, Clone)]
+pub struct Common {
+    pub identity: Identity,
+    pub datadir: PathBuf,
+    pub agent_port: u16,
+    pub clone_token: Secret,
+    pub mariadb_backup: PathBuf,
+    pub mbstream: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct InitConfig {
+    pub common: Common,
+    pub conf_dir: PathBuf,
+    pub clone_deadline: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    Tcp { host: String, port: u16 },
+    Socket(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SidecarConfig {
+    pub common: Common,
+    pub listen: SocketAddr,
+    pub local_server: Endpoint,
+    pub mysql_port: u16,
+    pub admin: Credentials,
+    pub repl: Credentials,
+    pub max_lag: Duration,
+    pub poll_interval: Duration,
+    pub tmp_dir: PathBuf,
+}
+
+pub enum Validated {
+    Init(InitConfig),
+    Sidecar(SidecarConfig),
+}
+
+const KERNEL_HOSTNAME: &str = "/proc/sys/kernel/hostname";
+
+impl Cli {
+    pub fn validate(self) -> Result<Validated, ConfigError> {
+        let common = self.common.validate()?;
+        Ok(match self.command {
+            Command::Init(args) => Validated::Init(InitConfig {
+                common,
+                conf_dir: args.conf_dir,
+                clone_deadline: args.clone_deadline,
+            }),
+            Command::Sidecar(args) => Validated::Sidecar(args.validate(common)?),
+        })
+    }
+}
+
+impl CommonArgs {
+    fn validate(self) -> Result<Common, ConfigError> {
+        let namespace = self.namespace.ok_or(ConfigError::Missing {
+            flag: "--namespace",
+            env: "MYSQL_STS_NAMESPACE",
+        })?;
+        let clone_token = secret(
+            self.clone_token,
+            self.clone_token_file.as_deref(),
+            "--clone-token",
+        )?
+        .ok_or(ConfigError::Missing {
+            flag: "--clone-token-file",
+            env: "MYSQL_STS_CLONE_TOKEN_FILE",
+        })?;
+        let hostname = match self.hostname {
+            Some(hostname) => hostname,
+            None => std::fs::read_to_string(KERNEL_HOSTNAME)
+                .map(|h| h.trim().to_owned())
+                .map_err(|source| ConfigError::Hostname {
+                    path: KERNEL_HOSTNAME,
+                    source,
+                })?,
+        };
+        let naming = Naming {
+            service: self.service,
+            namespace,
+            cluster_domain: self.cluster_domain,
+        };
+        Ok(Common {
+            identity: Identity::derive(&hostname, &naming, self.server_id_offset)?,
+            datadir: self.datadir,
+            agent_port: self.agent_port,
+            clone_token,
+            mariadb_backup: self.mariadb_backup,
+            mbstream: self.mbstream,
+        })
+    }
+}
+
+impl SidecarArgs {
+    fn validate(self, common: Common) -> Result<SidecarConfig, ConfigError> {
+        let repl_password = secret(
+            self.repl_password,
+            self.repl_password_file.as_deref(),
+            "--repl-password",
+        )?
+        .ok_or(ConfigError::Missing {
+            flag: "--repl-password-file",
+            env: "MYSQL_STS_REPL_PASSWORD_FILE",
+        })?;
+        let admin_password = secret(
+            self.admin_password,
+            self.admin_password_file.as_deref(),
+            "--admin-password",
+        )?;
+        if self.poll_interval.is_zero() {
+            return Err(ConfigError::Invalid(
+                "--poll-interval must be greater than zero".into(),
+            ));
+        }
+        Ok(SidecarConfig {
+            listen: SocketAddr::new(self.listen_address, common.agent_port),
+            local_server: match self.mysql_socket {
+                Some(path) => Endpoint::Socket(path),
+                None => Endpoint::Tcp {
+                    host: self.mysql_host,
+                    port: self.mysql_port,
+                },
+            },
+            mysql_port: self.mysql_port,
+            admin: Credentials {
+                user: self.admin_user,
+                password: admin_password,
+            },
+            repl: Credentials {
+                user: self.repl_user,
+                password: Some(repl_password),
+            },
+            max_lag: self.max_lag,
+            poll_interval: self.poll_interval,
+            tmp_dir: self.tmp_dir,
+            common,
+        })
+    }
+}
+
+/// A secret given inline or, better, as a file (a mounted Kubernetes Secret). A file's trailing
+/// newline is dropped: `kubectl create secret --from-file` keeps the one editors add.
+fn secret(
+    inline: Option<String>,
+    file: Option<&Path>,
+    flag: &'static str,
+) -> Result<Option<Secret>, ConfigError> {
+    let value = match (inline, file) {
+        (Some(_), Some(_)) => return Err(ConfigError::Conflict { flag }),
+        (Some(value), None) => value,
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::SecretFile {
+                flag,
+                path: path.to_owned(),
+                source,
+            })?
+            .trim_end_matches(['\n', '\r'])
+            .to_owned(),
+        (None, None) => return Ok(None),
+    };
+    if value.is_empty() {
+        return Err(ConfigError::EmptySecret { flag });
+    }
+    Ok(Some(Secret::new(value)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Validated, ConfigError> {
+        let argv = ["mysql-sts-agent"].iter().chain(args);
+        Cli::try_parse_from(argv).expect("clap accepts").validate()
+    }
+
+    const BASE: &[&str] = &[
+        "--hostname",
+        "mysql-1",
+        "--namespace",
+        "db",
+        "--clone-token",
+        "t",
+    ];
+
+    #[test]
+    fn init_config_from_flags() {
+        let args: Vec<&str> = BASE
+            .iter()
+            .copied()
+            .chain(["init", "--clone-deadline", "30s"])
+            .collect();
+        let Ok(Validated::Init(cfg)) = parse(&args) else {
+            panic!("init config")
+        };
+        assert_eq!(cfg.common.identity.server_id, 101);
+        assert_eq!(
+            cfg.common.identity.fqdn,
+            "mysql-1.mysql.db.svc.cluster.local"
+        );
+        assert_eq!(cfg.clone_deadline, Duration::from_secs(30));
+        assert_eq!(cfg.common.clone_token.expose(), "t");
+    }
+
+    #[test]
+    fn sidecar_reads_secrets_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("repl");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let file = file.to_str().unwrap();
+        let args: Vec<&str> = BASE
+            .iter()
+            .copied()
+            .chain(["sidecar", "--repl-password-file", file])
+            .collect();
+        let Ok(Validated::Sidecar(cfg)) = parse(&args) else {
+            panic!("sidecar config")
+        };
+        assert_eq!(
+            cfg.repl.password.as_ref().map(Secret::expose),
+            Some("s3cret")
+        );
+        assert_eq!(cfg.admin.password, None);
+        assert_eq!(cfg.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(
+            cfg.local_server,
+            Endpoint::Tcp {
+                host: "127.0.0.1".into(),
+                port: 3306
+            }
+        );
+    }
+
+    #[test]
+    fn missing_settings_are_named() {
+        let err = parse(&["--hostname", "mysql-1", "--clone-token", "t", "init"])
+            .err()
+            .unwrap();
+        assert_eq!(
+            err.to_string(),
+            "missing required setting --namespace (env MYSQL_STS_NAMESPACE)"
+        );
+        let err = parse(&["--hostname", "mysql-1", "--namespace", "db", "init"])
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("--clone-token-file"), "{err}");
+        let args: Vec<&str> = BASE.iter().copied().chain(["sidecar"]).collect();
+        assert!(
+            parse(&args)
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("--repl-password-file")
+        );
+    }
+
+    #[test]
+    fn bad_secrets_and_hostnames_are_refused() {
+        let args: Vec<&str> = BASE
+            .iter()
+            .copied()
+            .chain(["--clone-token-file", "/x", "init"])
+            .collect();
+        assert!(matches!(parse(&args), Err(ConfigError::Conflict { .. })));
+        let err = parse(&[
+            "--hostname",
+            "mysql",
+            "--namespace",
+            "db",
+            "--clone-token",
+            "t",
+            "init",
+        ])
+        .err()
+        .unwrap();
+        assert!(matches!(
+            err,
+            ConfigError::Identity(IdentityError::NoOrdinal(_))
+        ));
+        let err = parse(&[
+            "--hostname",
+            "mysql-0",
+            "--namespace",
+            "db",
+            "--clone-token-file",
+            "/nonexistent/x",
+            "init",
+        ])
+        .err()
+        .unwrap();
+        assert!(
+            err.to_string()
+                .starts_with("cannot read --clone-token-file /nonexistent/x"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,118 @@
+//! Connections to the local server and to the primary, and the few queries the agent runs.
+
+pub mod dialect;
+pub mod gtid;
+pub mod status;
+
+use std::future::Future;
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, OptsBuilder, Value};
+
+use crate::config::{Credentials, Endpoint};
+use crate::duration::seconds;
+use crate::health::ServerFacts;
+use gtid::{GtidError, GtidPosition};
+use status::{ReplicaStatus, Row, StatusError};
+
+/// Every statement the agent runs is short; anything slower means a stuck server.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("{what} timed out after {}", seconds(*after))]
+    Timeout { what: &'static str, after: Duration },
+    #[error("{0}")]
+    Mysql(#[from] mysql_async::Error),
+    #[error(transparent)]
+    Status(#[from] StatusError),
+    #[error(transparent)]
+    Gtid(#[from] GtidError),
+}
+
+pub async fn bounded<T, E: Into<DbError>>(
+    what: &'static str,
+    work: impl Future<Output = Result<T, E>>,
+) -> Result<T, DbError> {
+    match tokio::time::timeout(QUERY_TIMEOUT, work).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(_) => Err(DbError::Timeout {
+            what,
+            after: QUERY_TIMEOUT,
+        }),
+    }
+}
+
+pub async fn connect(endpoint: &Endpoint, credentials: &Credentials) -> Result<Conn, DbError> {
+    let builder = OptsBuilder::default()
+        .user(Some(credentials.user.clone()))
+        .pass(credentials.password.as_ref().map(|p| p.expose().to_owned()))
+        .prefer_socket(false)
+        // dialect::literal escapes backslashes, which this mode would make literal.
+        .init(vec![
+            "SET SESSION sql_mode = REPLACE(@@sql_mode, 'NO_BACKSLASH_ESCAPES', '')",
+        ]);
+    let builder = match endpoint {
+        Endpoint::Tcp { host, port } => builder.ip_or_hostname(host.clone()).tcp_port(*port),
+        Endpoint::Socket(path) => builder.socket(Some(path.to_string_lossy().into_owned())),
+    };
+    bounded("connecting", Conn::new(builder)).await
+}
+
+pub async fn execute_all(conn: &mut Conn, statements: &[String]) -> Result<(), DbError> {
+    for statement in statements {
+        bounded("a statement", conn.query_drop(statement)).await?;
+    }
+    Ok(())
+}
+
+pub async fn server_facts(conn: &mut Conn) -> Result<(ServerFacts, GtidPosition), DbError> {
+    let row: Option<(i64, String, String, String, String)> = bounded(
+        "reading server state",
+        conn.query_first(dialect::SERVER_FACTS),
+    )
+    .await?;
+    let (read_only, current, slave, binlog, version) = row.unwrap_or_default();
+    let facts = ServerFacts {
+        version,
+        read_only: read_only != 0,
+        gtid_current_pos: GtidPosition::parse(&current)?,
+        gtid_binlog_pos: GtidPosition::parse(&binlog)?,
+    };
+    Ok((facts, GtidPosition::parse(&slave)?))
+}
+
+pub async fn replica_status(conn: &mut Conn) -> Result<Option<ReplicaStatus>, DbError> {
+    let rows: Vec<mysql_async::Row> = bounded(
+        "reading replica status",
+        conn.query(dialect::SHOW_REPLICA_STATUS),
+    )
+    .await?;
+    let row = rows.first().map(row_by_name);
+    Ok(ReplicaStatus::from_row(row.as_ref())?)
+}
+
+pub async fn primary_position(conn: &mut Conn) -> Result<GtidPosition, DbError> {
+    let pos: Option<String> = bounded(
+        "reading the primary's position",
+        conn.query_first(dialect::PRIMARY_POSITION),
+    )
+    .await?;
+    Ok(GtidPosition::parse(&pos.unwrap_or_default())?)
+}
+
+fn row_by_name(row: &mysql_async::Row) -> Row {
+    row.columns_ref()
+        .iter()
+        .enumerate()
+        .map(|(i, column)| {
+            let value = match row.as_ref(i) {
+                None | Some(Value::NULL) => None,
+                Some(Value::Bytes(bytes)) => Some(String::from_utf8_lossy(bytes).into_owned()),
+                Some(other) => Some(other.as_sql(true).trim_matches('\'').to_owned()),
+            };
+            (column.name_str().into_owned(), value)
+        })
+        .collect()
+}

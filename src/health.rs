@@ -1,0 +1,536 @@
+//! What the sidecar knows (snapshots a background poller publishes on a watch channel) and
+//! the readiness rules that judge it. Probes only read snapshots; they never run SQL.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::gtid::GtidPosition;
+use crate::db::status::{IoThread, ReplicaStatus};
+use crate::duration::seconds;
+use crate::identity::Role;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    WaitingForServer,
+    Bootstrapping,
+    Running,
+    /// Needs a person: the reason is in `last_error`.
+    Blocked,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServerFacts {
+    pub version: String,
+    pub read_only: bool,
+    pub gtid_current_pos: GtidPosition,
+    pub gtid_binlog_pos: GtidPosition,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PrimarySample {
+    pub position: GtidPosition,
+    #[serde(skip)]
+    pub at: Instant,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaFacts {
+    pub status: Option<ReplicaStatus>,
+    /// `gtid_slave_pos`: what the SQL thread has applied.
+    pub applied: GtidPosition,
+    pub primary: Option<PrimarySample>,
+    pub primary_error: Option<String>,
+    /// The newest time at which the primary's position was wholly applied here.
+    pub applied_as_of: Option<Instant>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub taken_at: Instant,
+    pub phase: Phase,
+    pub last_error: Option<String>,
+    pub server: Option<ServerFacts>,
+    pub replica: Option<ReplicaFacts>,
+}
+
+impl Snapshot {
+    pub fn phase(phase: Phase, last_error: Option<String>) -> Self {
+        Snapshot {
+            taken_at: Instant::now(),
+            phase,
+            last_error,
+            server: None,
+            replica: None,
+        }
+    }
+}
+
+/// The primary's GTID position over time, so a replica's position can be dated.
+#[derive(Debug)]
+pub struct PrimaryHistory {
+    seen: VecDeque<(GtidPosition, Instant)>,
+    keep: Duration,
+}
+
+impl PrimaryHistory {
+    pub fn new(keep: Duration) -> Self {
+        PrimaryHistory {
+            seen: VecDeque::new(),
+            keep,
+        }
+    }
+
+    pub fn record(&mut self, position: GtidPosition, at: Instant) {
+        match self.seen.back_mut() {
+            Some((last, last_seen)) if *last == position => *last_seen = at,
+            _ => self.seen.push_back((position, at)),
+        }
+        while self.seen.len() > 1
+            && self
+                .seen
+                .front()
+                .is_some_and(|(_, t)| at.duration_since(*t) > self.keep)
+        {
+            self.seen.pop_front();
+        }
+    }
+
+    pub fn latest(&self) -> Option<PrimarySample> {
+        self.seen.back().map(|(position, at)| PrimarySample {
+            position: position.clone(),
+            at: *at,
+        })
+    }
+
+    /// The last time the primary stood at a position that `applied` wholly contains.
+    pub fn applied_as_of(&self, applied: &GtidPosition) -> Option<Instant> {
+        self.seen
+            .iter()
+            .rev()
+            .find(|(position, _)| applied.contains(position))
+            .map(|(_, at)| *at)
+    }
+}
+
+/// What readiness is judged against.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub role: Role,
+    /// Short name of ordinal 0 for messages, e.g. `mysql-0`.
+    pub primary_name: String,
+    pub max_lag: Duration,
+    /// A snapshot older than this means the poller is stuck: nothing it says is current.
+    pub stale_after: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerdictKind {
+    Stale,
+    WaitingForServer,
+    Bootstrapping,
+    Blocked,
+    ServerDown,
+    ReadOnlyPrimary,
+    WritablePrimary,
+    NotConfigured,
+    ReplicationError,
+    ThreadStopped,
+    LagUnknown,
+    PrimaryUnknown,
+    Behind,
+    InSync,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    pub ready: bool,
+    pub kind: VerdictKind,
+    pub reason: String,
+}
+
+fn verdict(ready: bool, kind: VerdictKind, reason: String) -> Verdict {
+    Verdict {
+        ready,
+        kind,
+        reason,
+    }
+}
+
+fn not_ready(kind: VerdictKind, reason: String) -> Verdict {
+    verdict(false, kind, reason)
+}
+
+pub fn readiness(snap: &Snapshot, rules: &Rules, now: Instant) -> Verdict {
+    use VerdictKind::*;
+    let age = now.saturating_duration_since(snap.taken_at);
+    if age > rules.stale_after {
+        return not_ready(
+            Stale,
+            format!("agent state is stale: last poll {} ago", seconds(age)),
+        );
+    }
+    let detail = |prefix: &str| match &snap.last_error {
+        Some(error) => format!("{prefix}: {error}"),
+        None => prefix.to_owned(),
+    };
+    match snap.phase {
+        Phase::WaitingForServer => {
+            return not_ready(WaitingForServer, detail("waiting for the local server"));
+        }
+        Phase::Bootstrapping => return not_ready(Bootstrapping, detail("setting up")),
+        Phase::Blocked => return not_ready(Blocked, detail("blocked")),
+        Phase::Running => {}
+    }
+    let Some(server) = snap.server.as_ref().filter(|_| snap.last_error.is_none()) else {
+        return not_ready(ServerDown, detail("the local server does not answer"));
+    };
+    match rules.role {
+        Role::Primary if server.read_only => {
+            not_ready(ReadOnlyPrimary, "primary is read-only".to_owned())
+        }
+        Role::Primary => verdict(true, WritablePrimary, "primary is writable".to_owned()),
+        Role::Replica => replica_readiness(snap.replica.as_ref(), rules, now),
+    }
+}
+
+fn replica_readiness(facts: Option<&ReplicaFacts>, rules: &Rules, now: Instant) -> Verdict {
+    use VerdictKind::*;
+    let primary = &rules.primary_name;
+    let Some(facts) = facts else {
+        return not_ready(NotConfigured, "replication is not configured".to_owned());
+    };
+    let Some(status) = &facts.status else {
+        return not_ready(NotConfigured, "replication is not configured".to_owned());
+    };
+    if let Some(e) = &status.sql_error {
+        return not_ready(
+            ReplicationError,
+            format!("replica SQL thread error {}: {}", e.errno, e.message),
+        );
+    }
+    if let Some(e) = &status.io_error {
+        return not_ready(
+            ReplicationError,
+            format!("replica IO thread error {}: {}", e.errno, e.message),
+        );
+    }
+    match status.io_thread {
+        IoThread::Running => {}
+        IoThread::Connecting => {
+            return not_ready(
+                ThreadStopped,
+                format!("replica IO thread is connecting to {primary}"),
+            );
+        }
+        IoThread::Stopped => {
+            return not_ready(ThreadStopped, "replica IO thread is not running".to_owned());
+        }
+    }
+    if !status.sql_running {
+        return not_ready(
+            ThreadStopped,
+            "replica SQL thread is not running".to_owned(),
+        );
+    }
+    if status.seconds_behind.is_none() {
+        return not_ready(LagUnknown, "Seconds_Behind_Master is NULL".to_owned());
+    }
+    let Some(latest) = &facts.primary else {
+        let why = facts.primary_error.as_deref().unwrap_or("no sample yet");
+        return not_ready(
+            PrimaryUnknown,
+            format!("GTID position of {primary} unknown: {why}"),
+        );
+    };
+    let behind = thousands(facts.applied.missing_from(&latest.position));
+    let lag = facts
+        .applied_as_of
+        .map(|t| now.saturating_duration_since(t));
+    match lag {
+        Some(lag) if lag <= rules.max_lag => verdict(
+            true,
+            InSync,
+            format!(
+                "in sync with {primary}: applied all it had {} ago",
+                seconds(lag)
+            ),
+        ),
+        Some(lag) if facts.primary_error.is_some() && behind == "0" => not_ready(
+            PrimaryUnknown,
+            format!(
+                "last GTID sample of {primary} is {} old: {}",
+                seconds(lag),
+                facts.primary_error.as_deref().unwrap_or_default()
+            ),
+        ),
+        Some(lag) => not_ready(
+            Behind,
+            format!(
+                "replica {behind} transactions behind {primary}: applied all it had {} ago (max {})",
+                seconds(lag),
+                seconds(rules.max_lag)
+            ),
+        ),
+        None => not_ready(
+            Behind,
+            format!("replica {behind} transactions behind {primary}"),
+        ),
+    }
+}
+
+/// 1234567 -> "1,234,567"
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Logs every change of readiness (by kind, so moving numbers don't repeat it) with its reason.
+pub async fn log_readiness_changes(
+    mut snapshots: watch::Receiver<Snapshot>,
+    rules: Rules,
+    shutdown: CancellationToken,
+) {
+    let mut last: Option<VerdictKind> = None;
+    loop {
+        let verdict = readiness(&snapshots.borrow_and_update(), &rules, Instant::now());
+        if last != Some(verdict.kind) {
+            last = Some(verdict.kind);
+            if verdict.ready {
+                tracing::info!(kind = ?verdict.kind, "ready: {}", verdict.reason);
+            } else {
+                tracing::info!(kind = ?verdict.kind, "not ready: {}", verdict.reason);
+            }
+        }
+        tokio::select! {
+            changed = snapshots.changed() => if changed.is_err() { return },
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::status::ThreadError;
+
+    fn pos(text: &str) -> GtidPosition {
+        GtidPosition::parse(text).unwrap()
+    }
+
+    fn rules(role: Role) -> Rules {
+        Rules {
+            role,
+            primary_name: "mysql-0".into(),
+            max_lag: Duration::from_secs(5),
+            stale_after: Duration::from_secs(10),
+        }
+    }
+
+    fn status() -> ReplicaStatus {
+        ReplicaStatus {
+            source_host: "mysql-0.mysql.default.svc.cluster.local".into(),
+            source_port: 3306,
+            io_thread: IoThread::Running,
+            sql_running: true,
+            io_error: None,
+            sql_error: None,
+            seconds_behind: Some(0),
+            using_gtid: "Slave_Pos".into(),
+        }
+    }
+
+    fn running(now: Instant, read_only: bool, replica: Option<ReplicaFacts>) -> Snapshot {
+        Snapshot {
+            taken_at: now,
+            phase: Phase::Running,
+            last_error: None,
+            server: Some(ServerFacts {
+                version: "10.11.19-MariaDB".into(),
+                read_only,
+                gtid_current_pos: pos("0-100-10"),
+                gtid_binlog_pos: pos("0-100-10"),
+            }),
+            replica,
+        }
+    }
+
+    /// A replica that has applied `applied`, judged at `now` against a primary history.
+    fn replica_at(now: Instant, applied: &str, history: &PrimaryHistory) -> Snapshot {
+        let applied = pos(applied);
+        running(
+            now,
+            true,
+            Some(ReplicaFacts {
+                status: Some(status()),
+                applied_as_of: history.applied_as_of(&applied),
+                applied,
+                primary: history.latest(),
+                primary_error: None,
+            }),
+        )
+    }
+
+    #[test]
+    fn primary_is_ready_when_writable() {
+        let now = Instant::now();
+        let r = rules(Role::Primary);
+        assert!(readiness(&running(now, false, None), &r, now).ready);
+        let v = readiness(&running(now, true, None), &r, now);
+        assert_eq!((v.ready, v.kind), (false, VerdictKind::ReadOnlyPrimary));
+    }
+
+    #[test]
+    fn stale_or_unfinished_states_are_not_ready() {
+        let now = Instant::now();
+        let r = rules(Role::Primary);
+        let old = running(now - Duration::from_secs(11), false, None);
+        assert_eq!(readiness(&old, &r, now).kind, VerdictKind::Stale);
+        let waiting = Snapshot::phase(Phase::WaitingForServer, Some("connection refused".into()));
+        let v = readiness(&waiting, &r, waiting.taken_at);
+        assert_eq!(v.reason, "waiting for the local server: connection refused");
+        let mut down = running(now, false, None);
+        down.last_error = Some("timed out".into());
+        assert_eq!(readiness(&down, &r, now).kind, VerdictKind::ServerDown);
+    }
+
+    #[test]
+    fn replica_in_sync_when_it_applied_a_recent_primary_position() {
+        let t0 = Instant::now();
+        let mut history = PrimaryHistory::new(Duration::from_secs(600));
+        history.record(pos("0-100-10"), t0);
+        history.record(pos("0-100-10"), t0 + Duration::from_secs(1));
+        let now = t0 + Duration::from_secs(2);
+        let v = readiness(
+            &replica_at(now, "0-100-10", &history),
+            &rules(Role::Replica),
+            now,
+        );
+        assert!(v.ready, "{v:?}");
+        assert_eq!(
+            v.reason,
+            "in sync with mysql-0: applied all it had 1.0s ago"
+        );
+    }
+
+    #[test]
+    fn replica_behind_by_more_than_max_lag_is_not_ready_with_a_count() {
+        let t0 = Instant::now();
+        let mut history = PrimaryHistory::new(Duration::from_secs(600));
+        history.record(pos("0-100-10"), t0);
+        history.record(pos("0-100-1244"), t0 + Duration::from_secs(1));
+        let r = rules(Role::Replica);
+        // 4 s after the primary was last at 0-100-10: still within max_lag.
+        let now = t0 + Duration::from_secs(4);
+        assert!(readiness(&replica_at(now, "0-100-10", &history), &r, now).ready);
+        // 6 s after: behind.
+        history.record(pos("0-100-1244"), t0 + Duration::from_secs(6));
+        let now = t0 + Duration::from_secs(6);
+        let v = readiness(&replica_at(now, "0-100-10", &history), &r, now);
+        assert_eq!(v.kind, VerdictKind::Behind);
+        assert_eq!(
+            v.reason,
+            "replica 1,234 transactions behind mysql-0: applied all it had 6.0s ago (max 5.0s)"
+        );
+        // A per-request max lag changes the verdict, not the facts.
+        let relaxed = Rules {
+            max_lag: Duration::from_secs(10),
+            ..r
+        };
+        assert!(readiness(&replica_at(now, "0-100-10", &history), &relaxed, now).ready);
+        // Never seen in the history at all.
+        let v = readiness(
+            &replica_at(now, "0-100-1", &history),
+            &rules(Role::Replica),
+            now,
+        );
+        assert_eq!(v.reason, "replica 1,243 transactions behind mysql-0");
+    }
+
+    #[test]
+    fn replication_thread_problems_are_named() {
+        let now = Instant::now();
+        let mut history = PrimaryHistory::new(Duration::from_secs(600));
+        history.record(pos("0-100-10"), now);
+        let r = rules(Role::Replica);
+        let with = |change: &dyn Fn(&mut ReplicaStatus)| {
+            let mut snap = replica_at(now, "0-100-10", &history);
+            change(snap.replica.as_mut().unwrap().status.as_mut().unwrap());
+            readiness(&snap, &r, now)
+        };
+        assert_eq!(
+            with(&|s| s.sql_running = false).reason,
+            "replica SQL thread is not running"
+        );
+        assert_eq!(
+            with(&|s| s.io_thread = IoThread::Connecting).reason,
+            "replica IO thread is connecting to mysql-0"
+        );
+        assert_eq!(
+            with(&|s| s.seconds_behind = None).kind,
+            VerdictKind::LagUnknown
+        );
+        let v = with(&|s| {
+            s.sql_running = false;
+            s.sql_error = Some(ThreadError {
+                errno: 1062,
+                message: "Duplicate entry".into(),
+            })
+        });
+        assert_eq!(v.reason, "replica SQL thread error 1062: Duplicate entry");
+        let mut unconfigured = replica_at(now, "0-100-10", &history);
+        unconfigured.replica.as_mut().unwrap().status = None;
+        assert_eq!(
+            readiness(&unconfigured, &r, now).kind,
+            VerdictKind::NotConfigured
+        );
+    }
+
+    #[test]
+    fn unreachable_primary_makes_the_lag_unknown_once_old() {
+        let t0 = Instant::now();
+        let mut history = PrimaryHistory::new(Duration::from_secs(600));
+        history.record(pos("0-100-10"), t0);
+        let now = t0 + Duration::from_secs(8);
+        let mut snap = replica_at(now, "0-100-10", &history);
+        snap.replica.as_mut().unwrap().primary_error = Some("connection refused".into());
+        let v = readiness(&snap, &rules(Role::Replica), now);
+        assert_eq!(v.kind, VerdictKind::PrimaryUnknown);
+        assert_eq!(
+            v.reason,
+            "last GTID sample of mysql-0 is 8.0s old: connection refused"
+        );
+    }
+
+    #[test]
+    fn history_keeps_a_bounded_window() {
+        let t0 = Instant::now();
+        let mut history = PrimaryHistory::new(Duration::from_secs(10));
+        for i in 0..100u64 {
+            history.record(pos(&format!("0-100-{i}")), t0 + Duration::from_secs(i));
+        }
+        assert!(history.seen.len() <= 12);
+        assert_eq!(history.applied_as_of(&pos("0-100-5")), None);
+        assert_eq!(history.latest().unwrap().position, pos("0-100-99"));
+    }
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1234), "1,234");
+        assert_eq!(thousands(1234567), "1,234,567");
+    }
+}

@@ -1,0 +1,240 @@
+//! The sidecar's HTTP endpoints. Probes answer from the latest snapshot; nothing here runs SQL.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::clone::datadir::CloneMarker;
+use crate::clone::donor::Donor;
+use crate::db::gtid::GtidPosition;
+use crate::db::status::ReplicaStatus;
+use crate::duration::{parse_duration, seconds};
+use crate::health::{self, Phase, Rules, ServerFacts, Snapshot, Verdict};
+use crate::identity::Identity;
+use crate::secret::Secret;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub snapshots: watch::Receiver<Snapshot>,
+    pub rules: Rules,
+    /// /livez fails when the control loop has not published for this long.
+    pub live_after: Duration,
+    pub identity: Arc<Identity>,
+    pub marker: Option<Arc<CloneMarker>>,
+    pub donor: Arc<Donor>,
+    pub clone_token: Secret,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status))
+        .route("/clone", get(clone))
+        .with_state(state)
+}
+
+pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) {
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await
+    {
+        tracing::error!("HTTP server failed: {e}");
+        shutdown.cancel();
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response {
+    (status, format!("{} {body}\n", status.as_u16())).into_response()
+}
+
+async fn livez(State(state): State<AppState>) -> Response {
+    let age = state.snapshots.borrow().taken_at.elapsed();
+    if age <= state.live_after {
+        text(StatusCode::OK, "agent loop is alive")
+    } else {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("agent loop stalled: last iteration {} ago", seconds(age)),
+        )
+    }
+}
+
+fn verdict(state: &AppState, max_lag: Option<Duration>) -> Verdict {
+    let rules = Rules {
+        max_lag: max_lag.unwrap_or(state.rules.max_lag),
+        ..state.rules.clone()
+    };
+    health::readiness(&state.snapshots.borrow(), &rules, Instant::now())
+}
+
+async fn readyz(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let max_lag = match query.get("lag").map(|v| parse_duration(v)) {
+        None => None,
+        Some(Ok(lag)) => Some(lag),
+        Some(Err(e)) => return text(StatusCode::BAD_REQUEST, &format!("lag: {e}")),
+    };
+    let verdict = verdict(&state, max_lag);
+    let code = if verdict.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    text(code, &verdict.reason)
+}
+
+#[derive(Serialize)]
+struct StatusView<'a> {
+    hostname: &'a str,
+    ordinal: u32,
+    role: crate::identity::Role,
+    server_id: u32,
+    phase: Phase,
+    ready: bool,
+    readiness: String,
+    /// The pod this one was cloned from, and the position replication started at.
+    donor: Option<&'a str>,
+    clone_gtid_position: Option<&'a str>,
+    source: Option<String>,
+    server: Option<ServerFacts>,
+    replication: Option<ReplicationView>,
+    last_error: Option<String>,
+    clones_served: &'a crate::clone::donor::CloneCounters,
+}
+
+#[derive(Serialize)]
+struct ReplicationView {
+    status: Option<ReplicaStatus>,
+    gtid_slave_pos: GtidPosition,
+    primary_gtid_binlog_pos: Option<GtidPosition>,
+    primary_error: Option<String>,
+    /// Seconds since the primary last stood at a position this replica has wholly applied.
+    lag_seconds: Option<f64>,
+}
+
+async fn status(State(state): State<AppState>) -> Response {
+    let verdict = verdict(&state, None);
+    let snap = state.snapshots.borrow().clone();
+    let id = &state.identity;
+    let now = Instant::now();
+    let replication = snap.replica.map(|r| ReplicationView {
+        status: r.status,
+        gtid_slave_pos: r.applied,
+        primary_gtid_binlog_pos: r.primary.map(|p| p.position),
+        primary_error: r.primary_error,
+        lag_seconds: r
+            .applied_as_of
+            .map(|t| (now.saturating_duration_since(t).as_secs_f64() * 10.0).round() / 10.0),
+    });
+    let view = StatusView {
+        hostname: &id.hostname,
+        ordinal: id.ordinal,
+        role: id.role,
+        server_id: id.server_id,
+        phase: snap.phase,
+        ready: verdict.ready,
+        readiness: verdict.reason,
+        donor: state.marker.as_deref().map(|m| m.donor.as_str()),
+        clone_gtid_position: state.marker.as_deref().map(|m| m.gtid_position.as_str()),
+        source: (id.ordinal > 0).then(|| id.primary_fqdn.clone()),
+        server: snap.server,
+        replication,
+        last_error: snap.last_error,
+        clones_served: state.donor.counters(),
+    };
+    Json(view).into_response()
+}
+
+fn authorized(headers: &HeaderMap, token: &Secret) -> bool {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    bool::from(presented.as_bytes().ct_eq(token.expose().as_bytes()))
+}
+
+async fn clone(
+    State(state): State<AppState>,
+    ConnectInfo(joiner): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&headers, &state.clone_token) {
+        tracing::warn!(joiner = %joiner, "clone request refused: missing or wrong token");
+        let mut response = text(StatusCode::UNAUTHORIZED, "missing or wrong clone token");
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return response;
+    }
+    let phase = state.snapshots.borrow().phase;
+    if phase != Phase::Running {
+        let reason = verdict(&state, None).reason;
+        return retry_later(
+            StatusCode::SERVICE_UNAVAILABLE,
+            5,
+            &format!("not ready to donate: {reason}"),
+        );
+    }
+    match state.donor.start(joiner) {
+        Err(busy) => retry_later(StatusCode::TOO_MANY_REQUESTS, 10, &busy.to_string()),
+        Ok(frames) => {
+            let stream = futures_util::stream::unfold(frames, |mut frames| async move {
+                frames
+                    .recv()
+                    .await
+                    .map(|bytes| (Ok::<_, Infallible>(bytes), frames))
+            });
+            let body = Body::from_stream(stream);
+            ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response()
+        }
+    }
+}
+
+fn retry_later(status: StatusCode, after_secs: u32, reason: &str) -> Response {
+    let mut response = text(status, reason);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from(after_secs));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_check_needs_the_exact_bearer_token() {
+        let token = Secret::new("s3cret".into());
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+            authorized(&headers, &token)
+        };
+        assert!(with("Bearer s3cret"));
+        assert!(!with("Bearer s3cre"));
+        assert!(!with("Bearer s3cret2"));
+        assert!(!with("bearer s3cret"));
+        assert!(!with("s3cret"));
+        assert!(!authorized(&HeaderMap::new(), &token));
+    }
+}

@@ -1,0 +1,21 @@
+//! mysql-sts-agent: the init container and sidecar of a replicated MariaDB StatefulSet.
+//!
+//! The modules follow a pod's lifecycle: `identity` -> `clone` -> `mycnf` -> `replication`
+//! -> `health` and `http`; `cmd` composes them for each container.
+#![forbid(unsafe_code)]
+
+pub mod clone;
+pub mod cmd;
+pub mod config;
+pub mod db;
+pub mod dns;
+pub mod duration;
+pub mod fsutil;
+pub mod health;
+pub mod http;
+pub mod identity;
+pub mod logging;
+pub mod mycnf;
+pub mod replication;
+pub mod secret;
+pub mod tool;

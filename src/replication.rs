@@ -1,0 +1,167 @@
+//! Setting up replication once and resuming it afterwards: a pure plan from what the server
+//! and the datadir say, and a thin step that carries it out.
+
+use mysql_async::Conn;
+
+use crate::clone::datadir::CloneMarker;
+use crate::db::dialect::{self, Source};
+use crate::db::gtid::GtidPosition;
+use crate::db::status::{IoThread, ReplicaStatus};
+use crate::db::{self, DbError};
+use crate::secret::Secret;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Never configured: start from the clone's position.
+    Configure {
+        start_at: GtidPosition,
+        donor: String,
+    },
+    /// Configured for another source host: point it at ordinal 0, keep the applied position.
+    Repoint { from: String },
+    /// Configured for this source but not running (e.g. after a restart): start it.
+    Resume,
+    /// Configured and running: leave it alone.
+    Keep,
+    /// Not configured and nothing says where to start: a person has to decide.
+    Blocked(String),
+}
+
+pub fn plan(
+    status: Option<&ReplicaStatus>,
+    marker: Option<&CloneMarker>,
+    source_host: &str,
+) -> Plan {
+    let Some(status) = status else {
+        return match marker {
+            Some(marker) => match GtidPosition::parse(&marker.gtid_position) {
+                Ok(start_at) => Plan::Configure {
+                    start_at,
+                    donor: marker.donor.clone(),
+                },
+                Err(e) => Plan::Blocked(format!("the clone marker's position is unreadable: {e}")),
+            },
+            None => Plan::Blocked(
+                "replication is not configured and the datadir holds no clone marker, so the \
+                 start position is unknown: configure replication by hand, or empty the volume \
+                 to clone again"
+                    .to_owned(),
+            ),
+        };
+    };
+    if status.source_host != source_host {
+        return Plan::Repoint {
+            from: status.source_host.clone(),
+        };
+    }
+    if status.io_thread == IoThread::Stopped || !status.sql_running {
+        return Plan::Resume;
+    }
+    Plan::Keep
+}
+
+/// Carries out a plan; `Blocked` is the caller's to report.
+pub async fn apply(conn: &mut Conn, plan: &Plan, source: &Source) -> Result<(), DbError> {
+    match plan {
+        Plan::Configure { start_at, donor } => {
+            tracing::info!(
+                source = %source.host, port = source.port, user = %source.user, gtid = %start_at, donor = %donor,
+                "configuring replication from the primary, starting at the clone's GTID position"
+            );
+            db::execute_all(conn, &dialect::configure_replica(source, start_at)).await
+        }
+        Plan::Repoint { from } => {
+            tracing::info!(from = %from, source = %source.host, "replication points at another host: repointing it at the primary, keeping the applied position");
+            db::execute_all(conn, &dialect::repoint_replica(source)).await
+        }
+        Plan::Resume => {
+            tracing::info!(source = %source.host, "replication is configured but stopped: resuming it (not reconfiguring)");
+            db::execute_all(conn, &[dialect::START_REPLICA.to_owned()]).await
+        }
+        Plan::Keep => {
+            tracing::info!(source = %source.host, "replication is configured and running: leaving it as it is");
+            Ok(())
+        }
+        Plan::Blocked(_) => Ok(()),
+    }
+}
+
+pub async fn ensure_replication_user(
+    conn: &mut Conn,
+    user: &str,
+    password: &Secret,
+) -> Result<(), DbError> {
+    db::execute_all(conn, &dialect::ensure_replication_user(user, password)).await?;
+    tracing::info!(user = %dialect::account(user), "replication user ensured with REPLICATION SLAVE only");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::status::ReplicaStatus;
+
+    const PRIMARY: &str = "mysql-0.mysql.default.svc.cluster.local";
+
+    fn marker(gtid: &str) -> CloneMarker {
+        CloneMarker {
+            donor: "mysql-1.mysql.default.svc.cluster.local".into(),
+            gtid_position: gtid.into(),
+            position_source: "xtrabackup_slave_info".into(),
+            bytes: 1,
+            completed_unix: 1,
+            agent_version: "test".into(),
+        }
+    }
+
+    fn status(host: &str, io: IoThread, sql: bool) -> ReplicaStatus {
+        ReplicaStatus {
+            source_host: host.into(),
+            source_port: 3306,
+            io_thread: io,
+            sql_running: sql,
+            io_error: None,
+            sql_error: None,
+            seconds_behind: None,
+            using_gtid: "Slave_Pos".into(),
+        }
+    }
+
+    #[test]
+    fn fresh_clone_is_configured_from_its_marker() {
+        assert_eq!(
+            plan(None, Some(&marker("0-100-7")), PRIMARY),
+            Plan::Configure {
+                start_at: GtidPosition::parse("0-100-7").unwrap(),
+                donor: "mysql-1.mysql.default.svc.cluster.local".into()
+            }
+        );
+    }
+
+    #[test]
+    fn configured_replicas_are_resumed_not_reconfigured() {
+        let marker = marker("0-100-7");
+        let stopped = status(PRIMARY, IoThread::Stopped, false);
+        assert_eq!(plan(Some(&stopped), Some(&marker), PRIMARY), Plan::Resume);
+        let half = status(PRIMARY, IoThread::Running, false);
+        assert_eq!(plan(Some(&half), Some(&marker), PRIMARY), Plan::Resume);
+        let running = status(PRIMARY, IoThread::Connecting, true);
+        assert_eq!(plan(Some(&running), Some(&marker), PRIMARY), Plan::Keep);
+        let elsewhere = status("old-primary", IoThread::Running, true);
+        assert_eq!(
+            plan(Some(&elsewhere), None, PRIMARY),
+            Plan::Repoint {
+                from: "old-primary".into()
+            }
+        );
+    }
+
+    #[test]
+    fn no_marker_and_no_configuration_blocks() {
+        assert!(matches!(plan(None, None, PRIMARY), Plan::Blocked(_)));
+        assert!(matches!(
+            plan(None, Some(&marker("garbage")), PRIMARY),
+            Plan::Blocked(_)
+        ));
+    }
+}
