@@ -240,7 +240,10 @@ impl DataDir {
         }
         fsutil::sync_dir(&self.root)?;
         let json = serde_json::to_vec_pretty(&prepared.marker).map_err(io::Error::other)?;
-        fsutil::write_atomic(&self.root.join(MARKER_FILE), &json, 0o644)?;
+        let marker = self.root.join(MARKER_FILE);
+        fsutil::write_atomic(&marker, &json, 0o644)?;
+        let (uid, gid) = self.owner()?;
+        std::os::unix::fs::chown(&marker, Some(uid), Some(gid))?;
         self.remove_staging()?;
         Ok(prepared.marker)
     }

@@ -225,7 +225,9 @@ async fn request_clone(
     settings: &JoinerSettings,
     resolver: &Resolver,
 ) -> Result<Response<Incoming>, Attempt> {
-    let retry = |what: &str, e: &dyn std::fmt::Display| Attempt::Retry(format!("{what}: {e}"));
+    let retry = |what: &str, e: &dyn std::error::Error| {
+        Attempt::Retry(format!("{what}: {}", error_chain(e)))
+    };
     let ip = resolver
         .resolve(&settings.donor)
         .await
@@ -271,6 +273,17 @@ async fn request_clone(
             body,
         })),
     }
+}
+
+/// An error with its causes: hyper's own message alone rarely says what happened.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 /// The first line of an error response, for the log.
@@ -328,7 +341,7 @@ async fn receive(
                 ));
             }
             Ok(None) => break,
-            Ok(Some(Err(e))) => return Err(broken(decoder.received(), e.to_string())),
+            Ok(Some(Err(e))) => return Err(broken(decoder.received(), error_chain(&e))),
             Ok(Some(Ok(frame))) => frame,
         };
         let Some(chunk) = frame.data_ref() else {

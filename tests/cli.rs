@@ -1,0 +1,136 @@
+//! Bad input and the decisions `init` makes without any peer: no root, no servers needed.
+
+use std::process::{Command, Output};
+
+fn agent(args: &[&str], env: &[(String, String)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mysql-sts-agent"))
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .args(args)
+        .output()
+        .expect("the agent runs")
+}
+
+fn stderr_lines(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+const VALID: &[(&str, &str)] = &[
+    ("MYSQL_STS_HOSTNAME", "mysql-0"),
+    ("MYSQL_STS_NAMESPACE", "default"),
+    ("MYSQL_STS_CLONE_TOKEN", "t0ken"),
+];
+
+/// The valid environment, less `without`, plus `overrides`.
+fn with(overrides: &[(&str, &str)], without: &[&str]) -> Vec<(String, String)> {
+    VALID
+        .iter()
+        .filter(|(k, _)| !without.contains(k))
+        .chain(overrides)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn hostname_without_ordinal_exits_64_with_one_line() {
+    let out = agent(
+        &["init"],
+        &with(&[("MYSQL_STS_HOSTNAME", "mysql")], &["MYSQL_STS_HOSTNAME"]),
+    );
+    assert_eq!(out.status.code(), Some(64));
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("hostname \"mysql\" does not end in -<ordinal>"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn missing_settings_are_named() {
+    let out = agent(&["init"], &with(&[], &["MYSQL_STS_NAMESPACE"]));
+    assert_eq!(out.status.code(), Some(64));
+    assert_eq!(
+        stderr_lines(&out),
+        ["mysql-sts-agent: error: missing required setting --namespace (env MYSQL_STS_NAMESPACE)"]
+    );
+    let out = agent(&["init"], &with(&[], &["MYSQL_STS_CLONE_TOKEN"]));
+    assert_eq!(out.status.code(), Some(64));
+    assert!(stderr_lines(&out)[0].contains("--clone-token-file (env MYSQL_STS_CLONE_TOKEN_FILE)"));
+    let out = agent(&["sidecar"], &with(&[], &[]));
+    assert_eq!(out.status.code(), Some(64));
+    assert!(stderr_lines(&out)[0].contains("--repl-password-file"));
+}
+
+#[test]
+fn unknown_flags_and_bad_values_exit_64_with_one_line() {
+    for args in [
+        &["init", "--no-such-flag"][..],
+        &["sidecar", "--max-lag", "soon"],
+        &["frobnicate"],
+    ] {
+        let out = agent(args, &with(&[], &[]));
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        assert_eq!(
+            stderr_lines(&out).len(),
+            1,
+            "{args:?}: {:?}",
+            stderr_lines(&out)
+        );
+    }
+}
+
+#[test]
+fn secrets_never_reach_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let datadir = dir.path().join("data");
+    std::fs::create_dir(&datadir).unwrap();
+    let env = with(
+        &[
+            ("MYSQL_STS_DATADIR", datadir.to_str().unwrap()),
+            ("MYSQL_STS_CONF_DIR", dir.path().to_str().unwrap()),
+            ("MYSQL_STS_LOG", "debug"),
+        ],
+        &[],
+    );
+    let out = agent(&["init"], &env);
+    assert_eq!(out.status.code(), Some(0), "{:?}", stderr_lines(&out));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("t0ken"));
+}
+
+#[test]
+fn primary_with_empty_datadir_writes_its_fragment_and_leaves_init_to_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let datadir = dir.path().join("data");
+    std::fs::create_dir(&datadir).unwrap();
+    let env = with(
+        &[
+            ("MYSQL_STS_DATADIR", datadir.to_str().unwrap()),
+            ("MYSQL_STS_CONF_DIR", dir.path().to_str().unwrap()),
+            ("MYSQL_STS_LOG_FORMAT", "json"),
+        ],
+        &[],
+    );
+    let out = agent(&["init"], &env);
+    assert_eq!(out.status.code(), Some(0));
+    let fragment = std::fs::read_to_string(dir.path().join("mysql-sts-agent.cnf")).unwrap();
+    assert!(fragment.contains("server_id = 100\n") && fragment.contains("read_only = OFF\n"));
+    assert_eq!(
+        std::fs::read_dir(&datadir).unwrap().count(),
+        0,
+        "init wrote nothing into the datadir"
+    );
+    let logs = String::from_utf8_lossy(&out.stderr);
+    let decision = logs
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("every log line is JSON"))
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("nothing to clone"))
+        });
+    assert!(decision.is_some(), "{logs}");
+}

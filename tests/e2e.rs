@@ -1,0 +1,460 @@
+//! End-to-end: a simulated StatefulSet (network namespaces as pods, dnsmasq as cluster DNS,
+//! real MariaDB servers) runs the agent as init container and sidecar. Needs root.
+
+mod harness;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use harness::{Check, Cluster, ClusterSpec, poll_until};
+use mysql_async::prelude::Queryable;
+
+const READY: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_millis(50);
+
+/// Runs a scenario on a fresh cluster; a failing one keeps its logs for reading.
+async fn scenario(pods: usize, body: impl AsyncFnOnce(&mut Cluster) -> Result<()>) -> Result<()> {
+    Cluster::run_scenario(
+        ClusterSpec::new(env!("CARGO_BIN_EXE_mysql-sts-agent"), pods),
+        body,
+    )
+    .await
+}
+
+/// Pod 0 up, with a table holding a few MB so that clones carry real data.
+async fn primary_with_data(c: &mut Cluster) -> Result<()> {
+    c.start_pod(0).await?;
+    let mut conn = c.sql(0).await?;
+    conn.query_drop("CREATE DATABASE app").await?;
+    conn.query_drop(
+        "CREATE TABLE app.t (id BIGINT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(32) NOT NULL, \
+         pad CHAR(200) NOT NULL) ENGINE=InnoDB",
+    )
+    .await?;
+    conn.query_drop(
+        "INSERT INTO app.t (note, pad) SELECT 'initial', REPEAT('x', 200) FROM app.seq_1_to_20000",
+    )
+    .await?;
+    Ok(())
+}
+
+async fn insert(c: &Cluster, n: usize, note: &str) -> Result<()> {
+    let mut conn = c.sql(n).await?;
+    conn.exec_drop("INSERT INTO app.t (note, pad) VALUES (?, 'y')", (note,))
+        .await?;
+    Ok(())
+}
+
+async fn row_count(c: &Cluster, n: usize) -> Result<u64> {
+    let mut conn = c.sql(n).await?;
+    Ok(conn
+        .query_first("SELECT COUNT(*) FROM app.t")
+        .await?
+        .unwrap_or(0))
+}
+
+async fn checksum(c: &Cluster, n: usize) -> Result<u64> {
+    let mut conn = c.sql(n).await?;
+    let row: Option<(String, Option<u64>)> = conn.query_first("CHECKSUM TABLE app.t").await?;
+    row.and_then(|(_, sum)| sum)
+        .context("CHECKSUM TABLE gave no checksum")
+}
+
+/// Waits until replica `n` holds as many rows as the primary, then compares checksums.
+async fn assert_same_data(c: &Cluster, n: usize) -> Result<()> {
+    let want = row_count(c, 0).await?;
+    let what = format!("mysql-{n} to hold the primary's {want} rows");
+    poll_until(&what, Duration::from_secs(60), POLL, || async {
+        let have = row_count(c, n).await?;
+        Ok(if have == want {
+            Check::Done(())
+        } else {
+            Check::Pending(format!("{have} rows"))
+        })
+    })
+    .await?;
+    let (primary, replica) = (checksum(c, 0).await?, checksum(c, n).await?);
+    ensure!(
+        primary == replica,
+        "CHECKSUM TABLE differs: mysql-0 {primary}, mysql-{n} {replica}"
+    );
+    Ok(())
+}
+
+fn status_json(reply: &harness::HttpReply) -> Result<serde_json::Value> {
+    ensure!(reply.status == 200, "/status answered {}", reply.status);
+    Ok(serde_json::from_slice(&reply.body)?)
+}
+
+/// Inserts a row every few milliseconds on pod 0 until stopped; counts what it wrote.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    written: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl Writer {
+    async fn start(c: &Cluster) -> Result<Writer> {
+        let mut conn = c.sql(0).await?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let written = Arc::new(AtomicU64::new(0));
+        let (stop_flag, count) = (stop.clone(), written.clone());
+        let task = tokio::spawn(async move {
+            while !stop_flag.load(Ordering::Relaxed) {
+                conn.query_drop("INSERT INTO app.t (note, pad) VALUES ('during', 'z')")
+                    .await?;
+                count.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Ok(())
+        });
+        Ok(Writer {
+            stop,
+            written,
+            task,
+        })
+    }
+
+    fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    async fn finish(self) -> Result<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await??;
+        Ok(self.written.load(Ordering::Relaxed))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_pods_come_up_in_order_and_hold_every_row() -> Result<()> {
+    scenario(3, async |c| {
+        primary_with_data(c).await?;
+
+        let writer = Writer::start(c).await?;
+        for n in [1, 2] {
+            let before = writer.written();
+            c.start_pod(n).await?;
+            ensure!(
+                writer.written() > before,
+                "no row was written while pod {n} was cloned and started"
+            );
+        }
+        let during = writer.finish().await?;
+        insert(c, 0, "after").await?;
+
+        for n in 0..3 {
+            let reply = c.http_get(n, "/readyz", None).await?;
+            ensure!(
+                reply.status == 200,
+                "mysql-{n} /readyz: {} {}",
+                reply.status,
+                reply.text()
+            );
+        }
+        for n in [1, 2] {
+            assert_same_data(c, n).await?;
+        }
+        ensure!(row_count(c, 2).await? == 20_000 + during + 1);
+
+        // Each replica cloned ordinal-1, and says so in /status and in its init log.
+        let pod1 = status_json(&c.http_get(1, "/status", None).await?)?;
+        ensure!(
+            pod1["role"] == "replica" && pod1["phase"] == "running",
+            "{pod1}"
+        );
+        ensure!(
+            pod1["donor"] == "mysql-0.mysql.default.svc.cluster.local",
+            "{pod1}"
+        );
+        ensure!(
+            pod1["replication"]["status"]["sql_running"] == true,
+            "{pod1}"
+        );
+        let pod2 = status_json(&c.http_get(2, "/status", None).await?)?;
+        ensure!(
+            pod2["donor"] == "mysql-1.mysql.default.svc.cluster.local",
+            "{pod2}"
+        );
+        ensure!(pod2["server_id"] == 102, "{pod2}");
+        let init2 = c.log_text(2, "init-1.log");
+        ensure!(
+            init2.contains("clone complete")
+                && init2.contains("position_from=xtrabackup_slave_info"),
+            "{init2}"
+        );
+        let init1 = c.log_text(1, "init-1.log");
+        ensure!(
+            init1.contains("position_from=xtrabackup_binlog_info"),
+            "{init1}"
+        );
+        ensure!(
+            c.log_text(1, "sidecar-1.log")
+                .contains("configuring replication from the primary")
+        );
+
+        // The clone endpoint wants the token: without it, 401 and not one byte of the stream.
+        for token in [Some("wrong-token"), None] {
+            let reply = c.http_get(1, "/clone", token).await?;
+            ensure!(reply.status == 401, "token {token:?}: {}", reply.status);
+            ensure!(
+                !reply.body.starts_with(b"MSACLN01"),
+                "a refused request got stream data"
+            );
+        }
+        ensure!(
+            c.log_text(1, "sidecar-1.log")
+                .contains("clone request refused: missing or wrong token")
+        );
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_is_unready_while_stopped_or_behind_and_ready_once_caught_up() -> Result<()> {
+    scenario(2, async |c| {
+        primary_with_data(c).await?;
+        c.start_pod(1).await?;
+
+        let mut replica = c.sql(1).await?;
+        replica.query_drop("STOP SLAVE SQL_THREAD").await?;
+        insert(c, 0, "while-stopped").await?;
+        let reply = c.wait_readyz(1, 503, READY).await?;
+        ensure!(
+            reply.text() == "503 replica SQL thread is not running\n",
+            "{}",
+            reply.text()
+        );
+        replica.query_drop("START SLAVE SQL_THREAD").await?;
+        c.wait_readyz(1, 200, READY).await?;
+        assert_same_data(c, 1).await?;
+
+        // Threads running but the SQL thread blocked: only the GTID comparison can tell.
+        replica.query_drop("FLUSH TABLES WITH READ LOCK").await?;
+        for i in 0..3 {
+            insert(c, 0, &format!("while-locked-{i}")).await?;
+        }
+        let reply = c.wait_readyz_path(1, "/readyz?lag=1s", 503, READY).await?;
+        ensure!(
+            reply.text().contains("3 transactions behind mysql-0"),
+            "{}",
+            reply.text()
+        );
+        let relaxed = c.http_get(1, "/readyz?lag=10m", None).await?;
+        ensure!(
+            relaxed.status == 200,
+            "a generous ?lag= accepts the lag: {}",
+            relaxed.text()
+        );
+        replica.query_drop("UNLOCK TABLES").await?;
+        c.wait_readyz_path(1, "/readyz?lag=1s", 200, READY).await?;
+        assert_same_data(c, 1).await?;
+
+        let bad = c.http_get(1, "/readyz?lag=soon", None).await?;
+        ensure!(bad.status == 400, "bad ?lag=: {}", bad.status);
+        let log = c.log_text(1, "sidecar-1.log");
+        ensure!(
+            log.contains("not ready: replica SQL thread is not running"),
+            "{log}"
+        );
+        ensure!(log.contains("ready: in sync with mysql-0"), "{log}");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_replica_resumes_without_recloning() -> Result<()> {
+    scenario(2, async |c| {
+        primary_with_data(c).await?;
+        c.start_pod(1).await?;
+
+        let exit = c.stop_sidecar(1).await?;
+        ensure!(exit == Some(0), "sidecar exit on SIGTERM: {exit:?}");
+        ensure!(c.log_text(1, "sidecar-1.log").contains("SIGTERM received"));
+        c.stop_server(1).await?;
+        for i in 0..5 {
+            insert(c, 0, &format!("while-down-{i}")).await?;
+        }
+
+        let init = c.run_init(1).await?;
+        ensure!(
+            init.code == Some(0),
+            "init after restart: {:?}\n{}",
+            init.code,
+            init.output
+        );
+        ensure!(
+            init.output
+                .contains("datadir holds a completed clone: leaving it as it is"),
+            "{}",
+            init.output
+        );
+        ensure!(!init.output.contains("cloning from"), "{}", init.output);
+        c.start_server(1).await?;
+        c.start_sidecar(1).await?;
+        c.wait_readyz(1, 200, READY).await?;
+        assert_same_data(c, 1).await?;
+
+        let log = c.log_text(1, "sidecar-2.log");
+        ensure!(
+            log.contains("replication is configured and running: leaving it as it is")
+                || log.contains("resuming it (not reconfiguring)"),
+            "{log}"
+        );
+        ensure!(
+            !log.contains("configuring replication from the primary"),
+            "{log}"
+        );
+        let served = c
+            .log_text(0, "sidecar-1.log")
+            .matches("clone served")
+            .count();
+        ensure!(served == 1, "the donor served {served} clones, expected 1");
+        Ok(())
+    })
+    .await
+}
+
+/// Entries a server or a retry could mistake for data: anything but `lost+found`.
+fn datadir_entries(dir: &Path) -> Result<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)?
+        .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_>>()?;
+    names.retain(|n| n != "lost+found");
+    names.sort();
+    Ok(names)
+}
+
+/// Waits until the init run writing `init_log` receives the stream and has extracted part of it.
+async fn wait_for_partial_clone(c: &Cluster, n: usize, init_log: &str) -> Result<()> {
+    let staged = c.datadir(n).join(".mysql-sts-agent-clone/data");
+    poll_until(
+        "part of the clone to arrive",
+        Duration::from_secs(30),
+        POLL,
+        || async {
+            if !c
+                .log_text(n, init_log)
+                .contains("donor accepted: receiving the clone stream")
+            {
+                return Ok(Check::Pending("the donor has not accepted yet".to_owned()));
+            }
+            let size: u64 = match std::fs::read_dir(&staged) {
+                Ok(entries) => entries
+                    .filter_map(|e| e.ok()?.metadata().ok())
+                    .map(|m| m.len())
+                    .sum(),
+                Err(_) => 0,
+            };
+            Ok(if size > 0 {
+                Check::Done(())
+            } else {
+                Check::Pending("nothing staged yet".to_owned())
+            })
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_clones_leave_nothing_usable_and_the_retry_succeeds() -> Result<()> {
+    scenario(2, async |c| {
+        primary_with_data(c).await?;
+        // About 1 MB/s out of the donor: the clone takes long enough to be cut in the middle.
+        c.throttle(0, Some("8mbit")).await?;
+
+        // The joiner killed mid-stream leaves its staging directory, which the retry removes.
+        let mut init = c.spawn_init(1).await?;
+        wait_for_partial_clone(c, 1, "init-1.log").await?;
+        init.kill().await?;
+        let killed = init.wait().await?;
+        ensure!(
+            killed.code.is_none(),
+            "init should have died by a signal: {:?}",
+            killed.code
+        );
+        ensure!(
+            datadir_entries(&c.datadir(1))? == [".mysql-sts-agent-clone"],
+            "{:?}",
+            datadir_entries(&c.datadir(1))?
+        );
+
+        // The donor killed mid-stream: the joiner exits non-zero and leaves nothing behind.
+        let init = c.spawn_init(1).await?;
+        wait_for_partial_clone(c, 1, "init-2.log").await?;
+        c.kill_sidecar(0).await?;
+        let failed = init.wait().await?;
+        ensure!(
+            matches!(failed.code, Some(code) if code != 0),
+            "init after donor death: {:?}",
+            failed.code
+        );
+        ensure!(
+            failed
+                .output
+                .contains("removing the staging directory of an interrupted clone"),
+            "{}",
+            failed.output
+        );
+        let error_lines: Vec<&str> = failed
+            .output
+            .lines()
+            .filter(|l| l.contains("ERROR"))
+            .collect();
+        ensure!(
+            error_lines.len() == 1 && error_lines[0].contains("clone failed"),
+            "{error_lines:?}"
+        );
+        ensure!(
+            datadir_entries(&c.datadir(1))?.is_empty(),
+            "{:?}",
+            datadir_entries(&c.datadir(1))?
+        );
+
+        // The donor back: the retry clones and the pod joins.
+        c.throttle(0, None).await?;
+        c.start_sidecar(0).await?;
+        c.wait_readyz(0, 200, READY).await?;
+        let retry = c.run_init(1).await?;
+        ensure!(
+            retry.code == Some(0),
+            "retry: {:?}\n{}",
+            retry.code,
+            retry.output
+        );
+        c.start_server(1).await?;
+        c.start_sidecar(1).await?;
+        c.wait_readyz(1, 200, READY).await?;
+        insert(c, 0, "after-retry").await?;
+        assert_same_data(c, 1).await?;
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_a_datadir_it_cannot_prove_is_its_own() -> Result<()> {
+    scenario(2, async |c| {
+        c.create_pod(1).await?;
+        let stray = c.datadir(1).join("notes.txt");
+        std::fs::write(&stray, "keep me")?;
+        let run = c.run_init(1).await?;
+        ensure!(run.code == Some(65), "{:?}\n{}", run.code, run.output);
+        ensure!(
+            run.output.contains("refusing to touch the datadir")
+                && run.output.contains("notes.txt"),
+            "{}",
+            run.output
+        );
+        if std::fs::read_to_string(&stray)? != "keep me" {
+            bail!("the stray file was changed");
+        }
+        Ok(())
+    })
+    .await
+}

@@ -1,0 +1,175 @@
+//! Names, addresses and the on-disk layout of a cluster.
+
+use std::fs::{self, File, OpenOptions, Permissions};
+use std::io::{Read, Write};
+use std::net::Ipv4Addr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt, chown};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use anyhow::{Context, Result};
+
+pub const BRIDGE_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 250, 1);
+pub const SUBNET_BITS: u8 = 24;
+pub const SERVICE_FQDN: &str = "mysql.default.svc.cluster.local";
+pub const AGENT_PORT: u16 = 8080;
+/// Pod IPs are 169.254.250.(10+N) and must stay below the broadcast address.
+pub const MAX_PODS: usize = 200;
+
+pub fn pod_ip(n: usize) -> Ipv4Addr {
+    assert!(n < MAX_PODS, "pod ordinal {n} out of range");
+    let [a, b, c, _] = BRIDGE_IP.octets();
+    Ipv4Addr::new(a, b, c, 10 + n as u8)
+}
+
+pub fn hostname(n: usize) -> String {
+    format!("mysql-{n}")
+}
+
+pub fn pod_fqdn(n: usize) -> String {
+    format!("mysql-{n}.{SERVICE_FQDN}")
+}
+
+/// Identifies one cluster across processes: `msa<pid>x<k>` prefixes all of its names,
+/// so the stale sweep can tell from a name whether its creator is still alive.
+#[derive(Clone, Debug)]
+pub struct ClusterId {
+    pub pid: u32,
+    pub k: u32,
+}
+
+impl ClusterId {
+    pub fn next() -> Self {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        ClusterId {
+            pid: std::process::id(),
+            k: COUNTER.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    pub fn prefix(&self) -> String {
+        format!("msa{}x{}", self.pid, self.k)
+    }
+
+    pub fn node_ns(&self) -> String {
+        format!("{}n", self.prefix())
+    }
+
+    pub fn pod_ns(&self, n: usize) -> String {
+        format!("{}p{n}", self.prefix())
+    }
+
+    /// The creator PID embedded in a name made by `prefix()`, e.g. "msa123x4p1" -> 123.
+    pub fn creator_of(name: &str) -> Option<u32> {
+        let (pid, _) = name.strip_prefix("msa")?.split_once('x')?;
+        pid.parse().ok()
+    }
+}
+
+/// The files of one pod under `<root>/pod<N>`.
+#[derive(Clone, Debug)]
+pub struct PodPaths {
+    pub dir: PathBuf,
+}
+
+impl PodPaths {
+    pub fn new(root: &Path, n: usize) -> Self {
+        PodPaths {
+            dir: root.join(format!("pod{n}")),
+        }
+    }
+
+    /// The volume: the datadir.
+    pub fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+    pub fn conf_d(&self) -> PathBuf {
+        self.dir.join("conf.d")
+    }
+    pub fn run(&self) -> PathBuf {
+        self.dir.join("run")
+    }
+    /// The server's own log dir (error.log).
+    pub fn server_log(&self) -> PathBuf {
+        self.dir.join("log")
+    }
+    pub fn tmp(&self) -> PathBuf {
+        self.dir.join("tmp")
+    }
+    /// The harness's log files of this pod's processes.
+    pub fn logs(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+    pub fn my_cnf(&self) -> PathBuf {
+        self.dir.join("my.cnf")
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.run().join("mysqld.sock")
+    }
+    pub fn error_log(&self) -> PathBuf {
+        self.server_log().join("error.log")
+    }
+    /// Bind mount that keeps the pod's UTS namespace (its hostname) alive.
+    pub fn uts_file(&self) -> PathBuf {
+        self.dir.join("uts")
+    }
+}
+
+/// uid and gid of the `mysql` user, from /etc/passwd.
+pub fn mysql_owner() -> Result<(u32, u32)> {
+    let passwd = fs::read_to_string("/etc/passwd")?;
+    passwd
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields.first() == Some(&"mysql"))
+        .and_then(|fields| Some((fields.get(2)?.parse().ok()?, fields.get(3)?.parse().ok()?)))
+        .context("no mysql user in /etc/passwd (is mariadb-server installed?)")
+}
+
+fn make_dir(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<()> {
+    fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
+    fs::set_permissions(path, Permissions::from_mode(mode))?;
+    if let Some((uid, gid)) = owner {
+        chown(path, Some(uid), Some(gid))?;
+    }
+    Ok(())
+}
+
+/// The pod's directories: mariadbd (user mysql) owns the volume and its runtime dirs;
+/// the agent (root) writes conf.d; the harness writes logs.
+pub fn make_pod_dirs(pod: &PodPaths, mysql: (u32, u32)) -> Result<()> {
+    make_dir(&pod.dir, 0o755, None)?;
+    make_dir(&pod.data(), 0o750, Some(mysql))?;
+    make_dir(&pod.conf_d(), 0o755, None)?;
+    for dir in [pod.run(), pod.server_log(), pod.tmp()] {
+        make_dir(&dir, 0o755, Some(mysql))?;
+    }
+    make_dir(&pod.logs(), 0o755, None)
+}
+
+pub fn make_dirs(dirs: &[PathBuf]) -> Result<()> {
+    dirs.iter().try_for_each(|dir| make_dir(dir, 0o755, None))
+}
+
+/// Writes `contents` to a new file with `mode` (no trailing newline added).
+pub fn write_file(path: &Path, contents: &str, mode: u32) -> Result<()> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .and_then(|mut file| file.write_all(contents.as_bytes()))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// A random alphanumeric secret.
+pub fn random_secret(len: usize) -> Result<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut bytes = vec![0u8; len];
+    File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes
+        .iter()
+        .map(|byte| ALPHABET[usize::from(*byte) % ALPHABET.len()] as char)
+        .collect())
+}

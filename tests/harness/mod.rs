@@ -1,0 +1,830 @@
+//! Test harness: a simulated MariaDB StatefulSet on one machine, without Kubernetes or Docker.
+//!
+//! A pod is a network namespace plus a persistent UTS namespace (hostname `mysql-N`); a "node"
+//! namespace holds the bridge, dnsmasq (cluster DNS) and the prober; each pod runs a real
+//! mariadbd and the agent under test. Everything is named `msa<pid>x<k>...`, so clusters of
+//! parallel tests and processes never collide, and Drop (or the next run's sweep) removes it all.
+//!
+//! Logs: every process the harness starts writes to `<root>/pod<N>/logs/<kind>-<k>.log`
+//! (`<root>/logs` for dnsmasq). A failed test (a panic, e.g. `unwrap` or `assert!`) keeps the root
+//! dir and prints its path; datadirs are removed even then unless MSA_KEEP_DATA is set, and
+//! MSA_KEEP keeps everything even on success. A test that fails by returning `Err` drops its
+//! cluster before the failure is known: run it through `Cluster::run_scenario`, or `unwrap` the
+//! result of a helper while the cluster is still alive.
+#![allow(dead_code)]
+
+mod cmd;
+mod dns;
+mod layout;
+mod mariadb;
+mod net;
+mod poll;
+mod procs;
+mod registry;
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{self, Permissions};
+use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use nix::sys::signal::Signal;
+use tempfile::TempDir;
+use tokio::process::Command;
+
+use cmd::{file_tail, read_lossy, tail};
+use layout::{AGENT_PORT, ClusterId, MAX_PODS, PodPaths, hostname};
+use procs::{Tracked, Victim, descendants, kill_and_wait, stop_group};
+use registry::Registry;
+
+// Each test binary uses a different subset of these.
+#[allow(unused_imports)]
+pub use net::list_netns;
+#[allow(unused_imports)]
+pub use poll::{Check, poll_until};
+#[allow(unused_imports)]
+pub use procs::{ProcId, ProcessInfo};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+const READYZ_INTERVAL: Duration = Duration::from_millis(200);
+/// Far beyond the agent's own clone deadline: only a hung init hits it.
+const INIT_TIMEOUT: Duration = Duration::from_secs(300);
+const AGENT_GRACE: Duration = Duration::from_secs(10);
+const SERVER_GRACE: Duration = Duration::from_secs(30);
+const DNS_GRACE: Duration = Duration::from_secs(5);
+const LOG_TAIL_LINES: usize = 40;
+const SECRET_LEN: usize = 24;
+/// PATH of every process in a pod (their environment is cleared: no proxies, no RUST_LOG leak in).
+const POD_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+
+pub struct ClusterSpec {
+    /// The agent binary: `PathBuf::from(env!("CARGO_BIN_EXE_mysql-sts-agent"))`.
+    pub agent_bin: PathBuf,
+    /// How many pods this cluster may hold.
+    pub pods: usize,
+}
+
+impl ClusterSpec {
+    pub fn new(agent_bin: impl Into<PathBuf>, pods: usize) -> Self {
+        ClusterSpec {
+            agent_bin: agent_bin.into(),
+            pods,
+        }
+    }
+}
+
+/// One finished run of `mysql-sts-agent init`.
+#[derive(Debug)]
+pub struct InitRun {
+    /// Exit code; None if a signal killed it.
+    pub code: Option<i32>,
+    /// stdout and stderr, interleaved as written.
+    pub output: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct HttpReply {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl HttpReply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// An `init` running in the background.
+pub struct InitHandle {
+    process: Tracked,
+}
+
+impl InitHandle {
+    pub fn pid(&self) -> u32 {
+        self.process.id.pid
+    }
+
+    /// SIGKILLs init and everything it spawned, as the kubelet kills a container, and returns
+    /// once all of it is gone. `wait` then reports the kill.
+    pub async fn kill(&mut self) -> Result<()> {
+        // A reaped init's PID may already belong to someone else.
+        let spawned = if self.process.id.is_alive() {
+            descendants(self.pid())
+        } else {
+            Vec::new()
+        };
+        self.process.id.signal(Signal::SIGKILL);
+        self.process.wait().await?;
+        tokio::task::spawn_blocking(move || kill_and_wait(&spawned)).await?;
+        Ok(())
+    }
+
+    pub async fn wait(mut self) -> Result<InitRun> {
+        let status = match tokio::time::timeout(INIT_TIMEOUT, self.process.wait()).await {
+            Ok(status) => status?,
+            Err(_) => {
+                self.kill().await?;
+                bail!(
+                    "{} still ran after {INIT_TIMEOUT:?} and was killed; log tail:\n{}",
+                    self.process.name,
+                    file_tail(&self.process.log, LOG_TAIL_LINES)
+                );
+            }
+        };
+        Ok(InitRun {
+            code: status.code(),
+            output: read_lossy(&self.process.log),
+        })
+    }
+}
+
+struct Secrets {
+    admin_password: String,
+    repl_password: String,
+    clone_token: String,
+}
+
+impl Secrets {
+    fn generate() -> Result<Self> {
+        Ok(Secrets {
+            admin_password: layout::random_secret(SECRET_LEN)?,
+            repl_password: layout::random_secret(SECRET_LEN)?,
+            clone_token: layout::random_secret(SECRET_LEN)?,
+        })
+    }
+}
+
+struct Pod {
+    ns: String,
+    paths: PodPaths,
+    /// Whether the pod "exists" for Kubernetes, i.e. has its DNS records.
+    created: bool,
+    server: Option<Tracked>,
+    sidecar: Option<Tracked>,
+    /// Inits started with `spawn_init`: their handles reap them, Drop only stops them.
+    inits: Vec<ProcId>,
+    /// Other processes a test started in the pod.
+    helpers: Vec<Tracked>,
+    /// Runs so far per process kind, numbering the log files.
+    runs: HashMap<String, u32>,
+}
+
+impl Pod {
+    /// The log file of the next run of `kind`: `<pod>/logs/<kind>-<k>.log`, k from 1.
+    fn next_log(&mut self, kind: &str) -> (u32, PathBuf) {
+        let k = self.runs.entry(kind.to_owned()).or_default();
+        *k += 1;
+        (*k, self.paths.logs().join(format!("{kind}-{k}.log")))
+    }
+}
+
+pub struct Cluster {
+    spec: ClusterSpec,
+    id: ClusterId,
+    root: PathBuf,
+    /// Taken by Drop, which decides whether to keep the files.
+    root_dir: Option<TempDir>,
+    registry: Registry,
+    secrets: Secrets,
+    pods: Vec<Pod>,
+    dnsmasq: Option<Tracked>,
+    namespaces: Vec<String>,
+    uts_files: Vec<PathBuf>,
+    /// Every process ever started, for reports and the self-test.
+    ledger: Vec<ProcessInfo>,
+    keep_files: bool,
+}
+
+// Tests may move a cluster into spawned tasks.
+const _: fn() = || {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Cluster>();
+};
+
+impl Cluster {
+    /// Creates the node namespace with the bridge and dnsmasq, every pod's namespaces, files and
+    /// directories, and the secrets; no database yet. First sweeps leftovers of dead runs.
+    pub async fn new(spec: ClusterSpec) -> Result<Cluster> {
+        ensure!(
+            (1..=MAX_PODS).contains(&spec.pods),
+            "a cluster holds 1 to {MAX_PODS} pods, not {}",
+            spec.pods
+        );
+        tokio::task::spawn_blocking(registry::sweep_stale).await?;
+        let id = ClusterId::next();
+        let root_dir = tempfile::Builder::new()
+            .prefix(&format!("msa-{}x{}-", id.pid, id.k))
+            .tempdir_in("/tmp")?;
+        let root = root_dir.path().to_owned();
+        // mariadbd runs as user mysql and must traverse it.
+        fs::set_permissions(&root, Permissions::from_mode(0o755))?;
+        let registry = Registry::create(&id, &root)?;
+        let pods = (0..spec.pods)
+            .map(|n| Pod {
+                ns: id.pod_ns(n),
+                paths: PodPaths::new(&root, n),
+                created: false,
+                server: None,
+                sidecar: None,
+                inits: Vec::new(),
+                helpers: Vec::new(),
+                runs: HashMap::new(),
+            })
+            .collect();
+        let mut cluster = Cluster {
+            spec,
+            id,
+            root,
+            root_dir: Some(root_dir),
+            registry,
+            secrets: Secrets::generate()?,
+            pods,
+            dnsmasq: None,
+            namespaces: Vec::new(),
+            uts_files: Vec::new(),
+            ledger: Vec::new(),
+            keep_files: false,
+        };
+        eprintln!(
+            "[msa-harness] cluster {}: files in {}",
+            cluster.id.prefix(),
+            cluster.root.display()
+        );
+        // On error, Drop removes whatever was made so far (and keeps the logs).
+        if let Err(error) = cluster.setup().await {
+            cluster.keep_files = true;
+            return Err(error.context(format!("setting up cluster {}", cluster.id.prefix())));
+        }
+        Ok(cluster)
+    }
+
+    /// Runs `scenario` on a new cluster of `spec`. An `Err` from it keeps the cluster's files,
+    /// as a panic does, so that tests written with `?` and `ensure!` keep their logs too.
+    pub async fn run_scenario(
+        spec: ClusterSpec,
+        scenario: impl AsyncFnOnce(&mut Cluster) -> Result<()>,
+    ) -> Result<()> {
+        let mut cluster = Cluster::new(spec).await?;
+        let outcome = scenario(&mut cluster).await;
+        if outcome.is_err() {
+            cluster.keep_files();
+        }
+        outcome
+    }
+
+    async fn setup(&mut self) -> Result<()> {
+        self.write_files()?;
+        self.build_network().await?;
+        self.start_dns().await
+    }
+
+    fn write_files(&self) -> Result<()> {
+        let secrets = self.root.join("secrets");
+        layout::make_dirs(&[
+            secrets.clone(),
+            self.root.join("dns"),
+            self.root.join("logs"),
+            self.root.join("http"),
+        ])?;
+        for (name, value) in [
+            ("admin-password", &self.secrets.admin_password),
+            ("repl-password", &self.secrets.repl_password),
+            ("clone-token", &self.secrets.clone_token),
+        ] {
+            layout::write_file(&secrets.join(name), value, 0o600)?;
+        }
+        layout::write_file(&self.hosts_file(), "", 0o644)?;
+        let mysql = layout::mysql_owner()?;
+        for pod in &self.pods {
+            layout::make_pod_dirs(&pod.paths, mysql)?;
+            layout::write_file(&pod.paths.my_cnf(), &mariadb::my_cnf(&pod.paths), 0o644)?;
+        }
+        Ok(())
+    }
+
+    async fn build_network(&mut self) -> Result<()> {
+        let node_ns = self.id.node_ns();
+        self.add_netns(&node_ns).await?;
+        net::add_bridge(&node_ns).await?;
+        for n in 0..self.pods.len() {
+            let pod_ns = self.pods[n].ns.clone();
+            self.add_netns(&pod_ns).await?;
+            net::wire_pod(&node_ns, &pod_ns, n).await?;
+            net::write_etc_netns(&pod_ns, n)?;
+            let uts = self.pods[n].paths.uts_file();
+            self.registry.record("uts", uts.display());
+            self.uts_files.push(uts.clone());
+            net::make_uts(&uts, &hostname(n)).await?;
+        }
+        Ok(())
+    }
+
+    async fn add_netns(&mut self, ns: &str) -> Result<()> {
+        self.registry.record("netns", ns);
+        self.namespaces.push(ns.to_owned());
+        net::add_netns(ns).await
+    }
+
+    async fn start_dns(&mut self) -> Result<()> {
+        let dns_log = self.root.join("logs/dnsmasq.log");
+        let console_log = self.root.join("logs/dnsmasq-console.log");
+        let mut dnsmasq = self.node_command("dnsmasq");
+        dnsmasq.args(dns::dnsmasq_args(&self.hosts_file(), &dns_log));
+        let dnsmasq = self.spawn_tracked("dnsmasq".into(), &mut dnsmasq, &console_log)?;
+        let id = dnsmasq.id;
+        self.dnsmasq = Some(dnsmasq);
+        dns::wait_started(id, &dns_log, &console_log).await
+    }
+
+    fn hosts_file(&self) -> PathBuf {
+        self.root.join("dns/hosts")
+    }
+
+    /// "Creates" pod n as Kubernetes would before starting its containers: adds its DNS records
+    /// and waits until they resolve inside the pod. Idempotent.
+    pub async fn create_pod(&mut self, n: usize) -> Result<()> {
+        if self.pod(n).created {
+            return Ok(());
+        }
+        let dnsmasq = self
+            .dnsmasq
+            .as_ref()
+            .context("dnsmasq was never started")?
+            .id;
+        ensure!(
+            dnsmasq.is_alive(),
+            "dnsmasq died: {}",
+            file_tail(&self.root.join("logs/dnsmasq-console.log"), 20)
+        );
+        dns::add_pod_records(&self.hosts_file(), n)?;
+        dnsmasq.signal(Signal::SIGHUP); // re-reads the addn-hosts file
+        dns::wait_pod_records(&self.pod(n).ns, n).await?;
+        self.pods[n].created = true;
+        Ok(())
+    }
+
+    /// OrderedReady start of pod n: create it, run init to success, start the database, start the
+    /// sidecar, and wait until /readyz answers 200.
+    pub async fn start_pod(&mut self, n: usize) -> Result<()> {
+        self.create_pod(n).await?;
+        let init = self.run_init(n).await?;
+        ensure!(
+            init.code == Some(0),
+            "init of pod {n} exited with {:?}; log tail:\n{}",
+            init.code,
+            tail(&init.output, LOG_TAIL_LINES)
+        );
+        self.start_server(n).await?;
+        self.start_sidecar(n).await?;
+        if let Err(error) = self.wait_readyz(n, 200, READY_TIMEOUT).await {
+            let sidecar_log = self.pod(n).sidecar.as_ref().map(|sidecar| &sidecar.log);
+            bail!(
+                "pod {n} never became ready: {error:#}\nsidecar log tail:\n{}",
+                sidecar_log.map_or_else(String::new, |log| file_tail(log, LOG_TAIL_LINES))
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs `init` for pod n to completion (creating the pod first if needed).
+    pub async fn run_init(&mut self, n: usize) -> Result<InitRun> {
+        self.spawn_init(n).await?.wait().await
+    }
+
+    /// Starts `init` for pod n in the background (creating the pod first if needed).
+    pub async fn spawn_init(&mut self, n: usize) -> Result<InitHandle> {
+        self.create_pod(n).await?;
+        let mut init = self.agent_command(n, "init");
+        let process = self.spawn_in(n, "init", &mut init)?;
+        self.pods[n].inits.push(process.id);
+        Ok(InitHandle { process })
+    }
+
+    /// The database container: on an empty volume, mariadb-install-db and the image's root
+    /// bootstrap; then mariadbd, until it answers SELECT 1 over its socket.
+    pub async fn start_server(&mut self, n: usize) -> Result<()> {
+        if let Some(server) = self.pods[n].server.as_mut() {
+            ensure!(
+                server.try_exit().is_some(),
+                "pod {n}'s server is already running (pid {})",
+                server.id.pid
+            );
+        }
+        let fresh = !self.datadir(n).join("mysql").exists();
+        if fresh {
+            self.install_db(n).await?;
+        }
+        let paths = self.pod(n).paths.clone();
+        let mut mariadbd = self.pod_command(n, "mariadbd");
+        mariadbd.args(mariadb::mariadbd_args(&paths));
+        let server = self.spawn_in(n, "mariadbd", &mut mariadbd)?;
+        let id = server.id;
+        self.pods[n].server = Some(server);
+        let admin = &self.secrets.admin_password;
+        let password = if fresh { "" } else { admin.as_str() };
+        let opts = mariadb::root_opts(&paths.socket(), password);
+        mariadb::wait_answers(id, &opts, &paths.error_log())
+            .await
+            .with_context(|| format!("starting the server of pod {n}"))?;
+        if fresh {
+            mariadb::bootstrap_root(&opts, admin).await?;
+        }
+        Ok(())
+    }
+
+    async fn install_db(&mut self, n: usize) -> Result<()> {
+        let mut install = self.pod_command(n, "mariadb-install-db");
+        install.args(mariadb::install_db_args(&self.pod(n).paths));
+        let mut install = self.spawn_in(n, "install-db", &mut install)?;
+        let status = install.wait().await?;
+        ensure!(
+            status.success(),
+            "mariadb-install-db for pod {n} failed ({status}):\n{}",
+            file_tail(&install.log, LOG_TAIL_LINES)
+        );
+        Ok(())
+    }
+
+    /// SIGTERM, up to 30 s to shut down, then SIGKILL. No-op if no server runs.
+    pub async fn stop_server(&mut self, n: usize) -> Result<()> {
+        if let Some(server) = self.pods[n].server.take() {
+            server.stop(SERVER_GRACE).await?;
+        }
+        Ok(())
+    }
+
+    /// Spawns `mysql-sts-agent sidecar` without waiting for readiness.
+    pub async fn start_sidecar(&mut self, n: usize) -> Result<()> {
+        if let Some(sidecar) = self.pods[n].sidecar.as_mut() {
+            ensure!(
+                sidecar.try_exit().is_some(),
+                "pod {n}'s sidecar is already running (pid {})",
+                sidecar.id.pid
+            );
+        }
+        let mut sidecar = self.agent_command(n, "sidecar");
+        let sidecar = self.spawn_in(n, "sidecar", &mut sidecar)?;
+        self.pods[n].sidecar = Some(sidecar);
+        Ok(())
+    }
+
+    /// SIGTERM, up to 10 s to exit, then SIGKILL; returns the exit code (None: killed by a signal).
+    pub async fn stop_sidecar(&mut self, n: usize) -> Result<Option<i32>> {
+        let sidecar = self.pods[n]
+            .sidecar
+            .take()
+            .with_context(|| format!("pod {n} has no sidecar"))?;
+        let status = sidecar.stop(AGENT_GRACE).await?;
+        Ok(status.and_then(|status| status.code()))
+    }
+
+    /// SIGKILLs the sidecar and every process it had spawned (e.g. a mariadb-backup it ran).
+    pub async fn kill_sidecar(&mut self, n: usize) -> Result<()> {
+        let sidecar = self.pods[n]
+            .sidecar
+            .take()
+            .with_context(|| format!("pod {n} has no sidecar"))?;
+        sidecar.stop(Duration::ZERO).await?;
+        Ok(())
+    }
+
+    /// The running sidecar's PID.
+    pub fn sidecar_pid(&self, n: usize) -> Option<u32> {
+        let sidecar = self.pod(n).sidecar.as_ref()?;
+        sidecar.id.is_alive().then_some(sidecar.id.pid)
+    }
+
+    /// GET `http://<pod ip>:8080<path>` from the node namespace, where the kubelet probes from.
+    /// Errors when no HTTP answer came (refused, timeout...).
+    pub async fn http_get(&self, n: usize, path: &str, bearer: Option<&str>) -> Result<HttpReply> {
+        let url = format!("http://{}:{AGENT_PORT}{path}", self.pod_ip(n));
+        let body = tempfile::NamedTempFile::new_in(self.root.join("http"))?;
+        let mut curl = self.node_command("curl");
+        curl.args(["-sS", "--noproxy", "*", "--max-time", "10", "-o"])
+            .arg(body.path())
+            .args(["-w", "%{http_code}"]);
+        if let Some(token) = bearer {
+            curl.arg("-H").arg(format!("Authorization: Bearer {token}"));
+        }
+        curl.arg(&url);
+        let status = cmd::output_text(curl)
+            .await
+            .with_context(|| format!("GET {url} from the node namespace"))?;
+        Ok(HttpReply {
+            status: status
+                .trim()
+                .parse()
+                .with_context(|| format!("curl printed status {status:?}"))?,
+            body: tokio::fs::read(body.path()).await?,
+        })
+    }
+
+    /// Polls GET /readyz every 200 ms until it answers `want`.
+    pub async fn wait_readyz(&self, n: usize, want: u16, timeout: Duration) -> Result<HttpReply> {
+        self.wait_readyz_path(n, "/readyz", want, timeout).await
+    }
+
+    /// Polls GET `path` (e.g. "/readyz?lag=1s") every 200 ms until it answers `want`.
+    pub async fn wait_readyz_path(
+        &self,
+        n: usize,
+        path: &str,
+        want: u16,
+        timeout: Duration,
+    ) -> Result<HttpReply> {
+        let what = format!("GET {path} on pod {n} to answer {want}");
+        poll_until(&what, timeout, READYZ_INTERVAL, || async {
+            Ok(match self.http_get(n, path, None).await {
+                Ok(reply) if reply.status == want => Check::Done(reply),
+                Ok(reply) => Check::Pending(format!("{}: {}", reply.status, reply.text())),
+                Err(error) => Check::Pending(format!("{error:#}")),
+            })
+        })
+        .await
+    }
+
+    /// A root session on pod n's server over its unix socket, with the admin password.
+    pub async fn sql(&self, n: usize) -> Result<mysql_async::Conn> {
+        let opts = mariadb::root_opts(&self.pod(n).paths.socket(), &self.secrets.admin_password);
+        mysql_async::Conn::new(opts)
+            .await
+            .with_context(|| format!("connecting to pod {n}'s server as root"))
+    }
+
+    /// Shapes pod n's egress: Some("8mbit") sets a token bucket on its eth0, None removes it.
+    pub async fn throttle(&self, n: usize, rate: Option<&str>) -> Result<()> {
+        let ns = self.pod(n).ns.as_str();
+        match rate {
+            Some(rate) => {
+                let tbf = [
+                    "replace", "dev", "eth0", "root", "tbf", "rate", rate, "burst", "32kbit",
+                    "latency", "400ms",
+                ];
+                net::qdisc(ns, &tbf).await?;
+            }
+            None => {
+                let current = net::qdisc(ns, &["show", "dev", "eth0", "root"]).await?;
+                // Deleting the default qdisc is an error: only remove ours.
+                if current.contains("tbf") {
+                    net::qdisc(ns, &["del", "dev", "eth0", "root"]).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Pod n's volume (the datadir).
+    pub fn datadir(&self, n: usize) -> PathBuf {
+        self.pod(n).paths.data()
+    }
+
+    pub fn pod_dir(&self, n: usize) -> PathBuf {
+        self.pod(n).paths.dir.clone()
+    }
+
+    pub fn root_dir(&self) -> &Path {
+        &self.root
+    }
+
+    /// A harness log file of pod n, e.g. "init-1.log", "sidecar-2.log", "mariadbd-1.log"; "" if missing.
+    pub fn log_text(&self, n: usize, name: &str) -> String {
+        read_lossy(&self.pod(n).paths.logs().join(name))
+    }
+
+    /// Pod n's mariadbd error log; "" if missing.
+    pub fn server_error_log(&self, n: usize) -> String {
+        read_lossy(&self.pod(n).paths.error_log())
+    }
+
+    pub fn clone_token(&self) -> String {
+        self.secrets.clone_token.clone()
+    }
+
+    pub fn admin_password(&self) -> String {
+        self.secrets.admin_password.clone()
+    }
+
+    pub fn repl_password(&self) -> String {
+        self.secrets.repl_password.clone()
+    }
+
+    /// The command the harness runs the agent with in pod n (`sub`: "init" or "sidecar"), with the
+    /// standard environment; tests may add or remove env and args before spawning it themselves.
+    pub fn agent_command(&self, n: usize, sub: &str) -> Command {
+        let pod = &self.pod(n).paths;
+        let secrets = self.root.join("secrets");
+        let mut agent = self.pod_command(n, &self.spec.agent_bin);
+        agent
+            .arg(sub)
+            .env("RUST_BACKTRACE", "1")
+            .env("MYSQL_STS_NAMESPACE", "default")
+            .env("MYSQL_STS_DATADIR", pod.data())
+            .env("MYSQL_STS_CLONE_TOKEN_FILE", secrets.join("clone-token"))
+            .env("MYSQL_STS_LOG", "info,mysql_sts_agent=debug");
+        match sub {
+            "init" => {
+                agent
+                    .env("MYSQL_STS_CONF_DIR", pod.conf_d())
+                    .env("MYSQL_STS_CLONE_DEADLINE", "60s");
+            }
+            "sidecar" => {
+                agent
+                    .env(
+                        "MYSQL_STS_ADMIN_PASSWORD_FILE",
+                        secrets.join("admin-password"),
+                    )
+                    .env(
+                        "MYSQL_STS_REPL_PASSWORD_FILE",
+                        secrets.join("repl-password"),
+                    )
+                    .env("MYSQL_STS_TMP_DIR", pod.tmp())
+                    .env("MYSQL_STS_MYSQL_SOCKET", pod.socket());
+            }
+            _ => {}
+        }
+        agent
+    }
+
+    /// `program` inside pod n (its netns and hostname), with a cleared environment but PATH.
+    /// `ip netns exec` and `nsenter` both exec, so the child's PID is `program`'s own.
+    pub fn pod_command(&self, n: usize, program: impl AsRef<OsStr>) -> Command {
+        let pod = self.pod(n);
+        let mut command = Command::new("ip");
+        command
+            .env_clear()
+            .env("PATH", POD_PATH)
+            .args(["netns", "exec", &pod.ns, "nsenter"])
+            .arg(format!("--uts={}", pod.paths.uts_file().display()))
+            .arg("--")
+            .arg(program);
+        command
+    }
+
+    /// `program` in the node namespace, with a cleared environment but PATH.
+    pub fn node_command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut command = Command::new("ip");
+        command
+            .env_clear()
+            .env("PATH", POD_PATH)
+            .args(["netns", "exec", &self.id.node_ns()])
+            .arg(program);
+        command
+    }
+
+    /// Runs `args` in pod n to completion and returns its stdout (an error on failure).
+    pub async fn exec_in_pod(&self, n: usize, args: &[&str]) -> Result<String> {
+        let (program, rest) = args.split_first().context("exec_in_pod needs a program")?;
+        let mut command = self.pod_command(n, program);
+        command.args(rest);
+        cmd::output_text(command).await
+    }
+
+    /// Spawns another process in pod n (build it with `pod_command`) under the harness's tracking:
+    /// logs go to `<pod>/logs/<name>-<k>.log` and Drop stops it with the agents. Returns its PID.
+    pub fn spawn_in_pod(&mut self, n: usize, name: &str, mut command: Command) -> Result<u32> {
+        let helper = self.spawn_in(n, name, &mut command)?;
+        let pid = helper.id.pid;
+        self.pods[n].helpers.push(helper);
+        Ok(pid)
+    }
+
+    /// IPv4 addresses `name` resolves to inside pod `from` (getent, so /etc/hosts, then DNS).
+    pub async fn resolve(&self, from: usize, name: &str) -> Result<Vec<Ipv4Addr>> {
+        dns::resolve(&self.pod(from).ns, name).await
+    }
+
+    pub fn pod_ip(&self, n: usize) -> Ipv4Addr {
+        layout::pod_ip(n)
+    }
+
+    /// The network namespaces this cluster created.
+    pub fn namespaces(&self) -> Vec<String> {
+        self.namespaces.clone()
+    }
+
+    pub fn pod_ns(&self, n: usize) -> String {
+        self.pod(n).ns.clone()
+    }
+
+    pub fn node_ns(&self) -> String {
+        self.id.node_ns()
+    }
+
+    /// Every process the harness has started so far, running or not.
+    pub fn started_processes(&self) -> Vec<ProcessInfo> {
+        self.ledger.clone()
+    }
+
+    /// Keep the root dir after Drop even if the test does not panic.
+    pub fn keep_files(&mut self) {
+        self.keep_files = true;
+    }
+
+    fn pod(&self, n: usize) -> &Pod {
+        self.pods
+            .get(n)
+            .unwrap_or_else(|| panic!("no pod {n}: the cluster holds {} pods", self.pods.len()))
+    }
+
+    fn spawn_tracked(
+        &mut self,
+        name: String,
+        command: &mut Command,
+        log: &Path,
+    ) -> Result<Tracked> {
+        let tracked = Tracked::spawn(name, command, log)?;
+        self.registry.record_process(tracked.id, &tracked.name);
+        self.ledger.push(tracked.info());
+        Ok(tracked)
+    }
+
+    /// Spawns a process of pod n logging to the next `<kind>-<k>.log`.
+    fn spawn_in(&mut self, n: usize, kind: &str, command: &mut Command) -> Result<Tracked> {
+        let (k, log) = self
+            .pods
+            .get_mut(n)
+            .with_context(|| format!("no pod {n}"))?
+            .next_log(kind);
+        self.spawn_tracked(format!("pod{n}/{kind}-{k}"), command, &log)
+    }
+
+    /// Stops everything in the kubelet's order: agents, replicas (highest ordinal first), the
+    /// primary, then DNS. Blocking.
+    fn stop_processes(&mut self) {
+        let mut agents: Vec<Victim> = Vec::new();
+        for pod in &mut self.pods {
+            agents.extend(pod.sidecar.as_mut().map(Victim::reaped));
+            agents.extend(pod.inits.iter().copied().map(Victim::unreaped));
+            agents.extend(pod.helpers.iter_mut().map(Victim::reaped));
+        }
+        stop_group(&mut agents, AGENT_GRACE);
+        drop(agents);
+        for pod in self.pods.iter_mut().rev() {
+            if let Some(server) = pod.server.as_mut() {
+                stop_group(&mut [Victim::reaped(server)], SERVER_GRACE);
+            }
+        }
+        if let Some(dnsmasq) = self.dnsmasq.as_mut() {
+            stop_group(&mut [Victim::reaped(dnsmasq)], DNS_GRACE);
+        }
+        // E.g. an install-db whose test future was dropped mid-await.
+        let stragglers: Vec<ProcId> = self
+            .ledger
+            .iter()
+            .filter(|process| process.is_alive())
+            .map(|process| {
+                eprintln!("[msa-harness] killing unfinished {}", process.name);
+                process.id
+            })
+            .collect();
+        kill_and_wait(&stragglers);
+    }
+
+    fn remove_namespaces(&self) {
+        for ns in self.namespaces.iter().rev() {
+            for leftover in net::remove_netns(ns) {
+                eprintln!("[msa-harness] BUG: {leftover} was still running in netns {ns}");
+            }
+        }
+        for file in &self.uts_files {
+            net::remove_uts(file);
+        }
+    }
+
+    /// Removes the root dir, or keeps it (and says where) for a failed test.
+    fn dispose_files(&mut self) {
+        let Some(root_dir) = self.root_dir.take() else {
+            return;
+        };
+        let failed = std::thread::panicking() || self.keep_files;
+        if !failed && std::env::var_os("MSA_KEEP").is_none() {
+            if let Err(error) = root_dir.close() {
+                eprintln!("[msa-harness] removing {}: {error}", self.root.display());
+            }
+            return;
+        }
+        if failed && std::env::var_os("MSA_KEEP_DATA").is_none() {
+            // Volumes are large; the logs are what one reads.
+            for pod in &self.pods {
+                net::remove_dir_if_present(&pod.paths.data());
+            }
+        }
+        eprintln!(
+            "[msa-harness] cluster {}: files kept in {}",
+            self.id.prefix(),
+            root_dir.keep().display()
+        );
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop_processes();
+        self.remove_namespaces();
+        self.dispose_files();
+        self.registry.remove();
+    }
+}
