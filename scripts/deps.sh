@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what the demo and the tests need on Debian 12, reusing whatever is already there.
+set -euo pipefail
+if [ "$(id -u)" -ne 0 ]; then
+  echo "deps: run as root (network namespaces and database servers need it)" >&2
+  exit 1
+fi
+packages=(mariadb-server mariadb-backup dnsmasq iproute2 curl python3)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null; then
+  echo "deps: cargo not found: install a Rust toolchain (https://rustup.rs)" >&2
+  exit 1
+fi
