@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
 const TAIL_LINES: usize = 8;
@@ -49,7 +49,7 @@ pub fn name(program: &Path) -> String {
 }
 
 /// Reads a tool's output to the end, logging it at debug level; yields its last lines.
-pub fn tail(output: impl AsyncRead + Unpin + Send + 'static, tool: String) -> JoinHandle<String> {
+fn tail(output: impl AsyncRead + Unpin + Send + 'static, tool: String) -> JoinHandle<String> {
     tokio::spawn(async move {
         let mut lines = BufReader::new(output).lines();
         let mut last = VecDeque::with_capacity(TAIL_LINES);
@@ -64,35 +64,52 @@ pub fn tail(output: impl AsyncRead + Unpin + Send + 'static, tool: String) -> Jo
     })
 }
 
-/// Waits for a child whose stderr is being read by `tail`, and turns failure into an error.
-pub async fn finish(
-    child: &mut tokio::process::Child,
-    tail: JoinHandle<String>,
-    tool: &str,
-) -> Result<(), ToolError> {
-    let status = child.wait().await.map_err(|source| ToolError::Wait {
-        tool: tool.to_owned(),
+/// A started tool whose stderr is being read; its other pipes are the caller's.
+pub struct Running {
+    pub child: Child,
+    name: String,
+    stderr: JoinHandle<String>,
+}
+
+pub fn spawn(mut cmd: Command, program: &Path) -> Result<Running, ToolError> {
+    let name = name(program);
+    let mut child = cmd.spawn().map_err(|source| ToolError::Spawn {
+        tool: name.clone(),
         source,
     })?;
-    let tail = tail.await.unwrap_or_default();
-    if status.success() {
-        Ok(())
-    } else {
-        Err(ToolError::Failed {
-            tool: tool.to_owned(),
-            status,
-            tail,
-        })
+    let stderr = tail(child.stderr.take().expect("stderr is piped"), name.clone());
+    Ok(Running {
+        child,
+        name,
+        stderr,
+    })
+}
+
+impl Running {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Waits for the tool to exit and turns failure into an error carrying its last words.
+    pub async fn finish(mut self) -> Result<(), ToolError> {
+        let status = self.child.wait().await.map_err(|source| ToolError::Wait {
+            tool: self.name.clone(),
+            source,
+        })?;
+        let tail = self.stderr.await.unwrap_or_default();
+        if status.success() {
+            Ok(())
+        } else {
+            Err(ToolError::Failed {
+                tool: self.name,
+                status,
+                tail,
+            })
+        }
     }
 }
 
 /// Runs a tool to completion.
-pub async fn run(mut cmd: Command, program: &Path) -> Result<(), ToolError> {
-    let tool = name(program);
-    let mut child = cmd.spawn().map_err(|source| ToolError::Spawn {
-        tool: tool.clone(),
-        source,
-    })?;
-    let stderr = tail(child.stderr.take().expect("stderr is piped"), tool.clone());
-    finish(&mut child, stderr, &tool).await
+pub async fn run(cmd: Command, program: &Path) -> Result<(), ToolError> {
+    spawn(cmd, program)?.finish().await
 }

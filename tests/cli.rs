@@ -83,8 +83,8 @@ fn unknown_flags_and_bad_values_exit_64_with_one_line() {
     }
 }
 
-#[test]
-fn secrets_never_reach_the_logs() {
+/// Runs `init` for mysql-0 on an empty datadir in a temp dir that also takes the fragment.
+fn init_on_empty_primary(extra: (&str, &str)) -> (tempfile::TempDir, Output) {
     let dir = tempfile::tempdir().unwrap();
     let datadir = dir.path().join("data");
     std::fs::create_dir(&datadir).unwrap();
@@ -92,29 +92,25 @@ fn secrets_never_reach_the_logs() {
         &[
             ("MYSQL_STS_DATADIR", datadir.to_str().unwrap()),
             ("MYSQL_STS_CONF_DIR", dir.path().to_str().unwrap()),
-            ("MYSQL_STS_LOG", "debug"),
+            extra,
         ],
         &[],
     );
     let out = agent(&["init"], &env);
+    (dir, out)
+}
+
+#[test]
+fn secrets_never_reach_the_logs() {
+    let (_dir, out) = init_on_empty_primary(("MYSQL_STS_LOG", "debug"));
     assert_eq!(out.status.code(), Some(0), "{:?}", stderr_lines(&out));
     assert!(!String::from_utf8_lossy(&out.stderr).contains("t0ken"));
 }
 
 #[test]
 fn primary_with_empty_datadir_writes_its_fragment_and_leaves_init_to_the_server() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, out) = init_on_empty_primary(("MYSQL_STS_LOG_FORMAT", "json"));
     let datadir = dir.path().join("data");
-    std::fs::create_dir(&datadir).unwrap();
-    let env = with(
-        &[
-            ("MYSQL_STS_DATADIR", datadir.to_str().unwrap()),
-            ("MYSQL_STS_CONF_DIR", dir.path().to_str().unwrap()),
-            ("MYSQL_STS_LOG_FORMAT", "json"),
-        ],
-        &[],
-    );
-    let out = agent(&["init"], &env);
     assert_eq!(out.status.code(), Some(0));
     let fragment = std::fs::read_to_string(dir.path().join("mysql-sts-agent.cnf")).unwrap();
     assert!(fragment.contains("server_id = 100\n") && fragment.contains("read_only = OFF\n"));

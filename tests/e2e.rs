@@ -371,6 +371,20 @@ async fn interrupted_clones_leave_nothing_usable_and_the_retry_succeeds() -> Res
         // The joiner killed mid-stream leaves its staging directory, which the retry removes.
         let mut init = c.spawn_init(1).await?;
         wait_for_partial_clone(c, 1, "init-1.log").await?;
+        // One clone at a time: a second joiner is told to come back later.
+        let token = c.clone_token();
+        let busy = c.http_get(0, "/clone", Some(&token)).await?;
+        ensure!(
+            busy.status == 429,
+            "second clone: {} {}",
+            busy.status,
+            busy.text()
+        );
+        ensure!(
+            busy.text() == "429 a clone is already being served\n",
+            "{}",
+            busy.text()
+        );
         init.kill().await?;
         let killed = init.wait().await?;
         ensure!(
@@ -454,6 +468,67 @@ async fn refuses_a_datadir_it_cannot_prove_is_its_own() -> Result<()> {
         if std::fs::read_to_string(&stray)? != "keep me" {
             bail!("the stray file was changed");
         }
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_with_unexplained_data_is_blocked_and_liveness_ignores_the_database() -> Result<()>
+{
+    scenario(2, async |c| {
+        c.start_pod(0).await?;
+        // A server initialized its own datadir on ordinal 1: no clone, so no start position.
+        c.create_pod(1).await?;
+        c.start_server(1).await?;
+        let init = c.run_init(1).await?;
+        ensure!(init.code == Some(0), "{:?}\n{}", init.code, init.output);
+        ensure!(
+            init.output.contains("datadir holds the server's own data"),
+            "{}",
+            init.output
+        );
+        c.start_sidecar(1).await?;
+        let reply = c.wait_readyz(1, 503, READY).await?;
+        poll_until("mysql-1 to report itself blocked", READY, POLL, || async {
+            let reply = c.http_get(1, "/readyz", None).await?;
+            Ok(
+                if reply
+                    .text()
+                    .starts_with("503 blocked: replication is not configured")
+                {
+                    Check::Done(())
+                } else {
+                    Check::Pending(reply.text())
+                },
+            )
+        })
+        .await
+        .with_context(|| format!("first answer: {}", reply.text()))?;
+        let mut replica = c.sql(1).await?;
+        let status: Vec<mysql_async::Row> = replica.query("SHOW SLAVE STATUS").await?;
+        ensure!(
+            status.is_empty(),
+            "the agent configured replication it could not place"
+        );
+
+        // Liveness is the agent's own loop: a database going away does not fail it.
+        c.stop_server(1).await?;
+        let ready = c.wait_readyz(1, 503, READY).await?;
+        let live = c.http_get(1, "/livez", None).await?;
+        ensure!(
+            live.status == 200,
+            "/livez with the server down: {}",
+            live.text()
+        );
+
+        let log = c.log_text(1, "sidecar-1.log");
+        ensure!(
+            log.matches("replication not set up").count() == 1,
+            "logged more than once:\n{log}"
+        );
+        ensure!(log.matches("not ready: blocked").count() == 1, "{log}");
+        ensure!(!ready.text().contains("in sync"), "{}", ready.text());
         Ok(())
     })
     .await

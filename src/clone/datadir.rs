@@ -173,23 +173,11 @@ impl DataDir {
     }
 
     fn read_prepared(&self) -> io::Result<Option<Prepared>> {
-        match fs::read(self.staging().join(PREPARED_FILE)) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        read_json(&self.staging().join(PREPARED_FILE))
     }
 
     pub fn read_marker(&self) -> io::Result<Option<CloneMarker>> {
-        match fs::read(self.root.join(MARKER_FILE)) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        read_json(&self.root.join(MARKER_FILE))
     }
 
     /// Creates an empty staging directory, owner file first.
@@ -246,6 +234,20 @@ impl DataDir {
         std::os::unix::fs::chown(&marker, Some(uid), Some(gid))?;
         self.remove_staging()?;
         Ok(prepared.marker)
+    }
+}
+
+/// `None` when the file does not exist; an unreadable file is an error, never "absent".
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

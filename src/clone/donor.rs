@@ -181,16 +181,8 @@ async fn stream_backup(
     if settings.is_replica {
         cmd.arg("--slave-info");
     }
-    let tool_name = tool::name(program);
-    let mut child = cmd.spawn().map_err(|source| ToolError::Spawn {
-        tool: tool_name.clone(),
-        source,
-    })?;
-    let stderr = tool::tail(
-        child.stderr.take().expect("stderr is piped"),
-        tool_name.clone(),
-    );
-    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let mut backup = tool::spawn(cmd, program)?;
+    let mut stdout = backup.child.stdout.take().expect("stdout is piped");
 
     let send = |bytes: Bytes| async {
         tokio::select! {
@@ -218,7 +210,7 @@ async fn stream_backup(
         send(buf.split().freeze()).await?;
     }
     // The end frame goes out only once the tool has said it succeeded.
-    tool::finish(&mut child, stderr, &tool_name).await?;
+    backup.finish().await?;
     send(frame::end(total, crc.finalize())).await?;
     Ok(total)
 }

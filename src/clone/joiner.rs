@@ -305,22 +305,14 @@ async fn receive(
     settings: &JoinerSettings,
 ) -> Result<u64, CloneError> {
     let program = &settings.mbstream;
-    let tool_name = tool::name(program);
     let staged = datadir.staging_data();
     let mut cmd = tool::command(program);
     cmd.arg("-x")
         .arg("-C")
         .arg(&staged)
         .stdin(std::process::Stdio::piped());
-    let mut child = cmd.spawn().map_err(|source| ToolError::Spawn {
-        tool: tool_name.clone(),
-        source,
-    })?;
-    let stderr = tool::tail(
-        child.stderr.take().expect("stderr is piped"),
-        tool_name.clone(),
-    );
-    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let mut extractor = tool::spawn(cmd, program)?;
+    let mut stdin = extractor.child.stdin.take().expect("stdin is piped");
 
     let broken = |bytes: u64, reason: String| CloneError::Broken {
         donor: settings.donor.clone(),
@@ -359,8 +351,9 @@ async fn receive(
                     if let Err(e) = stdin.write_all(&data).await {
                         // The extractor died; its own words say why.
                         drop(stdin);
-                        tool::finish(&mut child, stderr, &tool_name).await?;
-                        return Err(io_error(format!("writing to {tool_name}"))(e));
+                        let context = format!("writing to {}", extractor.name());
+                        extractor.finish().await?;
+                        return Err(io_error(context)(e));
                     }
                 }
                 Some(Event::End { .. }) => ended = true,
@@ -386,8 +379,8 @@ async fn receive(
     stdin
         .shutdown()
         .await
-        .map_err(io_error(format!("closing {tool_name}'s input")))?;
+        .map_err(io_error(format!("closing {}'s input", extractor.name())))?;
     drop(stdin);
-    tool::finish(&mut child, stderr, &tool_name).await?;
+    extractor.finish().await?;
     Ok(decoder.received())
 }

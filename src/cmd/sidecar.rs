@@ -255,8 +255,11 @@ impl ControlLoop {
     }
 
     async fn bootstrap(&mut self) -> Result<Bootstrap, DbError> {
-        self.publish
-            .send_replace(Snapshot::phase(Phase::Bootstrapping, None));
+        // A blocked pod re-checks every poll; it stays reported as blocked meanwhile.
+        if self.publish.borrow().phase != Phase::Blocked {
+            self.publish
+                .send_replace(Snapshot::phase(Phase::Bootstrapping, None));
+        }
         let source = self.source();
         let conn = self.local.as_mut().expect("connected before bootstrap");
         match self.cfg.common.identity.role {
