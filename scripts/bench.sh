@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Benchmarks (numbers recorded in README.md): probe latency under load, sidecar memory.
+# Benchmarks (numbers recorded in README.md): clone throughput, probe latency, sidecar memory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
-cargo build --locked --release --bin mysql-sts-agent --example probe_bench
-exec target/release/examples/probe_bench target/release/mysql-sts-agent
+cargo build --locked --release --bin mysql-sts-agent --example bench
+exec target/release/examples/bench target/release/mysql-sts-agent
