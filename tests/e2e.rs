@@ -533,3 +533,47 @@ async fn replica_with_unexplained_data_is_blocked_and_liveness_ignores_the_datab
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_backup_tool_is_reported_and_never_taken_for_a_clone() -> Result<()> {
+    scenario(2, async |c| {
+        c.start_pod(0).await?;
+        // The donor's backup tool streams a little, complains and fails, while the agent lives on.
+        let fake = c.root_dir().join("failing-backup");
+        let payload = c.root_dir().join("payload");
+        std::fs::create_dir(&payload)?;
+        std::fs::write(payload.join("ibdata1"), vec![7u8; 100_000])?;
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\ncd {} && mbstream -c ibdata1\necho 'disk on fire' >&2\nexit 2\n",
+                payload.display()
+            ),
+        )?;
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        c.stop_sidecar(0).await?;
+        let mut donor = c.agent_command(0, "sidecar");
+        donor.env("MYSQL_STS_MARIADB_BACKUP", &fake);
+        c.spawn_in_pod(0, "failing-donor", donor)?;
+        c.wait_readyz(0, 200, READY).await?;
+
+        let run = c.run_init(1).await?;
+        ensure!(run.code == Some(1), "{:?}\n{}", run.code, run.output);
+        ensure!(
+            run.output.contains(
+                "the donor's backup failed: failing-backup failed (exit status: 2): disk on fire"
+            ),
+            "{}",
+            run.output
+        );
+        ensure!(
+            datadir_entries(&c.datadir(1))?.is_empty(),
+            "{:?}",
+            datadir_entries(&c.datadir(1))?
+        );
+        let donor_log = c.log_text(0, "failing-donor-1.log");
+        ensure!(donor_log.contains("clone not served"), "{donor_log}");
+        Ok(())
+    })
+    .await
+}
