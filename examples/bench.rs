@@ -2,6 +2,7 @@
 //! - clone throughput: mysql-1 clones BENCH_MB MiB (default 256) of table data from mysql-0;
 //! - probe latency: wrk against the replica's /readyz and /status from the node namespace,
 //!   where the kubelet probes from; and the sidecar's memory afterwards.
+//!
 //! Numbers are recorded in README.md.
 
 #[path = "../tests/harness/mod.rs"]
