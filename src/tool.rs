@@ -41,7 +41,7 @@ pub fn command(program: &Path) -> Command {
     cmd
 }
 
-pub fn name(program: &Path) -> String {
+fn name(program: &Path) -> String {
     program.file_name().map_or_else(
         || program.display().to_string(),
         |n| n.to_string_lossy().into_owned(),

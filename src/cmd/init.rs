@@ -8,7 +8,6 @@ use crate::clone::datadir::{DataDir, DataDirState, classify};
 use crate::clone::joiner::{self, CloneError, JoinerSettings};
 use crate::config::InitConfig;
 use crate::dns::{DnsError, Resolver};
-use crate::identity::Role;
 use crate::mycnf;
 
 #[derive(Debug, thiserror::Error)]
@@ -134,7 +133,6 @@ async fn empty_datadir(
         mariadb_backup: cfg.common.mariadb_backup.clone(),
         deadline: cfg.clone_deadline,
     };
-    debug_assert_eq!(identity.role, Role::Replica);
     let resolver = Resolver::from_system()?;
     let marker = joiner::clone(datadir, &settings, &resolver, &shutdown).await?;
     tracing::info!(

@@ -406,13 +406,7 @@ impl Cluster {
     /// The database container: on an empty volume, mariadb-install-db and the image's root
     /// bootstrap; then mariadbd, until it answers SELECT 1 over its socket.
     pub async fn start_server(&mut self, n: usize) -> Result<()> {
-        if let Some(server) = self.pods[n].server.as_mut() {
-            ensure!(
-                server.try_exit().is_some(),
-                "pod {n}'s server is already running (pid {})",
-                server.id.pid
-            );
-        }
+        ensure_stopped(self.pods[n].server.as_mut(), n, "server")?;
         let fresh = !self.datadir(n).join("mysql").exists();
         if fresh {
             self.install_db(n).await?;
@@ -458,13 +452,7 @@ impl Cluster {
 
     /// Spawns `mysql-sts-agent sidecar` without waiting for readiness.
     pub async fn start_sidecar(&mut self, n: usize) -> Result<()> {
-        if let Some(sidecar) = self.pods[n].sidecar.as_mut() {
-            ensure!(
-                sidecar.try_exit().is_some(),
-                "pod {n}'s sidecar is already running (pid {})",
-                sidecar.id.pid
-            );
-        }
+        ensure_stopped(self.pods[n].sidecar.as_mut(), n, "sidecar")?;
         let mut sidecar = self.agent_command(n, "sidecar");
         let sidecar = self.spawn_in(n, "sidecar", &mut sidecar)?;
         self.pods[n].sidecar = Some(sidecar);
@@ -827,4 +815,16 @@ impl Drop for Cluster {
         self.dispose_files();
         self.registry.remove();
     }
+}
+
+/// A container is started once: refuse while its previous process still runs.
+fn ensure_stopped(previous: Option<&mut Tracked>, n: usize, what: &str) -> Result<()> {
+    if let Some(process) = previous {
+        ensure!(
+            process.try_exit().is_some(),
+            "pod {n}'s {what} is already running (pid {})",
+            process.id.pid
+        );
+    }
+    Ok(())
 }
