@@ -3,13 +3,28 @@
 # client), cached outside the repo; later runs reuse it. Prints the chroot's path.
 set -euo pipefail
 dir="${MSA_MYSQL_CHROOT:-/var/cache/mysql-sts-agent/mysql-sid}"
-if [ -f "$dir/.mysql-sts-agent-complete" ]; then
+# The test harness bind-mounts each pod's resolv.conf and hosts over these, in a private mount
+# namespace; a bind mount needs its target to exist, and debootstrap writes no /etc/hosts.
+mount_points=(etc/hosts etc/resolv.conf)
+has_mount_points() {
+  for file in "${mount_points[@]}"; do [ -e "$1/$file" ] || return 1; done
+}
+add_mount_points() {
+  for file in "${mount_points[@]}"; do [ -e "$1/$file" ] || : >"$1/$file"; done
+}
+if [ -f "$dir/.mysql-sts-agent-complete" ] && has_mount_points "$dir"; then
   echo "$dir"
   exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "mysql-chroot: run as root (debootstrap needs it)" >&2
   exit 1
+fi
+if [ -f "$dir/.mysql-sts-agent-complete" ]; then
+  # Built before the harness needed them.
+  add_mount_points "$dir"
+  echo "$dir"
+  exit 0
 fi
 if ! command -v debootstrap >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
@@ -35,6 +50,7 @@ test -x "$partial/usr/sbin/mysqld" || {
   exit 1
 }
 chroot "$partial" mysqld --version >&2
+add_mount_points "$partial"
 touch "$partial/.mysql-sts-agent-complete"
 mv "$partial" "$dir"
 echo "$dir"
