@@ -103,6 +103,14 @@ impl PodPaths {
     pub fn my_cnf(&self) -> PathBuf {
         self.dir.join("my.cnf")
     }
+    /// Wrapper scripts the pod runs (MySQL: `mysqld`).
+    pub fn bin(&self) -> PathBuf {
+        self.dir.join("bin")
+    }
+    /// The MySQL pod's mysqld, which runs the chroot's with this pod's my.cnf.
+    pub fn mysqld(&self) -> PathBuf {
+        self.bin().join("mysqld")
+    }
     pub fn socket(&self) -> PathBuf {
         self.run().join("mysqld.sock")
     }
@@ -135,16 +143,15 @@ fn make_dir(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<()> {
     Ok(())
 }
 
-/// The pod's directories: mariadbd (user mysql) owns the volume and its runtime dirs;
-/// the agent (root) writes conf.d; the harness writes logs.
-pub fn make_pod_dirs(pod: &PodPaths, mysql: (u32, u32)) -> Result<()> {
+/// The pod's directories: the server's user (`server_owner`; None: root) owns the volume and its
+/// runtime dirs; the agent (root) writes conf.d; the harness writes logs and bin.
+pub fn make_pod_dirs(pod: &PodPaths, server_owner: Option<(u32, u32)>) -> Result<()> {
     make_dir(&pod.dir, 0o755, None)?;
-    make_dir(&pod.data(), 0o750, Some(mysql))?;
-    make_dir(&pod.conf_d(), 0o755, None)?;
+    make_dir(&pod.data(), 0o750, server_owner)?;
     for dir in [pod.run(), pod.server_log(), pod.tmp()] {
-        make_dir(&dir, 0o755, Some(mysql))?;
+        make_dir(&dir, 0o755, server_owner)?;
     }
-    make_dir(&pod.logs(), 0o755, None)
+    make_dirs(&[pod.conf_d(), pod.logs(), pod.bin()])
 }
 
 pub fn make_dirs(dirs: &[PathBuf]) -> Result<()> {

@@ -1,9 +1,11 @@
-//! Test harness: a simulated MariaDB StatefulSet on one machine, without Kubernetes or Docker.
+//! Test harness: a simulated MariaDB or MySQL StatefulSet on one machine, without Kubernetes or
+//! Docker.
 //!
 //! A pod is a network namespace plus a persistent UTS namespace (hostname `mysql-N`); a "node"
-//! namespace holds the bridge, dnsmasq (cluster DNS) and the prober; each pod runs a real
-//! mariadbd and the agent under test. Everything is named `msa<pid>x<k>...`, so clusters of
-//! parallel tests and processes never collide, and Drop (or the next run's sweep) removes it all.
+//! namespace holds the bridge, dnsmasq (cluster DNS) and the prober; each pod runs a real server
+//! (the host's mariadbd, or mysqld from a cached Debian sid chroot: see `mysql.rs`) and the agent
+//! under test. Everything is named `msa<pid>x<k>...`, so clusters of parallel tests and processes
+//! never collide, and Drop (or the next run's sweep) removes it all.
 //!
 //! Logs: every process the harness starts writes to `<root>/pod<N>/logs/<kind>-<k>.log`
 //! (`<root>/logs` for dnsmasq). A failed test (a panic, e.g. `unwrap` or `assert!`) keeps the root
@@ -17,10 +19,12 @@ mod cmd;
 mod dns;
 mod layout;
 mod mariadb;
+mod mysql;
 mod net;
 mod poll;
 mod procs;
 mod registry;
+mod server;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -28,7 +32,7 @@ use std::fs::{self, Permissions};
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use nix::sys::signal::Signal;
@@ -39,6 +43,7 @@ use cmd::{file_tail, read_lossy, tail};
 use layout::{AGENT_PORT, ClusterId, MAX_PODS, PodPaths, hostname};
 use procs::{Tracked, Victim, descendants, kill_and_wait, stop_group};
 use registry::Registry;
+use server::Step;
 
 // Each test binary uses a different subset of these.
 #[allow(unused_imports)]
@@ -47,6 +52,8 @@ pub use net::list_netns;
 pub use poll::{Check, poll_until};
 #[allow(unused_imports)]
 pub use procs::{ProcId, ProcessInfo};
+#[allow(unused_imports)]
+pub use server::Flavor;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 const READYZ_INTERVAL: Duration = Duration::from_millis(200);
@@ -65,14 +72,23 @@ pub struct ClusterSpec {
     pub agent_bin: PathBuf,
     /// How many pods this cluster may hold.
     pub pods: usize,
+    /// Which server the pods run.
+    pub flavor: Flavor,
 }
 
 impl ClusterSpec {
+    /// A MariaDB cluster; `.flavor(Flavor::MySql)` makes it MySQL.
     pub fn new(agent_bin: impl Into<PathBuf>, pods: usize) -> Self {
         ClusterSpec {
             agent_bin: agent_bin.into(),
             pods,
+            flavor: Flavor::MariaDb,
         }
+    }
+
+    pub fn flavor(mut self, flavor: Flavor) -> Self {
+        self.flavor = flavor;
+        self
     }
 }
 
@@ -145,6 +161,8 @@ struct Secrets {
     admin_password: String,
     repl_password: String,
     clone_token: String,
+    /// MySQL: the password of the account the CLONE plugin uses on donors.
+    clone_password: String,
 }
 
 impl Secrets {
@@ -153,6 +171,7 @@ impl Secrets {
             admin_password: layout::random_secret(SECRET_LEN)?,
             repl_password: layout::random_secret(SECRET_LEN)?,
             clone_token: layout::random_secret(SECRET_LEN)?,
+            clone_password: layout::random_secret(SECRET_LEN)?,
         })
     }
 }
@@ -189,6 +208,8 @@ pub struct Cluster {
     root_dir: Option<TempDir>,
     registry: Registry,
     secrets: Secrets,
+    /// MySQL: the shared, read-only chroot the servers run from.
+    chroot: Option<PathBuf>,
     pods: Vec<Pod>,
     dnsmasq: Option<Tracked>,
     namespaces: Vec<String>,
@@ -213,6 +234,10 @@ impl Cluster {
             "a cluster holds 1 to {MAX_PODS} pods, not {}",
             spec.pods
         );
+        let chroot = match spec.flavor {
+            Flavor::MariaDb => None,
+            Flavor::MySql => Some(mysql::locate_chroot()?),
+        };
         tokio::task::spawn_blocking(registry::sweep_stale).await?;
         let id = ClusterId::next();
         let root_dir = tempfile::Builder::new()
@@ -241,6 +266,7 @@ impl Cluster {
             root_dir: Some(root_dir),
             registry,
             secrets: Secrets::generate()?,
+            chroot,
             pods,
             dnsmasq: None,
             namespaces: Vec::new(),
@@ -293,16 +319,36 @@ impl Cluster {
             ("admin-password", &self.secrets.admin_password),
             ("repl-password", &self.secrets.repl_password),
             ("clone-token", &self.secrets.clone_token),
+            ("clone-password", &self.secrets.clone_password),
         ] {
             layout::write_file(&secrets.join(name), value, 0o600)?;
         }
         layout::write_file(&self.hosts_file(), "", 0o644)?;
-        let mysql = layout::mysql_owner()?;
+        let flavor = self.spec.flavor;
+        // mysqld runs as root inside the chroot.
+        let server_owner = match flavor {
+            Flavor::MariaDb => Some(layout::mysql_owner()?),
+            Flavor::MySql => None,
+        };
         for pod in &self.pods {
-            layout::make_pod_dirs(&pod.paths, mysql)?;
-            layout::write_file(&pod.paths.my_cnf(), &mariadb::my_cnf(&pod.paths), 0o644)?;
+            layout::make_pod_dirs(&pod.paths, server_owner)?;
+            layout::write_file(&pod.paths.my_cnf(), &flavor.my_cnf(&pod.paths), 0o644)?;
+        }
+        if let Some(chroot) = &self.chroot {
+            let chroot_exec = self.chroot_exec();
+            layout::make_dirs(&[self.root.join("bin")])?;
+            layout::write_file(&chroot_exec, &mysql::chroot_exec_script(chroot), 0o755)?;
+            for pod in &self.pods {
+                let script = mysql::pod_mysqld_script(&chroot_exec, &pod.paths);
+                layout::write_file(&pod.paths.mysqld(), &script, 0o755)?;
+            }
         }
         Ok(())
+    }
+
+    /// `<root>/bin/chroot-exec` (MySQL clusters only): see `mysql::chroot_exec_script`.
+    fn chroot_exec(&self) -> PathBuf {
+        self.root.join("bin/chroot-exec")
     }
 
     async fn build_network(&mut self) -> Result<()> {
@@ -403,43 +449,62 @@ impl Cluster {
         Ok(InitHandle { process })
     }
 
-    /// The database container: on an empty volume, mariadb-install-db and the image's root
-    /// bootstrap; then mariadbd, until it answers SELECT 1 over its socket.
+    /// The database container, as the official image's entrypoint runs it: on an empty volume,
+    /// initialize it (mariadb-install-db, or mysqld --initialize-insecure) and after the first
+    /// start do the root bootstrap; otherwise (e.g. a clone) just start the server. Returns once
+    /// it answers SELECT 1 over its socket.
     pub async fn start_server(&mut self, n: usize) -> Result<()> {
         ensure_stopped(self.pods[n].server.as_mut(), n, "server")?;
-        let fresh = !self.datadir(n).join("mysql").exists();
-        if fresh {
-            self.install_db(n).await?;
-        }
         let paths = self.pod(n).paths.clone();
-        let mut mariadbd = self.pod_command(n, "mariadbd");
-        mariadbd.args(mariadb::mariadbd_args(&paths));
-        let server = self.spawn_in(n, "mariadbd", &mut mariadbd)?;
+        let flavor = self.spec.flavor;
+        let fresh = server::is_fresh(&paths.data());
+        if fresh {
+            self.initialize_datadir(n).await?;
+        }
+        let started = Instant::now();
+        let server = self.spawn_step(n, &flavor.server(&paths))?;
         let id = server.id;
         self.pods[n].server = Some(server);
         let admin = &self.secrets.admin_password;
         let password = if fresh { "" } else { admin.as_str() };
-        let opts = mariadb::root_opts(&paths.socket(), password);
-        mariadb::wait_answers(id, &opts, &paths.error_log())
+        let opts = server::root_opts(&paths.socket(), password);
+        server::wait_answers(id, &opts, &paths.error_log())
             .await
             .with_context(|| format!("starting the server of pod {n}"))?;
+        eprintln!(
+            "[msa-harness] pod {n}: server answered {:.1}s after its start",
+            started.elapsed().as_secs_f64()
+        );
         if fresh {
-            mariadb::bootstrap_root(&opts, admin).await?;
+            server::bootstrap_root(&opts, admin).await?;
         }
         Ok(())
     }
 
-    async fn install_db(&mut self, n: usize) -> Result<()> {
-        let mut install = self.pod_command(n, "mariadb-install-db");
-        install.args(mariadb::install_db_args(&self.pod(n).paths));
-        let mut install = self.spawn_in(n, "install-db", &mut install)?;
-        let status = install.wait().await?;
+    async fn initialize_datadir(&mut self, n: usize) -> Result<()> {
+        let step = self.spec.flavor.initialize(&self.pod(n).paths);
+        let started = Instant::now();
+        let mut process = self.spawn_step(n, &step)?;
+        let status = process.wait().await?;
         ensure!(
             status.success(),
-            "mariadb-install-db for pod {n} failed ({status}):\n{}",
-            file_tail(&install.log, LOG_TAIL_LINES)
+            "{} for pod {n} failed ({status}):\n{}",
+            step.kind,
+            file_tail(&process.log, LOG_TAIL_LINES)
+        );
+        eprintln!(
+            "[msa-harness] pod {n}: {} took {:.1}s",
+            step.kind,
+            started.elapsed().as_secs_f64()
         );
         Ok(())
+    }
+
+    /// Spawns one program of the database container in pod n.
+    fn spawn_step(&mut self, n: usize, step: &Step) -> Result<Tracked> {
+        let mut command = self.pod_command(n, &step.program);
+        command.args(&step.args);
+        self.spawn_in(n, step.kind, &mut command)
     }
 
     /// SIGTERM, up to 30 s to shut down, then SIGKILL. No-op if no server runs.
@@ -536,7 +601,7 @@ impl Cluster {
 
     /// A root session on pod n's server over its unix socket, with the admin password.
     pub async fn sql(&self, n: usize) -> Result<mysql_async::Conn> {
-        let opts = mariadb::root_opts(&self.pod(n).paths.socket(), &self.secrets.admin_password);
+        let opts = server::root_opts(&self.pod(n).paths.socket(), &self.secrets.admin_password);
         mysql_async::Conn::new(opts)
             .await
             .with_context(|| format!("connecting to pod {n}'s server as root"))
@@ -582,7 +647,7 @@ impl Cluster {
         read_lossy(&self.pod(n).paths.logs().join(name))
     }
 
-    /// Pod n's mariadbd error log; "" if missing.
+    /// Pod n's server error log; "" if missing.
     pub fn server_error_log(&self, n: usize) -> String {
         read_lossy(&self.pod(n).paths.error_log())
     }
@@ -599,6 +664,20 @@ impl Cluster {
         self.secrets.repl_password.clone()
     }
 
+    /// MySQL: the password of the CLONE plugin's account (the agent reads it from a file).
+    pub fn clone_password(&self) -> String {
+        self.secrets.clone_password.clone()
+    }
+
+    pub fn flavor(&self) -> Flavor {
+        self.spec.flavor
+    }
+
+    /// MySQL: the chroot the servers run from (never written to).
+    pub fn chroot(&self) -> Option<&Path> {
+        self.chroot.as_deref()
+    }
+
     /// The command the harness runs the agent with in pod n (`sub`: "init" or "sidecar"), with the
     /// standard environment; tests may add or remove env and args before spawning it themselves.
     pub fn agent_command(&self, n: usize, sub: &str) -> Command {
@@ -608,10 +687,17 @@ impl Cluster {
         agent
             .arg(sub)
             .env("RUST_BACKTRACE", "1")
+            .env("MYSQL_STS_FLAVOR", self.spec.flavor.env_value())
             .env("MYSQL_STS_NAMESPACE", "default")
             .env("MYSQL_STS_DATADIR", pod.data())
             .env("MYSQL_STS_CLONE_TOKEN_FILE", secrets.join("clone-token"))
             .env("MYSQL_STS_LOG", "info,mysql_sts_agent=debug");
+        if self.spec.flavor == Flavor::MySql {
+            agent.env("MYSQL_STS_MYSQLD", pod.mysqld()).env(
+                "MYSQL_STS_CLONE_PASSWORD_FILE",
+                secrets.join("clone-password"),
+            );
+        }
         match sub {
             "init" => {
                 agent
@@ -662,12 +748,34 @@ impl Cluster {
         command
     }
 
+    /// `program` inside the MySQL chroot in pod n: `pod_command` running chroot-exec, so with the
+    /// pod's network, hostname and DNS. Panics on a MariaDB cluster, which has no chroot.
+    pub fn chroot_command(&self, n: usize, program: impl AsRef<OsStr>) -> Command {
+        assert!(
+            self.chroot.is_some(),
+            "chroot_command: a {:?} cluster has no chroot",
+            self.spec.flavor
+        );
+        let mut command = self.pod_command(n, self.chroot_exec());
+        command.arg(program);
+        command
+    }
+
     /// Runs `args` in pod n to completion and returns its stdout (an error on failure).
     pub async fn exec_in_pod(&self, n: usize, args: &[&str]) -> Result<String> {
         let (program, rest) = args.split_first().context("exec_in_pod needs a program")?;
         let mut command = self.pod_command(n, program);
         command.args(rest);
         cmd::output_text(command).await
+    }
+
+    /// Runs `args` inside the MySQL chroot in pod n to completion and returns its stdout.
+    pub async fn exec_in_chroot(&self, n: usize, args: &[&str]) -> Result<String> {
+        ensure!(self.chroot.is_some(), "a MariaDB cluster has no chroot");
+        let chroot_exec = self.chroot_exec();
+        let chroot_exec = chroot_exec.to_string_lossy();
+        self.exec_in_pod(n, &[&[chroot_exec.as_ref()], args].concat())
+            .await
     }
 
     /// Spawns another process in pod n (build it with `pod_command`) under the harness's tracking:

@@ -1,0 +1,172 @@
+//! The "database container" of either flavor: what my.cnf and the official images' entrypoints
+//! have in common (first start on an empty volume, waiting for the server, the root bootstrap).
+//! Flavor specifics live in `mariadb.rs` and `mysql.rs`.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, OptsBuilder};
+
+use super::cmd::file_tail;
+use super::layout::PodPaths;
+use super::poll::{Check, poll_until};
+use super::procs::ProcId;
+use super::{mariadb, mysql};
+
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Which server a cluster runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    /// The host's MariaDB packages.
+    MariaDb,
+    /// Oracle MySQL 9.7 from the Debian sid chroot that `scripts/mysql-chroot.sh` builds.
+    MySql,
+}
+
+impl Flavor {
+    /// The agent's `MYSQL_STS_FLAVOR` value.
+    pub fn env_value(self) -> &'static str {
+        match self {
+            Flavor::MariaDb => "mariadb",
+            Flavor::MySql => "mysql",
+        }
+    }
+
+    pub fn my_cnf(self, pod: &PodPaths) -> String {
+        match self {
+            Flavor::MariaDb => mariadb::my_cnf(pod),
+            Flavor::MySql => mysql::my_cnf(pod),
+        }
+    }
+
+    /// What the image's entrypoint runs once on an empty volume.
+    pub fn initialize(self, pod: &PodPaths) -> Step {
+        match self {
+            Flavor::MariaDb => mariadb::install_db(pod),
+            Flavor::MySql => mysql::initialize(pod),
+        }
+    }
+
+    /// The server itself.
+    pub fn server(self, pod: &PodPaths) -> Step {
+        match self {
+            Flavor::MariaDb => mariadb::server(pod),
+            Flavor::MySql => mysql::server(pod),
+        }
+    }
+}
+
+/// One program the database container runs, and the kind that names its log files.
+pub struct Step {
+    pub kind: &'static str,
+    pub program: OsString,
+    pub args: Vec<OsString>,
+}
+
+/// The settings both flavors share; `user` runs the server and `flavor_lines` (each ending in a
+/// newline) come before conf.d, which is included last so that the agent's fragment wins.
+pub fn my_cnf(pod: &PodPaths, user: &str, flavor_lines: &str) -> String {
+    let socket = pod.socket();
+    let socket = socket.display();
+    format!(
+        "[client]
+socket={socket}
+[mysqld]
+user={user}
+datadir={}
+socket={socket}
+pid_file={}
+tmpdir={}
+log_error={}
+bind_address=0.0.0.0
+port=3306
+skip_name_resolve=ON
+innodb_buffer_pool_size=64M
+{flavor_lines}!includedir {}
+",
+        pod.data().display(),
+        pod.run().join("mysqld.pid").display(),
+        pod.tmp().display(),
+        pod.error_log().display(),
+        pod.conf_d().display(),
+    )
+}
+
+/// Always the first option: otherwise the distribution's /etc/mysql settings leak in.
+pub fn defaults_file(pod: &PodPaths) -> OsString {
+    let mut option = OsString::from("--defaults-file=");
+    option.push(pod.my_cnf());
+    option
+}
+
+/// True until the server has initialized the volume: no system schema yet. The official images
+/// test the same directory.
+pub fn is_fresh(datadir: &Path) -> bool {
+    !datadir.join("mysql").exists()
+}
+
+/// A root session over the server's unix socket (not namespaced: works from the test process).
+pub fn root_opts(socket: &Path, password: &str) -> Opts {
+    OptsBuilder::default()
+        .socket(Some(socket.to_string_lossy()))
+        .user(Some("root"))
+        .pass(Some(password).filter(|password| !password.is_empty()))
+        .into()
+}
+
+/// Waits until the server answers `SELECT 1`; fails early if the server process exits.
+pub async fn wait_answers(server: ProcId, opts: &Opts, error_log: &Path) -> Result<()> {
+    poll_until(
+        "the server to answer SELECT 1",
+        ANSWER_TIMEOUT,
+        POLL_INTERVAL,
+        || async {
+            if !server.is_alive() {
+                bail!("the server exited");
+            }
+            Ok(match select_one(opts).await {
+                Ok(()) => Check::Done(()),
+                Err(error) => Check::Pending(format!("{error:#}")),
+            })
+        },
+    )
+    .await
+    .with_context(|| format!("error log:\n{}", file_tail(error_log, 30)))
+}
+
+async fn select_one(opts: &Opts) -> Result<()> {
+    let mut conn = Conn::new(opts.clone()).await?;
+    let one: Option<i64> = conn.query_first("SELECT 1").await?;
+    conn.disconnect().await?;
+    anyhow::ensure!(one == Some(1), "SELECT 1 returned {one:?}");
+    Ok(())
+}
+
+/// What the official images do on a fresh datadir: give root@localhost the admin password and
+/// add root@'%', without writing to the binlog. The same SQL works on MariaDB and MySQL.
+pub async fn bootstrap_root(passwordless_root: &Opts, admin_password: &str) -> Result<()> {
+    let password = sql_string(admin_password);
+    let mut conn = Conn::new(passwordless_root.clone()).await?;
+    for statement in [
+        "SET sql_log_bin=0".to_owned(),
+        format!("ALTER USER root@localhost IDENTIFIED BY {password}"),
+        format!("CREATE USER root@'%' IDENTIFIED BY {password}"),
+        "GRANT ALL ON *.* TO root@'%' WITH GRANT OPTION".to_owned(),
+    ] {
+        conn.query_drop(&statement)
+            .await
+            .with_context(|| format!("bootstrap: {}", statement.replace(&password, "'***'")))?;
+    }
+    conn.disconnect().await?;
+    Ok(())
+}
+
+/// A quoted SQL string literal.
+fn sql_string(text: &str) -> String {
+    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
+}
