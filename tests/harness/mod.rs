@@ -515,6 +515,19 @@ impl Cluster {
         Ok(())
     }
 
+    /// SIGKILLs the server (a crashed or killed pod, e.g. a donor mid-clone) and returns once
+    /// it is gone.
+    pub async fn kill_server(&mut self, n: usize) -> Result<()> {
+        let server = take_process(&mut self.pods[n].server, n, "server")?;
+        server.stop(Duration::ZERO).await?;
+        Ok(())
+    }
+
+    /// The running server's PID (mysqld's or mariadbd's own).
+    pub fn server_pid(&self, n: usize) -> Option<u32> {
+        live_pid(self.pod(n).server.as_ref())
+    }
+
     /// Spawns `mysql-sts-agent sidecar` without waiting for readiness.
     pub async fn start_sidecar(&mut self, n: usize) -> Result<()> {
         ensure_stopped(self.pods[n].sidecar.as_mut(), n, "sidecar")?;
@@ -526,28 +539,21 @@ impl Cluster {
 
     /// SIGTERM, up to 10 s to exit, then SIGKILL; returns the exit code (None: killed by a signal).
     pub async fn stop_sidecar(&mut self, n: usize) -> Result<Option<i32>> {
-        let sidecar = self.pods[n]
-            .sidecar
-            .take()
-            .with_context(|| format!("pod {n} has no sidecar"))?;
+        let sidecar = take_process(&mut self.pods[n].sidecar, n, "sidecar")?;
         let status = sidecar.stop(AGENT_GRACE).await?;
         Ok(status.and_then(|status| status.code()))
     }
 
     /// SIGKILLs the sidecar and every process it had spawned (e.g. a mariadb-backup it ran).
     pub async fn kill_sidecar(&mut self, n: usize) -> Result<()> {
-        let sidecar = self.pods[n]
-            .sidecar
-            .take()
-            .with_context(|| format!("pod {n} has no sidecar"))?;
+        let sidecar = take_process(&mut self.pods[n].sidecar, n, "sidecar")?;
         sidecar.stop(Duration::ZERO).await?;
         Ok(())
     }
 
     /// The running sidecar's PID.
     pub fn sidecar_pid(&self, n: usize) -> Option<u32> {
-        let sidecar = self.pod(n).sidecar.as_ref()?;
-        sidecar.id.is_alive().then_some(sidecar.id.pid)
+        live_pid(self.pod(n).sidecar.as_ref())
     }
 
     /// GET `http://<pod ip>:8080<path>` from the node namespace, where the kubelet probes from.
@@ -923,6 +929,18 @@ impl Drop for Cluster {
         self.dispose_files();
         self.registry.remove();
     }
+}
+
+/// The process in `slot`, taken out to be stopped.
+fn take_process(slot: &mut Option<Tracked>, n: usize, what: &str) -> Result<Tracked> {
+    slot.take()
+        .with_context(|| format!("pod {n} has no {what}"))
+}
+
+fn live_pid(process: Option<&Tracked>) -> Option<u32> {
+    process
+        .filter(|process| process.id.is_alive())
+        .map(|process| process.id.pid)
 }
 
 /// A container is started once: refuse while its previous process still runs.
