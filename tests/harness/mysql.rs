@@ -22,7 +22,7 @@ const MYSQLD: &str = "/usr/sbin/mysqld";
 /// The chroot (`$MSA_MYSQL_CHROOT`, or the cache's default place), checked to be complete.
 pub fn locate_chroot() -> Result<PathBuf> {
     let chroot = std::env::var_os(CHROOT_ENV).map_or_else(|| DEFAULT_CHROOT.into(), PathBuf::from);
-    let build = "run scripts/mysql-chroot.sh as root to build it (about a minute, once)";
+    let build = "as root, run scripts/mysql-chroot.sh (it reads MSA_MYSQL_CHROOT too)";
     ensure!(
         chroot.join(COMPLETE_MARKER).is_file(),
         "the MySQL chroot {} is missing or incomplete (no {COMPLETE_MARKER}): {build}",
