@@ -1,12 +1,12 @@
-//! Proves the harness itself (no agent needed): pod networking, DNS and hostnames, a real
-//! MariaDB server, the node-namespace probe path, traffic shaping, and complete cleanup.
+//! Proves the harness itself (no agent needed): pod networking, DNS and hostnames, real MariaDB
+//! and MySQL servers, the node-namespace probe path, traffic shaping, and complete cleanup.
 
 mod harness;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use harness::{Cluster, ClusterSpec, list_netns};
+use harness::{Cluster, ClusterSpec, Flavor, list_netns};
 use mysql_async::prelude::Queryable;
 
 fn two_pod_spec() -> ClusterSpec {
@@ -163,4 +163,107 @@ async fn a_failed_scenario_keeps_its_logs() {
         root.display()
     );
     std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// Mounts anywhere under `dir` in the test's (the host's) mount namespace.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    mounts
+        .lines()
+        .filter(|line| {
+            line.split(' ')
+                .nth(4)
+                .is_some_and(|point| Path::new(point).starts_with(dir))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn check_mysql_server(cluster: &Cluster, n: usize) {
+    let mut conn = cluster.sql(n).await.expect("root with the admin password");
+    let hostname: Option<String> = conn.query_first("SELECT @@hostname").await.unwrap();
+    assert_eq!(hostname, Some(format!("mysql-{n}")));
+    let version: String = conn.query_first("SELECT VERSION()").await.unwrap().unwrap();
+    assert!(version.starts_with("9."), "pod {n} runs {version}");
+    conn.disconnect().await.unwrap();
+    // The tracked PID is mysqld's own (every wrapper execs): it wrote it in its pid file.
+    let pid = cluster.server_pid(n).expect("server runs");
+    let pid_file = cluster.pod_dir(n).join("run/mysqld.pid");
+    let written = std::fs::read_to_string(&pid_file).unwrap();
+    assert_eq!(written.trim(), pid.to_string());
+}
+
+/// From inside pod 1's chroot: pod 0's stable name resolves through the cluster DNS, and the
+/// chroot's client reaches pod 0's mysqld over TCP by that name.
+async fn check_mysql_pod_to_pod(cluster: &Cluster) {
+    let fqdn = "mysql-0.mysql.default.svc.cluster.local";
+    let hosts = cluster
+        .exec_in_chroot(1, &["getent", "hosts", fqdn])
+        .await
+        .expect("getent in pod 1's chroot");
+    let address = hosts.split_whitespace().next().unwrap_or_default();
+    assert_eq!(
+        address,
+        cluster.pod_ip(0).to_string(),
+        "getent said {hosts:?}"
+    );
+    let password = format!("-p{}", cluster.admin_password());
+    let hostname = cluster
+        .exec_in_chroot(
+            1,
+            &[
+                "mysql",
+                "--no-defaults",
+                "-h",
+                fqdn,
+                "-P",
+                "3306",
+                "-uroot",
+                &password,
+                "-N",
+                "-B",
+                "-e",
+                "SELECT @@hostname",
+            ],
+        )
+        .await
+        .expect("mysql client in pod 1 to pod 0");
+    assert_eq!(hostname.trim(), "mysql-0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_servers_run_from_the_chroot_in_their_pods() {
+    let spec = two_pod_spec().flavor(Flavor::MySql);
+    let mut cluster = Cluster::new(spec).await.expect("MySQL cluster");
+    assert_eq!(cluster.flavor(), Flavor::MySql);
+    let chroot = cluster
+        .chroot()
+        .expect("a MySQL cluster's chroot")
+        .to_owned();
+    for n in 0..2 {
+        cluster.create_pod(n).await.expect("create pod");
+        cluster.start_server(n).await.expect("start server");
+    }
+    for n in 0..2 {
+        check_mysql_server(&cluster, n).await;
+    }
+    // The pods' mounts over the shared chroot live in their own mount namespaces.
+    assert_eq!(mounts_under(&chroot), Vec::<String>::new());
+    check_mysql_pod_to_pod(&cluster).await;
+
+    // A killed server is gone at once; started again, it recovers its data without initializing.
+    let pid = cluster.server_pid(1).expect("server 1 runs");
+    cluster.kill_server(1).await.expect("kill server 1");
+    assert!(harness::ProcId::of(pid).is_none_or(|proc| !proc.is_alive()));
+    cluster.start_server(1).await.expect("restart server 1");
+    check_mysql_server(&cluster, 1).await;
+    let logs = cluster.pod_dir(1).join("logs");
+    assert!(logs.join("mysqld-2.log").exists() && !logs.join("initialize-2.log").exists());
+
+    let namespaces = cluster.namespaces();
+    let root = cluster.root_dir().to_owned();
+    let processes = cluster.started_processes();
+    drop(cluster);
+    assert_cleaned_up(&namespaces, &root, &processes);
+    assert_eq!(mounts_under(&chroot), Vec::<String>::new());
 }
