@@ -1,6 +1,7 @@
 //! The demo: a simulated 3-pod StatefulSet on this machine (network namespaces as pods,
-//! dnsmasq as cluster DNS, real MariaDB servers), the agent as init container and sidecar in
-//! each pod. Run by `scripts/demo.sh`; needs root. Everything is torn down at the end.
+//! dnsmasq as cluster DNS, real MariaDB or MySQL servers), the agent as init container and
+//! sidecar in each pod. Run by `scripts/demo.sh [mariadb|mysql]`; needs root. Everything is torn
+//! down at the end.
 
 #[path = "../tests/harness/mod.rs"]
 mod harness;
@@ -9,12 +10,19 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use harness::{Cluster, ClusterSpec};
+use harness::{Cluster, ClusterSpec, Flavor};
 use mysql_async::prelude::Queryable;
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let agent = match std::env::args_os().nth(1) {
+    let flavor = match std::env::args().nth(1).as_deref() {
+        None | Some("mariadb") => Flavor::MariaDb,
+        Some("mysql") => Flavor::MySql,
+        Some(other) => {
+            anyhow::bail!("usage: demo [mariadb|mysql] [AGENT]: unknown flavor {other:?}")
+        }
+    };
+    let agent = match std::env::args_os().nth(2) {
         Some(path) => PathBuf::from(path),
         None => std::env::current_exe()?
             .parent()
@@ -22,7 +30,10 @@ async fn main() -> Result<()> {
             .context("locating target/<profile>")?
             .join("mysql-sts-agent"),
     };
-    Cluster::run_scenario(ClusterSpec::new(agent, 3), async |c| demo(c).await).await
+    Cluster::run_scenario(ClusterSpec::new(agent, 3).flavor(flavor), async |c| {
+        demo(c).await
+    })
+    .await
 }
 
 fn section(title: &str) {
@@ -139,6 +150,8 @@ fn is_decision(line: &str) -> bool {
         "datadir",
         "clone complete",
         "clone stream complete",
+        "clone copied and recovered",
+        "CLONE INSTANCE",
         "clone served",
         "replication",
         "ready:",

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::db::flavor::Flavor;
 use crate::duration::parse_duration;
 use crate::identity::{Identity, IdentityError, Naming};
 use crate::secret::Secret;
@@ -35,6 +36,9 @@ pub enum LogFormat {
 
 #[derive(Debug, Args)]
 pub struct CommonArgs {
+    /// The database the pod runs (required): how it clones and which config it renders.
+    #[arg(long, env = "MYSQL_STS_FLAVOR", value_enum, global = true)]
+    pub flavor: Option<Flavor>,
     /// Log format.
     #[arg(
         long,
@@ -84,7 +88,7 @@ pub struct CommonArgs {
         global = true
     )]
     pub agent_port: u16,
-    /// Bearer token that guards the clone endpoint (prefer --clone-token-file).
+    /// MariaDB: bearer token that guards the clone endpoint (prefer --clone-token-file).
     #[arg(
         long,
         env = "MYSQL_STS_CLONE_TOKEN",
@@ -94,6 +98,32 @@ pub struct CommonArgs {
     pub clone_token: Option<String>,
     #[arg(long, env = "MYSQL_STS_CLONE_TOKEN_FILE", global = true)]
     pub clone_token_file: Option<PathBuf>,
+    /// Port of every pod's server: the local one, the primary, a MySQL clone donor.
+    #[arg(
+        long,
+        env = "MYSQL_STS_MYSQL_PORT",
+        default_value_t = 3306,
+        global = true
+    )]
+    pub mysql_port: u16,
+    /// MySQL: the user the CLONE plugin connects to the donor as (BACKUP_ADMIN only).
+    #[arg(
+        long,
+        env = "MYSQL_STS_CLONE_USER",
+        default_value = "clone",
+        global = true
+    )]
+    pub clone_user: String,
+    /// MySQL: the clone user's password (prefer --clone-password-file).
+    #[arg(
+        long,
+        env = "MYSQL_STS_CLONE_PASSWORD",
+        hide_env_values = true,
+        global = true
+    )]
+    pub clone_password: Option<String>,
+    #[arg(long, env = "MYSQL_STS_CLONE_PASSWORD_FILE", global = true)]
+    pub clone_password_file: Option<PathBuf>,
     #[arg(
         long,
         env = "MYSQL_STS_MARIADB_BACKUP",
@@ -118,6 +148,12 @@ pub struct InitArgs {
     /// How long to wait for the donor to resolve and answer before giving up.
     #[arg(long, env = "MYSQL_STS_CLONE_DEADLINE", default_value = "10m", value_parser = parse_duration)]
     pub clone_deadline: Duration,
+    /// A clone that moves no data this long has lost its donor: give up (and retry fresh).
+    #[arg(long, env = "MYSQL_STS_CLONE_STALL_TIMEOUT", default_value = "2m", value_parser = parse_duration)]
+    pub clone_stall_timeout: Duration,
+    /// MySQL: the server binary init runs a temporary server with to clone into.
+    #[arg(long, env = "MYSQL_STS_MYSQLD", default_value = "mysqld")]
+    pub mysqld: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -128,9 +164,6 @@ pub struct SidecarArgs {
     /// The local server's address, used when --mysql-socket is not set.
     #[arg(long, env = "MYSQL_STS_MYSQL_HOST", default_value = "127.0.0.1")]
     pub mysql_host: String,
-    /// Port of the local server and of the primary.
-    #[arg(long, env = "MYSQL_STS_MYSQL_PORT", default_value_t = 3306)]
-    pub mysql_port: u16,
     /// Unix socket of the local server (instead of TCP).
     #[arg(long, env = "MYSQL_STS_MYSQL_SOCKET")]
     pub mysql_socket: Option<PathBuf>,
@@ -187,15 +220,28 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// How a pod clones its predecessor, by flavor.
+#[derive(Debug, Clone)]
+pub enum CloneChannel {
+    /// MariaDB: a mariadb-backup stream that the donor's agent serves over HTTP.
+    BackupStream {
+        token: Secret,
+        mariadb_backup: PathBuf,
+        mbstream: PathBuf,
+    },
+    /// MySQL: the CLONE plugin, from the donor's server to a temporary local one.
+    ClonePlugin { user: Credentials },
+}
+
 /// Settings both subcommands share, validated.
 #[derive(Debug, Clone)]
 pub struct Common {
     pub identity: Identity,
+    pub flavor: Flavor,
     pub datadir: PathBuf,
     pub agent_port: u16,
-    pub clone_token: Secret,
-    pub mariadb_backup: PathBuf,
-    pub mbstream: PathBuf,
+    pub mysql_port: u16,
+    pub clone: CloneChannel,
 }
 
 #[derive(Debug, Clone)]
@@ -203,6 +249,8 @@ pub struct InitConfig {
     pub common: Common,
     pub conf_dir: PathBuf,
     pub clone_deadline: Duration,
+    pub clone_stall_timeout: Duration,
+    pub mysqld: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,7 +270,6 @@ pub struct SidecarConfig {
     pub common: Common,
     pub listen: SocketAddr,
     pub local_server: Endpoint,
-    pub mysql_port: u16,
     pub admin: Credentials,
     pub repl: Credentials,
     pub max_lag: Duration,
@@ -245,6 +292,8 @@ impl Cli {
                 common,
                 conf_dir: args.conf_dir,
                 clone_deadline: args.clone_deadline,
+                clone_stall_timeout: args.clone_stall_timeout,
+                mysqld: args.mysqld,
             }),
             Command::Sidecar(args) => Validated::Sidecar(args.validate(common)?),
         })
@@ -253,19 +302,45 @@ impl Cli {
 
 impl CommonArgs {
     fn validate(self) -> Result<Common, ConfigError> {
+        let flavor = self.flavor.ok_or(ConfigError::Missing {
+            flag: "--flavor",
+            env: "MYSQL_STS_FLAVOR",
+        })?;
         let namespace = self.namespace.ok_or(ConfigError::Missing {
             flag: "--namespace",
             env: "MYSQL_STS_NAMESPACE",
         })?;
-        let clone_token = secret(
-            self.clone_token,
-            self.clone_token_file.as_deref(),
-            "--clone-token",
-        )?
-        .ok_or(ConfigError::Missing {
-            flag: "--clone-token-file",
-            env: "MYSQL_STS_CLONE_TOKEN_FILE",
-        })?;
+        let clone = match flavor {
+            Flavor::MariaDb => CloneChannel::BackupStream {
+                token: secret(
+                    self.clone_token,
+                    self.clone_token_file.as_deref(),
+                    "--clone-token",
+                )?
+                .ok_or(ConfigError::Missing {
+                    flag: "--clone-token-file",
+                    env: "MYSQL_STS_CLONE_TOKEN_FILE",
+                })?,
+                mariadb_backup: self.mariadb_backup,
+                mbstream: self.mbstream,
+            },
+            Flavor::MySql => CloneChannel::ClonePlugin {
+                user: Credentials {
+                    user: self.clone_user,
+                    password: Some(
+                        secret(
+                            self.clone_password,
+                            self.clone_password_file.as_deref(),
+                            "--clone-password",
+                        )?
+                        .ok_or(ConfigError::Missing {
+                            flag: "--clone-password-file",
+                            env: "MYSQL_STS_CLONE_PASSWORD_FILE",
+                        })?,
+                    ),
+                },
+            },
+        };
         let hostname = match self.hostname {
             Some(hostname) => hostname,
             None => std::fs::read_to_string(KERNEL_HOSTNAME)
@@ -282,11 +357,11 @@ impl CommonArgs {
         };
         Ok(Common {
             identity: Identity::derive(&hostname, &naming, self.server_id_offset)?,
+            flavor,
             datadir: self.datadir,
             agent_port: self.agent_port,
-            clone_token,
-            mariadb_backup: self.mariadb_backup,
-            mbstream: self.mbstream,
+            mysql_port: self.mysql_port,
+            clone,
         })
     }
 }
@@ -318,10 +393,9 @@ impl SidecarArgs {
                 Some(path) => Endpoint::Socket(path),
                 None => Endpoint::Tcp {
                     host: self.mysql_host,
-                    port: self.mysql_port,
+                    port: common.mysql_port,
                 },
             },
-            mysql_port: self.mysql_port,
             admin: Credentials {
                 user: self.admin_user,
                 password: admin_password,
@@ -374,6 +448,8 @@ mod tests {
     }
 
     const BASE: &[&str] = &[
+        "--flavor",
+        "mariadb",
         "--hostname",
         "mysql-1",
         "--namespace",
@@ -398,7 +474,42 @@ mod tests {
             "mysql-1.mysql.db.svc.cluster.local"
         );
         assert_eq!(cfg.clone_deadline, Duration::from_secs(30));
-        assert_eq!(cfg.common.clone_token.expose(), "t");
+        let CloneChannel::BackupStream { token, .. } = &cfg.common.clone else {
+            panic!("MariaDB clones with a backup stream")
+        };
+        assert_eq!(token.expose(), "t");
+    }
+
+    #[test]
+    fn mysql_needs_a_clone_password_and_no_token() {
+        let init = [
+            "--flavor",
+            "mysql",
+            "--hostname",
+            "mysql-2",
+            "--namespace",
+            "db",
+        ];
+        let err = parse(&[&init[..], &["init"]].concat()).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "missing required setting --clone-password-file (env MYSQL_STS_CLONE_PASSWORD_FILE)"
+        );
+        let args = [
+            &init[..],
+            &["--clone-password", "pw", "init", "--mysqld", "/x/mysqld"],
+        ]
+        .concat();
+        let Ok(Validated::Init(cfg)) = parse(&args) else {
+            panic!("init config")
+        };
+        assert_eq!(cfg.common.flavor, Flavor::MySql);
+        assert_eq!(cfg.mysqld, PathBuf::from("/x/mysqld"));
+        let CloneChannel::ClonePlugin { user } = &cfg.common.clone else {
+            panic!("MySQL clones with the CLONE plugin")
+        };
+        assert_eq!(user.user, "clone");
+        assert_eq!(user.password.as_ref().map(Secret::expose), Some("pw"));
     }
 
     #[test]
@@ -437,11 +548,34 @@ mod tests {
             .unwrap();
         assert_eq!(
             err.to_string(),
+            "missing required setting --flavor (env MYSQL_STS_FLAVOR)"
+        );
+        let err = parse(&[
+            "--flavor",
+            "mariadb",
+            "--hostname",
+            "mysql-1",
+            "--clone-token",
+            "t",
+            "init",
+        ])
+        .err()
+        .unwrap();
+        assert_eq!(
+            err.to_string(),
             "missing required setting --namespace (env MYSQL_STS_NAMESPACE)"
         );
-        let err = parse(&["--hostname", "mysql-1", "--namespace", "db", "init"])
-            .err()
-            .unwrap();
+        let err = parse(&[
+            "--flavor",
+            "mariadb",
+            "--hostname",
+            "mysql-1",
+            "--namespace",
+            "db",
+            "init",
+        ])
+        .err()
+        .unwrap();
         assert!(err.to_string().contains("--clone-token-file"), "{err}");
         let args: Vec<&str> = BASE.iter().copied().chain(["sidecar"]).collect();
         assert!(
@@ -462,6 +596,8 @@ mod tests {
             .collect();
         assert!(matches!(parse(&args), Err(ConfigError::Conflict { .. })));
         let err = parse(&[
+            "--flavor",
+            "mariadb",
             "--hostname",
             "mysql",
             "--namespace",
@@ -477,6 +613,8 @@ mod tests {
             ConfigError::Identity(IdentityError::NoOrdinal(_))
         ));
         let err = parse(&[
+            "--flavor",
+            "mariadb",
             "--hostname",
             "mysql-0",
             "--namespace",

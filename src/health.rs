@@ -8,8 +8,8 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::gtid::GtidPosition;
-use crate::db::status::{IoThread, ReplicaStatus};
+use crate::db::gtid::Gtids;
+use crate::db::status::{IoThread, ReplicaStatus, ThreadError};
 use crate::duration::seconds;
 use crate::identity::Role;
 
@@ -25,15 +25,18 @@ pub enum Phase {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ServerFacts {
+    /// Flavor and `VERSION()`, e.g. "MySQL 9.7.4-2".
     pub version: String,
     pub read_only: bool,
-    pub gtid_current_pos: GtidPosition,
-    pub gtid_binlog_pos: GtidPosition,
+    /// What this server has applied as a replica (MariaDB gtid_slave_pos, MySQL gtid_executed).
+    pub gtid_applied: Gtids,
+    /// What its binlog holds (MariaDB gtid_binlog_pos, MySQL gtid_executed).
+    pub gtid_binlog: Gtids,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PrimarySample {
-    pub position: GtidPosition,
+    pub position: Gtids,
     #[serde(skip)]
     pub at: Instant,
 }
@@ -41,8 +44,8 @@ pub struct PrimarySample {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaFacts {
     pub status: Option<ReplicaStatus>,
-    /// `gtid_slave_pos`: what the SQL thread has applied.
-    pub applied: GtidPosition,
+    /// What the replica has applied.
+    pub applied: Gtids,
     pub primary: Option<PrimarySample>,
     pub primary_error: Option<String>,
     /// The newest time at which the primary's position was wholly applied here.
@@ -73,7 +76,7 @@ impl Snapshot {
 /// The primary's GTID position over time, so a replica's position can be dated.
 #[derive(Debug)]
 pub struct PrimaryHistory {
-    seen: VecDeque<(GtidPosition, Instant)>,
+    seen: VecDeque<(Gtids, Instant)>,
     keep: Duration,
 }
 
@@ -85,7 +88,7 @@ impl PrimaryHistory {
         }
     }
 
-    pub fn record(&mut self, position: GtidPosition, at: Instant) {
+    pub fn record(&mut self, position: Gtids, at: Instant) {
         match self.seen.back_mut() {
             Some((last, last_seen)) if *last == position => *last_seen = at,
             _ => self.seen.push_back((position, at)),
@@ -108,7 +111,7 @@ impl PrimaryHistory {
     }
 
     /// The last time the primary stood at a position that `applied` wholly contains.
-    pub fn applied_as_of(&self, applied: &GtidPosition) -> Option<Instant> {
+    pub fn applied_as_of(&self, applied: &Gtids) -> Option<Instant> {
         self.seen
             .iter()
             .rev()
@@ -215,9 +218,18 @@ fn replica_readiness(facts: Option<&ReplicaFacts>, rules: &Rules, now: Instant) 
         );
     }
     if let Some(e) = &status.io_error {
+        let advice = if source_purged_needed_binlogs(e) {
+            format!(
+                " (the primary purged binary logs this replica still needs: it cannot catch up \
+                 by replication; give it a new clone by deleting this pod's data volume, or \
+                 restore the missing transactions on {primary})"
+            )
+        } else {
+            String::new()
+        };
         return not_ready(
             ReplicationError,
-            format!("replica IO thread error {}: {}", e.errno, e.message),
+            format!("replica IO thread error {}: {}{advice}", e.errno, e.message),
         );
     }
     match status.io_thread {
@@ -284,6 +296,13 @@ fn replica_readiness(facts: Option<&ReplicaFacts>, rules: &Rules, now: Instant) 
     }
 }
 
+/// The source answered the IO thread with error 1236 because the binlogs holding transactions
+/// this replica lacks are gone (MySQL wraps it in 13114; MariaDB reports 1236 itself).
+fn source_purged_needed_binlogs(error: &ThreadError) -> bool {
+    let message = error.message.to_ascii_lowercase();
+    (error.errno == 1236 || message.contains("fatal error 1236")) && message.contains("purged")
+}
+
 /// 1234567 -> "1,234,567"
 pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
@@ -324,10 +343,10 @@ pub async fn log_readiness_changes(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::status::ThreadError;
+    use crate::db::flavor::Flavor;
 
-    fn pos(text: &str) -> GtidPosition {
-        GtidPosition::parse(text).unwrap()
+    fn pos(text: &str) -> Gtids {
+        Gtids::parse(Flavor::MariaDb, text).unwrap()
     }
 
     fn rules(role: Role) -> Rules {
@@ -348,7 +367,7 @@ mod tests {
             io_error: None,
             sql_error: None,
             seconds_behind: Some(0),
-            using_gtid: "Slave_Pos".into(),
+            gtid_mode: "Slave_Pos".into(),
         }
     }
 
@@ -358,10 +377,10 @@ mod tests {
             phase: Phase::Running,
             last_error: None,
             server: Some(ServerFacts {
-                version: "10.11.19-MariaDB".into(),
+                version: "MariaDB 10.11.19-MariaDB".into(),
                 read_only,
-                gtid_current_pos: pos("0-100-10"),
-                gtid_binlog_pos: pos("0-100-10"),
+                gtid_applied: pos("0-100-10"),
+                gtid_binlog: pos("0-100-10"),
             }),
             replica,
         }
@@ -369,7 +388,10 @@ mod tests {
 
     /// A replica that has applied `applied`, judged at `now` against a primary history.
     fn replica_at(now: Instant, applied: &str, history: &PrimaryHistory) -> Snapshot {
-        let applied = pos(applied);
+        replica_with(now, pos(applied), history)
+    }
+
+    fn replica_with(now: Instant, applied: Gtids, history: &PrimaryHistory) -> Snapshot {
         running(
             now,
             true,
@@ -532,5 +554,51 @@ mod tests {
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(1234), "1,234");
         assert_eq!(thousands(1234567), "1,234,567");
+    }
+
+    #[test]
+    fn mysql_replica_with_a_gap_is_behind_by_the_gap() {
+        let uuid = "83f00eb9-e579-11f1-a5e0-02fc00000001";
+        let set = |t: &str| Gtids::parse(Flavor::MySql, &format!("{uuid}:{t}")).unwrap();
+        let t0 = Instant::now();
+        let mut history = PrimaryHistory::new(Duration::from_secs(600));
+        history.record(set("1-100"), t0);
+        let r = rules(Role::Replica);
+        let now = t0 + Duration::from_secs(1);
+        assert!(readiness(&replica_with(now, set("1-100"), &history), &r, now).ready);
+        let now = t0 + Duration::from_secs(30);
+        history.record(set("1-100"), now);
+        let v = readiness(&replica_with(now, set("1-49:51-100"), &history), &r, now);
+        assert_eq!(
+            (v.ready, v.reason.as_str()),
+            (false, "replica 1 transactions behind mysql-0")
+        );
+    }
+
+    #[test]
+    fn purged_binlogs_get_advice() {
+        let now = Instant::now();
+        let mut history = PrimaryHistory::new(Duration::from_secs(600));
+        history.record(pos("0-100-10"), now);
+        let mut snap = replica_at(now, "0-100-1", &history);
+        let status = snap.replica.as_mut().unwrap().status.as_mut().unwrap();
+        status.io_thread = IoThread::Stopped;
+        status.io_error = Some(ThreadError {
+            errno: 13114,
+            message: "Got fatal error 1236 from source when reading data from binary log: \
+                      'Cannot replicate because the source purged required binary logs.'"
+                .into(),
+        });
+        let v = readiness(&snap, &rules(Role::Replica), now);
+        assert_eq!(v.kind, VerdictKind::ReplicationError);
+        assert!(
+            v.reason
+                .starts_with("replica IO thread error 13114: Got fatal error 1236")
+        );
+        assert!(
+            v.reason.contains("deleting this pod's data volume"),
+            "{}",
+            v.reason
+        );
     }
 }

@@ -19,8 +19,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::clone::datadir::CloneMarker;
-use crate::clone::donor::Donor;
-use crate::db::gtid::GtidPosition;
+use crate::clone::mariadb::donor::Donor;
+use crate::db::gtid::Gtids;
 use crate::db::status::ReplicaStatus;
 use crate::duration::{parse_duration, seconds};
 use crate::health::{self, Phase, Rules, ServerFacts, Snapshot, Verdict};
@@ -35,8 +35,14 @@ pub struct AppState {
     pub live_after: Duration,
     pub identity: Arc<Identity>,
     pub marker: Option<Arc<CloneMarker>>,
+    /// MariaDB pods serve clones; MySQL joiners clone from the server itself.
+    pub clone_service: Option<CloneService>,
+}
+
+#[derive(Clone)]
+pub struct CloneService {
     pub donor: Arc<Donor>,
-    pub clone_token: Secret,
+    pub token: Secret,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -117,14 +123,14 @@ struct StatusView<'a> {
     server: Option<ServerFacts>,
     replication: Option<ReplicationView>,
     last_error: Option<String>,
-    clones_served: &'a crate::clone::donor::CloneCounters,
+    clones_served: Option<&'a crate::clone::mariadb::donor::CloneCounters>,
 }
 
 #[derive(Serialize)]
 struct ReplicationView {
     status: Option<ReplicaStatus>,
-    gtid_slave_pos: GtidPosition,
-    primary_gtid_binlog_pos: Option<GtidPosition>,
+    gtid_applied: Gtids,
+    primary_gtid: Option<Gtids>,
     primary_error: Option<String>,
     /// Seconds since the primary last stood at a position this replica has wholly applied.
     lag_seconds: Option<f64>,
@@ -137,8 +143,8 @@ async fn status(State(state): State<AppState>) -> Response {
     let now = Instant::now();
     let replication = snap.replica.map(|r| ReplicationView {
         status: r.status,
-        gtid_slave_pos: r.applied,
-        primary_gtid_binlog_pos: r.primary.map(|p| p.position),
+        gtid_applied: r.applied,
+        primary_gtid: r.primary.map(|p| p.position),
         primary_error: r.primary_error,
         lag_seconds: r
             .applied_as_of
@@ -158,7 +164,7 @@ async fn status(State(state): State<AppState>) -> Response {
         server: snap.server,
         replication,
         last_error: snap.last_error,
-        clones_served: state.donor.counters(),
+        clones_served: state.clone_service.as_ref().map(|c| c.donor.counters()),
     };
     Json(view).into_response()
 }
@@ -177,7 +183,13 @@ async fn clone(
     ConnectInfo(joiner): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    if !authorized(&headers, &state.clone_token) {
+    let Some(service) = &state.clone_service else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "this pod runs MySQL: the next pod clones from its server with the CLONE plugin",
+        );
+    };
+    if !authorized(&headers, &service.token) {
         tracing::warn!(joiner = %joiner, "clone request refused: missing or wrong token");
         let mut response = text(StatusCode::UNAUTHORIZED, "missing or wrong clone token");
         response.headers_mut().insert(
@@ -195,7 +207,7 @@ async fn clone(
             &format!("not ready to donate: {reason}"),
         );
     }
-    match state.donor.start(joiner) {
+    match service.donor.start(joiner) {
         Err(busy) => retry_later(StatusCode::TOO_MANY_REQUESTS, 10, &busy.to_string()),
         Ok(frames) => {
             let stream = futures_util::stream::unfold(frames, |mut frames| async move {

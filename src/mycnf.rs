@@ -2,15 +2,30 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::db::flavor::Flavor;
 use crate::fsutil;
 use crate::identity::{Identity, Role};
 
 pub const FRAGMENT_NAME: &str = "mysql-sts-agent.cnf";
 
-pub fn render(identity: &Identity) -> String {
+/// Only options every supported version of the flavor knows: an unknown one stops the server.
+pub fn render(identity: &Identity, flavor: Flavor) -> String {
     let read_only = match identity.role {
         Role::Primary => "OFF",
         Role::Replica => "ON",
+    };
+    let flavor_specific = match flavor {
+        Flavor::MariaDb => "binlog_format = ROW\n\
+                            log_slave_updates = ON\n\
+                            gtid_strict_mode = ON\n"
+            .to_owned(),
+        // Replicas refuse writes even from SUPER users; the CLONE plugin serves the next pod.
+        Flavor::MySql => format!(
+            "gtid_mode = ON\n\
+             enforce_gtid_consistency = ON\n\
+             super_read_only = {read_only}\n\
+             plugin_load_add = mysql_clone.so\n"
+        ),
     };
     format!(
         "# Written by mysql-sts-agent init for {host} (ordinal {ordinal}, {role}).\n\
@@ -22,10 +37,8 @@ pub fn render(identity: &Identity) -> String {
          log_bin_index = mysql-bin.index\n\
          relay_log = mysql-relay-bin\n\
          relay_log_index = mysql-relay-bin.index\n\
-         binlog_format = ROW\n\
-         log_slave_updates = ON\n\
-         gtid_strict_mode = ON\n\
-         read_only = {read_only}\n",
+         read_only = {read_only}\n\
+         {flavor_specific}",
         host = identity.hostname,
         ordinal = identity.ordinal,
         role = identity.role,
@@ -35,9 +48,9 @@ pub fn render(identity: &Identity) -> String {
 }
 
 /// Writes the fragment into `conf_dir` and returns its path.
-pub fn write(conf_dir: &Path, identity: &Identity) -> std::io::Result<PathBuf> {
+pub fn write(conf_dir: &Path, identity: &Identity, flavor: Flavor) -> std::io::Result<PathBuf> {
     let path = conf_dir.join(FRAGMENT_NAME);
-    fsutil::write_atomic(&path, render(identity).as_bytes(), 0o644)?;
+    fsutil::write_atomic(&path, render(identity, flavor).as_bytes(), 0o644)?;
     Ok(path)
 }
 
@@ -57,7 +70,7 @@ mod tests {
 
     #[test]
     fn replica_fragment_is_read_only_with_gtid_settings() {
-        let text = render(&identity("mysql-1"));
+        let text = render(&identity("mysql-1"), Flavor::MariaDb);
         for line in [
             "[mysqld]",
             "server_id = 101",
@@ -77,18 +90,42 @@ mod tests {
 
     #[test]
     fn primary_fragment_is_writable() {
-        let text = render(&identity("mysql-0"));
+        let text = render(&identity("mysql-0"), Flavor::MariaDb);
         assert!(text.contains("\nserver_id = 100\n"));
         assert!(text.contains("\nread_only = OFF\n"));
+    }
+
+    #[test]
+    fn mysql_fragment_has_gtids_the_clone_plugin_and_super_read_only_replicas() {
+        let replica = render(&identity("mysql-2"), Flavor::MySql);
+        for line in [
+            "server_id = 102",
+            "gtid_mode = ON",
+            "enforce_gtid_consistency = ON",
+            "read_only = ON",
+            "super_read_only = ON",
+            "plugin_load_add = mysql_clone.so",
+        ] {
+            assert!(
+                replica.lines().any(|l| l == line),
+                "missing {line:?} in\n{replica}"
+            );
+        }
+        assert!(
+            !replica.contains("gtid_strict_mode"),
+            "MariaDB only:\n{replica}"
+        );
+        let primary = render(&identity("mysql-0"), Flavor::MySql);
+        assert!(primary.contains("\nsuper_read_only = OFF\n"));
     }
 
     #[test]
     fn writing_twice_gives_the_same_file() {
         let dir = tempfile::tempdir().unwrap();
         let id = identity("mysql-2");
-        let path = write(dir.path(), &id).unwrap();
+        let path = write(dir.path(), &id, Flavor::MySql).unwrap();
         let first = std::fs::read(&path).unwrap();
-        write(dir.path(), &id).unwrap();
+        write(dir.path(), &id, Flavor::MySql).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), first);
         assert_eq!(
             std::fs::read_dir(dir.path()).unwrap().count(),

@@ -5,7 +5,8 @@ use mysql_async::Conn;
 
 use crate::clone::datadir::CloneMarker;
 use crate::db::dialect::{self, Source};
-use crate::db::gtid::GtidPosition;
+use crate::db::flavor::{Dialect, Flavor};
+use crate::db::gtid::Gtids;
 use crate::db::status::{IoThread, ReplicaStatus};
 use crate::db::{self, DbError};
 use crate::secret::Secret;
@@ -13,10 +14,7 @@ use crate::secret::Secret;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
     /// Never configured: start from the clone's position.
-    Configure {
-        start_at: GtidPosition,
-        donor: String,
-    },
+    Configure { start_at: Gtids, donor: String },
     /// Configured for another source host: point it at ordinal 0, keep the applied position.
     Repoint { from: String },
     /// Configured for this source but not running (e.g. after a restart): start it.
@@ -28,13 +26,14 @@ pub enum Plan {
 }
 
 pub fn plan(
+    flavor: Flavor,
     status: Option<&ReplicaStatus>,
     marker: Option<&CloneMarker>,
     source_host: &str,
 ) -> Plan {
     let Some(status) = status else {
         return match marker {
-            Some(marker) => match GtidPosition::parse(&marker.gtid_position) {
+            Some(marker) => match Gtids::parse(flavor, &marker.gtid_position) {
                 Ok(start_at) => Plan::Configure {
                     start_at,
                     donor: marker.donor.clone(),
@@ -61,22 +60,27 @@ pub fn plan(
 }
 
 /// Carries out a plan; `Blocked` is the caller's to report.
-pub async fn apply(conn: &mut Conn, plan: &Plan, source: &Source) -> Result<(), DbError> {
+pub async fn apply(
+    conn: &mut Conn,
+    plan: &Plan,
+    source: &Source,
+    dialect: Dialect,
+) -> Result<(), DbError> {
     match plan {
         Plan::Configure { start_at, donor } => {
             tracing::info!(
                 source = %source.host, port = source.port, user = %source.user, gtid = %start_at, donor = %donor,
                 "configuring replication from the primary, starting at the clone's GTID position"
             );
-            db::execute_all(conn, &dialect::configure_replica(source, start_at)).await
+            db::execute_all(conn, &dialect.configure_replica(source, start_at)).await
         }
         Plan::Repoint { from } => {
             tracing::info!(from = %from, source = %source.host, "replication points at another host: repointing it at the primary, keeping the applied position");
-            db::execute_all(conn, &dialect::repoint_replica(source)).await
+            db::execute_all(conn, &dialect.repoint_replica(source)).await
         }
         Plan::Resume => {
             tracing::info!(source = %source.host, "replication is configured but stopped: resuming it (not reconfiguring)");
-            db::execute_all(conn, &[dialect::START_REPLICA.to_owned()]).await
+            db::execute_all(conn, &[dialect.start_replica().to_owned()]).await
         }
         Plan::Keep => {
             tracing::info!(source = %source.host, "replication is configured and running: leaving it as it is");
@@ -86,13 +90,17 @@ pub async fn apply(conn: &mut Conn, plan: &Plan, source: &Source) -> Result<(), 
     }
 }
 
-pub async fn ensure_replication_user(
+/// Creates or updates a user the primary keeps for others (replicas, clone joiners); the
+/// statements are binlogged, so every replica gets the same user.
+pub async fn ensure_user(
     conn: &mut Conn,
     user: &str,
     password: &Secret,
+    privilege: &str,
+    purpose: &str,
 ) -> Result<(), DbError> {
-    db::execute_all(conn, &dialect::ensure_replication_user(user, password)).await?;
-    tracing::info!(user = %dialect::account(user), "replication user ensured with REPLICATION SLAVE only");
+    db::execute_all(conn, &dialect::ensure_user(user, password, privilege)).await?;
+    tracing::info!(user = %dialect::account(user), privilege, "{purpose} user ensured with this privilege only");
     Ok(())
 }
 
@@ -102,6 +110,7 @@ mod tests {
     use crate::db::status::ReplicaStatus;
 
     const PRIMARY: &str = "mysql-0.mysql.default.svc.cluster.local";
+    const MARIADB: Flavor = Flavor::MariaDb;
 
     fn marker(gtid: &str) -> CloneMarker {
         CloneMarker {
@@ -123,16 +132,16 @@ mod tests {
             io_error: None,
             sql_error: None,
             seconds_behind: None,
-            using_gtid: "Slave_Pos".into(),
+            gtid_mode: "Slave_Pos".into(),
         }
     }
 
     #[test]
     fn fresh_clone_is_configured_from_its_marker() {
         assert_eq!(
-            plan(None, Some(&marker("0-100-7")), PRIMARY),
+            plan(MARIADB, None, Some(&marker("0-100-7")), PRIMARY),
             Plan::Configure {
-                start_at: GtidPosition::parse("0-100-7").unwrap(),
+                start_at: Gtids::parse(MARIADB, "0-100-7").unwrap(),
                 donor: "mysql-1.mysql.default.svc.cluster.local".into()
             }
         );
@@ -142,14 +151,23 @@ mod tests {
     fn configured_replicas_are_resumed_not_reconfigured() {
         let marker = marker("0-100-7");
         let stopped = status(PRIMARY, IoThread::Stopped, false);
-        assert_eq!(plan(Some(&stopped), Some(&marker), PRIMARY), Plan::Resume);
+        assert_eq!(
+            plan(MARIADB, Some(&stopped), Some(&marker), PRIMARY),
+            Plan::Resume
+        );
         let half = status(PRIMARY, IoThread::Running, false);
-        assert_eq!(plan(Some(&half), Some(&marker), PRIMARY), Plan::Resume);
+        assert_eq!(
+            plan(MARIADB, Some(&half), Some(&marker), PRIMARY),
+            Plan::Resume
+        );
         let running = status(PRIMARY, IoThread::Connecting, true);
-        assert_eq!(plan(Some(&running), Some(&marker), PRIMARY), Plan::Keep);
+        assert_eq!(
+            plan(MARIADB, Some(&running), Some(&marker), PRIMARY),
+            Plan::Keep
+        );
         let elsewhere = status("old-primary", IoThread::Running, true);
         assert_eq!(
-            plan(Some(&elsewhere), None, PRIMARY),
+            plan(MARIADB, Some(&elsewhere), None, PRIMARY),
             Plan::Repoint {
                 from: "old-primary".into()
             }
@@ -158,9 +176,12 @@ mod tests {
 
     #[test]
     fn no_marker_and_no_configuration_blocks() {
-        assert!(matches!(plan(None, None, PRIMARY), Plan::Blocked(_)));
         assert!(matches!(
-            plan(None, Some(&marker("garbage")), PRIMARY),
+            plan(MARIADB, None, None, PRIMARY),
+            Plan::Blocked(_)
+        ));
+        assert!(matches!(
+            plan(MARIADB, None, Some(&marker("garbage")), PRIMARY),
             Plan::Blocked(_)
         ));
     }

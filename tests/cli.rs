@@ -19,6 +19,7 @@ fn stderr_lines(out: &Output) -> Vec<String> {
 }
 
 const VALID: &[(&str, &str)] = &[
+    ("MYSQL_STS_FLAVOR", "mariadb"),
     ("MYSQL_STS_HOSTNAME", "mysql-0"),
     ("MYSQL_STS_NAMESPACE", "default"),
     ("MYSQL_STS_CLONE_TOKEN", "t0ken"),
@@ -63,6 +64,27 @@ fn missing_settings_are_named() {
     let out = agent(&["sidecar"], &with(&[], &[]));
     assert_eq!(out.status.code(), Some(64));
     assert!(stderr_lines(&out)[0].contains("--repl-password-file"));
+    let out = agent(&["init"], &with(&[], &["MYSQL_STS_FLAVOR"]));
+    assert_eq!(
+        stderr_lines(&out),
+        ["mysql-sts-agent: error: missing required setting --flavor (env MYSQL_STS_FLAVOR)"]
+    );
+    let out = agent(
+        &["init"],
+        &with(&[("MYSQL_STS_FLAVOR", "mysql")], &["MYSQL_STS_FLAVOR"]),
+    );
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        stderr_lines(&out)[0].contains("--clone-password-file (env MYSQL_STS_CLONE_PASSWORD_FILE)")
+    );
+    let out = agent(
+        &["init"],
+        &with(&[("MYSQL_STS_FLAVOR", "postgres")], &["MYSQL_STS_FLAVOR"]),
+    );
+    assert_eq!(out.status.code(), Some(64));
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("postgres"), "{lines:?}");
 }
 
 #[test]

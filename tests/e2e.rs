@@ -1,5 +1,8 @@
 //! End-to-end: a simulated StatefulSet (network namespaces as pods, dnsmasq as cluster DNS,
-//! real MariaDB servers) runs the agent as init container and sidecar. Needs root.
+//! real servers) runs the agent as init container and sidecar. Needs root.
+//!
+//! Every scenario runs against both flavors, MariaDB (Debian's packages) and MySQL (from a
+//! Debian unstable chroot): the `scenarios!` list at the end makes one test of each per flavor.
 
 mod harness;
 
@@ -9,16 +12,20 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use harness::{Check, Cluster, ClusterSpec, poll_until};
+use harness::{Check, Cluster, ClusterSpec, Flavor, poll_until};
 use mysql_async::prelude::Queryable;
 
 const READY: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(50);
 
 /// Runs a scenario on a fresh cluster; a failing one keeps its logs for reading.
-async fn scenario(pods: usize, body: impl AsyncFnOnce(&mut Cluster) -> Result<()>) -> Result<()> {
+async fn scenario(
+    flavor: Flavor,
+    pods: usize,
+    body: impl AsyncFnOnce(&mut Cluster) -> Result<()>,
+) -> Result<()> {
     Cluster::run_scenario(
-        ClusterSpec::new(env!("CARGO_BIN_EXE_mysql-sts-agent"), pods),
+        ClusterSpec::new(env!("CARGO_BIN_EXE_mysql-sts-agent"), pods).flavor(flavor),
         body,
     )
     .await
@@ -34,8 +41,10 @@ async fn primary_with_data(c: &mut Cluster) -> Result<()> {
          pad CHAR(200) NOT NULL) ENGINE=InnoDB",
     )
     .await?;
+    // Any table with enough rows serves as a row source on both flavors.
     conn.query_drop(
-        "INSERT INTO app.t (note, pad) SELECT 'initial', REPEAT('x', 200) FROM app.seq_1_to_20000",
+        "INSERT INTO app.t (note, pad) SELECT 'initial', REPEAT('x', 200) \
+         FROM information_schema.COLLATIONS a, information_schema.COLLATIONS b LIMIT 20000",
     )
     .await?;
     Ok(())
@@ -129,9 +138,8 @@ impl Writer {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_pods_come_up_in_order_and_hold_every_row() -> Result<()> {
-    scenario(3, async |c| {
+async fn three_pods_come_up_in_order_and_hold_every_row(flavor: Flavor) -> Result<()> {
+    scenario(flavor, 3, async |c| {
         primary_with_data(c).await?;
 
         let writer = Writer::start(c).await?;
@@ -180,21 +188,37 @@ async fn three_pods_come_up_in_order_and_hold_every_row() -> Result<()> {
             "{pod2}"
         );
         ensure!(pod2["server_id"] == 102, "{pod2}");
+        // Where the start position came from: the backup's files on MariaDB, the cloned
+        // server itself on MySQL.
+        let (from_primary, from_replica) = match flavor {
+            Flavor::MariaDb => ("xtrabackup_binlog_info", "xtrabackup_slave_info"),
+            Flavor::MySql => ("gtid_executed", "gtid_executed"),
+        };
         let init2 = c.log_text(2, "init-1.log");
         ensure!(
             init2.contains("clone complete")
-                && init2.contains("position_from=xtrabackup_slave_info"),
+                && init2.contains(&format!("position_from={from_replica}")),
             "{init2}"
         );
         let init1 = c.log_text(1, "init-1.log");
         ensure!(
-            init1.contains("position_from=xtrabackup_binlog_info"),
+            init1.contains(&format!("position_from={from_primary}")),
             "{init1}"
         );
         ensure!(
             c.log_text(1, "sidecar-1.log")
                 .contains("configuring replication from the primary")
         );
+        if flavor == Flavor::MySql {
+            ensure!(
+                init1.contains("clone copied and recovered: clone_status says Completed")
+                    && init1.contains("expected end without a supervisor"),
+                "{init1}"
+            );
+            let reply = c.http_get(1, "/clone", Some(&c.clone_token())).await?;
+            ensure!(reply.status == 404, "/clone on MySQL: {}", reply.status);
+            return Ok(());
+        }
 
         // The clone endpoint wants the token: without it, 401 and not one byte of the stream.
         for token in [Some("wrong-token"), None] {
@@ -214,14 +238,15 @@ async fn three_pods_come_up_in_order_and_hold_every_row() -> Result<()> {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replica_is_unready_while_stopped_or_behind_and_ready_once_caught_up() -> Result<()> {
-    scenario(2, async |c| {
+async fn replica_is_unready_while_stopped_or_behind_and_ready_once_caught_up(
+    flavor: Flavor,
+) -> Result<()> {
+    scenario(flavor, 2, async |c| {
         primary_with_data(c).await?;
         c.start_pod(1).await?;
 
         let mut replica = c.sql(1).await?;
-        replica.query_drop("STOP SLAVE SQL_THREAD").await?;
+        replica.query_drop("STOP REPLICA SQL_THREAD").await?;
         insert(c, 0, "while-stopped").await?;
         let reply = c.wait_readyz(1, 503, READY).await?;
         ensure!(
@@ -229,7 +254,7 @@ async fn replica_is_unready_while_stopped_or_behind_and_ready_once_caught_up() -
             "{}",
             reply.text()
         );
-        replica.query_drop("START SLAVE SQL_THREAD").await?;
+        replica.query_drop("START REPLICA SQL_THREAD").await?;
         c.wait_readyz(1, 200, READY).await?;
         assert_same_data(c, 1).await?;
 
@@ -267,9 +292,8 @@ async fn replica_is_unready_while_stopped_or_behind_and_ready_once_caught_up() -
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restarted_replica_resumes_without_recloning() -> Result<()> {
-    scenario(2, async |c| {
+async fn restarted_replica_resumes_without_recloning(flavor: Flavor) -> Result<()> {
+    scenario(flavor, 2, async |c| {
         primary_with_data(c).await?;
         c.start_pod(1).await?;
 
@@ -310,11 +334,13 @@ async fn restarted_replica_resumes_without_recloning() -> Result<()> {
             !log.contains("configuring replication from the primary"),
             "{log}"
         );
-        let served = c
-            .log_text(0, "sidecar-1.log")
-            .matches("clone served")
-            .count();
-        ensure!(served == 1, "the donor served {served} clones, expected 1");
+        if flavor == Flavor::MariaDb {
+            let served = c
+                .log_text(0, "sidecar-1.log")
+                .matches("clone served")
+                .count();
+            ensure!(served == 1, "the donor served {served} clones, expected 1");
+        }
         Ok(())
     })
     .await
@@ -330,19 +356,22 @@ fn datadir_entries(dir: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// Waits until the init run writing `init_log` receives the stream and has extracted part of it.
+/// Waits until the init run writing `init_log` is receiving the clone and part of it is on disk.
 async fn wait_for_partial_clone(c: &Cluster, n: usize, init_log: &str) -> Result<()> {
     let staged = c.datadir(n).join(".mysql-sts-agent-clone/data");
+    let receiving = match c.flavor() {
+        Flavor::MariaDb => "donor accepted: receiving the clone stream",
+        Flavor::MySql => {
+            "clone stage started donor=mysql-0.mysql.default.svc.cluster.local stage=FILE COPY"
+        }
+    };
     poll_until(
         "part of the clone to arrive",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         POLL,
         || async {
-            if !c
-                .log_text(n, init_log)
-                .contains("donor accepted: receiving the clone stream")
-            {
-                return Ok(Check::Pending("the donor has not accepted yet".to_owned()));
+            if !c.log_text(n, init_log).contains(receiving) {
+                return Ok(Check::Pending("the donor is not sending yet".to_owned()));
             }
             let size: u64 = match std::fs::read_dir(&staged) {
                 Ok(entries) => entries
@@ -361,30 +390,28 @@ async fn wait_for_partial_clone(c: &Cluster, n: usize, init_log: &str) -> Result
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn interrupted_clones_leave_nothing_usable_and_the_retry_succeeds() -> Result<()> {
-    scenario(2, async |c| {
+async fn interrupted_clones_leave_nothing_usable_and_the_retry_succeeds(
+    flavor: Flavor,
+) -> Result<()> {
+    scenario(flavor, 2, async |c| {
         primary_with_data(c).await?;
         // About 1 MB/s out of the donor: the clone takes long enough to be cut in the middle.
         c.throttle(0, Some("8mbit")).await?;
 
-        // The joiner killed mid-stream leaves its staging directory, which the retry removes.
+        // The joiner killed mid-clone leaves its staging directory, which the retry removes.
         let mut init = c.spawn_init(1).await?;
         wait_for_partial_clone(c, 1, "init-1.log").await?;
-        // One clone at a time: a second joiner is told to come back later.
-        let token = c.clone_token();
-        let busy = c.http_get(0, "/clone", Some(&token)).await?;
-        ensure!(
-            busy.status == 429,
-            "second clone: {} {}",
-            busy.status,
-            busy.text()
-        );
-        ensure!(
-            busy.text() == "429 a clone is already being served\n",
-            "{}",
-            busy.text()
-        );
+        if flavor == Flavor::MariaDb {
+            // One clone at a time: a second joiner is told to come back later.
+            let token = c.clone_token();
+            let busy = c.http_get(0, "/clone", Some(&token)).await?;
+            ensure!(
+                busy.text() == "429 a clone is already being served\n",
+                "second clone: {} {}",
+                busy.status,
+                busy.text()
+            );
+        }
         init.kill().await?;
         let killed = init.wait().await?;
         ensure!(
@@ -398,10 +425,14 @@ async fn interrupted_clones_leave_nothing_usable_and_the_retry_succeeds() -> Res
             datadir_entries(&c.datadir(1))?
         );
 
-        // The donor killed mid-stream: the joiner exits non-zero and leaves nothing behind.
+        // The donor killed mid-clone (MariaDB: its agent streams; MySQL: its server does):
+        // the joiner exits non-zero and leaves nothing behind.
         let init = c.spawn_init(1).await?;
         wait_for_partial_clone(c, 1, "init-2.log").await?;
-        c.kill_sidecar(0).await?;
+        match flavor {
+            Flavor::MariaDb => c.kill_sidecar(0).await?,
+            Flavor::MySql => c.kill_server(0).await?,
+        }
         let failed = init.wait().await?;
         ensure!(
             matches!(failed.code, Some(code) if code != 0),
@@ -432,7 +463,11 @@ async fn interrupted_clones_leave_nothing_usable_and_the_retry_succeeds() -> Res
 
         // The donor back: the retry clones and the pod joins.
         c.throttle(0, None).await?;
-        c.start_sidecar(0).await?;
+        if flavor == Flavor::MySql {
+            c.start_server(0).await?;
+        } else {
+            c.start_sidecar(0).await?;
+        }
         c.wait_readyz(0, 200, READY).await?;
         let retry = c.run_init(1).await?;
         ensure!(
@@ -451,9 +486,8 @@ async fn interrupted_clones_leave_nothing_usable_and_the_retry_succeeds() -> Res
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refuses_a_datadir_it_cannot_prove_is_its_own() -> Result<()> {
-    scenario(2, async |c| {
+async fn refuses_a_datadir_it_cannot_prove_is_its_own(flavor: Flavor) -> Result<()> {
+    scenario(flavor, 2, async |c| {
         c.create_pod(1).await?;
         let stray = c.datadir(1).join("notes.txt");
         std::fs::write(&stray, "keep me")?;
@@ -473,10 +507,10 @@ async fn refuses_a_datadir_it_cannot_prove_is_its_own() -> Result<()> {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replica_with_unexplained_data_is_blocked_and_liveness_ignores_the_database() -> Result<()>
-{
-    scenario(2, async |c| {
+async fn replica_with_unexplained_data_is_blocked_and_liveness_ignores_the_database(
+    flavor: Flavor,
+) -> Result<()> {
+    scenario(flavor, 2, async |c| {
         c.start_pod(0).await?;
         // A server initialized its own datadir on ordinal 1: no clone, so no start position.
         c.create_pod(1).await?;
@@ -506,7 +540,7 @@ async fn replica_with_unexplained_data_is_blocked_and_liveness_ignores_the_datab
         .await
         .with_context(|| format!("first answer: {}", reply.text()))?;
         let mut replica = c.sql(1).await?;
-        let status: Vec<mysql_async::Row> = replica.query("SHOW SLAVE STATUS").await?;
+        let status: Vec<mysql_async::Row> = replica.query("SHOW REPLICA STATUS").await?;
         ensure!(
             status.is_empty(),
             "the agent configured replication it could not place"
@@ -534,9 +568,10 @@ async fn replica_with_unexplained_data_is_blocked_and_liveness_ignores_the_datab
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_backup_tool_is_reported_and_never_taken_for_a_clone() -> Result<()> {
-    scenario(2, async |c| {
+async fn a_failing_backup_tool_is_reported_and_never_taken_for_a_clone(
+    flavor: Flavor,
+) -> Result<()> {
+    scenario(flavor, 2, async |c| {
         c.start_pod(0).await?;
         // The donor's backup tool streams a little, complains and fails, while the agent lives on.
         let fake = c.root_dir().join("failing-backup");
@@ -577,3 +612,106 @@ async fn a_failing_backup_tool_is_reported_and_never_taken_for_a_clone() -> Resu
     })
     .await
 }
+
+/// Runs a replica down while the primary purges the binary logs it still needs: the replica
+/// cannot catch up, and says so in its probe, its /status and its log.
+async fn replica_behind_purged_binlogs_says_it_needs_a_new_clone(flavor: Flavor) -> Result<()> {
+    scenario(flavor, 2, async |c| {
+        primary_with_data(c).await?;
+        c.start_pod(1).await?;
+        c.stop_sidecar(1).await?;
+        c.stop_server(1).await?;
+        for i in 0..3 {
+            insert(c, 0, &format!("while-down-{i}")).await?;
+        }
+        let mut primary = c.sql(0).await?;
+        primary.query_drop("FLUSH BINARY LOGS").await?;
+        primary
+            .query_drop("PURGE BINARY LOGS BEFORE NOW() + INTERVAL 1 DAY")
+            .await?;
+
+        c.start_server(1).await?;
+        c.start_sidecar(1).await?;
+        let advice = "the primary purged binary logs this replica still needs";
+        let reply = poll_until(
+            "mysql-1 to report the purged binlogs",
+            READY,
+            POLL,
+            || async {
+                let reply = c.http_get(1, "/readyz", None).await?;
+                Ok(if reply.text().contains(advice) {
+                    Check::Done(reply)
+                } else {
+                    Check::Pending(reply.text())
+                })
+            },
+        )
+        .await?;
+        ensure!(reply.status == 503, "{} {}", reply.status, reply.text());
+        ensure!(
+            reply.text().contains("deleting this pod's data volume"),
+            "{}",
+            reply.text()
+        );
+        let status = status_json(&c.http_get(1, "/status", None).await?)?;
+        ensure!(
+            status["ready"] == false
+                && status["readiness"]
+                    .as_str()
+                    .is_some_and(|r| r.contains(advice)),
+            "{status}"
+        );
+        let log = c.log_text(1, "sidecar-2.log");
+        ensure!(
+            log.matches(advice).count() == 1,
+            "the advice should be logged once:\n{log}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// One test per scenario and flavor: `mariadb::<scenario>` and `mysql::<scenario>`.
+macro_rules! scenarios {
+    ($module:ident, $flavor:expr, [$($name:ident),* $(,)?]) => {
+        mod $module {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() -> Result<()> {
+                    super::$name($flavor).await
+                }
+            )*
+        }
+    };
+}
+
+scenarios!(
+    mariadb,
+    Flavor::MariaDb,
+    [
+        three_pods_come_up_in_order_and_hold_every_row,
+        replica_is_unready_while_stopped_or_behind_and_ready_once_caught_up,
+        restarted_replica_resumes_without_recloning,
+        interrupted_clones_leave_nothing_usable_and_the_retry_succeeds,
+        refuses_a_datadir_it_cannot_prove_is_its_own,
+        replica_with_unexplained_data_is_blocked_and_liveness_ignores_the_database,
+        replica_behind_purged_binlogs_says_it_needs_a_new_clone,
+        // mariadb-backup runs in the donor's agent: MariaDB only.
+        a_failing_backup_tool_is_reported_and_never_taken_for_a_clone,
+    ]
+);
+
+scenarios!(
+    mysql,
+    Flavor::MySql,
+    [
+        three_pods_come_up_in_order_and_hold_every_row,
+        replica_is_unready_while_stopped_or_behind_and_ready_once_caught_up,
+        restarted_replica_resumes_without_recloning,
+        interrupted_clones_leave_nothing_usable_and_the_retry_succeeds,
+        refuses_a_datadir_it_cannot_prove_is_its_own,
+        replica_with_unexplained_data_is_blocked_and_liveness_ignores_the_database,
+        replica_behind_purged_binlogs_says_it_needs_a_new_clone,
+    ]
+);

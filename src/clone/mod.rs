@@ -1,18 +1,176 @@
-//! Cloning ordinal-1's data into an empty datadir: the donor streams a backup, the joiner
-//! checks, extracts, prepares and installs it.
+//! Cloning ordinal-1's data into an empty datadir, through a staging directory that is removed
+//! whenever the clone fails, so that nothing partial ever looks like data.
+//!
+//! MariaDB: the donor's agent streams a mariadb-backup, the joiner checks, extracts and
+//! prepares it. MySQL: a temporary local server pulls the donor's data with the CLONE plugin.
 
 pub mod datadir;
-pub mod donor;
-pub mod frame;
-pub mod joiner;
-pub mod position;
+pub mod mariadb;
+pub mod mysql;
+
+use std::future::Future;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+
+use crate::db::DbError;
+use crate::duration::seconds;
+use crate::tool::ToolError;
+use datadir::{CloneMarker, DataDir};
+use mariadb::frame::FrameError;
+use mariadb::position::PositionError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CloneError {
+    #[error("donor {donor} did not serve a clone within {deadline}: {last}")]
+    Deadline {
+        donor: String,
+        deadline: String,
+        last: String,
+    },
+    #[error("donor {0} refused the clone token (401): every pod must mount the same clone token")]
+    Unauthorized(String),
+    #[error("donor {donor} refused the clone: {status} {body}")]
+    Refused {
+        donor: String,
+        status: u16,
+        body: String,
+    },
+    #[error("clone stream from {donor} broke after {bytes} bytes: {reason}")]
+    Broken {
+        donor: String,
+        bytes: u64,
+        reason: String,
+    },
+    #[error("clone stream from {donor} is invalid: {source}")]
+    Frame { donor: String, source: FrameError },
+    #[error("the donor's backup failed: {0}")]
+    DonorFailed(String),
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Position(#[from] PositionError),
+    #[error("{what}: {source}")]
+    Sql { what: String, source: DbError },
+    #[error("the temporary server {0}")]
+    TempServer(String),
+    #[error("CLONE INSTANCE from {donor} failed: {message}")]
+    Plugin { donor: String, message: String },
+    #[error("interrupted by shutdown")]
+    Cancelled,
+}
+
+pub(crate) fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> CloneError {
+    let context = context.into();
+    move |source| CloneError::Io { context, source }
+}
+
+pub(crate) fn sql_error(what: impl Into<String>) -> impl FnOnce(DbError) -> CloneError {
+    let what = what.into();
+    move |source| CloneError::Sql { what, source }
+}
+
+/// Runs `work` in a fresh staging directory (the caller found the datadir empty) and removes
+/// the directory if the work fails, so that a retry starts clean.
+pub(crate) async fn in_staging(
+    datadir: &DataDir,
+    work: impl Future<Output = Result<CloneMarker, CloneError>>,
+) -> Result<CloneMarker, CloneError> {
+    datadir.create_staging().map_err(io_error(format!(
+        "creating {}",
+        datadir.staging().display()
+    )))?;
+    let result = work.await;
+    if result.is_err() {
+        let staging = datadir.staging();
+        match datadir.remove_staging() {
+            Ok(()) => {
+                tracing::info!(staging = %staging.display(), "removed the staging directory of the failed clone")
+            }
+            Err(e) => {
+                tracing::warn!(staging = %staging.display(), "cannot remove the staging directory of the failed clone: {e}")
+            }
+        }
+    }
+    result
+}
+
+/// Why one attempt to reach the donor failed, and whether another attempt may succeed.
+#[derive(Debug)]
+pub(crate) enum Attempt {
+    Retry(String),
+    Fatal(CloneError),
+}
+
+/// Retries `attempt` with a capped, jittered backoff until it succeeds, fails for good, or the
+/// deadline passes; each new reason to wait is logged once.
+pub(crate) async fn until_donor_answers<T, Fut>(
+    donor: &str,
+    deadline: Duration,
+    attempt: impl FnMut() -> Fut,
+) -> Result<T, CloneError>
+where
+    Fut: Future<Output = Result<T, Attempt>>,
+{
+    let mut last_reason = String::from("no attempt finished");
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times();
+    let attempts = attempt
+        .retry(backoff)
+        .when(|e| matches!(e, Attempt::Retry(_)))
+        .notify(|e, delay| {
+            if let Attempt::Retry(reason) = e
+                && *reason != last_reason
+            {
+                tracing::info!(donor = %donor, retry_in = %seconds(delay), "donor not available yet: {reason}");
+                last_reason.clone_from(reason);
+            }
+        });
+    let deadline_error = |last: String| CloneError::Deadline {
+        donor: donor.to_owned(),
+        deadline: seconds(deadline),
+        last,
+    };
+    match tokio::time::timeout(deadline, attempts).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(Attempt::Fatal(e))) => Err(e),
+        Ok(Err(Attempt::Retry(reason))) => Err(deadline_error(reason)),
+        Err(_) => Err(deadline_error(last_reason)),
+    }
+}
+
+/// An error with its causes: many libraries' own message alone rarely says what happened.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
 
 /// MiB/s for log lines.
-pub fn rate_mib_s(bytes: u64, elapsed: std::time::Duration) -> f64 {
+pub fn rate_mib_s(bytes: u64, elapsed: Duration) -> f64 {
     let secs = elapsed.as_secs_f64().max(1e-3);
     (bytes as f64 / (1024.0 * 1024.0) / secs * 10.0).round() / 10.0
 }
 
 pub fn mib(bytes: u64) -> f64 {
     (bytes as f64 / (1024.0 * 1024.0) * 10.0).round() / 10.0
+}
+
+/// Seconds since the epoch, for markers.
+pub(crate) fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

@@ -4,9 +4,11 @@ use std::path::PathBuf;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::clone::CloneError;
 use crate::clone::datadir::{DataDir, DataDirState, classify};
-use crate::clone::joiner::{self, CloneError, JoinerSettings};
-use crate::config::InitConfig;
+use crate::clone::mariadb::joiner::{self, JoinerSettings};
+use crate::clone::mysql::{self, PluginSettings};
+use crate::config::{CloneChannel, InitConfig};
 use crate::dns::{DnsError, Resolver};
 use crate::mycnf;
 
@@ -52,11 +54,13 @@ pub async fn run(cfg: InitConfig, shutdown: CancellationToken) -> Result<(), Ini
     let identity = &cfg.common.identity;
     super::log_identity(identity);
 
-    let fragment = mycnf::write(&cfg.conf_dir, identity).map_err(|source| InitError::Config {
-        dir: cfg.conf_dir.clone(),
-        source,
-    })?;
-    tracing::info!(path = %fragment.display(), server_id = identity.server_id, "config fragment written");
+    let flavor = cfg.common.flavor;
+    let fragment =
+        mycnf::write(&cfg.conf_dir, identity, flavor).map_err(|source| InitError::Config {
+            dir: cfg.conf_dir.clone(),
+            source,
+        })?;
+    tracing::info!(path = %fragment.display(), server_id = identity.server_id, flavor = %flavor, "config fragment written");
 
     let datadir = DataDir::new(&cfg.common.datadir);
     let dir = || datadir.path().to_owned();
@@ -123,18 +127,39 @@ async fn empty_datadir(
         );
         return Ok(());
     };
-    tracing::info!(donor = %donor, "datadir is empty: cloning from ordinal {} (ordinal-1)", identity.ordinal - 1);
-    let settings = JoinerSettings {
-        donor_is_primary: identity.ordinal == 1,
-        donor,
-        port: cfg.common.agent_port,
-        token: cfg.common.clone_token.clone(),
-        mbstream: cfg.common.mbstream.clone(),
-        mariadb_backup: cfg.common.mariadb_backup.clone(),
-        deadline: cfg.clone_deadline,
-    };
     let resolver = Resolver::from_system()?;
-    let marker = joiner::clone(datadir, &settings, &resolver, &shutdown).await?;
+    let marker = match &cfg.common.clone {
+        CloneChannel::BackupStream {
+            token,
+            mariadb_backup,
+            mbstream,
+        } => {
+            tracing::info!(donor = %donor, "datadir is empty: cloning from ordinal {} (ordinal-1) with a mariadb-backup stream from its agent", identity.ordinal - 1);
+            let settings = JoinerSettings {
+                donor_is_primary: identity.ordinal == 1,
+                donor,
+                port: cfg.common.agent_port,
+                token: token.clone(),
+                mbstream: mbstream.clone(),
+                mariadb_backup: mariadb_backup.clone(),
+                deadline: cfg.clone_deadline,
+                stall_timeout: cfg.clone_stall_timeout,
+            };
+            joiner::clone(datadir, &settings, &resolver, &shutdown).await?
+        }
+        CloneChannel::ClonePlugin { user } => {
+            tracing::info!(donor = %donor, "datadir is empty: cloning from ordinal {} (ordinal-1) with the CLONE plugin into a temporary server", identity.ordinal - 1);
+            let settings = PluginSettings {
+                donor,
+                port: cfg.common.mysql_port,
+                user: user.clone(),
+                mysqld: cfg.mysqld.clone(),
+                deadline: cfg.clone_deadline,
+                stall_timeout: cfg.clone_stall_timeout,
+            };
+            mysql::clone(datadir, &settings, &resolver, &shutdown).await?
+        }
+    };
     tracing::info!(
         donor = %marker.donor, gtid = %marker.gtid_position, position_from = %marker.position_source,
         "clone complete: replication will start at this GTID position"

@@ -13,12 +13,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clone::datadir::{CloneMarker, DataDir};
-use crate::clone::donor::{Donor, DonorSettings};
-use crate::config::{Endpoint, SidecarConfig};
-use crate::db::dialect::Source;
+use crate::clone::mariadb::donor::{Donor, DonorSettings};
+use crate::config::{CloneChannel, Endpoint, SidecarConfig};
+use crate::db::dialect::{self, Source};
+use crate::db::flavor::{Dialect, ServerVersion};
 use crate::db::{self, DbError};
 use crate::health::{self, Phase, PrimaryHistory, ReplicaFacts, Rules, Snapshot};
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, CloneService};
 use crate::identity::Role;
 use crate::replication::{self, Plan};
 
@@ -50,31 +51,40 @@ pub async fn run(cfg: SidecarConfig, shutdown: CancellationToken) -> anyhow::Res
         max_lag: cfg.max_lag,
         stale_after: (cfg.poll_interval * 5).max(Duration::from_secs(15)),
     };
-    let donor = Donor::new(
-        DonorSettings {
-            mariadb_backup: cfg.common.mariadb_backup.clone(),
-            datadir: cfg.common.datadir.clone(),
-            tmp_dir: cfg.tmp_dir.clone(),
-            server: cfg.local_server.clone(),
-            admin: cfg.admin.clone(),
-            is_replica: identity.role == Role::Replica,
-        },
-        tracker.clone(),
-        shutdown.clone(),
-    );
+    let clone_service = match &cfg.common.clone {
+        CloneChannel::BackupStream {
+            token,
+            mariadb_backup,
+            ..
+        } => Some(CloneService {
+            donor: Arc::new(Donor::new(
+                DonorSettings {
+                    mariadb_backup: mariadb_backup.clone(),
+                    datadir: cfg.common.datadir.clone(),
+                    tmp_dir: cfg.tmp_dir.clone(),
+                    server: cfg.local_server.clone(),
+                    admin: cfg.admin.clone(),
+                    is_replica: identity.role == Role::Replica,
+                },
+                tracker.clone(),
+                shutdown.clone(),
+            )),
+            token: token.clone(),
+        }),
+        CloneChannel::ClonePlugin { .. } => None,
+    };
     let state = AppState {
         snapshots: snapshots.clone(),
         rules: rules.clone(),
         live_after: (cfg.poll_interval * 10).max(Duration::from_secs(60)),
         identity: identity.clone(),
         marker: marker.clone().map(Arc::new),
-        donor: Arc::new(donor),
-        clone_token: cfg.common.clone_token.clone(),
+        clone_service,
     };
     let listener = TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("listening on {}", cfg.listen))?;
-    tracing::info!(address = %cfg.listen, "serving /livez /readyz /status /clone");
+    tracing::info!(address = %cfg.listen, flavor = %cfg.common.flavor, "serving /livez /readyz /status /clone");
 
     tracker.spawn(http::serve(listener, state, shutdown.clone()));
     tracker.spawn(health::log_readiness_changes(
@@ -120,6 +130,8 @@ struct ControlLoop {
     marker: Option<CloneMarker>,
     publish: watch::Sender<Snapshot>,
     local: Option<Conn>,
+    /// What the local server said it is, at the last connect.
+    server: Option<(ServerVersion, Dialect)>,
     primary: Option<Conn>,
     bootstrapped: bool,
     history: PrimaryHistory,
@@ -143,6 +155,7 @@ impl ControlLoop {
             marker,
             publish,
             local: None,
+            server: None,
             primary: None,
             bootstrapped: false,
             history: PrimaryHistory::new(HISTORY),
@@ -191,11 +204,13 @@ impl ControlLoop {
     /// One iteration. `Err` asks for a pause before the next: a given one, or the backoff's.
     async fn step(&mut self) -> Result<(), Option<Duration>> {
         if self.local.is_none() {
-            match db::connect(&self.cfg.local_server, &self.cfg.admin).await {
-                Ok(conn) => {
-                    self.local_errors.recovered("local server");
-                    tracing::info!(server = %describe(&self.cfg.local_server), "connected to the local server");
-                    self.local = Some(conn);
+            match self.connect_local().await {
+                Ok(Ok(())) => self.local_errors.recovered("local server"),
+                Ok(Err(reason)) => {
+                    self.local_errors
+                        .warn("refusing to manage the server", &reason);
+                    self.publish_phase(Phase::Blocked, reason);
+                    return Err(Some(self.cfg.poll_interval));
                 }
                 Err(e) => {
                     self.local_errors
@@ -238,11 +253,43 @@ impl ControlLoop {
         }
     }
 
+    /// Connects and learns what the server is; `Ok(Err)` is a server the agent must not manage.
+    async fn connect_local(&mut self) -> Result<Result<(), String>, DbError> {
+        let mut conn = db::connect(&self.cfg.local_server, &self.cfg.admin).await?;
+        let version = db::server_version(&mut conn).await?;
+        let configured = self.cfg.common.flavor;
+        if version.flavor != configured {
+            return Ok(Err(format!(
+                "the local server is {version} but --flavor is {configured}: fix the pod template"
+            )));
+        }
+        let dialect = match version.dialect() {
+            Ok(dialect) => dialect,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        if self.server.as_ref() != Some(&(version.clone(), dialect)) {
+            tracing::info!(
+                server = %describe(&self.cfg.local_server), version = %version,
+                "connected to the local server: speaking {}", dialect.describe()
+            );
+        }
+        self.server = Some((version, dialect));
+        self.local = Some(conn);
+        Ok(Ok(()))
+    }
+
+    fn dialect(&self) -> Dialect {
+        self.server
+            .as_ref()
+            .map(|(_, dialect)| *dialect)
+            .expect("connected before use")
+    }
+
     fn source(&self) -> Source {
         let identity = &self.cfg.common.identity;
         Source {
             host: identity.primary_fqdn.clone(),
-            port: self.cfg.mysql_port,
+            port: self.cfg.common.mysql_port,
             user: self.cfg.repl.user.clone(),
             password: self
                 .cfg
@@ -261,18 +308,42 @@ impl ControlLoop {
                 .send_replace(Snapshot::phase(Phase::Bootstrapping, None));
         }
         let source = self.source();
+        let dialect = self.dialect();
         let conn = self.local.as_mut().expect("connected before bootstrap");
         match self.cfg.common.identity.role {
             Role::Primary => {
-                replication::ensure_replication_user(conn, &source.user, &source.password).await?;
+                replication::ensure_user(
+                    conn,
+                    &source.user,
+                    &source.password,
+                    dialect::REPLICATION_PRIVILEGE,
+                    "replication",
+                )
+                .await?;
+                if let CloneChannel::ClonePlugin { user } = &self.cfg.common.clone {
+                    let password = user.password.as_ref().expect("validated: required");
+                    replication::ensure_user(
+                        conn,
+                        &user.user,
+                        password,
+                        dialect::CLONE_PRIVILEGE,
+                        "clone",
+                    )
+                    .await?;
+                }
             }
             Role::Replica => {
-                let status = db::replica_status(conn).await?;
-                let plan = replication::plan(status.as_ref(), self.marker.as_ref(), &source.host);
+                let status = db::replica_status(conn, dialect).await?;
+                let plan = replication::plan(
+                    dialect.flavor(),
+                    status.as_ref(),
+                    self.marker.as_ref(),
+                    &source.host,
+                );
                 if let Plan::Blocked(reason) = plan {
                     return Ok(Bootstrap::Blocked(reason));
                 }
-                replication::apply(conn, &plan, &source).await?;
+                replication::apply(conn, &plan, &source, dialect).await?;
             }
         }
         Ok(Bootstrap::Done)
@@ -287,31 +358,35 @@ impl ControlLoop {
             None
         };
         let taken_at = Instant::now();
+        let (version, dialect) = self.server.clone().expect("connected before polling");
         let conn = self.local.as_mut().expect("connected before polling");
         let result = async {
-            let (facts, applied) = db::server_facts(conn).await?;
+            let facts = db::server_facts(conn, &version).await?;
             let status = if replica_role {
-                Some(db::replica_status(conn).await?)
+                Some(db::replica_status(conn, dialect).await?)
             } else {
                 None
             };
-            Ok::<_, DbError>((facts, applied, status))
+            Ok::<_, DbError>((facts, status))
         }
         .await;
         match result {
-            Ok((facts, applied, status)) => Snapshot {
-                taken_at,
-                phase: Phase::Running,
-                last_error: None,
-                server: Some(facts),
-                replica: status.map(|status| ReplicaFacts {
-                    status,
-                    applied_as_of: self.history.applied_as_of(&applied),
-                    applied,
-                    primary: self.history.latest(),
-                    primary_error,
-                }),
-            },
+            Ok((facts, status)) => {
+                let applied = facts.gtid_applied.clone();
+                Snapshot {
+                    taken_at,
+                    phase: Phase::Running,
+                    last_error: None,
+                    server: Some(facts),
+                    replica: status.map(|status| ReplicaFacts {
+                        status,
+                        applied_as_of: self.history.applied_as_of(&applied),
+                        applied,
+                        primary: self.history.latest(),
+                        primary_error,
+                    }),
+                }
+            }
             Err(e) => Snapshot {
                 taken_at,
                 phase: Phase::Running,
@@ -323,15 +398,18 @@ impl ControlLoop {
     }
 
     async fn sample_primary(&mut self) -> Option<String> {
+        // Every pod of the StatefulSet runs the same server, so the local dialect fits the primary.
+        let dialect = self.dialect();
         let result = async {
             if self.primary.is_none() {
                 let endpoint = Endpoint::Tcp {
                     host: self.cfg.common.identity.primary_fqdn.clone(),
-                    port: self.cfg.mysql_port,
+                    port: self.cfg.common.mysql_port,
                 };
                 self.primary = Some(db::connect(&endpoint, &self.cfg.repl).await?);
             }
-            db::primary_position(self.primary.as_mut().expect("connected above")).await
+            let conn = self.primary.as_mut().expect("connected above");
+            db::primary_position(conn, dialect).await
         }
         .await;
         match result {

@@ -1,13 +1,14 @@
-//! The SQL the agent sends, as pure text. MariaDB keeps the MASTER/SLAVE words.
+//! The SQL the agent sends, as pure text, in each dialect's words.
 
-use crate::db::gtid::GtidPosition;
+use std::net::SocketAddr;
+
+use crate::db::flavor::Dialect;
+use crate::db::gtid::Gtids;
 use crate::secret::Secret;
 
-pub const SHOW_REPLICA_STATUS: &str = "SHOW SLAVE STATUS";
-pub const START_REPLICA: &str = "START SLAVE";
-pub const SERVER_FACTS: &str =
-    "SELECT @@read_only, @@gtid_current_pos, @@gtid_slave_pos, @@gtid_binlog_pos, VERSION()";
-pub const PRIMARY_POSITION: &str = "SELECT @@gtid_binlog_pos";
+/// MySQL's IO thread gives up after this many failed reconnects (the default is 10, so a primary
+/// down for 20 s would stop replication for good); 86400 tries, 2 s apart, is two days.
+const SOURCE_RETRY_COUNT: u32 = 86_400;
 
 /// Where and how a replica connects to its source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,50 +42,130 @@ pub fn account(user: &str) -> String {
     format!("{}@'%'", literal(user))
 }
 
-/// Creates the replication user if missing, (re)sets its password so a rotated secret applies,
-/// and grants what a replica's IO thread needs and nothing else.
-pub fn ensure_replication_user(user: &str, password: &Secret) -> Vec<String> {
+/// What a replica's IO thread needs on its source, and nothing else.
+pub const REPLICATION_PRIVILEGE: &str = "REPLICATION SLAVE";
+/// What a MySQL CLONE donor needs from the joiner's user, and nothing else.
+pub const CLONE_PRIVILEGE: &str = "BACKUP_ADMIN";
+
+/// Creates a user if missing, (re)sets its password so a rotated secret applies, and grants it
+/// one global privilege.
+pub fn ensure_user(user: &str, password: &Secret, privilege: &str) -> Vec<String> {
     let account = account(user);
     let password = literal(password.expose());
     vec![
         format!("CREATE USER IF NOT EXISTS {account} IDENTIFIED BY {password}"),
         format!("ALTER USER {account} IDENTIFIED BY {password}"),
-        format!("GRANT REPLICATION SLAVE ON *.* TO {account}"),
+        format!("GRANT {privilege} ON *.* TO {account}"),
     ]
 }
 
-fn change_source(source: &Source) -> String {
-    format!(
-        "CHANGE MASTER TO MASTER_HOST={}, MASTER_PORT={}, MASTER_USER={}, MASTER_PASSWORD={}, \
-         MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY={}",
-        literal(&source.host),
-        source.port,
-        literal(&source.user),
-        literal(source.password.expose()),
-        source.connect_retry_secs,
-    )
-}
-
-/// First configuration of a fresh replica: start from the clone's GTID position.
-pub fn configure_replica(source: &Source, start_at: &GtidPosition) -> Vec<String> {
+/// Run on the joiner's temporary server: clone the donor over this server's own datadir.
+pub fn clone_instance(donor: SocketAddr, user: &str, password: &Secret) -> Vec<String> {
     vec![
-        "STOP SLAVE".to_owned(),
         format!(
-            "SET GLOBAL gtid_slave_pos = {}",
-            literal(&start_at.to_string())
+            "SET GLOBAL clone_valid_donor_list = {}",
+            literal(&donor.to_string())
         ),
-        change_source(source),
-        START_REPLICA.to_owned(),
+        format!(
+            "CLONE INSTANCE FROM {}@{}:{} IDENTIFIED BY {}",
+            literal(user),
+            literal(&donor.ip().to_string()),
+            donor.port(),
+            literal(password.expose()),
+        ),
     ]
 }
 
-/// Points an already configured replica at another source, keeping its applied position.
-pub fn repoint_replica(source: &Source) -> Vec<String> {
-    vec![
-        "STOP SLAVE".to_owned(),
-        change_source(source),
-        START_REPLICA.to_owned(),
-    ]
+impl Dialect {
+    pub fn show_replica_status(self) -> &'static str {
+        match self {
+            Dialect::MariaDb | Dialect::MySqlMaster => "SHOW SLAVE STATUS",
+            Dialect::MySqlSource => "SHOW REPLICA STATUS",
+        }
+    }
+
+    pub fn start_replica(self) -> &'static str {
+        match self {
+            Dialect::MariaDb | Dialect::MySqlMaster => "START SLAVE",
+            Dialect::MySqlSource => "START REPLICA",
+        }
+    }
+
+    fn stop_replica(self) -> &'static str {
+        match self {
+            Dialect::MariaDb | Dialect::MySqlMaster => "STOP SLAVE",
+            Dialect::MySqlSource => "STOP REPLICA",
+        }
+    }
+
+    /// `read_only`, what this server has applied as a replica, and what its binlog holds.
+    pub fn server_facts(self) -> &'static str {
+        match self {
+            Dialect::MariaDb => "SELECT @@read_only, @@gtid_slave_pos, @@gtid_binlog_pos",
+            Dialect::MySqlMaster | Dialect::MySqlSource => {
+                "SELECT @@read_only, @@GLOBAL.gtid_executed, @@GLOBAL.gtid_executed"
+            }
+        }
+    }
+
+    /// The primary's position, as replicas sample it.
+    pub fn primary_position(self) -> &'static str {
+        match self {
+            Dialect::MariaDb => "SELECT @@gtid_binlog_pos",
+            Dialect::MySqlMaster | Dialect::MySqlSource => "SELECT @@GLOBAL.gtid_executed",
+        }
+    }
+
+    fn change_source(self, source: &Source) -> String {
+        let (host, port, user, password) = (
+            literal(&source.host),
+            source.port,
+            literal(&source.user),
+            literal(source.password.expose()),
+        );
+        let retry = source.connect_retry_secs;
+        match self {
+            Dialect::MariaDb => format!(
+                "CHANGE MASTER TO MASTER_HOST={host}, MASTER_PORT={port}, MASTER_USER={user}, \
+                 MASTER_PASSWORD={password}, MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY={retry}"
+            ),
+            Dialect::MySqlMaster => format!(
+                "CHANGE MASTER TO MASTER_HOST={host}, MASTER_PORT={port}, MASTER_USER={user}, \
+                 MASTER_PASSWORD={password}, MASTER_AUTO_POSITION=1, GET_MASTER_PUBLIC_KEY=1, \
+                 MASTER_CONNECT_RETRY={retry}, MASTER_RETRY_COUNT={SOURCE_RETRY_COUNT}"
+            ),
+            Dialect::MySqlSource => format!(
+                "CHANGE REPLICATION SOURCE TO SOURCE_HOST={host}, SOURCE_PORT={port}, \
+                 SOURCE_USER={user}, SOURCE_PASSWORD={password}, SOURCE_AUTO_POSITION=1, \
+                 GET_SOURCE_PUBLIC_KEY=1, SOURCE_CONNECT_RETRY={retry}, \
+                 SOURCE_RETRY_COUNT={SOURCE_RETRY_COUNT}"
+            ),
+        }
+    }
+
+    /// First configuration of a fresh replica. MariaDB starts at the clone's position; MySQL's
+    /// auto-position starts from gtid_executed, which the CLONE plugin brought with the data.
+    pub fn configure_replica(self, source: &Source, start_at: &Gtids) -> Vec<String> {
+        let mut sql = vec![self.stop_replica().to_owned()];
+        if self == Dialect::MariaDb {
+            sql.push(format!(
+                "SET GLOBAL gtid_slave_pos = {}",
+                literal(&start_at.to_string())
+            ));
+        }
+        sql.push(self.change_source(source));
+        sql.push(self.start_replica().to_owned());
+        sql
+    }
+
+    /// Points an already configured replica at another source, keeping its applied position.
+    pub fn repoint_replica(self, source: &Source) -> Vec<String> {
+        vec![
+            self.stop_replica().to_owned(),
+            self.change_source(source),
+            self.start_replica().to_owned(),
+        ]
+    }
 }
 
 #[cfg(test)]
@@ -101,6 +182,10 @@ mod tests {
         }
     }
 
+    fn mariadb_start() -> Gtids {
+        Gtids::parse(crate::db::flavor::Flavor::MariaDb, "0-100-42").unwrap()
+    }
+
     #[test]
     fn literals_escape_quotes_and_backslashes() {
         assert_eq!(literal("plain"), "'plain'");
@@ -110,10 +195,9 @@ mod tests {
     }
 
     #[test]
-    fn configures_a_replica_from_the_clone_position() {
-        let start = GtidPosition::parse("0-100-42").unwrap();
+    fn mariadb_replica_starts_from_the_clone_position() {
         assert_eq!(
-            configure_replica(&source(), &start),
+            Dialect::MariaDb.configure_replica(&source(), &mariadb_start()),
             [
                 "STOP SLAVE",
                 "SET GLOBAL gtid_slave_pos = '0-100-42'",
@@ -126,21 +210,84 @@ mod tests {
     }
 
     #[test]
-    fn repointing_keeps_the_position() {
-        let sql = repoint_replica(&source());
-        assert_eq!(sql.len(), 3);
-        assert!(sql.iter().all(|s| !s.contains("gtid_slave_pos")));
+    fn mysql_8_0_23_and_later_use_source_words_and_auto_position() {
+        let start = Gtids::parse(
+            crate::db::flavor::Flavor::MySql,
+            "83f00eb9-e579-11f1-a5e0-02fc00000001:1-5",
+        )
+        .unwrap();
+        assert_eq!(
+            Dialect::MySqlSource.configure_replica(&source(), &start),
+            [
+                "STOP REPLICA",
+                "CHANGE REPLICATION SOURCE TO SOURCE_HOST='mysql-0.mysql.default.svc.cluster.local', \
+                 SOURCE_PORT=3306, SOURCE_USER='repl', SOURCE_PASSWORD='pa''ss\\\\word', \
+                 SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1, SOURCE_CONNECT_RETRY=2, \
+                 SOURCE_RETRY_COUNT=86400",
+                "START REPLICA",
+            ]
+        );
+        assert_eq!(
+            Dialect::MySqlSource.show_replica_status(),
+            "SHOW REPLICA STATUS"
+        );
     }
 
     #[test]
-    fn replication_user_gets_only_replication_slave() {
-        let sql = ensure_replication_user("repl", &Secret::new("pw".into()));
+    fn mysql_8_0_17_to_8_0_22_use_master_words_and_auto_position() {
+        assert_eq!(
+            Dialect::MySqlMaster.repoint_replica(&source()),
+            [
+                "STOP SLAVE",
+                "CHANGE MASTER TO MASTER_HOST='mysql-0.mysql.default.svc.cluster.local', \
+                 MASTER_PORT=3306, MASTER_USER='repl', MASTER_PASSWORD='pa''ss\\\\word', \
+                 MASTER_AUTO_POSITION=1, GET_MASTER_PUBLIC_KEY=1, MASTER_CONNECT_RETRY=2, \
+                 MASTER_RETRY_COUNT=86400",
+                "START SLAVE",
+            ]
+        );
+        assert_eq!(
+            Dialect::MySqlMaster.show_replica_status(),
+            "SHOW SLAVE STATUS"
+        );
+        assert_eq!(
+            Dialect::MySqlMaster.primary_position(),
+            "SELECT @@GLOBAL.gtid_executed"
+        );
+    }
+
+    #[test]
+    fn repointing_keeps_the_position() {
+        for dialect in [Dialect::MariaDb, Dialect::MySqlMaster, Dialect::MySqlSource] {
+            let sql = dialect.repoint_replica(&source());
+            assert_eq!(sql.len(), 3);
+            assert!(sql.iter().all(|s| !s.contains("gtid_slave_pos")));
+        }
+    }
+
+    #[test]
+    fn users_get_one_privilege_each() {
+        let sql = ensure_user("repl", &Secret::new("pw".into()), REPLICATION_PRIVILEGE);
         assert_eq!(
             sql,
             [
                 "CREATE USER IF NOT EXISTS 'repl'@'%' IDENTIFIED BY 'pw'",
                 "ALTER USER 'repl'@'%' IDENTIFIED BY 'pw'",
                 "GRANT REPLICATION SLAVE ON *.* TO 'repl'@'%'",
+            ]
+        );
+        let sql = ensure_user("clone", &Secret::new("pw".into()), CLONE_PRIVILEGE);
+        assert_eq!(sql[2], "GRANT BACKUP_ADMIN ON *.* TO 'clone'@'%'");
+    }
+
+    #[test]
+    fn clone_instance_names_the_donor_it_allows() {
+        let donor: SocketAddr = "169.254.250.11:3306".parse().unwrap();
+        assert_eq!(
+            clone_instance(donor, "clone", &Secret::new("p'w".into())),
+            [
+                "SET GLOBAL clone_valid_donor_list = '169.254.250.11:3306'",
+                "CLONE INSTANCE FROM 'clone'@'169.254.250.11':3306 IDENTIFIED BY 'p''w'",
             ]
         );
     }

@@ -1,6 +1,7 @@
 //! Connections to the local server and to the primary, and the few queries the agent runs.
 
 pub mod dialect;
+pub mod flavor;
 pub mod gtid;
 pub mod status;
 
@@ -13,7 +14,8 @@ use mysql_async::{Conn, OptsBuilder, Value};
 use crate::config::{Credentials, Endpoint};
 use crate::duration::seconds;
 use crate::health::ServerFacts;
-use gtid::{GtidError, GtidPosition};
+use flavor::{Dialect, ServerVersion, VersionError};
+use gtid::{GtidError, Gtids};
 use status::{ReplicaStatus, Row, StatusError};
 
 /// Every statement the agent runs is short; anything slower means a stuck server.
@@ -29,6 +31,8 @@ pub enum DbError {
     Status(#[from] StatusError),
     #[error(transparent)]
     Gtid(#[from] GtidError),
+    #[error(transparent)]
+    Version(#[from] VersionError),
 }
 
 pub async fn bounded<T, E: Into<DbError>>(
@@ -67,39 +71,57 @@ pub async fn execute_all(conn: &mut Conn, statements: &[String]) -> Result<(), D
     Ok(())
 }
 
-pub async fn server_facts(conn: &mut Conn) -> Result<(ServerFacts, GtidPosition), DbError> {
-    let row: Option<(i64, String, String, String, String)> = bounded(
-        "reading server state",
-        conn.query_first(dialect::SERVER_FACTS),
+/// The server as it describes itself.
+pub async fn server_version(conn: &mut Conn) -> Result<ServerVersion, DbError> {
+    let row: Option<(String, String)> = bounded(
+        "reading the server version",
+        conn.query_first("SELECT VERSION(), @@version_comment"),
     )
     .await?;
-    let (read_only, current, slave, binlog, version) = row.unwrap_or_default();
-    let facts = ServerFacts {
-        version,
-        read_only: read_only != 0,
-        gtid_current_pos: GtidPosition::parse(&current)?,
-        gtid_binlog_pos: GtidPosition::parse(&binlog)?,
-    };
-    Ok((facts, GtidPosition::parse(&slave)?))
+    let (version, comment) = row.unwrap_or_default();
+    Ok(ServerVersion::detect(&version, &comment)?)
 }
 
-pub async fn replica_status(conn: &mut Conn) -> Result<Option<ReplicaStatus>, DbError> {
+pub async fn server_facts(
+    conn: &mut Conn,
+    version: &ServerVersion,
+) -> Result<ServerFacts, DbError> {
+    let dialect = version.dialect()?;
+    let row: Option<(i64, String, String)> = bounded(
+        "reading server state",
+        conn.query_first(dialect.server_facts()),
+    )
+    .await?;
+    let (read_only, applied, binlog) = row.unwrap_or_default();
+    let flavor = dialect.flavor();
+    Ok(ServerFacts {
+        version: version.to_string(),
+        read_only: read_only != 0,
+        gtid_applied: Gtids::parse(flavor, &applied)?,
+        gtid_binlog: Gtids::parse(flavor, &binlog)?,
+    })
+}
+
+pub async fn replica_status(
+    conn: &mut Conn,
+    dialect: Dialect,
+) -> Result<Option<ReplicaStatus>, DbError> {
     let rows: Vec<mysql_async::Row> = bounded(
         "reading replica status",
-        conn.query(dialect::SHOW_REPLICA_STATUS),
+        conn.query(dialect.show_replica_status()),
     )
     .await?;
     let row = rows.first().map(row_by_name);
-    Ok(ReplicaStatus::from_row(row.as_ref())?)
+    Ok(ReplicaStatus::from_row(row.as_ref(), dialect)?)
 }
 
-pub async fn primary_position(conn: &mut Conn) -> Result<GtidPosition, DbError> {
+pub async fn primary_position(conn: &mut Conn, dialect: Dialect) -> Result<Gtids, DbError> {
     let pos: Option<String> = bounded(
         "reading the primary's position",
-        conn.query_first(dialect::PRIMARY_POSITION),
+        conn.query_first(dialect.primary_position()),
     )
     .await?;
-    Ok(GtidPosition::parse(&pos.unwrap_or_default())?)
+    Ok(Gtids::parse(dialect.flavor(), &pos.unwrap_or_default())?)
 }
 
 fn row_by_name(row: &mysql_async::Row) -> Row {

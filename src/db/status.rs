@@ -1,6 +1,9 @@
-//! `SHOW SLAVE STATUS` rows, parsed into what readiness and replication decisions need.
+//! `SHOW SLAVE STATUS` / `SHOW REPLICA STATUS` rows, parsed into what readiness and
+//! replication decisions need.
 
 use std::collections::HashMap;
+
+use crate::db::flavor::Dialect;
 
 /// One result row, by column name; SQL NULL is `None`.
 pub type Row = HashMap<String, Option<String>>;
@@ -29,7 +32,46 @@ pub struct ReplicaStatus {
     pub sql_error: Option<ThreadError>,
     /// NULL while a thread is stopped or the lag is unknown.
     pub seconds_behind: Option<u64>,
-    pub using_gtid: String,
+    /// MariaDB's Using_Gtid (`Slave_Pos`), or MySQL's `Auto_Position` (`1`).
+    pub gtid_mode: String,
+}
+
+/// The columns that differ between dialects.
+struct Columns {
+    source_host: &'static str,
+    source_port: &'static str,
+    io_running: &'static str,
+    sql_running: &'static str,
+    seconds_behind: &'static str,
+    gtid_mode: &'static str,
+}
+
+impl Columns {
+    fn of(dialect: Dialect) -> Self {
+        let master = Columns {
+            source_host: "Master_Host",
+            source_port: "Master_Port",
+            io_running: "Slave_IO_Running",
+            sql_running: "Slave_SQL_Running",
+            seconds_behind: "Seconds_Behind_Master",
+            gtid_mode: "Using_Gtid",
+        };
+        match dialect {
+            Dialect::MariaDb => master,
+            Dialect::MySqlMaster => Columns {
+                gtid_mode: "Auto_Position",
+                ..master
+            },
+            Dialect::MySqlSource => Columns {
+                source_host: "Source_Host",
+                source_port: "Source_Port",
+                io_running: "Replica_IO_Running",
+                sql_running: "Replica_SQL_Running",
+                seconds_behind: "Seconds_Behind_Source",
+                gtid_mode: "Auto_Position",
+            },
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -42,8 +84,9 @@ pub enum StatusError {
 
 impl ReplicaStatus {
     /// `None` for the empty result of a server that has no replication configured.
-    pub fn from_row(row: Option<&Row>) -> Result<Option<Self>, StatusError> {
+    pub fn from_row(row: Option<&Row>, dialect: Dialect) -> Result<Option<Self>, StatusError> {
         let Some(row) = row else { return Ok(None) };
+        let columns = Columns::of(dialect);
         let text = |column: &'static str| -> Result<&str, StatusError> {
             row.get(column)
                 .ok_or(StatusError::MissingColumn(column))
@@ -68,24 +111,24 @@ impl ReplicaStatus {
                 _ => None,
             })
         };
-        let io_thread = match text("Slave_IO_Running")? {
+        let io_thread = match text(columns.io_running)? {
             "Yes" => IoThread::Running,
             "Connecting" => IoThread::Connecting,
             _ => IoThread::Stopped,
         };
-        let port = number("Master_Port")?.unwrap_or(0);
+        let port = number(columns.source_port)?.unwrap_or(0);
         Ok(Some(ReplicaStatus {
-            source_host: text("Master_Host")?.to_owned(),
+            source_host: text(columns.source_host)?.to_owned(),
             source_port: u16::try_from(port).map_err(|_| StatusError::BadValue {
-                column: "Master_Port",
+                column: columns.source_port,
                 value: port.to_string(),
             })?,
             io_thread,
-            sql_running: text("Slave_SQL_Running")? == "Yes",
+            sql_running: text(columns.sql_running)? == "Yes",
             io_error: thread_error("Last_IO_Errno", "Last_IO_Error")?,
             sql_error: thread_error("Last_SQL_Errno", "Last_SQL_Error")?,
-            seconds_behind: number("Seconds_Behind_Master")?,
-            using_gtid: text("Using_Gtid")?.to_owned(),
+            seconds_behind: number(columns.seconds_behind)?,
+            gtid_mode: text(columns.gtid_mode)?.to_owned(),
         }))
     }
 }
@@ -94,9 +137,16 @@ impl ReplicaStatus {
 pub(crate) mod tests {
     use super::*;
 
+    fn row(pairs: &[(&str, Option<&str>)]) -> Row {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.map(str::to_owned)))
+            .collect()
+    }
+
     /// A row as MariaDB 10.11 returns it for a running GTID replica (trimmed to the columns read).
     pub(crate) fn running_row() -> Row {
-        [
+        row(&[
             (
                 "Master_Host",
                 Some("mysql-0.mysql.default.svc.cluster.local"),
@@ -111,15 +161,12 @@ pub(crate) mod tests {
             ("Seconds_Behind_Master", Some("0")),
             ("Using_Gtid", Some("Slave_Pos")),
             ("Gtid_IO_Pos", Some("0-100-42")),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.map(str::to_owned)))
-        .collect()
+        ])
     }
 
     #[test]
     fn parses_a_running_replica() {
-        let status = ReplicaStatus::from_row(Some(&running_row()))
+        let status = ReplicaStatus::from_row(Some(&running_row()), Dialect::MariaDb)
             .unwrap()
             .unwrap();
         assert_eq!(
@@ -131,7 +178,7 @@ pub(crate) mod tests {
         assert!(status.sql_running);
         assert_eq!(status.io_error, None);
         assert_eq!(status.seconds_behind, Some(0));
-        assert_eq!(status.using_gtid, "Slave_Pos");
+        assert_eq!(status.gtid_mode, "Slave_Pos");
     }
 
     #[test]
@@ -142,7 +189,9 @@ pub(crate) mod tests {
         row.insert("Last_SQL_Errno".into(), Some("1062".into()));
         row.insert("Last_SQL_Error".into(), Some("Duplicate entry '1'".into()));
         row.insert("Seconds_Behind_Master".into(), None);
-        let status = ReplicaStatus::from_row(Some(&row)).unwrap().unwrap();
+        let status = ReplicaStatus::from_row(Some(&row), Dialect::MariaDb)
+            .unwrap()
+            .unwrap();
         assert_eq!(status.io_thread, IoThread::Connecting);
         assert!(!status.sql_running);
         assert_eq!(
@@ -157,18 +206,49 @@ pub(crate) mod tests {
 
     #[test]
     fn no_row_means_not_configured_and_bad_rows_are_errors() {
-        assert_eq!(ReplicaStatus::from_row(None), Ok(None));
+        assert_eq!(ReplicaStatus::from_row(None, Dialect::MariaDb), Ok(None));
         let mut row = running_row();
         row.remove("Slave_SQL_Running");
         assert_eq!(
-            ReplicaStatus::from_row(Some(&row)),
+            ReplicaStatus::from_row(Some(&row), Dialect::MariaDb),
             Err(StatusError::MissingColumn("Slave_SQL_Running"))
         );
         let mut row = running_row();
         row.insert("Seconds_Behind_Master".into(), Some("soon".into()));
         assert!(matches!(
-            ReplicaStatus::from_row(Some(&row)),
+            ReplicaStatus::from_row(Some(&row), Dialect::MariaDb),
             Err(StatusError::BadValue { .. })
         ));
+    }
+
+    #[test]
+    fn parses_mysql_source_words() {
+        let mysql = row(&[
+            (
+                "Source_Host",
+                Some("mysql-0.mysql.default.svc.cluster.local"),
+            ),
+            ("Source_Port", Some("3306")),
+            ("Replica_IO_Running", Some("No")),
+            ("Replica_SQL_Running", Some("Yes")),
+            ("Last_IO_Errno", Some("13114")),
+            ("Last_IO_Error", Some("Got fatal error 1236 from source")),
+            ("Last_SQL_Errno", Some("0")),
+            ("Last_SQL_Error", Some("")),
+            ("Seconds_Behind_Source", None),
+            ("Auto_Position", Some("1")),
+        ]);
+        let status = ReplicaStatus::from_row(Some(&mysql), Dialect::MySqlSource)
+            .unwrap()
+            .unwrap();
+        assert_eq!(status.io_thread, IoThread::Stopped);
+        assert!(status.sql_running);
+        assert_eq!(status.io_error.map(|e| e.errno), Some(13114));
+        assert_eq!(status.gtid_mode, "1");
+        // The same row read with the 8.0.22 words misses its columns.
+        assert_eq!(
+            ReplicaStatus::from_row(Some(&mysql), Dialect::MySqlMaster),
+            Err(StatusError::MissingColumn("Slave_IO_Running"))
+        );
     }
 }

@@ -708,7 +708,9 @@ impl Cluster {
             "init" => {
                 agent
                     .env("MYSQL_STS_CONF_DIR", pod.conf_d())
-                    .env("MYSQL_STS_CLONE_DEADLINE", "60s");
+                    .env("MYSQL_STS_CLONE_DEADLINE", "60s")
+                    // Short: a test kills donors, and MySQL's plugin waits minutes for one.
+                    .env("MYSQL_STS_CLONE_STALL_TIMEOUT", "10s");
             }
             "sidecar" => {
                 agent

@@ -86,12 +86,6 @@ impl fmt::Display for GtidPosition {
     }
 }
 
-impl serde::Serialize for GtidPosition {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -104,8 +104,8 @@ impl Donor {
                     let elapsed = started.elapsed();
                     counters.completed.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(
-                        joiner = %joiner, bytes, mib = super::mib(bytes), secs = elapsed.as_secs_f64(),
-                        mib_per_s = super::rate_mib_s(bytes, elapsed), "clone served"
+                        joiner = %joiner, bytes, mib = super::super::mib(bytes), secs = elapsed.as_secs_f64(),
+                        mib_per_s = super::super::rate_mib_s(bytes, elapsed), "clone served"
                     );
                 }
                 Err(e) => {

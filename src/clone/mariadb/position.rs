@@ -1,6 +1,6 @@
 //! Where a fresh replica starts: the GTID position recorded in the backup itself.
 
-use crate::db::gtid::{GtidError, GtidPosition};
+use crate::db::gtid::{GtidPosition, GtidPositionError as GtidError};
 
 pub const BINLOG_INFO: &str = "xtrabackup_binlog_info";
 pub const SLAVE_INFO: &str = "xtrabackup_slave_info";

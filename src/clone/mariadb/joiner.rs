@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
@@ -13,19 +12,20 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use super::datadir::{CloneMarker, DataDir};
 use super::frame::{Decoder, Event, FrameError};
-use super::position::{self, PositionError};
+use super::position;
+use crate::clone::datadir::{CloneMarker, DataDir};
+use crate::clone::{
+    Attempt, CloneError, error_chain, in_staging, io_error, now_unix, until_donor_answers,
+};
 use crate::dns::Resolver;
 use crate::duration::seconds;
 use crate::secret::Secret;
-use crate::tool::{self, ToolError};
+use crate::tool;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The donor answers headers at once; its backup tool may take a while to send the first bytes.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
-/// A stream that sends nothing this long is dead, even if its TCP connection is not.
-const STALL_TIMEOUT: Duration = Duration::from_secs(120);
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
@@ -37,57 +37,8 @@ pub struct JoinerSettings {
     pub mbstream: PathBuf,
     pub mariadb_backup: PathBuf,
     pub deadline: Duration,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum CloneError {
-    #[error("donor {donor} did not serve a clone within {deadline}: {last}")]
-    Deadline {
-        donor: String,
-        deadline: String,
-        last: String,
-    },
-    #[error("donor {0} refused the clone token (401): every pod must mount the same clone token")]
-    Unauthorized(String),
-    #[error("donor {donor} refused the clone: {status} {body}")]
-    Refused {
-        donor: String,
-        status: u16,
-        body: String,
-    },
-    #[error("clone stream from {donor} broke after {bytes} bytes: {reason}")]
-    Broken {
-        donor: String,
-        bytes: u64,
-        reason: String,
-    },
-    #[error("clone stream from {donor} is invalid: {source}")]
-    Frame { donor: String, source: FrameError },
-    #[error("the donor's backup failed: {0}")]
-    DonorFailed(String),
-    #[error(transparent)]
-    Tool(#[from] ToolError),
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Position(#[from] PositionError),
-    #[error("interrupted by shutdown")]
-    Cancelled,
-}
-
-fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> CloneError {
-    let context = context.into();
-    move |source| CloneError::Io { context, source }
-}
-
-/// Why one attempt to start the clone failed, and whether another attempt may succeed.
-#[derive(Debug)]
-enum Attempt {
-    Retry(String),
-    Fatal(CloneError),
+    /// A stream that sends nothing this long is dead, even if its TCP connection is not.
+    pub stall_timeout: Duration,
 }
 
 /// Clones the donor into `datadir` (which the caller has found empty). On any failure the
@@ -98,25 +49,13 @@ pub async fn clone(
     resolver: &Resolver,
     shutdown: &CancellationToken,
 ) -> Result<CloneMarker, CloneError> {
-    datadir.create_staging().map_err(io_error(format!(
-        "creating {}",
-        datadir.staging().display()
-    )))?;
-    let result = tokio::select! {
-        result = fetch_and_install(datadir, settings, resolver) => result,
-        () = shutdown.cancelled() => Err(CloneError::Cancelled),
-    };
-    if result.is_err() {
-        match datadir.remove_staging() {
-            Ok(()) => {
-                tracing::info!(staging = %datadir.staging().display(), "removed the staging directory of the failed clone")
-            }
-            Err(e) => {
-                tracing::warn!(staging = %datadir.staging().display(), "cannot remove the staging directory of the failed clone: {e}")
-            }
+    in_staging(datadir, async {
+        tokio::select! {
+            result = fetch_and_install(datadir, settings, resolver) => result,
+            () = shutdown.cancelled() => Err(CloneError::Cancelled),
         }
-    }
-    result
+    })
+    .await
 }
 
 async fn fetch_and_install(
@@ -130,8 +69,8 @@ async fn fetch_and_install(
     let bytes = receive(response, datadir, settings).await?;
     let elapsed = started.elapsed();
     tracing::info!(
-        donor = %settings.donor, bytes, mib = super::mib(bytes), secs = elapsed.as_secs_f64(),
-        mib_per_s = super::rate_mib_s(bytes, elapsed),
+        donor = %settings.donor, bytes, mib = super::super::mib(bytes), secs = elapsed.as_secs_f64(),
+        mib_per_s = super::super::rate_mib_s(bytes, elapsed),
         "clone stream complete: the donor's end-of-stream signal arrived and the checksum matches"
     );
 
@@ -166,9 +105,7 @@ async fn fetch_and_install(
         gtid_position: gtid.to_string(),
         position_source: source_file.to_owned(),
         bytes,
-        completed_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+        completed_unix: now_unix(),
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
 
@@ -188,37 +125,10 @@ async fn start_clone(
     settings: &JoinerSettings,
     resolver: &Resolver,
 ) -> Result<Response<Incoming>, CloneError> {
-    let mut last_reason = String::from("no attempt finished");
-    let backoff = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(500))
-        .with_max_delay(Duration::from_secs(5))
-        .with_jitter()
-        .without_max_times();
-    let attempts = (|| request_clone(settings, resolver))
-        .retry(backoff)
-        .when(|e| matches!(e, Attempt::Retry(_)))
-        .notify(|e, delay| {
-            if let Attempt::Retry(reason) = e
-                && *reason != last_reason
-            {
-                tracing::info!(donor = %settings.donor, retry_in = %seconds(delay), "donor not available yet: {reason}");
-                last_reason.clone_from(reason);
-            }
-        });
-    match tokio::time::timeout(settings.deadline, attempts).await {
-        Ok(Ok(response)) => Ok(response),
-        Ok(Err(Attempt::Fatal(e))) => Err(e),
-        Ok(Err(Attempt::Retry(reason))) => Err(CloneError::Deadline {
-            donor: settings.donor.clone(),
-            deadline: seconds(settings.deadline),
-            last: reason,
-        }),
-        Err(_) => Err(CloneError::Deadline {
-            donor: settings.donor.clone(),
-            deadline: seconds(settings.deadline),
-            last: last_reason,
-        }),
-    }
+    until_donor_answers(&settings.donor, settings.deadline, || {
+        request_clone(settings, resolver)
+    })
+    .await
 }
 
 async fn request_clone(
@@ -275,17 +185,6 @@ async fn request_clone(
     }
 }
 
-/// An error with its causes: hyper's own message alone rarely says what happened.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
-}
-
 /// The first line of an error response, for the log.
 async fn short_body(response: Response<Incoming>) -> String {
     let collected = tokio::time::timeout(CONNECT_TIMEOUT, response.into_body().collect()).await;
@@ -325,11 +224,11 @@ async fn receive(
     let mut next_progress = started + PROGRESS_EVERY;
     let mut ended = false;
     while !ended {
-        let frame = match tokio::time::timeout(STALL_TIMEOUT, body.frame()).await {
+        let frame = match tokio::time::timeout(settings.stall_timeout, body.frame()).await {
             Err(_) => {
                 return Err(broken(
                     decoder.received(),
-                    format!("no data for {}", seconds(STALL_TIMEOUT)),
+                    format!("no data for {}", seconds(settings.stall_timeout)),
                 ));
             }
             Ok(None) => break,
@@ -364,8 +263,8 @@ async fn receive(
             next_progress += PROGRESS_EVERY;
             let received = decoder.received();
             tracing::info!(
-                donor = %settings.donor, bytes = received, mib = super::mib(received),
-                mib_per_s = super::rate_mib_s(received, started.elapsed()), "clone in progress"
+                donor = %settings.donor, bytes = received, mib = super::super::mib(received),
+                mib_per_s = super::super::rate_mib_s(received, started.elapsed()), "clone in progress"
             );
         }
     }

@@ -1,0 +1,94 @@
+//! GTID state of either flavor, so that readiness asks one question of both: has this
+//! replica applied everything the primary had at some time?
+
+pub mod mariadb;
+pub mod mysql;
+
+use std::fmt;
+
+pub use mariadb::{GtidError as GtidPositionError, GtidPosition};
+pub use mysql::{GtidSet, GtidSetError};
+
+use crate::db::flavor::Flavor;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gtids {
+    /// MariaDB: the last GTID per replication domain.
+    MariaDb(GtidPosition),
+    /// MySQL: the set of all executed GTIDs.
+    MySql(GtidSet),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GtidError {
+    #[error(transparent)]
+    MariaDb(#[from] GtidPositionError),
+    #[error(transparent)]
+    MySql(#[from] GtidSetError),
+}
+
+impl Gtids {
+    pub fn parse(flavor: Flavor, text: &str) -> Result<Self, GtidError> {
+        Ok(match flavor {
+            Flavor::MariaDb => Gtids::MariaDb(GtidPosition::parse(text)?),
+            Flavor::MySql => Gtids::MySql(GtidSet::parse(text)?),
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Gtids::MariaDb(position) => position.is_empty(),
+            Gtids::MySql(set) => set.is_empty(),
+        }
+    }
+
+    /// True when every transaction of `other` is included in `self` (never across flavors).
+    pub fn contains(&self, other: &Gtids) -> bool {
+        match (self, other) {
+            (Gtids::MariaDb(ours), Gtids::MariaDb(theirs)) => ours.contains(theirs),
+            (Gtids::MySql(ours), Gtids::MySql(theirs)) => ours.contains(theirs),
+            _ => false,
+        }
+    }
+
+    /// How many transactions of `ahead` `self` lacks (0 across flavors: nothing to compare).
+    pub fn missing_from(&self, ahead: &Gtids) -> u64 {
+        match (self, ahead) {
+            (Gtids::MariaDb(ours), Gtids::MariaDb(theirs)) => ours.missing_from(theirs),
+            (Gtids::MySql(ours), Gtids::MySql(theirs)) => ours.missing_from(theirs),
+            _ => 0,
+        }
+    }
+}
+
+impl fmt::Display for Gtids {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Gtids::MariaDb(position) => position.fmt(f),
+            Gtids::MySql(set) => set.fmt(f),
+        }
+    }
+}
+
+impl serde::Serialize for Gtids {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_by_flavor_and_never_compares_across_flavors() {
+        let mariadb = Gtids::parse(Flavor::MariaDb, "0-100-5").unwrap();
+        let uuid = "83f00eb9-e579-11f1-a5e0-02fc00000001";
+        let mysql = Gtids::parse(Flavor::MySql, &format!("{uuid}:1-5")).unwrap();
+        assert!(Gtids::parse(Flavor::MySql, "0-100-5").is_err());
+        assert!(Gtids::parse(Flavor::MariaDb, &format!("{uuid}:1-5")).is_err());
+        assert!(mariadb.contains(&mariadb) && mysql.contains(&mysql));
+        assert!(!mariadb.contains(&mysql) && !mysql.contains(&mariadb));
+        assert_eq!(mysql.to_string(), format!("{uuid}:1-5"));
+    }
+}
