@@ -263,12 +263,25 @@ async fn replica_is_unready_while_stopped_or_behind_and_ready_once_caught_up(
         for i in 0..3 {
             insert(c, 0, &format!("while-locked-{i}")).await?;
         }
-        let reply = c.wait_readyz_path(1, "/readyz?lag=1s", 503, READY).await?;
-        ensure!(
-            reply.text().contains("3 transactions behind mysql-0"),
-            "{}",
-            reply.text()
-        );
+        // An in-sync replica's lag reads up to one poll interval (1 s): the sampled primary
+        // position is that old. So the strict threshold here is 2 s, not 1 s.
+        poll_until(
+            "mysql-1 to fall 3 transactions behind",
+            READY,
+            POLL,
+            || async {
+                let reply = c.http_get(1, "/readyz?lag=2s", None).await?;
+                Ok(
+                    if reply.status == 503 && reply.text().contains("3 transactions behind mysql-0")
+                    {
+                        Check::Done(())
+                    } else {
+                        Check::Pending(reply.text())
+                    },
+                )
+            },
+        )
+        .await?;
         let relaxed = c.http_get(1, "/readyz?lag=10m", None).await?;
         ensure!(
             relaxed.status == 200,
@@ -276,7 +289,7 @@ async fn replica_is_unready_while_stopped_or_behind_and_ready_once_caught_up(
             relaxed.text()
         );
         replica.query_drop("UNLOCK TABLES").await?;
-        c.wait_readyz_path(1, "/readyz?lag=1s", 200, READY).await?;
+        c.wait_readyz_path(1, "/readyz?lag=2s", 200, READY).await?;
         assert_same_data(c, 1).await?;
 
         let bad = c.http_get(1, "/readyz?lag=soon", None).await?;
@@ -626,9 +639,21 @@ async fn replica_behind_purged_binlogs_says_it_needs_a_new_clone(flavor: Flavor)
         }
         let mut primary = c.sql(0).await?;
         primary.query_drop("FLUSH BINARY LOGS").await?;
-        primary
-            .query_drop("PURGE BINARY LOGS BEFORE NOW() + INTERVAL 1 DAY")
-            .await?;
+        // MariaDB keeps a binlog until its crash-recovery checkpoint has passed: purge until
+        // only the active one is left.
+        poll_until("mysql-0 to purge its old binlogs", READY, POLL, || async {
+            let mut primary = c.sql(0).await?;
+            primary
+                .query_drop("PURGE BINARY LOGS BEFORE NOW() + INTERVAL 1 DAY")
+                .await?;
+            let logs: Vec<mysql_async::Row> = primary.query("SHOW BINARY LOGS").await?;
+            Ok(if logs.len() == 1 {
+                Check::Done(())
+            } else {
+                Check::Pending(format!("{} binlogs", logs.len()))
+            })
+        })
+        .await?;
 
         c.start_server(1).await?;
         c.start_sidecar(1).await?;
