@@ -100,6 +100,23 @@ pub(crate) async fn in_staging(
     result
 }
 
+/// Gives the staged data the datadir's owner, syncs it, moves it into place and writes the
+/// marker last.
+pub(crate) async fn install(
+    datadir: &DataDir,
+    marker: CloneMarker,
+) -> Result<CloneMarker, CloneError> {
+    let datadir = datadir.clone();
+    tokio::task::spawn_blocking(move || {
+        let (uid, gid) = datadir.owner()?;
+        crate::fsutil::chown_and_sync_tree(&datadir.staging_data(), uid, gid)?;
+        datadir.commit_prepared(marker)
+    })
+    .await
+    .map_err(|e| io_error("installing the clone")(std::io::Error::other(e)))?
+    .map_err(io_error("installing the clone"))
+}
+
 /// Why one attempt to reach the donor failed, and whether another attempt may succeed.
 #[derive(Debug)]
 pub(crate) enum Attempt {

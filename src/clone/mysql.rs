@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::datadir::{CloneMarker, DataDir};
 use super::{
-    Attempt, CloneError, in_staging, io_error, mib, now_unix, rate_mib_s, sql_error,
+    Attempt, CloneError, in_staging, install, io_error, mib, now_unix, rate_mib_s, sql_error,
     until_donor_answers,
 };
 use crate::config::{Credentials, Endpoint};
@@ -101,9 +101,8 @@ async fn clone_in_staging(
 
     let watcher = temp.connect().await?;
     let copy_started = Instant::now();
-    let password = settings.user.password.as_ref().ok_or_else(|| {
-        CloneError::TempServer("has no clone password to connect to the donor with".into())
-    })?;
+    let password =
+        (settings.user.password.as_ref()).expect("validated: MySQL needs a clone password");
     let statements = dialect::clone_instance(donor, &settings.user.user, password);
     let outcome = tokio::select! {
         outcome = run_clone(&mut conn, &statements) => outcome,
@@ -135,8 +134,14 @@ async fn clone_in_staging(
                 message,
             });
         }
+        // Only a supervised server restarts itself; this one has none, so this is no clone.
         Ok(()) => {
-            tracing::info!("CLONE INSTANCE returned without error: the server restarted itself")
+            return Err(CloneError::Plugin {
+                donor: donor_name.to_owned(),
+                message: "CLONE INSTANCE returned without the restart error 3707 of an \
+                          unsupervised server"
+                    .to_owned(),
+            });
         }
     }
     drop(conn);
@@ -183,15 +188,7 @@ async fn clone_in_staging(
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
     paths.remove_scratch()?;
-    let datadir = datadir.clone();
-    tokio::task::spawn_blocking(move || {
-        let (uid, gid) = datadir.owner()?;
-        crate::fsutil::chown_and_sync_tree(&datadir.staging_data(), uid, gid)?;
-        datadir.commit_prepared(marker)
-    })
-    .await
-    .map_err(|e| io_error("installing the clone")(std::io::Error::other(e)))?
-    .map_err(io_error("installing the clone"))
+    install(datadir, marker).await
 }
 
 /// Resolves the donor and logs in to it as the clone user: the user exists (the primary's

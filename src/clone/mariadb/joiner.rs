@@ -16,7 +16,7 @@ use super::frame::{Decoder, Event, FrameError};
 use super::position;
 use crate::clone::datadir::{CloneMarker, DataDir};
 use crate::clone::{
-    Attempt, CloneError, error_chain, in_staging, io_error, now_unix, until_donor_answers,
+    Attempt, CloneError, error_chain, in_staging, install, io_error, now_unix, until_donor_answers,
 };
 use crate::dns::Resolver;
 use crate::duration::seconds;
@@ -109,15 +109,7 @@ async fn fetch_and_install(
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
 
-    let datadir = datadir.clone();
-    tokio::task::spawn_blocking(move || {
-        let (uid, gid) = datadir.owner()?;
-        crate::fsutil::chown_and_sync_tree(&datadir.staging_data(), uid, gid)?;
-        datadir.commit_prepared(marker)
-    })
-    .await
-    .map_err(|e| io_error("installing the clone")(std::io::Error::other(e)))?
-    .map_err(io_error("installing the clone"))
+    install(datadir, marker).await
 }
 
 /// Resolves the donor and asks it for a clone until it accepts, within the deadline.
