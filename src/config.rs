@@ -14,6 +14,10 @@ use crate::secret::Secret;
 #[derive(Debug, Parser)]
 #[command(name = "mysql-sts-agent", version, about, max_term_width = 100)]
 pub struct Cli {
+    /// Validate the configuration, print what it resolves to, and exit without acting
+    /// (0 when valid, 64 when not).
+    #[arg(long, global = true)]
+    pub check: bool,
     #[command(flatten)]
     pub common: CommonArgs,
     #[command(subcommand)]
@@ -26,6 +30,15 @@ pub enum Command {
     Init(InitArgs),
     /// Sidecar: set up and watch replication, serve probes and clones.
     Sidecar(Box<SidecarArgs>),
+    /// Copy this binary into DIR (a volume the database image's containers mount), atomically;
+    /// nothing changes when the same binary is already there.
+    Install(InstallArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// Directory to copy the binary into, as `DIR/mysql-sts-agent`.
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -280,22 +293,73 @@ pub struct SidecarConfig {
 pub enum Validated {
     Init(InitConfig),
     Sidecar(SidecarConfig),
+    Install { dir: PathBuf },
+}
+
+impl Validated {
+    /// One line saying what the configuration resolves to, secrets left out.
+    pub fn describe(&self) -> String {
+        let pod = |common: &Common| {
+            let id = &common.identity;
+            format!(
+                "{} ({}, ordinal {}, {}, server_id {}, {}), datadir {}",
+                id.hostname,
+                id.fqdn,
+                id.ordinal,
+                id.role,
+                id.server_id,
+                common.flavor,
+                common.datadir.display()
+            )
+        };
+        let donor = |common: &Common| match (&common.identity.donor_fqdn, &common.clone) {
+            (None, _) => "no donor (ordinal 0)".to_owned(),
+            (Some(donor), CloneChannel::BackupStream { .. }) => {
+                format!("clones {donor}:{} (agent)", common.agent_port)
+            }
+            (Some(donor), CloneChannel::ClonePlugin { user }) => format!(
+                "clones {donor}:{} (CLONE plugin, user {})",
+                common.mysql_port, user.user
+            ),
+        };
+        match self {
+            Validated::Init(cfg) => format!(
+                "init for {}, conf dir {}, {}",
+                pod(&cfg.common),
+                cfg.conf_dir.display(),
+                donor(&cfg.common)
+            ),
+            Validated::Sidecar(cfg) => format!(
+                "sidecar for {}, listens on {}, server {}, primary {}:{}",
+                pod(&cfg.common),
+                cfg.listen,
+                match &cfg.local_server {
+                    Endpoint::Tcp { host, port } => format!("{host}:{port}"),
+                    Endpoint::Socket(path) => path.display().to_string(),
+                },
+                cfg.common.identity.primary_fqdn,
+                cfg.common.mysql_port
+            ),
+            Validated::Install { dir } => format!("install into {}", dir.display()),
+        }
+    }
 }
 
 const KERNEL_HOSTNAME: &str = "/proc/sys/kernel/hostname";
 
 impl Cli {
     pub fn validate(self) -> Result<Validated, ConfigError> {
-        let common = self.common.validate()?;
         Ok(match self.command {
+            // Installing runs before anything is configured: it needs only its directory.
+            Command::Install(args) => Validated::Install { dir: args.dir },
             Command::Init(args) => Validated::Init(InitConfig {
-                common,
+                common: self.common.validate()?,
                 conf_dir: args.conf_dir,
                 clone_deadline: args.clone_deadline,
                 clone_stall_timeout: args.clone_stall_timeout,
                 mysqld: args.mysqld,
             }),
-            Command::Sidecar(args) => Validated::Sidecar(args.validate(common)?),
+            Command::Sidecar(args) => Validated::Sidecar(args.validate(self.common.validate()?)?),
         })
     }
 }

@@ -1,4 +1,5 @@
-//! mysql-sts-agent: the init container and sidecar of a replicated MariaDB StatefulSet.
+//! mysql-sts-agent: the init container and sidecar of a replicated MariaDB or MySQL
+//! StatefulSet.
 //!
 //! The modules follow a pod's lifecycle: `identity` -> `clone` -> `mycnf` -> `replication`
 //! -> `health` and `http`; `cmd` composes them for each container.
@@ -14,6 +15,7 @@ pub mod fsutil;
 pub mod health;
 pub mod http;
 pub mod identity;
+pub mod install;
 pub mod logging;
 pub mod mycnf;
 pub mod replication;

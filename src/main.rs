@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use mysql_sts_agent::cmd;
 use mysql_sts_agent::config::{Cli, Validated};
+use mysql_sts_agent::install;
 use tokio_util::sync::CancellationToken;
 
 /// EX_USAGE: bad flags, env or hostname.
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
         }
     };
     mysql_sts_agent::logging::init(cli.common.log_format);
+    let check_only = cli.check;
     let config = match cli.validate() {
         Ok(config) => config,
         Err(e) => {
@@ -34,6 +36,49 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
+    if check_only {
+        println!(
+            "mysql-sts-agent: configuration is valid: {}",
+            config.describe()
+        );
+        return ExitCode::SUCCESS;
+    }
+    match config {
+        Validated::Install { dir } => match install::install(&dir) {
+            Ok(installed) => {
+                cmd::log_installed(&installed);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!("install failed: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Validated::Init(cfg) => {
+            with_runtime(async |shutdown| match cmd::init::run(cfg, shutdown).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("init failed: {e}");
+                    ExitCode::from(e.exit_code())
+                }
+            })
+        }
+        Validated::Sidecar(cfg) => {
+            with_runtime(
+                async |shutdown| match cmd::sidecar::run(cfg, shutdown).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        tracing::error!("sidecar failed: {e:#}");
+                        ExitCode::FAILURE
+                    }
+                },
+            )
+        }
+    }
+}
+
+/// Runs a subcommand on a tokio runtime, with SIGTERM and SIGINT cancelling `shutdown`.
+fn with_runtime(subcommand: impl AsyncFnOnce(CancellationToken) -> ExitCode) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -47,21 +92,6 @@ fn main() -> ExitCode {
             tracing::error!("cannot install signal handlers: {e}");
             return ExitCode::FAILURE;
         }
-        match config {
-            Validated::Init(cfg) => match cmd::init::run(cfg, shutdown).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("init failed: {e}");
-                    ExitCode::from(e.exit_code())
-                }
-            },
-            Validated::Sidecar(cfg) => match cmd::sidecar::run(cfg, shutdown).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("sidecar failed: {e:#}");
-                    ExitCode::FAILURE
-                }
-            },
-        }
+        subcommand(shutdown).await
     })
 }

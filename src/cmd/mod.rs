@@ -30,3 +30,15 @@ pub fn log_identity(identity: &crate::identity::Identity) {
         "identity from the hostname"
     );
 }
+
+pub fn log_installed(installed: &crate::install::Installed) {
+    use crate::install::Installed;
+    match installed {
+        Installed::Copied { path, bytes } => {
+            tracing::info!(path = %path.display(), bytes, "agent binary installed")
+        }
+        Installed::AlreadyThere { path } => {
+            tracing::info!(path = %path.display(), "the same agent binary is already installed: left as it is")
+        }
+    }
+}
