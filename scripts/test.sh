@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command: installs what is missing (packages, the MySQL chroot), then formatting,
-# lints, unit, CLI and e2e tests.
+# The test command: installs what is missing (packages, the MySQL chroot, the Python checkers),
+# then formatting, lints, unit, CLI and e2e tests, then the checks of what users deploy
+# (Dockerfile, manifests, the glibc the binary needs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
@@ -8,3 +9,4 @@ scripts/mysql-chroot.sh >/dev/null
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked --all-targets
+scripts/check-deploy.sh target/debug/mysql-sts-agent
