@@ -36,7 +36,8 @@ trap 'rm -rf "$built"' EXIT
 for overlay in k8s/overlays/*/; do
   name="$(basename "$overlay")"
   echo "check-deploy: kubectl kustomize $overlay"
-  kubectl kustomize "$overlay" >"$built/$name.yaml"
+  # The example Secret is applied apart from the overlays; check it with each of them.
+  { kubectl kustomize "$overlay"; echo "---"; cat k8s/secret.example.yaml; } >"$built/$name.yaml"
   for version in "${kube_versions[@]}"; do
     echo "check-deploy: kubernetes-validate --strict -k $version ($name)"
     "$venv/bin/kubernetes-validate" --quiet --strict -k "$version" "$built/$name.yaml"
