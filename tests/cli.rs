@@ -152,3 +152,55 @@ fn primary_with_empty_datadir_writes_its_fragment_and_leaves_init_to_the_server(
         });
     assert!(decision.is_some(), "{logs}");
 }
+
+#[test]
+fn install_copies_the_binary_once_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().to_str().unwrap();
+    let first = agent(&["install", target], &[]);
+    assert_eq!(first.status.code(), Some(0), "{:?}", stderr_lines(&first));
+    let copy = dir.path().join("mysql-sts-agent");
+    assert_eq!(
+        std::fs::read(&copy).unwrap(),
+        std::fs::read(env!("CARGO_BIN_EXE_mysql-sts-agent")).unwrap()
+    );
+    // The copy runs, and a second install leaves it alone.
+    let version = Command::new(&copy).arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("mysql-sts-agent "));
+    let second = agent(&["install", target], &[]);
+    assert_eq!(second.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&second.stderr).contains("already installed"));
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "no temp file left"
+    );
+    let missing = agent(&["install", "/nonexistent/dir"], &[]);
+    assert_eq!(missing.status.code(), Some(1));
+}
+
+#[test]
+fn check_validates_without_acting() {
+    let dir = tempfile::tempdir().unwrap();
+    let datadir = dir.path().join("data");
+    let env = with(
+        &[
+            ("MYSQL_STS_DATADIR", datadir.to_str().unwrap()),
+            ("MYSQL_STS_HOSTNAME", "mysql-2"),
+        ],
+        &["MYSQL_STS_HOSTNAME"],
+    );
+    let out = agent(&["--check", "init"], &env);
+    assert_eq!(out.status.code(), Some(0), "{:?}", stderr_lines(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("mysql-sts-agent: configuration is valid: init for mysql-2")
+            && stdout.contains("clones mysql-1.mysql.default.svc.cluster.local:8080"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("t0ken"), "{stdout}");
+    assert!(!datadir.exists(), "--check must not touch the datadir");
+    let bad = agent(&["--check", "sidecar"], &env);
+    assert_eq!(bad.status.code(), Some(64));
+    assert!(stderr_lines(&bad)[0].contains("--repl-password-file"));
+}
