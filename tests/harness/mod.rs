@@ -18,6 +18,7 @@
 mod cmd;
 mod dns;
 mod layout;
+pub mod manifest;
 mod mariadb;
 mod mysql;
 mod net;
