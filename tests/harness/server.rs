@@ -147,13 +147,23 @@ async fn select_one(opts: &Opts) -> Result<()> {
     Ok(())
 }
 
-/// What the official images do on a fresh datadir: give root@localhost the admin password and
-/// add root@'%', without writing to the binlog. The same SQL works on MariaDB and MySQL.
+/// What the official images do on a fresh datadir: drop the passwordless root accounts other than
+/// root@localhost that mariadb-install-db makes (a TCP login from 127.0.0.1 would match them
+/// rather than root@'%'), give root@localhost the admin password and add root@'%', without
+/// writing to the binlog. The same SQL works on MariaDB and MySQL.
 pub async fn bootstrap_root(passwordless_root: &Opts, admin_password: &str) -> Result<()> {
     let password = sql_string(admin_password);
     let mut conn = Conn::new(passwordless_root.clone()).await?;
+    let hostname: String = conn
+        .query_first("SELECT @@hostname")
+        .await?
+        .context("no @@hostname")?;
     for statement in [
         "SET sql_log_bin=0".to_owned(),
+        format!(
+            "DROP USER IF EXISTS root@'127.0.0.1', root@'::1', root@{}",
+            sql_string(&hostname)
+        ),
         format!("ALTER USER root@localhost IDENTIFIED BY {password}"),
         format!("CREATE USER root@'%' IDENTIFIED BY {password}"),
         "GRANT ALL ON *.* TO root@'%' WITH GRANT OPTION".to_owned(),
