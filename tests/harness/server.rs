@@ -3,15 +3,15 @@
 //! Flavor specifics live in `mariadb.rs` and `mysql.rs`.
 
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder};
 
 use super::cmd::file_tail;
-use super::layout::PodPaths;
+use super::layout::{PodPaths, read_secret};
 use super::poll::{Check, poll_until};
 use super::procs::ProcId;
 use super::{mariadb, mysql};
@@ -37,10 +37,15 @@ impl Flavor {
         }
     }
 
-    pub fn my_cnf(self, pod: &PodPaths) -> String {
+    /// The overlay of k8s/ that deploys this flavor.
+    pub fn overlay(self) -> &'static str {
+        self.env_value()
+    }
+
+    pub fn my_cnf(self, pod: &PodPaths, setup: &ServerSetup) -> String {
         match self {
-            Flavor::MariaDb => mariadb::my_cnf(pod),
-            Flavor::MySql => mysql::my_cnf(pod),
+            Flavor::MariaDb => mariadb::my_cnf(pod, setup),
+            Flavor::MySql => mysql::my_cnf(pod, setup),
         }
     }
 
@@ -61,6 +66,45 @@ impl Flavor {
     }
 }
 
+/// What the harness's server takes from the template's database container: the host dirs of the
+/// volumes it mounts where the image keeps data, config fragments, socket and scratch files, its
+/// declared port, and the root password its env points at.
+#[derive(Clone, Debug)]
+pub struct ServerSetup {
+    pub datadir: PathBuf,
+    pub conf_dir: PathBuf,
+    /// Socket and pid file.
+    pub run_dir: PathBuf,
+    pub tmp_dir: PathBuf,
+    pub port: u16,
+    pub root_password: RootPassword,
+}
+
+/// How the database container gives the entrypoint its root password.
+#[derive(Clone, Debug)]
+pub enum RootPassword {
+    /// MYSQL_ROOT_PASSWORD_FILE, mapped to the host.
+    File(PathBuf),
+    /// MYSQL_ROOT_PASSWORD.
+    Value(String),
+}
+
+impl ServerSetup {
+    pub fn socket(&self) -> PathBuf {
+        self.run_dir.join("mysqld.sock")
+    }
+
+    /// The root password, read as the entrypoint reads it (a file's trailing newline dropped).
+    pub fn root_password(&self) -> Result<String> {
+        let password = match &self.root_password {
+            RootPassword::Value(value) => value.clone(),
+            RootPassword::File(path) => read_secret(path)?,
+        };
+        ensure!(!password.is_empty(), "the root password is empty");
+        Ok(password)
+    }
+}
+
 /// One program the database container runs, and the kind that names its log files.
 pub struct Step {
     pub kind: &'static str,
@@ -70,8 +114,8 @@ pub struct Step {
 
 /// The settings both flavors share; `user` runs the server and `flavor_lines` (each ending in a
 /// newline) come before conf.d, which is included last so that the agent's fragment wins.
-pub fn my_cnf(pod: &PodPaths, user: &str, flavor_lines: &str) -> String {
-    let socket = pod.socket();
+pub fn my_cnf(pod: &PodPaths, setup: &ServerSetup, user: &str, flavor_lines: &str) -> String {
+    let socket = setup.socket();
     let socket = socket.display();
     format!(
         "[client]
@@ -84,16 +128,17 @@ pid_file={}
 tmpdir={}
 log_error={}
 bind_address=0.0.0.0
-port=3306
+port={}
 skip_name_resolve=ON
 innodb_buffer_pool_size=64M
 {flavor_lines}!includedir {}
 ",
-        pod.data().display(),
-        pod.run().join("mysqld.pid").display(),
-        pod.tmp().display(),
+        setup.datadir.display(),
+        setup.run_dir.join("mysqld.pid").display(),
+        setup.tmp_dir.display(),
         pod.error_log().display(),
-        pod.conf_d().display(),
+        setup.port,
+        setup.conf_dir.display(),
     )
 }
 
