@@ -658,6 +658,8 @@ async fn replica_behind_purged_binlogs_says_it_needs_a_new_clone(flavor: Flavor)
 
         c.start_server(1).await?;
         c.start_sidecar(1).await?;
+        // Not ready from its first answer on; until then the agent may not be listening yet.
+        c.wait_readyz(1, 503, READY).await?;
         let advice = "the primary purged binary logs this replica still needs";
         let reply = poll_until(
             "mysql-1 to report the purged binlogs",
