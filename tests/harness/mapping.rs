@@ -102,7 +102,10 @@ impl Image {
         let repository = reference.split('@').next().unwrap_or(reference);
         let name = repository.rsplit('/').next().unwrap_or(repository);
         let name = name.split(':').next().unwrap_or(name);
-        let database = flavor.overlay();
+        let database = match flavor {
+            Flavor::MariaDb => "mariadb",
+            Flavor::MySql => "mysql",
+        };
         if name == AGENT_IMAGE {
             Ok(Image::Agent)
         } else if name == database {

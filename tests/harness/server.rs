@@ -29,17 +29,12 @@ pub enum Flavor {
 }
 
 impl Flavor {
-    /// The agent's `MYSQL_STS_FLAVOR` value.
-    pub fn env_value(self) -> &'static str {
+    /// The overlay of k8s/ that deploys this flavor.
+    pub fn overlay(self) -> &'static str {
         match self {
             Flavor::MariaDb => "mariadb",
             Flavor::MySql => "mysql",
         }
-    }
-
-    /// The overlay of k8s/ that deploys this flavor.
-    pub fn overlay(self) -> &'static str {
-        self.env_value()
     }
 
     pub fn my_cnf(self, pod: &PodPaths, setup: &ServerSetup) -> String {
