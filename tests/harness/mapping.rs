@@ -270,9 +270,7 @@ impl PodPlan {
             ),
         }
     }
-}
 
-impl PodPlan {
     /// What `container`'s `--check` printed (after `CHECK_VALID`) must agree with the database
     /// container: the same datadir and conf dir, its port, and the port the agent's container
     /// declares. It catches a setting the template forgot, which the agent would default to a
