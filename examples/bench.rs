@@ -57,7 +57,7 @@ async fn main() -> Result<()> {
         }
 
         for path in ["/readyz", "/status"] {
-            let url = format!("http://{}:8080{path}", c.pod_ip(1));
+            let url = format!("http://{}:{}{path}", c.pod_ip(1), c.agent_port()?);
             let out = c
                 .node_command("wrk")
                 .args(["-t1", "-c4", "-d5s", "--latency", &url])

@@ -215,7 +215,8 @@ async fn three_pods_come_up_in_order_and_hold_every_row(flavor: Flavor) -> Resul
                     && init1.contains("expected end without a supervisor"),
                 "{init1}"
             );
-            let reply = c.http_get(1, "/clone", Some(&c.clone_token())).await?;
+            // Whatever the token: MySQL pods serve no clones.
+            let reply = c.http_get(1, "/clone", Some("any-token")).await?;
             ensure!(reply.status == 404, "/clone on MySQL: {}", reply.status);
             return Ok(());
         }
@@ -416,7 +417,7 @@ async fn interrupted_clones_leave_nothing_usable_and_the_retry_succeeds(
         wait_for_partial_clone(c, 1, "init-1.log").await?;
         if flavor == Flavor::MariaDb {
             // One clone at a time: a second joiner is told to come back later.
-            let token = c.clone_token();
+            let token = c.clone_token()?;
             let busy = c.http_get(0, "/clone", Some(&token)).await?;
             ensure!(
                 busy.text() == "429 a clone is already being served\n",
@@ -600,7 +601,7 @@ async fn a_failing_backup_tool_is_reported_and_never_taken_for_a_clone(
         )?;
         std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
         c.stop_sidecar(0).await?;
-        let mut donor = c.agent_command(0, "sidecar");
+        let mut donor = c.agent_command(0, "sidecar")?;
         donor.env("MYSQL_STS_MARIADB_BACKUP", &fake);
         c.spawn_in_pod(0, "failing-donor", donor)?;
         c.wait_readyz(0, 200, READY).await?;
@@ -657,6 +658,8 @@ async fn replica_behind_purged_binlogs_says_it_needs_a_new_clone(flavor: Flavor)
 
         c.start_server(1).await?;
         c.start_sidecar(1).await?;
+        // Not ready from its first answer on; until then the agent may not be listening yet.
+        c.wait_readyz(1, 503, READY).await?;
         let advice = "the primary purged binary logs this replica still needs";
         let reply = poll_until(
             "mysql-1 to report the purged binlogs",

@@ -207,7 +207,7 @@ async fn check_mysql_pod_to_pod(cluster: &Cluster) {
         cluster.pod_ip(0).to_string(),
         "getent said {hosts:?}"
     );
-    let password = format!("-p{}", cluster.admin_password());
+    let password = format!("-p{}", cluster.admin_password().expect("root password"));
     let hostname = cluster
         .exec_in_chroot(
             1,

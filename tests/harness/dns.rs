@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use super::cmd::{file_tail, output_text};
-use super::layout::{BRIDGE_IP, SERVICE_FQDN, pod_fqdn, pod_ip};
+use super::layout::{BRIDGE_IP, Naming, pod_ip};
 use super::poll::{Check, poll_until};
 use super::procs::ProcId;
 
@@ -64,9 +64,13 @@ pub async fn wait_started(dnsmasq: ProcId, log_file: &Path, console_log: &Path) 
 }
 
 /// Adds the records Kubernetes creates with a pod: its own name and its address under the service.
-pub fn add_pod_records(hosts_file: &Path, n: usize) -> Result<()> {
+pub fn add_pod_records(hosts_file: &Path, names: &Naming, n: usize) -> Result<()> {
     let ip = pod_ip(n);
-    let records = format!("{ip} {}\n{ip} {SERVICE_FQDN}\n", pod_fqdn(n));
+    let records = format!(
+        "{ip} {}\n{ip} {}\n",
+        names.pod_fqdn(n),
+        names.service_fqdn()
+    );
     OpenOptions::new()
         .append(true)
         .open(hosts_file)
@@ -93,18 +97,19 @@ pub async fn resolve(ns: &str, name: &str) -> Result<Vec<Ipv4Addr>> {
 
 /// Waits until pod n's records are served by DNS. "mysql-N.mysql" is looked up through the
 /// search list (the pod's hosts file only holds the full name), so it proves DNS, not /etc/hosts.
-pub async fn wait_pod_records(ns: &str, n: usize) -> Result<()> {
+pub async fn wait_pod_records(ns: &str, names: &Naming, n: usize) -> Result<()> {
     let ip = pod_ip(n);
-    let short_name = format!("mysql-{n}.mysql");
+    let short_name = names.short_name(n);
+    let service_fqdn = names.service_fqdn();
     let what = format!("DNS records of pod {n} ({ip})");
     poll_until(&what, RESOLVE_TIMEOUT, POLL_INTERVAL, || async {
         let own = resolve(ns, &short_name).await.unwrap_or_default();
-        let service = resolve(ns, SERVICE_FQDN).await.unwrap_or_default();
+        let service = resolve(ns, &service_fqdn).await.unwrap_or_default();
         Ok(if own == [ip] && service.contains(&ip) {
             Check::Done(())
         } else {
             Check::Pending(format!(
-                "{short_name} -> {own:?}, {SERVICE_FQDN} -> {service:?}"
+                "{short_name} -> {own:?}, {service_fqdn} -> {service:?}"
             ))
         })
     })

@@ -11,8 +11,9 @@ use anyhow::{Context, Result};
 
 pub const BRIDGE_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 250, 1);
 pub const SUBNET_BITS: u8 = 24;
-pub const SERVICE_FQDN: &str = "mysql.default.svc.cluster.local";
-pub const AGENT_PORT: u16 = 8080;
+/// The namespace every simulated pod is in (the downward API's `metadata.namespace`).
+pub const NAMESPACE: &str = "default";
+const CLUSTER_DOMAIN: &str = "cluster.local";
 /// Pod IPs are 169.254.250.(10+N) and must stay below the broadcast address.
 pub const MAX_PODS: usize = 200;
 
@@ -22,12 +23,37 @@ pub fn pod_ip(n: usize) -> Ipv4Addr {
     Ipv4Addr::new(a, b, c, 10 + n as u8)
 }
 
-pub fn hostname(n: usize) -> String {
-    format!("mysql-{n}")
+/// The names Kubernetes gives a StatefulSet's pods, from its name and its serviceName.
+#[derive(Clone, Debug)]
+pub struct Naming {
+    pub statefulset: String,
+    pub service: String,
 }
 
-pub fn pod_fqdn(n: usize) -> String {
-    format!("mysql-{n}.{SERVICE_FQDN}")
+impl Naming {
+    /// Pod n's name and hostname, e.g. "mysql-1".
+    pub fn hostname(&self, n: usize) -> String {
+        format!("{}-{n}", self.statefulset)
+    }
+
+    /// "mysql-1.mysql": what the search list completes.
+    pub fn short_name(&self, n: usize) -> String {
+        format!("{}.{}", self.hostname(n), self.service)
+    }
+
+    pub fn pod_fqdn(&self, n: usize) -> String {
+        format!("{}.{}", self.hostname(n), self.service_fqdn())
+    }
+
+    /// The headless service's name, which resolves to every pod.
+    pub fn service_fqdn(&self) -> String {
+        format!("{}.{NAMESPACE}.svc.{CLUSTER_DOMAIN}", self.service)
+    }
+}
+
+/// The pods' resolv.conf search list, as the kubelet writes it.
+pub fn search_domains() -> String {
+    format!("{NAMESPACE}.svc.{CLUSTER_DOMAIN} svc.{CLUSTER_DOMAIN} {CLUSTER_DOMAIN}")
 }
 
 /// Identifies one cluster across processes: `msa<pid>x<k>` prefixes all of its names,
@@ -86,6 +112,10 @@ impl PodPaths {
     pub fn conf_d(&self) -> PathBuf {
         self.dir.join("conf.d")
     }
+    /// Where the install container copies the agent.
+    pub fn agent_bin(&self) -> PathBuf {
+        self.dir.join("agent-bin")
+    }
     pub fn run(&self) -> PathBuf {
         self.dir.join("run")
     }
@@ -110,9 +140,6 @@ impl PodPaths {
     /// The MySQL pod's mysqld, which runs the chroot's with this pod's my.cnf.
     pub fn mysqld(&self) -> PathBuf {
         self.bin().join("mysqld")
-    }
-    pub fn socket(&self) -> PathBuf {
-        self.run().join("mysqld.sock")
     }
     pub fn error_log(&self) -> PathBuf {
         self.server_log().join("error.log")
@@ -144,14 +171,14 @@ fn make_dir(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<()> {
 }
 
 /// The pod's directories: the server's user (`server_owner`; None: root) owns the volume and its
-/// runtime dirs; the agent (root) writes conf.d; the harness writes logs and bin.
+/// runtime dirs; the agent (root) writes conf.d and agent-bin; the harness writes logs and bin.
 pub fn make_pod_dirs(pod: &PodPaths, server_owner: Option<(u32, u32)>) -> Result<()> {
     make_dir(&pod.dir, 0o755, None)?;
     make_dir(&pod.data(), 0o750, server_owner)?;
     for dir in [pod.run(), pod.server_log(), pod.tmp()] {
         make_dir(&dir, 0o755, server_owner)?;
     }
-    make_dirs(&[pod.conf_d(), pod.logs(), pod.bin()])
+    make_dirs(&[pod.conf_d(), pod.agent_bin(), pod.logs(), pod.bin()])
 }
 
 pub fn make_dirs(dirs: &[PathBuf]) -> Result<()> {
@@ -168,6 +195,14 @@ pub fn write_file(path: &Path, contents: &str, mode: u32) -> Result<()> {
         .open(path)
         .and_then(|mut file| file.write_all(contents.as_bytes()))
         .with_context(|| format!("writing {}", path.display()))
+}
+
+/// A secret file's content as the agent and the images read it: a trailing newline dropped.
+pub fn read_secret(path: &Path) -> Result<String> {
+    Ok(fs::read_to_string(path)
+        .with_context(|| format!("reading the secret file {}", path.display()))?
+        .trim_end_matches(['\n', '\r'])
+        .to_owned())
 }
 
 /// A random alphanumeric secret.

@@ -1,10 +1,10 @@
 //! The MariaDB flavor of the database container: the host's mariadbd, run as user mysql.
 
 use super::layout::PodPaths;
-use super::server::{self, Step};
+use super::server::{self, ServerSetup, Step};
 
-pub fn my_cnf(pod: &PodPaths) -> String {
-    server::my_cnf(pod, "mysql", "innodb_log_file_size=48M\n")
+pub fn my_cnf(pod: &PodPaths, setup: &ServerSetup) -> String {
+    server::my_cnf(pod, setup, "mysql", "innodb_log_file_size=48M\n")
 }
 
 pub fn install_db(pod: &PodPaths) -> Step {

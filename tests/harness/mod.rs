@@ -1,14 +1,22 @@
 //! Test harness: a simulated MariaDB or MySQL StatefulSet on one machine, without Kubernetes or
 //! Docker.
 //!
-//! A pod is a network namespace plus a persistent UTS namespace (hostname `mysql-N`); a "node"
+//! The pods run what the built manifest of the flavor under test declares (`manifest.rs`): its
+//! pod template's init containers in order, its native sidecar, then the database container,
+//! with the command, args, env, ports, volume mounts and readiness probe of the template. How
+//! images and volumes map to this machine is the harness's only knowledge of its own
+//! (`mapping.rs`).
+//!
+//! A pod is a network namespace plus a persistent UTS namespace (hostname `<statefulset>-N`, e.g.
+//! `mysql-1`, resolvable under the template's serviceName in namespace `default`); a "node"
 //! namespace holds the bridge, dnsmasq (cluster DNS) and the prober; each pod runs a real server
 //! (the host's mariadbd, or mysqld from a cached Debian sid chroot: see `mysql.rs`) and the agent
 //! under test. Everything is named `msa<pid>x<k>...`, so clusters of parallel tests and processes
 //! never collide, and Drop (or the next run's sweep) removes it all.
 //!
 //! Logs: every process the harness starts writes to `<root>/pod<N>/logs/<kind>-<k>.log`
-//! (`<root>/logs` for dnsmasq). A failed test (a panic, e.g. `unwrap` or `assert!`) keeps the root
+//! (`<root>/logs` for dnsmasq); an agent container's kind is its subcommand (`init-1.log`,
+//! `sidecar-2.log`), and its `--check` before each run logs as `<subcommand>-check`. A failed test (a panic, e.g. `unwrap` or `assert!`) keeps the root
 //! dir and prints its path; datadirs are removed even then unless MSA_KEEP_DATA is set, and
 //! MSA_KEEP keeps everything even on success. A test that fails by returning `Err` drops its
 //! cluster before the failure is known: run it through `Cluster::run_scenario`, or `unwrap` the
@@ -17,7 +25,9 @@
 
 mod cmd;
 mod dns;
-mod layout;
+pub mod layout;
+pub mod manifest;
+pub mod mapping;
 mod mariadb;
 mod mysql;
 mod net;
@@ -40,7 +50,8 @@ use tempfile::TempDir;
 use tokio::process::Command;
 
 use cmd::{file_tail, read_lossy, tail};
-use layout::{AGENT_PORT, ClusterId, MAX_PODS, PodPaths, hostname};
+use layout::{ClusterId, MAX_PODS, Naming, PodPaths};
+use mapping::{CHECK_VALID, HttpProbe, POD_PATH, PodPlan, Program, Resolved, Role, Template};
 use procs::{Tracked, Victim, descendants, kill_and_wait, stop_group};
 use registry::Registry;
 use server::Step;
@@ -64,8 +75,6 @@ const SERVER_GRACE: Duration = Duration::from_secs(30);
 const DNS_GRACE: Duration = Duration::from_secs(5);
 const LOG_TAIL_LINES: usize = 40;
 const SECRET_LEN: usize = 24;
-/// PATH of every process in a pod (their environment is cleared: no proxies, no RUST_LOG leak in).
-const POD_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 
 pub struct ClusterSpec {
     /// The agent binary: `PathBuf::from(env!("CARGO_BIN_EXE_mysql-sts-agent"))`.
@@ -92,7 +101,7 @@ impl ClusterSpec {
     }
 }
 
-/// One finished run of `mysql-sts-agent init`.
+/// One finished run of an init container (e.g. `mysql-sts-agent init`).
 #[derive(Debug)]
 pub struct InitRun {
     /// Exit code; None if a signal killed it.
@@ -157,28 +166,11 @@ impl InitHandle {
     }
 }
 
-struct Secrets {
-    admin_password: String,
-    repl_password: String,
-    clone_token: String,
-    /// MySQL: the password of the account the CLONE plugin uses on donors.
-    clone_password: String,
-}
-
-impl Secrets {
-    fn generate() -> Result<Self> {
-        Ok(Secrets {
-            admin_password: layout::random_secret(SECRET_LEN)?,
-            repl_password: layout::random_secret(SECRET_LEN)?,
-            clone_token: layout::random_secret(SECRET_LEN)?,
-            clone_password: layout::random_secret(SECRET_LEN)?,
-        })
-    }
-}
-
 struct Pod {
     ns: String,
     paths: PodPaths,
+    /// The template's containers as they run in this pod.
+    plan: PodPlan,
     /// Whether the pod "exists" for Kubernetes, i.e. has its DNS records.
     created: bool,
     server: Option<Tracked>,
@@ -207,7 +199,9 @@ pub struct Cluster {
     /// Taken by Drop, which decides whether to keep the files.
     root_dir: Option<TempDir>,
     registry: Registry,
-    secrets: Secrets,
+    /// The manifest under test, with this cluster's paths and secrets.
+    template: Template,
+    naming: Naming,
     /// MySQL: the shared, read-only chroot the servers run from.
     chroot: Option<PathBuf>,
     pods: Vec<Pod>,
@@ -238,6 +232,8 @@ impl Cluster {
             Flavor::MariaDb => None,
             Flavor::MySql => Some(mysql::locate_chroot()?),
         };
+        let overlay = spec.flavor.overlay();
+        let manifest = tokio::task::spawn_blocking(move || manifest::load(overlay)).await??;
         tokio::task::spawn_blocking(registry::sweep_stale).await?;
         let id = ClusterId::next();
         let root_dir = tempfile::Builder::new()
@@ -246,26 +242,41 @@ impl Cluster {
         let root = root_dir.path().to_owned();
         // mariadbd runs as user mysql and must traverse it.
         fs::set_permissions(&root, Permissions::from_mode(0o755))?;
-        let registry = Registry::create(&id, &root)?;
+        let template = Template::new(
+            manifest,
+            spec.flavor,
+            spec.agent_bin.clone(),
+            root.join("secrets"),
+            SECRET_LEN,
+        )?;
+        // Anything the harness cannot map fails here, before a namespace exists.
         let pods = (0..spec.pods)
-            .map(|n| Pod {
-                ns: id.pod_ns(n),
-                paths: PodPaths::new(&root, n),
-                created: false,
-                server: None,
-                sidecar: None,
-                inits: Vec::new(),
-                helpers: Vec::new(),
-                runs: HashMap::new(),
+            .map(|n| {
+                let paths = PodPaths::new(&root, n);
+                Ok(Pod {
+                    ns: id.pod_ns(n),
+                    plan: template
+                        .plan(&paths, n)
+                        .with_context(|| format!("the {overlay} overlay's pod template"))?,
+                    paths,
+                    created: false,
+                    server: None,
+                    sidecar: None,
+                    inits: Vec::new(),
+                    helpers: Vec::new(),
+                    runs: HashMap::new(),
+                })
             })
-            .collect();
+            .collect::<Result<_>>()?;
+        let registry = Registry::create(&id, &root)?;
         let mut cluster = Cluster {
             spec,
             id,
             root,
             root_dir: Some(root_dir),
             registry,
-            secrets: Secrets::generate()?,
+            naming: template.naming(),
+            template,
             chroot,
             pods,
             dnsmasq: None,
@@ -308,21 +319,12 @@ impl Cluster {
     }
 
     fn write_files(&self) -> Result<()> {
-        let secrets = self.root.join("secrets");
         layout::make_dirs(&[
-            secrets.clone(),
             self.root.join("dns"),
             self.root.join("logs"),
             self.root.join("http"),
         ])?;
-        for (name, value) in [
-            ("admin-password", &self.secrets.admin_password),
-            ("repl-password", &self.secrets.repl_password),
-            ("clone-token", &self.secrets.clone_token),
-            ("clone-password", &self.secrets.clone_password),
-        ] {
-            layout::write_file(&secrets.join(name), value, 0o600)?;
-        }
+        self.template.write_secrets()?;
         layout::write_file(&self.hosts_file(), "", 0o644)?;
         let flavor = self.spec.flavor;
         // mysqld runs as root inside the chroot.
@@ -332,7 +334,8 @@ impl Cluster {
         };
         for pod in &self.pods {
             layout::make_pod_dirs(&pod.paths, server_owner)?;
-            layout::write_file(&pod.paths.my_cnf(), &flavor.my_cnf(&pod.paths), 0o644)?;
+            let my_cnf = flavor.my_cnf(&pod.paths, &pod.plan.server);
+            layout::write_file(&pod.paths.my_cnf(), &my_cnf, 0o644)?;
         }
         if let Some(chroot) = &self.chroot {
             let chroot_exec = self.chroot_exec();
@@ -359,11 +362,11 @@ impl Cluster {
             let pod_ns = self.pods[n].ns.clone();
             self.add_netns(&pod_ns).await?;
             net::wire_pod(&node_ns, &pod_ns, n).await?;
-            net::write_etc_netns(&pod_ns, n)?;
+            net::write_etc_netns(&pod_ns, &self.naming, n)?;
             let uts = self.pods[n].paths.uts_file();
             self.registry.record("uts", uts.display());
             self.uts_files.push(uts.clone());
-            net::make_uts(&uts, &hostname(n)).await?;
+            net::make_uts(&uts, &self.naming.hostname(n)).await?;
         }
         Ok(())
     }
@@ -405,26 +408,39 @@ impl Cluster {
             "dnsmasq died: {}",
             file_tail(&self.root.join("logs/dnsmasq-console.log"), 20)
         );
-        dns::add_pod_records(&self.hosts_file(), n)?;
+        dns::add_pod_records(&self.hosts_file(), &self.naming, n)?;
         dnsmasq.signal(Signal::SIGHUP); // re-reads the addn-hosts file
-        dns::wait_pod_records(&self.pod(n).ns, n).await?;
+        dns::wait_pod_records(&self.pod(n).ns, &self.naming, n).await?;
         self.pods[n].created = true;
         Ok(())
     }
 
-    /// OrderedReady start of pod n: create it, run init to success, start the database, start the
-    /// sidecar, and wait until /readyz answers 200.
+    /// OrderedReady start of pod n, as the kubelet runs the template: create the pod; run its init
+    /// containers in order, each to exit 0, starting a native sidecar when it is reached and
+    /// leaving it running; start the database container; then wait until the readinessProbe the
+    /// template declares passes (a container without one is Ready once started).
     pub async fn start_pod(&mut self, n: usize) -> Result<()> {
         self.create_pod(n).await?;
-        let init = self.run_init(n).await?;
-        ensure!(
-            init.code == Some(0),
-            "init of pod {n} exited with {:?}; log tail:\n{}",
-            init.code,
-            tail(&init.output, LOG_TAIL_LINES)
-        );
-        self.start_server(n).await?;
-        self.start_sidecar(n).await?;
+        for container in self.pod(n).plan.containers.clone() {
+            match container.role {
+                Role::Init => {
+                    let run = self.spawn_container(n, &container).await?.wait().await?;
+                    ensure!(
+                        run.code == Some(0),
+                        "init container {} of pod {n} exited with {:?}; log tail:\n{}",
+                        container.name,
+                        run.code,
+                        tail(&run.output, LOG_TAIL_LINES)
+                    );
+                }
+                Role::Sidecar => self.start_native_sidecar(n, &container).await?,
+                // The plan's only main container is the database's.
+                Role::Main => self.start_server(n).await?,
+            }
+        }
+        if self.pod(n).plan.readiness().is_none() {
+            return Ok(());
+        }
         if let Err(error) = self.wait_readyz(n, 200, READY_TIMEOUT).await {
             let sidecar_log = self.pod(n).sidecar.as_ref().map(|sidecar| &sidecar.log);
             bail!(
@@ -435,29 +451,84 @@ impl Cluster {
         Ok(())
     }
 
-    /// Runs `init` for pod n to completion (creating the pod first if needed).
+    /// Runs the template's `init` container for pod n to completion (creating the pod first, and
+    /// running the install container first if the agent is not installed yet).
     pub async fn run_init(&mut self, n: usize) -> Result<InitRun> {
         self.spawn_init(n).await?.wait().await
     }
 
-    /// Starts `init` for pod n in the background (creating the pod first if needed).
+    /// Starts the template's `init` container for pod n in the background (see `run_init`).
     pub async fn spawn_init(&mut self, n: usize) -> Result<InitHandle> {
-        self.create_pod(n).await?;
-        let mut init = self.agent_command(n, "init");
-        let process = self.spawn_in(n, "init", &mut init)?;
+        let init = self.pod(n).plan.agent("init")?.clone();
+        self.spawn_container(n, &init).await
+    }
+
+    /// Starts an init container in the background; `InitHandle::wait` reaps it.
+    async fn spawn_container(&mut self, n: usize, container: &Resolved) -> Result<InitHandle> {
+        self.prepare(n, container).await?;
+        let process = self.launch(n, container).await?;
         self.pods[n].inits.push(process.id);
         Ok(InitHandle { process })
     }
 
+    /// Creates the pod if needed and, for a container that runs the installed agent, runs the
+    /// template's install container first while the agent is not installed.
+    async fn prepare(&mut self, n: usize, container: &Resolved) -> Result<()> {
+        self.create_pod(n).await?;
+        let Program::InstalledAgent(installed) = &container.program else {
+            return Ok(());
+        };
+        if installed.exists() {
+            return Ok(());
+        }
+        let install = self.pod(n).plan.agent("install")?.clone();
+        let process = self.launch(n, &install).await?;
+        let run = InitHandle { process }.wait().await?;
+        ensure!(
+            run.code == Some(0) && installed.exists(),
+            "install container {} of pod {n} exited with {:?} and left no {}:\n{}",
+            install.name,
+            run.code,
+            installed.display(),
+            tail(&run.output, LOG_TAIL_LINES)
+        );
+        Ok(())
+    }
+
+    /// Spawns an agent container once its configuration passes `--check`: CI checks every
+    /// container of the manifests the same way, and a pod must not run on a config that fails it.
+    async fn launch(&mut self, n: usize, container: &Resolved) -> Result<Tracked> {
+        let mut check = self.container_command(n, container, true)?;
+        let process = self.spawn_in(n, &format!("{}-check", container.kind()), &mut check)?;
+        let run = InitHandle { process }.wait().await?;
+        let valid = run
+            .output
+            .lines()
+            .find_map(|line| line.strip_prefix(CHECK_VALID));
+        match (run.code, valid) {
+            (Some(0), Some(line)) => (self.pod(n).plan.agrees(container, line))
+                .with_context(|| format!("pod {n} refuses to run it"))?,
+            (code, _) => bail!(
+                "container {} of pod {n} fails its --check (exit {code:?}):\n{}",
+                container.name,
+                tail(&run.output, LOG_TAIL_LINES)
+            ),
+        }
+        let mut command = self.container_command(n, container, false)?;
+        self.spawn_in(n, container.kind(), &mut command)
+    }
+
     /// The database container, as the official image's entrypoint runs it: on an empty volume,
     /// initialize it (mariadb-install-db, or mysqld --initialize-insecure) and after the first
-    /// start do the root bootstrap; otherwise (e.g. a clone) just start the server. Returns once
-    /// it answers SELECT 1 over its socket.
+    /// start do the root bootstrap with the root password the template gives it; otherwise (e.g.
+    /// a clone) just start the server. Returns once it answers SELECT 1 over its socket.
     pub async fn start_server(&mut self, n: usize) -> Result<()> {
         ensure_stopped(self.pods[n].server.as_mut(), n, "server")?;
         let paths = self.pod(n).paths.clone();
+        let setup = self.pod(n).plan.server.clone();
         let flavor = self.spec.flavor;
-        let fresh = server::is_fresh(&paths.data());
+        let root_password = setup.root_password()?;
+        let fresh = server::is_fresh(&setup.datadir);
         if fresh {
             self.initialize_datadir(n).await?;
         }
@@ -465,9 +536,8 @@ impl Cluster {
         let server = self.spawn_step(n, &flavor.server(&paths))?;
         let id = server.id;
         self.pods[n].server = Some(server);
-        let admin = &self.secrets.admin_password;
-        let password = if fresh { "" } else { admin.as_str() };
-        let opts = server::root_opts(&paths.socket(), password);
+        let password = if fresh { "" } else { root_password.as_str() };
+        let opts = server::root_opts(&setup.socket(), password);
         server::wait_answers(id, &opts, &paths.error_log())
             .await
             .with_context(|| format!("starting the server of pod {n}"))?;
@@ -476,7 +546,7 @@ impl Cluster {
             started.elapsed().as_secs_f64()
         );
         if fresh {
-            server::bootstrap_root(&opts, admin).await?;
+            server::bootstrap_root(&opts, &root_password).await?;
         }
         Ok(())
     }
@@ -500,10 +570,12 @@ impl Cluster {
         Ok(())
     }
 
-    /// Spawns one program of the database container in pod n.
+    /// Spawns one program of the database container in pod n, with that container's PATH.
     fn spawn_step(&mut self, n: usize, step: &Step) -> Result<Tracked> {
         let mut command = self.pod_command(n, &step.program);
-        command.args(&step.args);
+        command
+            .args(&step.args)
+            .envs(self.pod(n).plan.database().env.get_key_value("PATH"));
         self.spawn_in(n, step.kind, &mut command)
     }
 
@@ -528,11 +600,17 @@ impl Cluster {
         live_pid(self.pod(n).server.as_ref())
     }
 
-    /// Spawns `mysql-sts-agent sidecar` without waiting for readiness.
+    /// Starts the template's agent `sidecar` container without waiting for readiness (creating the
+    /// pod and installing the agent first if needed).
     pub async fn start_sidecar(&mut self, n: usize) -> Result<()> {
+        let sidecar = self.pod(n).plan.agent("sidecar")?.clone();
+        self.start_native_sidecar(n, &sidecar).await
+    }
+
+    async fn start_native_sidecar(&mut self, n: usize, container: &Resolved) -> Result<()> {
         ensure_stopped(self.pods[n].sidecar.as_mut(), n, "sidecar")?;
-        let mut sidecar = self.agent_command(n, "sidecar");
-        let sidecar = self.spawn_in(n, "sidecar", &mut sidecar)?;
+        self.prepare(n, container).await?;
+        let sidecar = self.launch(n, container).await?;
         self.pods[n].sidecar = Some(sidecar);
         Ok(())
     }
@@ -556,10 +634,27 @@ impl Cluster {
         live_pid(self.pod(n).sidecar.as_ref())
     }
 
-    /// GET `http://<pod ip>:8080<path>` from the node namespace, where the kubelet probes from.
-    /// Errors when no HTTP answer came (refused, timeout...).
+    /// GET `http://<pod ip>:<agent port><path>` from the node namespace, where the kubelet probes
+    /// from; the agent's port is the one its sidecar container declares. Errors when no HTTP
+    /// answer came (refused, timeout...).
     pub async fn http_get(&self, n: usize, path: &str, bearer: Option<&str>) -> Result<HttpReply> {
-        let url = format!("http://{}:{AGENT_PORT}{path}", self.pod_ip(n));
+        self.http_get_port(n, self.agent_port()?, path, bearer)
+            .await
+    }
+
+    /// The port the template's agent sidecar container declares.
+    pub fn agent_port(&self) -> Result<u16> {
+        self.pod(0).plan.agent_port()
+    }
+
+    async fn http_get_port(
+        &self,
+        n: usize,
+        port: u16,
+        path: &str,
+        bearer: Option<&str>,
+    ) -> Result<HttpReply> {
+        let url = format!("http://{}:{port}{path}", self.pod_ip(n));
         let body = tempfile::NamedTempFile::new_in(self.root.join("http"))?;
         let mut curl = self.node_command("curl");
         curl.args(["-sS", "--noproxy", "*", "--max-time", "10", "-o"])
@@ -581,12 +676,15 @@ impl Cluster {
         })
     }
 
-    /// Polls GET /readyz every 200 ms until it answers `want`.
+    /// Polls the readinessProbe the template's database container declares (its httpGet path
+    /// and port) every 200 ms until it answers `want`.
     pub async fn wait_readyz(&self, n: usize, want: u16, timeout: Duration) -> Result<HttpReply> {
-        self.wait_readyz_path(n, "/readyz", want, timeout).await
+        let path = self.readiness(n)?.path.clone();
+        self.wait_readyz_path(n, &path, want, timeout).await
     }
 
-    /// Polls GET `path` (e.g. "/readyz?lag=1s") every 200 ms until it answers `want`.
+    /// Polls GET `path` (e.g. "/readyz?lag=1s") on the readinessProbe's port every 200 ms until
+    /// it answers `want`.
     pub async fn wait_readyz_path(
         &self,
         n: usize,
@@ -594,9 +692,10 @@ impl Cluster {
         want: u16,
         timeout: Duration,
     ) -> Result<HttpReply> {
-        let what = format!("GET {path} on pod {n} to answer {want}");
+        let port = self.readiness(n)?.port;
+        let what = format!("GET {path} on pod {n} port {port} to answer {want}");
         poll_until(&what, timeout, READYZ_INTERVAL, || async {
-            Ok(match self.http_get(n, path, None).await {
+            Ok(match self.http_get_port(n, port, path, None).await {
                 Ok(reply) if reply.status == want => Check::Done(reply),
                 Ok(reply) => Check::Pending(format!("{}: {}", reply.status, reply.text())),
                 Err(error) => Check::Pending(format!("{error:#}")),
@@ -605,9 +704,17 @@ impl Cluster {
         .await
     }
 
-    /// A root session on pod n's server over its unix socket, with the admin password.
+    fn readiness(&self, n: usize) -> Result<&HttpProbe> {
+        self.pod(n)
+            .plan
+            .readiness()
+            .context("the template's database container declares no readinessProbe")
+    }
+
+    /// A root session on pod n's server over its unix socket, with the root password.
     pub async fn sql(&self, n: usize) -> Result<mysql_async::Conn> {
-        let opts = server::root_opts(&self.pod(n).paths.socket(), &self.secrets.admin_password);
+        let setup = &self.pod(n).plan.server;
+        let opts = server::root_opts(&setup.socket(), &setup.root_password()?);
         mysql_async::Conn::new(opts)
             .await
             .with_context(|| format!("connecting to pod {n}'s server as root"))
@@ -635,9 +742,9 @@ impl Cluster {
         Ok(())
     }
 
-    /// Pod n's volume (the datadir).
+    /// Pod n's data volume, as the database container mounts it (the datadir).
     pub fn datadir(&self, n: usize) -> PathBuf {
-        self.pod(n).paths.data()
+        self.pod(n).plan.server.datadir.clone()
     }
 
     pub fn pod_dir(&self, n: usize) -> PathBuf {
@@ -658,21 +765,36 @@ impl Cluster {
         read_lossy(&self.pod(n).paths.error_log())
     }
 
-    pub fn clone_token(&self) -> String {
-        self.secrets.clone_token.clone()
+    /// MariaDB: the bearer token the agents' `/clone` wants.
+    pub fn clone_token(&self) -> Result<String> {
+        self.agent_secret("MYSQL_STS_CLONE_TOKEN")
     }
 
-    pub fn admin_password(&self) -> String {
-        self.secrets.admin_password.clone()
+    /// The root password the database container's entrypoint sets.
+    pub fn admin_password(&self) -> Result<String> {
+        self.pod(0).plan.server.root_password()
     }
 
-    pub fn repl_password(&self) -> String {
-        self.secrets.repl_password.clone()
+    pub fn repl_password(&self) -> Result<String> {
+        self.agent_secret("MYSQL_STS_REPL_PASSWORD")
     }
 
-    /// MySQL: the password of the CLONE plugin's account (the agent reads it from a file).
-    pub fn clone_password(&self) -> String {
-        self.secrets.clone_password.clone()
+    /// MySQL: the password of the CLONE plugin's account.
+    pub fn clone_password(&self) -> Result<String> {
+        self.agent_secret("MYSQL_STS_CLONE_PASSWORD")
+    }
+
+    /// A secret as the agent's sidecar container gets it: from the file `<name>_FILE` points at,
+    /// or `<name>` itself.
+    fn agent_secret(&self, name: &str) -> Result<String> {
+        let env = &self.pod(0).plan.agent("sidecar")?.env;
+        match (env.get(&format!("{name}_FILE")), env.get(name)) {
+            (Some(file), _) => layout::read_secret(Path::new(file)),
+            (None, Some(value)) => Ok(value.clone()),
+            (None, None) => {
+                bail!("the agent's sidecar container sets neither {name}_FILE nor {name}")
+            }
+        }
     }
 
     pub fn flavor(&self) -> Flavor {
@@ -684,50 +806,21 @@ impl Cluster {
         self.chroot.as_deref()
     }
 
-    /// The command the harness runs the agent with in pod n (`sub`: "init" or "sidecar"), with the
-    /// standard environment; tests may add or remove env and args before spawning it themselves.
-    pub fn agent_command(&self, n: usize, sub: &str) -> Command {
-        let pod = &self.pod(n).paths;
-        let secrets = self.root.join("secrets");
-        let mut agent = self.pod_command(n, &self.spec.agent_bin);
-        agent
-            .arg(sub)
-            .env("RUST_BACKTRACE", "1")
-            .env("MYSQL_STS_FLAVOR", self.spec.flavor.env_value())
-            .env("MYSQL_STS_NAMESPACE", "default")
-            .env("MYSQL_STS_DATADIR", pod.data())
-            .env("MYSQL_STS_CLONE_TOKEN_FILE", secrets.join("clone-token"))
-            .env("MYSQL_STS_LOG", "info,mysql_sts_agent=debug");
-        if self.spec.flavor == Flavor::MySql {
-            agent.env("MYSQL_STS_MYSQLD", pod.mysqld()).env(
-                "MYSQL_STS_CLONE_PASSWORD_FILE",
-                secrets.join("clone-password"),
-            );
-        }
-        match sub {
-            "init" => {
-                agent
-                    .env("MYSQL_STS_CONF_DIR", pod.conf_d())
-                    .env("MYSQL_STS_CLONE_DEADLINE", "60s")
-                    // Short: a test kills donors, and MySQL's plugin waits minutes for one.
-                    .env("MYSQL_STS_CLONE_STALL_TIMEOUT", "10s");
-            }
-            "sidecar" => {
-                agent
-                    .env(
-                        "MYSQL_STS_ADMIN_PASSWORD_FILE",
-                        secrets.join("admin-password"),
-                    )
-                    .env(
-                        "MYSQL_STS_REPL_PASSWORD_FILE",
-                        secrets.join("repl-password"),
-                    )
-                    .env("MYSQL_STS_TMP_DIR", pod.tmp())
-                    .env("MYSQL_STS_MYSQL_SOCKET", pod.socket());
-            }
-            _ => {}
-        }
-        agent
+    /// The command of the template's container that runs the agent's `sub` ("install", "init",
+    /// "sidecar") in pod n, with the template's env under the harness's mapping; tests may add or
+    /// remove env and args before spawning it themselves.
+    pub fn agent_command(&self, n: usize, sub: &str) -> Result<Command> {
+        self.container_command(n, self.pod(n).plan.agent(sub)?, false)
+    }
+
+    /// An agent container's command in pod n; with `check`, its `--check` run.
+    fn container_command(&self, n: usize, container: &Resolved, check: bool) -> Result<Command> {
+        let binary = container
+            .agent_binary()
+            .with_context(|| format!("container {} does not run the agent", container.name))?;
+        let mut command = self.pod_command(n, binary);
+        command.args(container.argv(check)).envs(&container.env);
+        Ok(command)
     }
 
     /// `program` inside pod n (its netns and hostname), with a cleared environment but PATH.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, ensure};
 
 use super::layout::PodPaths;
-use super::server::{self, Step};
+use super::server::{self, ServerSetup, Step};
 
 const CHROOT_ENV: &str = "MSA_MYSQL_CHROOT";
 const DEFAULT_CHROOT: &str = "/var/cache/mysql-sts-agent/mysql-sid";
@@ -76,9 +76,10 @@ pub fn pod_mysqld_script(chroot_exec: &Path, pod: &PodPaths) -> String {
 /// mysqld runs as root inside the chroot (the chroot has no mysql user owning the pod's files).
 /// secure_file_priv must be set: its default, /var/lib/mysql-files, is missing and mysqld aborts.
 /// The small redo log keeps --initialize fast; the agent reads performance_schema.clone_progress.
-pub fn my_cnf(pod: &PodPaths) -> String {
+pub fn my_cnf(pod: &PodPaths, setup: &ServerSetup) -> String {
     server::my_cnf(
         pod,
+        setup,
         "root",
         "innodb_redo_log_capacity=32M
 mysqlx=OFF

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use super::cmd::{ip, run, run_blocking};
-use super::layout::{BRIDGE_IP, SUBNET_BITS, pod_fqdn, pod_ip};
+use super::layout::{BRIDGE_IP, Naming, SUBNET_BITS, pod_ip, search_domains};
 use super::procs::{ProcId, kill_and_wait};
 
 const BRIDGE: &str = "br0";
@@ -52,16 +52,18 @@ pub fn etc_netns_dir(ns: &str) -> PathBuf {
 }
 
 /// The files `ip netns exec` bind-mounts over /etc/resolv.conf and /etc/hosts, as a pod sees them.
-pub fn write_etc_netns(ns: &str, n: usize) -> Result<()> {
+pub fn write_etc_netns(ns: &str, names: &Naming, n: usize) -> Result<()> {
     let dir = etc_netns_dir(ns);
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let resolv = format!(
-        "search default.svc.cluster.local svc.cluster.local cluster.local\nnameserver {BRIDGE_IP}\noptions ndots:5\n"
+        "search {}\nnameserver {BRIDGE_IP}\noptions ndots:5\n",
+        search_domains()
     );
     let hosts = format!(
-        "127.0.0.1\tlocalhost\n{}\t{}\tmysql-{n}\n",
+        "127.0.0.1\tlocalhost\n{}\t{}\t{}\n",
         pod_ip(n),
-        pod_fqdn(n)
+        names.pod_fqdn(n),
+        names.hostname(n)
     );
     fs::write(dir.join("resolv.conf"), resolv)?;
     fs::write(dir.join("hosts"), hosts)?;

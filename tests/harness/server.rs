@@ -3,15 +3,15 @@
 //! Flavor specifics live in `mariadb.rs` and `mysql.rs`.
 
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder};
 
 use super::cmd::file_tail;
-use super::layout::PodPaths;
+use super::layout::{PodPaths, read_secret};
 use super::poll::{Check, poll_until};
 use super::procs::ProcId;
 use super::{mariadb, mysql};
@@ -29,18 +29,18 @@ pub enum Flavor {
 }
 
 impl Flavor {
-    /// The agent's `MYSQL_STS_FLAVOR` value.
-    pub fn env_value(self) -> &'static str {
+    /// The overlay of k8s/ that deploys this flavor.
+    pub fn overlay(self) -> &'static str {
         match self {
             Flavor::MariaDb => "mariadb",
             Flavor::MySql => "mysql",
         }
     }
 
-    pub fn my_cnf(self, pod: &PodPaths) -> String {
+    pub fn my_cnf(self, pod: &PodPaths, setup: &ServerSetup) -> String {
         match self {
-            Flavor::MariaDb => mariadb::my_cnf(pod),
-            Flavor::MySql => mysql::my_cnf(pod),
+            Flavor::MariaDb => mariadb::my_cnf(pod, setup),
+            Flavor::MySql => mysql::my_cnf(pod, setup),
         }
     }
 
@@ -61,6 +61,45 @@ impl Flavor {
     }
 }
 
+/// What the harness's server takes from the template's database container: the host dirs of the
+/// volumes it mounts where the image keeps data, config fragments, socket and scratch files, its
+/// declared port, and the root password its env points at.
+#[derive(Clone, Debug)]
+pub struct ServerSetup {
+    pub datadir: PathBuf,
+    pub conf_dir: PathBuf,
+    /// Socket and pid file.
+    pub run_dir: PathBuf,
+    pub tmp_dir: PathBuf,
+    pub port: u16,
+    pub root_password: RootPassword,
+}
+
+/// How the database container gives the entrypoint its root password.
+#[derive(Clone, Debug)]
+pub enum RootPassword {
+    /// MYSQL_ROOT_PASSWORD_FILE, mapped to the host.
+    File(PathBuf),
+    /// MYSQL_ROOT_PASSWORD.
+    Value(String),
+}
+
+impl ServerSetup {
+    pub fn socket(&self) -> PathBuf {
+        self.run_dir.join("mysqld.sock")
+    }
+
+    /// The root password, read as the entrypoint reads it (a file's trailing newline dropped).
+    pub fn root_password(&self) -> Result<String> {
+        let password = match &self.root_password {
+            RootPassword::Value(value) => value.clone(),
+            RootPassword::File(path) => read_secret(path)?,
+        };
+        ensure!(!password.is_empty(), "the root password is empty");
+        Ok(password)
+    }
+}
+
 /// One program the database container runs, and the kind that names its log files.
 pub struct Step {
     pub kind: &'static str,
@@ -70,8 +109,8 @@ pub struct Step {
 
 /// The settings both flavors share; `user` runs the server and `flavor_lines` (each ending in a
 /// newline) come before conf.d, which is included last so that the agent's fragment wins.
-pub fn my_cnf(pod: &PodPaths, user: &str, flavor_lines: &str) -> String {
-    let socket = pod.socket();
+pub fn my_cnf(pod: &PodPaths, setup: &ServerSetup, user: &str, flavor_lines: &str) -> String {
+    let socket = setup.socket();
     let socket = socket.display();
     format!(
         "[client]
@@ -84,16 +123,17 @@ pid_file={}
 tmpdir={}
 log_error={}
 bind_address=0.0.0.0
-port=3306
+port={}
 skip_name_resolve=ON
 innodb_buffer_pool_size=64M
 {flavor_lines}!includedir {}
 ",
-        pod.data().display(),
-        pod.run().join("mysqld.pid").display(),
-        pod.tmp().display(),
+        setup.datadir.display(),
+        setup.run_dir.join("mysqld.pid").display(),
+        setup.tmp_dir.display(),
         pod.error_log().display(),
-        pod.conf_d().display(),
+        setup.port,
+        setup.conf_dir.display(),
     )
 }
 
@@ -147,13 +187,23 @@ async fn select_one(opts: &Opts) -> Result<()> {
     Ok(())
 }
 
-/// What the official images do on a fresh datadir: give root@localhost the admin password and
-/// add root@'%', without writing to the binlog. The same SQL works on MariaDB and MySQL.
+/// What the official images do on a fresh datadir: drop the passwordless root accounts other than
+/// root@localhost that mariadb-install-db makes (a TCP login from 127.0.0.1 would match them
+/// rather than root@'%'), give root@localhost the admin password and add root@'%', without
+/// writing to the binlog. The same SQL works on MariaDB and MySQL.
 pub async fn bootstrap_root(passwordless_root: &Opts, admin_password: &str) -> Result<()> {
     let password = sql_string(admin_password);
     let mut conn = Conn::new(passwordless_root.clone()).await?;
+    let hostname: String = conn
+        .query_first("SELECT @@hostname")
+        .await?
+        .context("no @@hostname")?;
     for statement in [
         "SET sql_log_bin=0".to_owned(),
+        format!(
+            "DROP USER IF EXISTS root@'127.0.0.1', root@'::1', root@{}",
+            sql_string(&hostname)
+        ),
         format!("ALTER USER root@localhost IDENTIFIED BY {password}"),
         format!("CREATE USER root@'%' IDENTIFIED BY {password}"),
         "GRANT ALL ON *.* TO root@'%' WITH GRANT OPTION".to_owned(),

@@ -1,0 +1,829 @@
+//! The harness's only knowledge of its own: what the pod template's images, volumes and
+//! downward-API fields stand for on this machine, and the few settings it adds for tests.
+//! Everything else a pod runs (its containers in order, their command, args, env, ports, volume
+//! mounts and readiness probe) comes from the built manifest, so that a mistake in k8s/ fails the
+//! tests as it would fail a cluster.
+//!
+//! | in the template | on this machine |
+//! | --- | --- |
+//! | image `…/mysql-sts-agent:*` | its entrypoint is the agent binary cargo built (`ClusterSpec::agent_bin`) |
+//! | image `mariadb:*` (MariaDB) or `mysql:*` (MySQL) | "the database image": the host's MariaDB tools on PATH; for MySQL `<pod>/bin` first on PATH, whose `mysqld` runs the chroot's. Its entrypoint is the harness's own server start (`server.rs`) |
+//! | volume `data` (volumeClaimTemplate) | `<pod>/data` |
+//! | volume `conf` (emptyDir) | `<pod>/conf.d` |
+//! | volume `agent-bin` (emptyDir) | `<pod>/agent-bin` |
+//! | volume `tmp` (emptyDir) | `<pod>/tmp` |
+//! | volume `run` (emptyDir) | `<pod>/run` |
+//! | volume `secrets` (Secret) | `<root>/secrets`: a file per key of the manifest's Secret, with values generated per cluster |
+//! | fieldRef `metadata.namespace`, `metadata.name` | `default` (the namespace the harness's DNS serves), the pod's name |
+//!
+//! Paths: an absolute path in a container's command, args or env values (literal, or from a
+//! ConfigMap) is rewritten through that container's own volume mounts, the longest mount path that
+//! holds it winning. A path under none of them is an error, so no test ever touches the host's
+//! /var/lib/mysql or /etc/mysql, and a path the container cannot see fails as it would in a pod.
+//! The environment is the template's and nothing else, plus PATH (by image) and, for the agent,
+//! `HARNESS_ENV` and `TEST_OVERRIDES`.
+//!
+//! The database container: the harness starts the server its own way (a flavor's my.cnf,
+//! initializing a fresh volume, the root bootstrap), with the host dirs of the volumes the
+//! container mounts where the images keep data (/var/lib/mysql), config fragments
+//! (/etc/mysql/conf.d), the socket (/var/run/mysqld) and scratch files (/tmp), the containerPort
+//! it declares, and the root password its MYSQL_ROOT_PASSWORD_FILE points at.
+//!
+//! Before an agent container runs, its `--check` must pass and what it resolves must agree with
+//! the database container (`PodPlan::agrees`): a setting the template forgot would otherwise
+//! default to a path of this machine.
+//!
+//! Not simulated: securityContext (everything runs as root, the MariaDB server as user mysql),
+//! resources, liveness and startup probes (the scenarios stop and kill processes themselves).
+
+use std::collections::BTreeMap;
+use std::fs::{self, Permissions};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail, ensure};
+
+use super::layout::{self, NAMESPACE, Naming, PodPaths};
+use super::manifest::{Container, EnvVarSource, Manifest, Probe};
+use super::server::{Flavor, RootPassword, ServerSetup};
+
+/// PATH of every process in a pod (the environment is cleared: no proxies, no RUST_LOG leak in).
+pub const POD_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Added to every agent container: backtraces, and the agent's debug log.
+pub const HARNESS_ENV: &[(&str, &str)] = &[
+    ("RUST_BACKTRACE", "1"),
+    ("MYSQL_STS_LOG", "info,mysql_sts_agent=debug"),
+];
+
+/// Test-only settings on top of the template's env, by agent subcommand: they shorten waits that
+/// the scenarios would otherwise sit through.
+pub const TEST_OVERRIDES: &[(&str, &str, &str)] = &[
+    ("init", "MYSQL_STS_CLONE_DEADLINE", "60s"),
+    // A test kills donors, and MySQL's plugin waits minutes for one.
+    ("init", "MYSQL_STS_CLONE_STALL_TIMEOUT", "10s"),
+];
+
+/// The line `mysql-sts-agent --check ...` prints when the configuration is valid.
+pub const CHECK_VALID: &str = "mysql-sts-agent: configuration is valid: ";
+
+/// What a `--check` line must agree with, by subcommand: the labels of the values it prints.
+const AGREES: &[(&str, &[&str])] = &[
+    ("init", &["datadir ", "conf dir "]),
+    ("sidecar", &["datadir ", "listens on ", "server "]),
+];
+
+/// `mysql-sts-agent install DIR` puts the agent at `DIR/<this>`.
+const INSTALLED_NAME: &str = "mysql-sts-agent";
+/// The agent image's repository (its last path segment) and entrypoint.
+const AGENT_IMAGE: &str = "mysql-sts-agent";
+
+/// Where the official database images keep what the harness's server needs: it uses the host
+/// dirs of the volumes the database container mounts there.
+const IMAGE_DATADIR: &str = "/var/lib/mysql";
+const IMAGE_CONF_DIR: &str = "/etc/mysql/conf.d";
+const IMAGE_RUN_DIR: &str = "/var/run/mysqld";
+const IMAGE_TMP_DIR: &str = "/tmp";
+/// The only env of the database container that the harness's server honours (both images'
+/// entrypoints read them).
+const ROOT_PASSWORD_FILE_ENV: &str = "MYSQL_ROOT_PASSWORD_FILE";
+const ROOT_PASSWORD_ENV: &str = "MYSQL_ROOT_PASSWORD";
+
+/// What an image stands for here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Image {
+    Agent,
+    Database,
+}
+
+impl Image {
+    pub fn of(reference: &str, flavor: Flavor) -> Result<Image> {
+        let repository = reference.split('@').next().unwrap_or(reference);
+        let name = repository.rsplit('/').next().unwrap_or(repository);
+        let name = name.split(':').next().unwrap_or(name);
+        let database = match flavor {
+            Flavor::MariaDb => "mariadb",
+            Flavor::MySql => "mysql",
+        };
+        if name == AGENT_IMAGE {
+            Ok(Image::Agent)
+        } else if name == database {
+            Ok(Image::Database)
+        } else {
+            bail!(
+                "image {reference} has no mapping: the harness maps `{AGENT_IMAGE}` and, for \
+                 {flavor:?}, `{database}` images"
+            )
+        }
+    }
+
+    fn path(self, flavor: Flavor, pod: &PodPaths) -> String {
+        match (self, flavor) {
+            (Image::Database, Flavor::MySql) => format!("{}:{POD_PATH}", pod.bin().display()),
+            _ => POD_PATH.to_owned(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum VolumeType {
+    ClaimTemplate,
+    EmptyDir,
+    Secret,
+}
+
+#[derive(Clone, Copy)]
+enum HostDir {
+    Pod(fn(&PodPaths) -> PathBuf),
+    /// The cluster's one secrets dir: every pod mounts the same Secret.
+    Secrets,
+}
+
+/// Volume name, the type the template must give it, and the host dir that stands for it.
+const VOLUMES: [(&str, VolumeType, HostDir); 6] = [
+    (
+        "data",
+        VolumeType::ClaimTemplate,
+        HostDir::Pod(PodPaths::data),
+    ),
+    ("conf", VolumeType::EmptyDir, HostDir::Pod(PodPaths::conf_d)),
+    (
+        "agent-bin",
+        VolumeType::EmptyDir,
+        HostDir::Pod(PodPaths::agent_bin),
+    ),
+    ("tmp", VolumeType::EmptyDir, HostDir::Pod(PodPaths::tmp)),
+    ("run", VolumeType::EmptyDir, HostDir::Pod(PodPaths::run)),
+    ("secrets", VolumeType::Secret, HostDir::Secrets),
+];
+
+/// How the kubelet runs a container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// An init container: runs to completion, in order.
+    Init,
+    /// An init container with restartPolicy Always: started in order and left running.
+    Sidecar,
+    /// One of `containers`.
+    Main,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Program {
+    /// The agent image's entrypoint: the binary cargo built.
+    AgentImage(PathBuf),
+    /// The copy of the agent that the install container put into a volume.
+    InstalledAgent(PathBuf),
+    /// The database image's entrypoint: the harness starts the server its own way.
+    Server,
+}
+
+/// An httpGet probe's target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpProbe {
+    pub path: String,
+    pub port: u16,
+}
+
+/// One container of the template, as it runs in one pod here.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    pub name: String,
+    pub role: Role,
+    pub image: Image,
+    pub program: Program,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub ports: Vec<u16>,
+    pub readiness: Option<HttpProbe>,
+}
+
+impl Resolved {
+    /// The agent binary this container runs, if it runs the agent.
+    pub fn agent_binary(&self) -> Option<&Path> {
+        match &self.program {
+            Program::AgentImage(path) | Program::InstalledAgent(path) => Some(path),
+            Program::Server => None,
+        }
+    }
+
+    /// The agent subcommand ("install", "init", "sidecar") of a container that runs the agent.
+    pub fn subcommand(&self) -> Option<&str> {
+        self.agent_binary()?;
+        self.args.first().map(String::as_str)
+    }
+
+    /// Names its log files: the agent's subcommand, else the container's name.
+    pub fn kind(&self) -> &str {
+        self.subcommand().unwrap_or(&self.name)
+    }
+
+    /// Its args, after `--check` when `check`: the agent then validates the configuration it
+    /// would run with and exits.
+    pub fn argv(&self, check: bool) -> Vec<String> {
+        check
+            .then(|| "--check".to_owned())
+            .into_iter()
+            .chain(self.args.iter().cloned())
+            .collect()
+    }
+}
+
+/// Pod n as the harness runs it.
+#[derive(Clone, Debug)]
+pub struct PodPlan {
+    /// Init containers, then containers, in template order.
+    pub containers: Vec<Resolved>,
+    pub server: ServerSetup,
+}
+
+impl PodPlan {
+    /// The container that runs the agent's `subcommand`.
+    pub fn agent(&self, subcommand: &str) -> Result<&Resolved> {
+        self.containers
+            .iter()
+            .find(|container| container.subcommand() == Some(subcommand))
+            .with_context(|| format!("no container of the template runs the agent's {subcommand}"))
+    }
+
+    /// The database container's readiness probe.
+    pub fn readiness(&self) -> Option<&HttpProbe> {
+        self.database().readiness.as_ref()
+    }
+
+    pub fn database(&self) -> &Resolved {
+        self.containers
+            .iter()
+            .find(|container| container.program == Program::Server)
+            .expect("a plan has its database container")
+    }
+
+    /// The port the agent's sidecar container declares: where /status and /clone are served.
+    pub fn agent_port(&self) -> Result<u16> {
+        let sidecar = self.agent("sidecar")?;
+        match sidecar.ports.as_slice() {
+            [port] => Ok(*port),
+            ports => bail!(
+                "container {} declares ports {ports:?}: the harness needs exactly one, the agent's",
+                sidecar.name
+            ),
+        }
+    }
+
+    /// What `container`'s `--check` printed (after `CHECK_VALID`) must agree with the database
+    /// container: the same datadir and conf dir, its port, and the port the agent's container
+    /// declares. It catches a setting the template forgot, which the agent would default to a
+    /// path of this machine (/var/lib/mysql, /etc/mysql/conf.d).
+    pub fn agrees(&self, container: &Resolved, line: &str) -> Result<()> {
+        let labels = AGREES
+            .iter()
+            .find(|(sub, _)| Some(*sub) == container.subcommand())
+            .map_or(&[][..], |(_, labels)| labels);
+        for label in labels {
+            let value = check_field(line, label)?;
+            let (want, have) = match *label {
+                "datadir " => (self.server.datadir.display().to_string(), value.to_owned()),
+                "conf dir " => (self.server.conf_dir.display().to_string(), value.to_owned()),
+                "server " => (self.server.port.to_string(), port_of(value)?.to_string()),
+                _ => (self.agent_port()?.to_string(), port_of(value)?.to_string()),
+            };
+            ensure!(
+                want == have,
+                "container {}: the agent resolves {label}{value}, the pod has {want}",
+                container.name
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The value after `label` in a `--check` line, e.g. "datadir " -> the datadir.
+pub fn check_field<'a>(line: &'a str, label: &str) -> Result<&'a str> {
+    let (_, rest) = line
+        .split_once(label)
+        .with_context(|| format!("no {label:?} in {line:?}"))?;
+    Ok(rest.split([',', ' ', ')']).next().unwrap_or(rest))
+}
+
+/// The port of "host:port".
+pub fn port_of(address: &str) -> Result<u16> {
+    let (_, port) = address
+        .rsplit_once(':')
+        .with_context(|| format!("no port in {address}"))?;
+    Ok(port.parse()?)
+}
+
+/// The manifest of one flavor, with this cluster's paths and secret values.
+pub struct Template {
+    pub manifest: Arc<Manifest>,
+    flavor: Flavor,
+    agent_bin: PathBuf,
+    secrets_dir: PathBuf,
+    /// The Secret the `secrets` volume mounts, with this cluster's values.
+    secret: Option<(String, BTreeMap<String, String>)>,
+}
+
+impl Template {
+    /// `secrets_dir` is where `write_secrets` puts the Secret's files.
+    pub fn new(
+        manifest: Arc<Manifest>,
+        flavor: Flavor,
+        agent_bin: PathBuf,
+        secrets_dir: PathBuf,
+        secret_len: usize,
+    ) -> Result<Template> {
+        let secret = match manifest
+            .pod_spec()
+            .volumes
+            .iter()
+            .find_map(|volume| volume.secret.as_ref())
+        {
+            None => None,
+            Some(volume) => {
+                let name = volume.secret_name.clone();
+                let secret = manifest.secret(&name).with_context(|| {
+                    format!(
+                        "overlay {}: no Secret {name} in the build",
+                        manifest.overlay
+                    )
+                })?;
+                let values = secret
+                    .keys()
+                    .into_iter()
+                    .map(|key| Ok((key, layout::random_secret(secret_len)?)))
+                    .collect::<Result<_>>()?;
+                Some((name, values))
+            }
+        };
+        Ok(Template {
+            manifest,
+            flavor,
+            agent_bin,
+            secrets_dir,
+            secret,
+        })
+    }
+
+    /// One file per key of the mounted Secret, as the kubelet projects it.
+    pub fn write_secrets(&self) -> Result<()> {
+        layout::make_dirs(std::slice::from_ref(&self.secrets_dir))?;
+        for (key, value) in self.secret.iter().flat_map(|(_, values)| values) {
+            layout::write_file(&self.secrets_dir.join(key), value, 0o400)?;
+        }
+        fs::set_permissions(&self.secrets_dir, Permissions::from_mode(0o700))?;
+        Ok(())
+    }
+
+    pub fn naming(&self) -> Naming {
+        let statefulset = &self.manifest.statefulset;
+        Naming {
+            statefulset: statefulset.metadata.name.clone(),
+            service: statefulset.spec.service_name.clone(),
+        }
+    }
+
+    /// Every container of pod n resolved, or the first thing the harness cannot map.
+    pub fn plan(&self, pod: &PodPaths, n: usize) -> Result<PodPlan> {
+        let resolver = Resolver {
+            template: self,
+            pod,
+            pod_name: self.naming().hostname(n),
+        };
+        resolver.plan()
+    }
+}
+
+struct Resolver<'a> {
+    template: &'a Template,
+    pod: &'a PodPaths,
+    pod_name: String,
+}
+
+/// A container's mounts: (container path, host path).
+type Mounts = Vec<(PathBuf, PathBuf)>;
+
+impl Resolver<'_> {
+    fn plan(&self) -> Result<PodPlan> {
+        let spec = self.template.manifest.pod_spec();
+        let installed = self.installed_agent()?;
+        let roles = spec
+            .init_containers
+            .iter()
+            .map(|container| match container.restart_policy.as_deref() {
+                Some("Always") => Ok((container, Role::Sidecar)),
+                None => Ok((container, Role::Init)),
+                Some(other) => bail!(
+                    "init container {}: restartPolicy {other} is not simulated",
+                    container.name
+                ),
+            })
+            .chain(spec.containers.iter().map(|c| Ok((c, Role::Main))));
+        let mut containers = Vec::new();
+        let mut server = None;
+        for entry in roles {
+            let (container, role) = entry?;
+            let resolved = self
+                .container(container, role, installed.as_deref())
+                .with_context(|| format!("container {}", container.name))?;
+            match (role, &resolved.program) {
+                (Role::Main, Program::Server) if server.is_none() => {
+                    server = Some(
+                        self.server(container, &resolved)
+                            .with_context(|| format!("database container {}", container.name))?,
+                    );
+                }
+                (
+                    Role::Init | Role::Sidecar,
+                    Program::AgentImage(_) | Program::InstalledAgent(_),
+                ) => {}
+                _ => bail!(
+                    "container {} ({role:?}, {:?}): the harness runs the agent in init containers \
+                     and native sidecars, and one database server as the main container",
+                    container.name,
+                    resolved.program
+                ),
+            }
+            containers.push(resolved);
+        }
+        let server = server.context("no main container runs the database image's entrypoint")?;
+        let sidecars = containers
+            .iter()
+            .filter(|c| c.role == Role::Sidecar)
+            .count();
+        ensure!(
+            sidecars <= 1,
+            "{sidecars} native sidecars: the harness runs one, the agent's"
+        );
+        Ok(PodPlan { containers, server })
+    }
+
+    /// Where the install container puts the agent: `install DIR` copies it to DIR/mysql-sts-agent.
+    fn installed_agent(&self) -> Result<Option<PathBuf>> {
+        let spec = self.template.manifest.pod_spec();
+        for container in &spec.init_containers {
+            let image = Image::of(&container.image, self.template.flavor)?;
+            if image != Image::Agent || !container.command.is_empty() {
+                continue;
+            }
+            if let [install, dir, ..] = container.args.as_slice()
+                && install == "install"
+            {
+                let mounts = self.mounts(container)?;
+                let dir = map_path(&mounts, dir)
+                    .with_context(|| format!("container {}: its install dir", container.name))?;
+                return Ok(Some(dir.join(INSTALLED_NAME)));
+            }
+        }
+        Ok(None)
+    }
+
+    fn container(
+        &self,
+        container: &Container,
+        role: Role,
+        installed: Option<&Path>,
+    ) -> Result<Resolved> {
+        let flavor = self.template.flavor;
+        let image = Image::of(&container.image, flavor)?;
+        ensure!(
+            container.working_dir.is_none(),
+            "workingDir is not simulated"
+        );
+        let mounts = self.mounts(container)?;
+        let (program, leading_args) = match (image, container.command.split_first()) {
+            (Image::Agent, None) => (
+                Program::AgentImage(self.template.agent_bin.clone()),
+                &[][..],
+            ),
+            (Image::Agent, Some((command, rest))) if command == AGENT_IMAGE => {
+                (Program::AgentImage(self.template.agent_bin.clone()), rest)
+            }
+            (Image::Database, None) => (Program::Server, &[][..]),
+            (_, Some((command, rest))) => {
+                ensure!(
+                    command.starts_with('/'),
+                    "command {command} has no mapping: the harness runs the agent image's \
+                     entrypoint, the installed agent, and the database image's entrypoint"
+                );
+                let host = map_path(&mounts, command)?;
+                ensure!(
+                    Some(host.as_path()) == installed,
+                    "command {command} ({}) is not the agent the install container installs ({})",
+                    host.display(),
+                    installed.map_or("none".into(), |path| path.display().to_string())
+                );
+                (Program::InstalledAgent(host), rest)
+            }
+        };
+        let args = leading_args
+            .iter()
+            .chain(&container.args)
+            .map(|arg| map_word(&mounts, arg))
+            .collect::<Result<Vec<_>>>()?;
+        if program == Program::Server {
+            ensure!(
+                args.is_empty(),
+                "args {args:?}: the harness starts the server its own way"
+            );
+        }
+        let mut env = self.env(container, &mounts)?;
+        ensure!(
+            !env.contains_key("PATH"),
+            "the template sets PATH: the harness sets it by image"
+        );
+        env.insert("PATH".into(), image.path(flavor, self.pod));
+        if program != Program::Server {
+            for (name, value) in HARNESS_ENV {
+                env.insert((*name).into(), (*value).into());
+            }
+            let subcommand = container.args.first().map(String::as_str);
+            for (_, name, value) in TEST_OVERRIDES
+                .iter()
+                .filter(|(sub, ..)| Some(*sub) == subcommand)
+            {
+                env.insert((*name).into(), (*value).into());
+            }
+        }
+        let readiness = container
+            .readiness_probe
+            .as_ref()
+            .map(|probe| http_probe(container, probe))
+            .transpose()
+            .context("readinessProbe")?;
+        Ok(Resolved {
+            name: container.name.clone(),
+            role,
+            image,
+            program,
+            args,
+            env,
+            ports: container.ports.iter().map(|p| p.container_port).collect(),
+            readiness,
+        })
+    }
+
+    /// The template's env: envFrom first, then env (later entries win, as in Kubernetes).
+    fn env(&self, container: &Container, mounts: &Mounts) -> Result<BTreeMap<String, String>> {
+        let manifest = &self.template.manifest;
+        let mut env = BTreeMap::new();
+        for source in &container.env_from {
+            let prefix = source.prefix.as_deref().unwrap_or("");
+            let entries: Vec<(String, String)> = match (&source.config_map_ref, &source.secret_ref)
+            {
+                (Some(reference), None) => match manifest.config_map(&reference.name) {
+                    Some(map) => map
+                        .data
+                        .iter()
+                        .map(|(key, value)| {
+                            let mapped = map_word(mounts, value)
+                                .with_context(|| format!("{key}={value}"))?;
+                            Ok((key.clone(), mapped))
+                        })
+                        .collect::<Result<_>>()
+                        .with_context(|| format!("envFrom ConfigMap {}", reference.name))?,
+                    None if reference.optional => Vec::new(),
+                    None => bail!(
+                        "envFrom: no ConfigMap named {} in the build",
+                        reference.name
+                    ),
+                },
+                (None, Some(reference)) => self
+                    .secret_values(&reference.name)?
+                    .iter()
+                    .map(|(key, value)| (key.clone(), value.clone()))
+                    .collect(),
+                _ => bail!("an envFrom entry the harness does not understand: {source:?}"),
+            };
+            for (key, value) in entries {
+                env.insert(format!("{prefix}{key}"), value);
+            }
+        }
+        for var in &container.env {
+            let value = match (&var.value, &var.value_from) {
+                (Some(value), None) => map_word(mounts, value),
+                (None, Some(source)) => self.value_from(source),
+                (None, None) => Ok(String::new()),
+                (Some(_), Some(_)) => bail!("env {}: both value and valueFrom", var.name),
+            }
+            .with_context(|| format!("env {}", var.name))?;
+            env.insert(var.name.clone(), value);
+        }
+        Ok(env)
+    }
+
+    fn value_from(&self, source: &EnvVarSource) -> Result<String> {
+        let manifest = &self.template.manifest;
+        ensure!(
+            source.other.is_empty(),
+            "valueFrom {:?} has no mapping: the harness maps fieldRef, secretKeyRef and \
+             configMapKeyRef",
+            source.other.keys().collect::<Vec<_>>()
+        );
+        if let Some(field) = &source.field_ref {
+            return match field.field_path.as_str() {
+                "metadata.namespace" => Ok(NAMESPACE.to_owned()),
+                "metadata.name" => Ok(self.pod_name.clone()),
+                other => bail!("fieldRef {other} has no mapping"),
+            };
+        }
+        if let Some(key) = &source.secret_key_ref {
+            return self
+                .secret_values(&key.name)?
+                .get(&key.key)
+                .cloned()
+                .with_context(|| format!("Secret {} has no key {}", key.name, key.key));
+        }
+        if let Some(key) = &source.config_map_key_ref {
+            return manifest
+                .config_map(&key.name)
+                .and_then(|map| map.data.get(&key.key))
+                .cloned()
+                .with_context(|| format!("no ConfigMap {} with key {}", key.name, key.key));
+        }
+        bail!("an empty valueFrom")
+    }
+
+    /// This cluster's values of Secret `name`: only the mounted one has values here.
+    fn secret_values(&self, name: &str) -> Result<&BTreeMap<String, String>> {
+        match &self.template.secret {
+            Some((mounted, values)) if mounted == name => Ok(values),
+            _ => bail!(
+                "Secret {name} is not the one the secrets volume mounts: it has no values here"
+            ),
+        }
+    }
+
+    fn mounts(&self, container: &Container) -> Result<Mounts> {
+        container
+            .volume_mounts
+            .iter()
+            .map(|mount| {
+                ensure!(
+                    mount.mount_path.starts_with('/'),
+                    "mountPath {} is not absolute",
+                    mount.mount_path
+                );
+                let mut host = self.volume_dir(&mount.name)?;
+                if let Some(sub_path) = &mount.sub_path {
+                    host.push(sub_path);
+                }
+                Ok((PathBuf::from(&mount.mount_path), host))
+            })
+            .collect::<Result<_>>()
+            .with_context(|| format!("the volume mounts of container {}", container.name))
+    }
+
+    /// The host dir of volume `name`, once the template is seen to declare it as the mapping expects.
+    fn volume_dir(&self, name: &str) -> Result<PathBuf> {
+        let (_, want, host) = VOLUMES
+            .iter()
+            .find(|(volume, ..)| *volume == name)
+            .with_context(|| {
+                format!(
+                    "volume {name} has no mapping (the harness maps {:?})",
+                    VOLUMES.map(|(volume, ..)| volume)
+                )
+            })?;
+        let declared = self.volume_type(name)?;
+        ensure!(
+            declared == *want,
+            "volume {name} is a {declared:?}, the harness maps it as a {want:?}"
+        );
+        Ok(match host {
+            HostDir::Pod(dir) => dir(self.pod),
+            HostDir::Secrets => self.template.secrets_dir.clone(),
+        })
+    }
+
+    fn volume_type(&self, name: &str) -> Result<VolumeType> {
+        let statefulset = &self.template.manifest.statefulset.spec;
+        if statefulset
+            .volume_claim_templates
+            .iter()
+            .any(|claim| claim.metadata.name == name)
+        {
+            return Ok(VolumeType::ClaimTemplate);
+        }
+        let volume = statefulset
+            .template
+            .spec
+            .volumes
+            .iter()
+            .find(|volume| volume.name == name)
+            .with_context(|| format!("volume {name} is mounted but not declared"))?;
+        match (&volume.empty_dir, &volume.secret) {
+            (Some(_), None) if volume.other.is_empty() => Ok(VolumeType::EmptyDir),
+            (None, Some(secret)) if volume.other.is_empty() => {
+                ensure!(
+                    secret.items.is_empty(),
+                    "volume {name}: Secret items are not simulated (every key is mounted)"
+                );
+                Ok(VolumeType::Secret)
+            }
+            _ => bail!(
+                "volume {name} is of a type the harness cannot map ({:?}): it maps emptyDir, \
+                 secret and volumeClaimTemplates",
+                volume.other.keys().collect::<Vec<_>>()
+            ),
+        }
+    }
+
+    fn server(&self, container: &Container, resolved: &Resolved) -> Result<ServerSetup> {
+        let mounts = self.mounts(container)?;
+        let dir = |image_dir: &str| {
+            map_path(&mounts, image_dir)
+                .with_context(|| format!("the image keeps files in {image_dir}"))
+        };
+        let root_password = match (
+            resolved.env.get(ROOT_PASSWORD_FILE_ENV),
+            resolved.env.get(ROOT_PASSWORD_ENV),
+        ) {
+            (Some(file), None) => RootPassword::File(file.into()),
+            (None, Some(value)) => RootPassword::Value(value.clone()),
+            _ => bail!("set one of {ROOT_PASSWORD_FILE_ENV} and {ROOT_PASSWORD_ENV}"),
+        };
+        let unknown: Vec<&String> = resolved
+            .env
+            .keys()
+            .filter(|name| {
+                ![ROOT_PASSWORD_FILE_ENV, ROOT_PASSWORD_ENV, "PATH"].contains(&name.as_str())
+            })
+            .collect();
+        ensure!(
+            unknown.is_empty(),
+            "env {unknown:?}: the harness's server honours only the root password"
+        );
+        let port = match resolved.ports.as_slice() {
+            [port] => *port,
+            ports => bail!("declares ports {ports:?}: the harness needs exactly one, the server's"),
+        };
+        Ok(ServerSetup {
+            datadir: dir(IMAGE_DATADIR)?,
+            conf_dir: dir(IMAGE_CONF_DIR)?,
+            run_dir: dir(IMAGE_RUN_DIR)?,
+            tmp_dir: dir(IMAGE_TMP_DIR)?,
+            port,
+            root_password,
+        })
+    }
+}
+
+fn http_probe(container: &Container, probe: &Probe) -> Result<HttpProbe> {
+    let http = probe
+        .http_get
+        .as_ref()
+        .context("the harness reads readiness from an httpGet probe only")?;
+    ensure!(
+        http.host.is_none() && http.scheme.as_deref().is_none_or(|s| s == "HTTP"),
+        "httpGet to another host or over HTTPS is not simulated"
+    );
+    Ok(HttpProbe {
+        path: http.path.clone(),
+        port: container.port(&http.port)?,
+    })
+}
+
+/// A word of a command line or an env value: an absolute path, or `--flag=/path`, is mapped;
+/// anything else is left as it is.
+fn map_word(mounts: &Mounts, word: &str) -> Result<String> {
+    ensure!(
+        !word.contains("$("),
+        "{word}: $(VAR) references are not expanded by the harness"
+    );
+    let (head, path) = match word.split_once("=/") {
+        Some((flag, rest)) if flag.starts_with('-') => (format!("{flag}="), format!("/{rest}")),
+        _ if word.starts_with('/') => (String::new(), word.to_owned()),
+        _ => return Ok(word.to_owned()),
+    };
+    let host = map_path(mounts, &path)?;
+    Ok(format!("{head}{}", host.display()))
+}
+
+/// The host path of a container path, through the longest mount path that holds it.
+fn map_path(mounts: &Mounts, path: &str) -> Result<PathBuf> {
+    let path = Path::new(path);
+    ensure!(
+        path.is_absolute() && !path.components().any(|c| c == Component::ParentDir),
+        "{} is not a plain absolute path",
+        path.display()
+    );
+    let (mount, host) = mounts
+        .iter()
+        .filter(|(mount, _)| path.starts_with(mount))
+        .max_by_key(|(mount, _)| mount.components().count())
+        .with_context(|| {
+            format!(
+                "{} lies under none of the container's volume mounts {:?}: the harness maps \
+                 only mounted paths",
+                path.display(),
+                mounts.iter().map(|(mount, _)| mount).collect::<Vec<_>>()
+            )
+        })?;
+    let rest = path.strip_prefix(mount)?;
+    Ok(if rest.as_os_str().is_empty() {
+        host.clone()
+    } else {
+        host.join(rest)
+    })
+}

@@ -1,0 +1,516 @@
+//! The manifests in k8s/, checked without a cluster (no root, no servers): each overlay builds;
+//! every container that runs the agent passes `--check` with the args and env the template gives
+//! it, under the harness's mapping (`tests/harness/mapping.rs`); what the agent resolves agrees
+//! with what the database container mounts and declares; the probes, the headless Service and
+//! the StatefulSet's policy are what the agent relies on.
+
+mod harness;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use anyhow::{Context, Result, ensure};
+use harness::Flavor;
+use harness::layout::{self, PodPaths};
+use harness::manifest::{self, Manifest, Probe};
+use harness::mapping::{
+    CHECK_VALID, HARNESS_ENV, PodPlan, Resolved, Role, TEST_OVERRIDES, Template, check_field,
+    port_of,
+};
+use tempfile::TempDir;
+
+const AGENT: &str = env!("CARGO_BIN_EXE_mysql-sts-agent");
+const FLAVORS: [Flavor; 2] = [Flavor::MariaDb, Flavor::MySql];
+/// The primary and a replica: a replica resolves a donor too.
+const ORDINALS: [usize; 2] = [0, 1];
+/// The agent's readiness endpoint.
+const READYZ: &str = "/readyz";
+
+/// One overlay's template mapped into a temp dir, with its Secret's files written there.
+struct Overlay {
+    template: Template,
+    dir: TempDir,
+}
+
+impl Overlay {
+    fn new(flavor: Flavor) -> Result<Overlay> {
+        let manifest = manifest::load(flavor.overlay())?;
+        let dir = tempfile::tempdir()?;
+        let template = Template::new(
+            manifest,
+            flavor,
+            AGENT.into(),
+            dir.path().join("secrets"),
+            24,
+        )?;
+        template.write_secrets()?;
+        Ok(Overlay { template, dir })
+    }
+
+    fn manifest(&self) -> &Manifest {
+        &self.template.manifest
+    }
+
+    /// Pod n's plan, with its directories made and the agent installed by the template's
+    /// install container (after its `--check`), as the pod's first init container does.
+    fn pod(&self, n: usize) -> Result<PodPlan> {
+        let paths = PodPaths::new(self.dir.path(), n);
+        layout::make_pod_dirs(&paths, None)?;
+        let plan = self.template.plan(&paths, n)?;
+        let install = plan.agent("install")?;
+        check(install, &self.pod_name(n))?;
+        let out = run_agent(install, &self.pod_name(n), false)?;
+        ensure!(
+            out.status.success(),
+            "container {}: install failed: {out:?}",
+            install.name
+        );
+        Ok(plan)
+    }
+
+    fn pod_name(&self, n: usize) -> String {
+        self.template.naming().hostname(n)
+    }
+}
+
+/// Runs `check` for every overlay and returns one line per failure, naming the overlay.
+fn each_overlay(check: impl Fn(&Overlay) -> Result<()>) -> Vec<String> {
+    FLAVORS
+        .into_iter()
+        .filter_map(|flavor| {
+            Overlay::new(flavor)
+                .and_then(|overlay| check(&overlay))
+                .err()
+                .map(|error| format!("overlay {}: {error:#}", flavor.overlay()))
+        })
+        .collect()
+}
+
+fn assert_none(failures: Vec<String>) {
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+/// Runs a container's agent as the pod would, the hostname given as an env var: the kubelet
+/// sets it, and without root this test cannot.
+fn run_agent(container: &Resolved, pod_name: &str, check: bool) -> Result<Output> {
+    let binary = container.agent_binary().context("runs no agent")?;
+    Command::new(binary)
+        .env_clear()
+        .envs(&container.env)
+        .env("MYSQL_STS_HOSTNAME", pod_name)
+        .args(container.argv(check))
+        .output()
+        .with_context(|| format!("container {}: running {}", container.name, binary.display()))
+}
+
+/// The one line `--check` prints, after the harness's prefix.
+fn check(container: &Resolved, pod_name: &str) -> Result<String> {
+    let out = run_agent(container, pod_name, true)?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix(CHECK_VALID));
+    match (out.status.code(), line) {
+        (Some(0), Some(line)) => Ok(line.to_owned()),
+        (code, _) => anyhow::bail!(
+            "--check of container {} exited {code:?}: {}{}",
+            container.name,
+            stdout.trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+    }
+}
+
+#[test]
+fn each_overlay_builds_into_a_pod_the_harness_can_run() {
+    assert_none(each_overlay(|overlay| {
+        let plan = overlay.pod(0)?;
+        let roles: Vec<Role> = plan.containers.iter().map(|c| c.role).collect();
+        ensure!(
+            roles.last() == Some(&Role::Main)
+                && roles.iter().filter(|r| **r == Role::Main).count() == 1,
+            "the database is the only main container: {roles:?}"
+        );
+        // Whatever runs the installed agent comes after the init container that installs it.
+        let install = plan.agent("install")?;
+        let install_at = plan.containers.iter().position(|c| c.name == install.name);
+        ensure!(
+            install.role == Role::Init,
+            "container {} is not an init container",
+            install.name
+        );
+        for (at, container) in plan.containers.iter().enumerate() {
+            if matches!(
+                container.program,
+                harness::mapping::Program::InstalledAgent(_)
+            ) {
+                ensure!(
+                    install_at < Some(at),
+                    "container {} runs the installed agent before {} installs it",
+                    container.name,
+                    install.name
+                );
+            }
+        }
+        let sidecar = plan.agent("sidecar")?;
+        ensure!(
+            sidecar.role == Role::Sidecar,
+            "the agent's sidecar is no native sidecar (restartPolicy Always)"
+        );
+        // The password the database's entrypoint gives root is the one the agent logs in with.
+        let root = plan.server.root_password()?;
+        let admin = sidecar
+            .env
+            .get("MYSQL_STS_ADMIN_PASSWORD_FILE")
+            .with_context(|| {
+                format!(
+                    "container {}: no MYSQL_STS_ADMIN_PASSWORD_FILE",
+                    sidecar.name
+                )
+            })?;
+        ensure!(
+            layout::read_secret(Path::new(admin))? == root,
+            "container {}: MYSQL_STS_ADMIN_PASSWORD_FILE is not the database's root password",
+            sidecar.name
+        );
+        Ok(())
+    }));
+}
+
+/// `--check` every agent container of the primary and a replica. What the agent resolves must be
+/// what the database container uses (its datadir and conf dir, its port) and the port the agent's
+/// container declares.
+#[test]
+fn every_agent_container_passes_its_check_and_agrees_with_the_database() {
+    assert_none(each_overlay(|overlay| {
+        for n in ORDINALS {
+            let pod = overlay.pod_name(n);
+            let plan = overlay.pod(n)?;
+            for container in plan
+                .containers
+                .iter()
+                .filter(|c| c.agent_binary().is_some())
+            {
+                let line = check(container, &pod).with_context(|| format!("pod {pod}"))?;
+                plan.agrees(container, &line)
+                    .with_context(|| format!("pod {pod}: {line}"))?;
+            }
+        }
+        Ok(())
+    }));
+}
+
+fn points_at_readyz(probe: &Probe, agent_port: u16, container: &manifest::Container) -> bool {
+    probe.http_get.as_ref().is_some_and(|http| {
+        http.path.starts_with(READYZ) && container.port(&http.port).ok() == Some(agent_port)
+    })
+}
+
+/// The database is Ready when the agent says so; nothing restarts a container because the agent
+/// says "not ready".
+#[test]
+fn readiness_is_the_agents_readyz_and_liveness_is_not() {
+    assert_none(each_overlay(|overlay| {
+        let plan = overlay.pod(0)?;
+        let sidecar = plan.agent("sidecar")?;
+        let listens = port_of(check_field(
+            &check(sidecar, &overlay.pod_name(0))?,
+            "listens on ",
+        )?)?;
+        ensure!(
+            plan.agent_port()? == listens,
+            "container {} declares port {} but the agent listens on {listens}",
+            sidecar.name,
+            plan.agent_port()?
+        );
+        let database = plan.database();
+        let readiness = plan.readiness().with_context(|| {
+            format!("container {} has no httpGet readinessProbe", database.name)
+        })?;
+        ensure!(
+            readiness.path == READYZ && readiness.port == listens,
+            "container {}: readinessProbe GET {}:{}, the agent answers {READYZ} on {listens}",
+            database.name,
+            readiness.path,
+            readiness.port
+        );
+        let spec = overlay.manifest().pod_spec();
+        for container in spec.init_containers.iter().chain(&spec.containers) {
+            for (kind, probe) in [
+                ("livenessProbe", &container.liveness_probe),
+                ("startupProbe", &container.startup_probe),
+            ] {
+                ensure!(
+                    !probe
+                        .as_ref()
+                        .is_some_and(|p| points_at_readyz(p, listens, container)),
+                    "container {}: its {kind} points at the agent's {READYZ}",
+                    container.name
+                );
+            }
+        }
+        Ok(())
+    }));
+}
+
+/// Every `[env: NAME` that `mysql-sts-agent SUB --help` lists, for each subcommand the template runs.
+fn known_env(subcommands: &BTreeSet<String>) -> Result<BTreeSet<String>> {
+    let mut known = BTreeSet::new();
+    for sub in subcommands {
+        let out = Command::new(AGENT)
+            .env_clear()
+            .args([sub, "--help"])
+            .output()?;
+        ensure!(out.status.success(), "{sub} --help: {out:?}");
+        let help = String::from_utf8_lossy(&out.stdout);
+        for (_, rest) in help
+            .match_indices("[env: ")
+            .map(|(at, _)| help.split_at(at + 6))
+        {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            known.insert(name);
+        }
+    }
+    Ok(known)
+}
+
+/// Clap ignores environment variables it does not know: a misspelt one in k8s/ would silently
+/// fall back to a default.
+#[test]
+fn agent_containers_set_only_env_the_agent_knows() {
+    assert_none(each_overlay(|overlay| {
+        let plan = overlay.pod(0)?;
+        let agents: Vec<&Resolved> = plan
+            .containers
+            .iter()
+            .filter(|c| c.agent_binary().is_some())
+            .collect();
+        let subcommands = agents
+            .iter()
+            .filter_map(|c| c.subcommand())
+            .map(str::to_owned)
+            .collect();
+        let known = known_env(&subcommands)?;
+        ensure!(
+            known.contains("MYSQL_STS_DATADIR"),
+            "no env names in --help: {known:?}"
+        );
+        let added: BTreeSet<&str> = HARNESS_ENV
+            .iter()
+            .map(|(name, _)| *name)
+            .chain(TEST_OVERRIDES.iter().map(|(_, name, _)| *name))
+            .collect();
+        let unknown: Vec<String> = agents
+            .iter()
+            .flat_map(|c| c.env.keys().map(move |name| (c, name)))
+            .filter(|(_, name)| name.starts_with("MYSQL_STS_") && !added.contains(name.as_str()))
+            .filter(|(_, name)| !known.contains(*name))
+            .map(|(c, name)| format!("container {} sets {name}", c.name))
+            .collect();
+        ensure!(
+            unknown.is_empty(),
+            "the agent knows none of: {}",
+            unknown.join("; ")
+        );
+        Ok(())
+    }));
+}
+
+#[test]
+fn the_headless_service_names_every_pod_before_it_is_ready() {
+    assert_none(each_overlay(|overlay| {
+        let statefulset = &overlay.manifest().statefulset;
+        let name = &statefulset.spec.service_name;
+        let service = overlay
+            .manifest()
+            .service(name)
+            .with_context(|| format!("no Service named {name}, the StatefulSet's serviceName"))?;
+        ensure!(
+            service.spec.cluster_ip.as_deref() == Some("None"),
+            "Service {name} is not headless (clusterIP {:?})",
+            service.spec.cluster_ip
+        );
+        // A joining pod resolves its donor and the primary before it is Ready itself.
+        ensure!(
+            service.spec.publish_not_ready_addresses,
+            "Service {name} does not publish not-ready addresses"
+        );
+        let policy = statefulset.spec.pod_management_policy.as_deref();
+        ensure!(
+            policy == Some("OrderedReady"),
+            "podManagementPolicy {policy:?}: a pod must clone a Ready predecessor"
+        );
+        Ok(())
+    }));
+}
+
+/// A small template the harness can run, for the refusals below.
+const RUNNABLE: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings-abc123}
+data: {MYSQL_STS_DATADIR: /var/lib/mysql}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: creds}
+stringData: {root-password: x}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db-headless
+  template:
+    spec:
+      initContainers:
+        - name: install
+          image: registry.example/team/mysql-sts-agent:1.0
+          args: [install, /opt/agent]
+          volumeMounts: [{name: agent-bin, mountPath: /opt/agent}]
+        - name: init
+          image: mariadb:11
+          command: [/opt/agent/mysql-sts-agent]
+          args: [init]
+          envFrom: [{configMapRef: {name: settings-abc123}}]
+          env:
+            - {name: MYSQL_STS_NAMESPACE, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
+            - {name: MYSQL_STS_HOSTNAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+            - {name: MYSQL_STS_CONF_DIR, value: /etc/mysql/conf.d/agent}
+          volumeMounts:
+            - {name: data, mountPath: /var/lib/mysql}
+            - {name: conf, mountPath: /etc/mysql/conf.d}
+            - {name: agent-bin, mountPath: /opt/agent}
+      containers:
+        - name: database
+          image: docker.io/library/mariadb:11
+          env: [{name: MYSQL_ROOT_PASSWORD_FILE, value: /secrets/root-password}]
+          ports: [{name: mysql, containerPort: 3306}]
+          readinessProbe: {httpGet: {path: /ready, port: mysql}}
+          volumeMounts:
+            - {name: data, mountPath: /var/lib/mysql}
+            - {name: conf, mountPath: /etc/mysql/conf.d}
+            - {name: run, mountPath: /var/run/mysqld}
+            - {name: tmp, mountPath: /tmp}
+            - {name: secrets, mountPath: /secrets}
+      volumes:
+        - {name: agent-bin, emptyDir: {}}
+        - {name: conf, emptyDir: {}}
+        - {name: run, emptyDir: {}}
+        - {name: tmp, emptyDir: {}}
+        - {name: secrets, secret: {secretName: creds}}
+  volumeClaimTemplates:
+    - metadata: {name: data}
+"#;
+
+fn plan_of(yaml: &str, root: &Path) -> Result<PodPlan> {
+    let manifest = std::sync::Arc::new(Manifest::parse("test", yaml)?);
+    let secrets = root.join("secrets");
+    let template = Template::new(manifest, Flavor::MariaDb, AGENT.into(), secrets, 8)?;
+    template.plan(&PodPaths::new(root, 1), 1)
+}
+
+#[test]
+fn the_mapping_rewrites_mounted_paths_and_fills_the_downward_api() {
+    let root = Path::new("/msa-test-root");
+    let plan = plan_of(RUNNABLE, root).unwrap_or_else(|error| panic!("{error:#}"));
+    let pod = root.join("pod1");
+    let init = plan.agent("init").unwrap();
+    assert_eq!(
+        init.agent_binary(),
+        Some(pod.join("agent-bin/mysql-sts-agent").as_path())
+    );
+    let env = |name: &str| init.env.get(name).map(String::as_str);
+    let datadir = pod.join("data");
+    assert_eq!(env("MYSQL_STS_DATADIR"), datadir.to_str());
+    // The longest mount path wins, and what lies below it keeps its place.
+    assert_eq!(env("MYSQL_STS_CONF_DIR"), pod.join("conf.d/agent").to_str());
+    assert_eq!(env("MYSQL_STS_NAMESPACE"), Some("default"));
+    assert_eq!(env("MYSQL_STS_HOSTNAME"), Some("db-1"));
+    assert_eq!(env("MYSQL_STS_CLONE_STALL_TIMEOUT"), Some("10s"));
+    assert_eq!(
+        plan.agent("install").unwrap().args,
+        ["install", pod.join("agent-bin").to_str().unwrap()]
+    );
+    assert_eq!(plan.server.datadir, datadir);
+    assert_eq!(plan.server.port, 3306);
+    assert_eq!(
+        plan.readiness()
+            .map(|probe| (probe.path.as_str(), probe.port)),
+        Some(("/ready", 3306))
+    );
+}
+
+/// What the harness cannot map fails the test, never silently runs something else.
+#[test]
+fn the_harness_refuses_what_it_cannot_map() {
+    let refusals = [
+        (
+            "MYSQL_STS_DATADIR: /var/lib/mysql}",
+            "MYSQL_STS_DATADIR: /var/lib/mysql-data}",
+            "MYSQL_STS_DATADIR=/var/lib/mysql-data: /var/lib/mysql-data lies under none of the container's volume mounts",
+        ),
+        (
+            "{fieldRef: {fieldPath: metadata.namespace}}",
+            "{resourceFieldRef: {resource: limits.cpu}}",
+            "env MYSQL_STS_NAMESPACE: valueFrom [\"resourceFieldRef\"] has no mapping",
+        ),
+        (
+            "fieldPath: metadata.name}",
+            "fieldPath: spec.nodeName}",
+            "fieldRef spec.nodeName has no mapping",
+        ),
+        (
+            "{name: conf, emptyDir: {}}",
+            "{name: conf, hostPath: {path: /etc/mysql}}",
+            "volume conf is of a type the harness cannot map ([\"hostPath\"])",
+        ),
+        (
+            "{name: run, mountPath: /var/run/mysqld}",
+            "{name: cache, mountPath: /var/run/mysqld}",
+            "volume cache has no mapping",
+        ),
+        (
+            "image: docker.io/library/mariadb:11",
+            "image: mysql:8.4",
+            "image mysql:8.4 has no mapping",
+        ),
+        (
+            "command: [/opt/agent/mysql-sts-agent]",
+            "command: [/opt/agent/other]",
+            "is not the agent the install container installs",
+        ),
+        (
+            "configMapRef: {name: settings-abc123}",
+            "configMapRef: {name: settings}",
+            "no ConfigMap named settings in the build",
+        ),
+        (
+            "readinessProbe: {httpGet: {path: /ready, port: mysql}}",
+            "readinessProbe: {httpGet: {path: /ready, port: agent}}",
+            "container database declares no port named agent",
+        ),
+        (
+            "env: [{name: MYSQL_ROOT_PASSWORD_FILE, value: /secrets/root-password}]",
+            "env: [{name: MYSQL_ROOT_PASSWORD_FILE, value: /secrets/root-password}, {name: MYSQL_DATABASE, value: app}]",
+            "the harness's server honours only the root password",
+        ),
+    ];
+    let root = Path::new("/msa-test-root");
+    let failures: Vec<String> = refusals
+        .iter()
+        .filter_map(|(from, to, want)| {
+            assert_eq!(RUNNABLE.matches(from).count(), 1, "{from}");
+            match plan_of(&RUNNABLE.replace(from, to), root) {
+                Ok(_) => Some(format!("{to}: mapped")),
+                Err(error) if format!("{error:#}").contains(want) => None,
+                Err(error) => Some(format!("{to}: {error:#}")),
+            }
+        })
+        .collect();
+    assert_none(failures);
+}
