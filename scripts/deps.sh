@@ -16,6 +16,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# kubectl builds the manifests (`kubectl kustomize`) for the e2e suite and the deploy checks;
+# Debian 12 has no current one, so it must come with the machine (any release since 1.21).
+if ! command -v kubectl >/dev/null; then
+  echo "deps: kubectl not found: install a kubectl client (1.21 or later)" >&2
+  exit 1
+fi
 if ! command -v cargo >/dev/null; then
   echo "deps: cargo not found: install a Rust toolchain (https://rustup.rs)" >&2
   exit 1

@@ -1,5 +1,6 @@
-//! The manifests under test: `kubectl kustomize k8s/overlays/<overlay>`, built once per test
-//! process, and the few kinds and fields of it that the harness reads. Fields the harness does not
+//! The manifests under test: `kubectl kustomize k8s/overlays/<overlay>` plus the example Secret
+//! applied beside it, built once per test process, and the few kinds and fields of it that the
+//! harness reads. Fields the harness does not
 //! use are not modelled; fields it cannot honour are kept so that `mapping.rs` can refuse them.
 
 use std::collections::BTreeMap;
@@ -36,8 +37,13 @@ pub fn load(overlay: &str) -> Result<Arc<Manifest>> {
         return Ok(manifest.clone());
     }
     let dir = k8s_dir().join("overlays").join(overlay);
-    let text = run_blocking("kubectl", &["kustomize", &dir.to_string_lossy()])
+    let built_text = run_blocking("kubectl", &["kustomize", &dir.to_string_lossy()])
         .with_context(|| format!("building the {overlay} overlay"))?;
+    // Users apply the Secret apart from the overlay, so that re-applying never resets it.
+    let secret_file = k8s_dir().join("secret.example.yaml");
+    let secret = std::fs::read_to_string(&secret_file)
+        .with_context(|| format!("reading {}", secret_file.display()))?;
+    let text = format!("{built_text}\n---\n{secret}");
     let manifest = Arc::new(
         Manifest::parse(overlay, &text)
             .with_context(|| format!("reading the built {overlay} overlay ({})", dir.display()))?,
