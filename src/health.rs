@@ -251,7 +251,10 @@ fn replica_readiness(facts: Option<&ReplicaFacts>, rules: &Rules, now: Instant) 
         );
     }
     if status.seconds_behind.is_none() {
-        return not_ready(LagUnknown, "Seconds_Behind_Master is NULL".to_owned());
+        return not_ready(
+            LagUnknown,
+            "the replica's seconds behind its source are unknown (NULL)".to_owned(),
+        );
     }
     let Some(latest) = &facts.primary else {
         let why = facts.primary_error.as_deref().unwrap_or("no sample yet");
