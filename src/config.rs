@@ -272,6 +272,15 @@ pub enum Endpoint {
     Socket(PathBuf),
 }
 
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Tcp { host, port } => write!(f, "{host}:{port}"),
+            Endpoint::Socket(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credentials {
     pub user: String,
@@ -333,10 +342,7 @@ impl Validated {
                 "sidecar for {}, listens on {}, server {}, primary {}:{}",
                 pod(&cfg.common),
                 cfg.listen,
-                match &cfg.local_server {
-                    Endpoint::Tcp { host, port } => format!("{host}:{port}"),
-                    Endpoint::Socket(path) => path.display().to_string(),
-                },
+                cfg.local_server,
                 cfg.common.identity.primary_fqdn,
                 cfg.common.mysql_port
             ),

@@ -93,6 +93,24 @@ async fn assert_same_data(c: &Cluster, n: usize) -> Result<()> {
     Ok(())
 }
 
+/// Polls mysql-1's probe at `path` until its answer satisfies `wanted`; returns that answer.
+async fn readyz_until(
+    c: &Cluster,
+    path: &str,
+    wanted: impl Fn(&harness::HttpReply) -> bool,
+) -> Result<harness::HttpReply> {
+    let what = format!("mysql-1's {path} to give the expected answer");
+    poll_until(&what, READY, POLL, || async {
+        let reply = c.http_get(1, path, None).await?;
+        Ok(if wanted(&reply) {
+            Check::Done(reply)
+        } else {
+            Check::Pending(reply.text())
+        })
+    })
+    .await
+}
+
 fn status_json(reply: &harness::HttpReply) -> Result<serde_json::Value> {
     ensure!(reply.status == 200, "/status answered {}", reply.status);
     Ok(serde_json::from_slice(&reply.body)?)
@@ -266,22 +284,9 @@ async fn replica_is_unready_while_stopped_or_behind_and_ready_once_caught_up(
         }
         // An in-sync replica's lag reads up to one poll interval (1 s): the sampled primary
         // position is that old. So the strict threshold here is 2 s, not 1 s.
-        poll_until(
-            "mysql-1 to fall 3 transactions behind",
-            READY,
-            POLL,
-            || async {
-                let reply = c.http_get(1, "/readyz?lag=2s", None).await?;
-                Ok(
-                    if reply.status == 503 && reply.text().contains("3 transactions behind mysql-0")
-                    {
-                        Check::Done(())
-                    } else {
-                        Check::Pending(reply.text())
-                    },
-                )
-            },
-        )
+        readyz_until(c, "/readyz?lag=2s", |reply| {
+            reply.status == 503 && reply.text().contains("3 transactions behind mysql-0")
+        })
         .await?;
         let relaxed = c.http_get(1, "/readyz?lag=10m", None).await?;
         ensure!(
@@ -306,18 +311,24 @@ async fn replica_is_unready_while_stopped_or_behind_and_ready_once_caught_up(
     .await
 }
 
+/// Pods 0 and 1 up, then pod 1's sidecar and server stopped while pod 0 takes `rows` writes.
+/// Returns the sidecar's exit code.
+async fn primary_and_a_replica_that_goes_down(c: &mut Cluster, rows: usize) -> Result<Option<i32>> {
+    primary_with_data(c).await?;
+    c.start_pod(1).await?;
+    let exit = c.stop_sidecar(1).await?;
+    c.stop_server(1).await?;
+    for i in 0..rows {
+        insert(c, 0, &format!("while-down-{i}")).await?;
+    }
+    Ok(exit)
+}
+
 async fn restarted_replica_resumes_without_recloning(flavor: Flavor) -> Result<()> {
     scenario(flavor, 2, async |c| {
-        primary_with_data(c).await?;
-        c.start_pod(1).await?;
-
-        let exit = c.stop_sidecar(1).await?;
+        let exit = primary_and_a_replica_that_goes_down(c, 5).await?;
         ensure!(exit == Some(0), "sidecar exit on SIGTERM: {exit:?}");
         ensure!(c.log_text(1, "sidecar-1.log").contains("SIGTERM received"));
-        c.stop_server(1).await?;
-        for i in 0..5 {
-            insert(c, 0, &format!("while-down-{i}")).await?;
-        }
 
         let init = c.run_init(1).await?;
         ensure!(
@@ -538,18 +549,10 @@ async fn replica_with_unexplained_data_is_blocked_and_liveness_ignores_the_datab
         );
         c.start_sidecar(1).await?;
         let reply = c.wait_readyz(1, 503, READY).await?;
-        poll_until("mysql-1 to report itself blocked", READY, POLL, || async {
-            let reply = c.http_get(1, "/readyz", None).await?;
-            Ok(
-                if reply
-                    .text()
-                    .starts_with("503 blocked: replication is not configured")
-                {
-                    Check::Done(())
-                } else {
-                    Check::Pending(reply.text())
-                },
-            )
+        readyz_until(c, "/readyz", |reply| {
+            reply
+                .text()
+                .starts_with("503 blocked: replication is not configured")
         })
         .await
         .with_context(|| format!("first answer: {}", reply.text()))?;
@@ -631,13 +634,7 @@ async fn a_failing_backup_tool_is_reported_and_never_taken_for_a_clone(
 /// cannot catch up, and says so in its probe, its /status and its log.
 async fn replica_behind_purged_binlogs_says_it_needs_a_new_clone(flavor: Flavor) -> Result<()> {
     scenario(flavor, 2, async |c| {
-        primary_with_data(c).await?;
-        c.start_pod(1).await?;
-        c.stop_sidecar(1).await?;
-        c.stop_server(1).await?;
-        for i in 0..3 {
-            insert(c, 0, &format!("while-down-{i}")).await?;
-        }
+        primary_and_a_replica_that_goes_down(c, 3).await?;
         let mut primary = c.sql(0).await?;
         primary.query_drop("FLUSH BINARY LOGS").await?;
         // MariaDB keeps a binlog until its crash-recovery checkpoint has passed: purge until
@@ -661,20 +658,7 @@ async fn replica_behind_purged_binlogs_says_it_needs_a_new_clone(flavor: Flavor)
         // Not ready from its first answer on; until then the agent may not be listening yet.
         c.wait_readyz(1, 503, READY).await?;
         let advice = "the primary purged binary logs this replica still needs";
-        let reply = poll_until(
-            "mysql-1 to report the purged binlogs",
-            READY,
-            POLL,
-            || async {
-                let reply = c.http_get(1, "/readyz", None).await?;
-                Ok(if reply.text().contains(advice) {
-                    Check::Done(reply)
-                } else {
-                    Check::Pending(reply.text())
-                })
-            },
-        )
-        .await?;
+        let reply = readyz_until(c, "/readyz", |reply| reply.text().contains(advice)).await?;
         ensure!(reply.status == 503, "{} {}", reply.status, reply.text());
         ensure!(
             reply.text().contains("deleting this pod's data volume"),

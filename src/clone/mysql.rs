@@ -213,9 +213,7 @@ async fn check_donor(
     let version = db::server_version(&mut conn).await.map_err(retry)?;
     let plugin: Option<Option<String>> = db::bounded(
         "reading the donor's plugins",
-        conn.query_first(
-            "SELECT PLUGIN_STATUS FROM information_schema.PLUGINS WHERE PLUGIN_NAME = 'clone'",
-        ),
+        conn.query_first(dialect::CLONE_PLUGIN_STATUS),
     )
     .await
     .map_err(retry)?;
@@ -239,9 +237,7 @@ async fn check_donor(
 async fn ensure_plugin(conn: &mut Conn) -> Result<(), CloneError> {
     let status: Option<String> = db::bounded(
         "reading plugins",
-        conn.query_first(
-            "SELECT PLUGIN_STATUS FROM information_schema.PLUGINS WHERE PLUGIN_NAME = 'clone'",
-        ),
+        conn.query_first(dialect::CLONE_PLUGIN_STATUS),
     )
     .await
     .map_err(sql_error("checking the clone plugin"))?;

@@ -127,6 +127,11 @@ async fn empty_datadir(
         );
         return Ok(());
     };
+    let method = match &cfg.common.clone {
+        CloneChannel::BackupStream { .. } => "a mariadb-backup stream from its agent",
+        CloneChannel::ClonePlugin { .. } => "the CLONE plugin into a temporary server",
+    };
+    tracing::info!(donor = %donor, "datadir is empty: cloning from ordinal {} (ordinal-1) with {method}", identity.ordinal - 1);
     let resolver = Resolver::from_system()?;
     let marker = match &cfg.common.clone {
         CloneChannel::BackupStream {
@@ -134,7 +139,6 @@ async fn empty_datadir(
             mariadb_backup,
             mbstream,
         } => {
-            tracing::info!(donor = %donor, "datadir is empty: cloning from ordinal {} (ordinal-1) with a mariadb-backup stream from its agent", identity.ordinal - 1);
             let settings = JoinerSettings {
                 donor_is_primary: identity.ordinal == 1,
                 donor,
@@ -148,7 +152,6 @@ async fn empty_datadir(
             joiner::clone(datadir, &settings, &resolver, &shutdown).await?
         }
         CloneChannel::ClonePlugin { user } => {
-            tracing::info!(donor = %donor, "datadir is empty: cloning from ordinal {} (ordinal-1) with the CLONE plugin into a temporary server", identity.ordinal - 1);
             let settings = PluginSettings {
                 donor,
                 port: cfg.common.mysql_port,

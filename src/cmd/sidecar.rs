@@ -269,7 +269,7 @@ impl ControlLoop {
         };
         if self.server.as_ref() != Some(&(version.clone(), dialect)) {
             tracing::info!(
-                server = %describe(&self.cfg.local_server), version = %version,
+                server = %self.cfg.local_server, version = %version,
                 "connected to the local server: speaking {}", dialect.describe()
             );
         }
@@ -435,11 +435,4 @@ fn connect_backoff() -> impl Iterator<Item = Duration> {
         .with_max_delay(Duration::from_secs(5))
         .without_max_times()
         .build()
-}
-
-fn describe(endpoint: &Endpoint) -> String {
-    match endpoint {
-        Endpoint::Tcp { host, port } => format!("{host}:{port}"),
-        Endpoint::Socket(path) => path.display().to_string(),
-    }
 }

@@ -59,6 +59,10 @@ pub fn ensure_user(user: &str, password: &Secret, privilege: &str) -> Vec<String
     ]
 }
 
+/// `ACTIVE` when the CLONE plugin is loaded; no row when it is not installed.
+pub const CLONE_PLUGIN_STATUS: &str =
+    "SELECT PLUGIN_STATUS FROM information_schema.PLUGINS WHERE PLUGIN_NAME = 'clone'";
+
 /// Run on the joiner's temporary server: clone the donor over this server's own datadir.
 pub fn clone_instance(donor: SocketAddr, user: &str, password: &Secret) -> Vec<String> {
     vec![
