@@ -92,15 +92,23 @@ async fn fetch_and_install(
         "backup prepared"
     );
 
-    let read_optional = |name: &str| match std::fs::read_to_string(staged.join(name)) {
-        Ok(text) => Ok(Some(text)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_error(format!("reading {name}"))(e)),
+    // The first of a file's names that the backup holds.
+    let read_info = |names: position::InfoNames| -> Result<_, CloneError> {
+        for name in names {
+            match std::fs::read_to_string(staged.join(name)) {
+                Ok(text) => return Ok(Some((name, text))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error(format!("reading {name}"))(e)),
+            }
+        }
+        Ok(None)
     };
+    let binlog_info = read_info(position::BINLOG_INFO)?;
+    let slave_info = read_info(position::SLAVE_INFO)?;
     let (gtid, source_file) = position::start_position(
         settings.donor_is_primary,
-        read_optional(position::BINLOG_INFO)?.as_deref(),
-        read_optional(position::SLAVE_INFO)?.as_deref(),
+        as_info_file(&binlog_info),
+        as_info_file(&slave_info),
     )?;
     let marker = CloneMarker {
         donor: settings.donor.clone(),
@@ -112,6 +120,10 @@ async fn fetch_and_install(
     };
 
     install(datadir, marker, &settings.ownership).await
+}
+
+fn as_info_file<'a>(info: &'a Option<(&'static str, String)>) -> Option<position::InfoFile<'a>> {
+    info.as_ref().map(|(name, text)| (*name, text.as_str()))
 }
 
 /// Resolves the donor and asks it for a clone until it accepts, within the deadline.
