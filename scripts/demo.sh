@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
-if [ "${1:-mariadb}" = mysql ]; then scripts/mysql-chroot.sh >/dev/null; fi
+if [ "${1:-mariadb}" = mysql ]; then scripts/db-chroot.sh mysql-sid >/dev/null; fi
 cargo build --locked --bin mysql-sts-agent --example demo
 exec target/debug/examples/demo "${1:-mariadb}" target/debug/mysql-sts-agent

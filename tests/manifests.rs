@@ -56,7 +56,7 @@ impl Overlay {
     /// install container (after its `--check`), as the pod's first init container does.
     fn pod(&self, n: usize) -> Result<PodPlan> {
         let paths = PodPaths::new(self.dir.path(), n);
-        layout::make_pod_dirs(&paths, None)?;
+        layout::make_pod_dirs(&paths)?;
         let plan = self.template.plan(&paths, n)?;
         let install = plan.agent("install")?;
         check(install, &self.pod_name(n))?;

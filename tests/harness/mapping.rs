@@ -46,7 +46,9 @@ use anyhow::{Context, Result, bail, ensure};
 
 use super::layout::{self, NAMESPACE, Naming, PodPaths};
 use super::manifest::{Container, EnvVarSource, Manifest, Probe};
+use super::security::RunAs;
 use super::server::{Flavor, RootPassword, ServerSetup};
+use super::volumes::{Ownership, VolumeLayout};
 
 /// PATH of every process in a pod (the environment is cleared: no proxies, no RUST_LOG leak in).
 pub const POD_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
@@ -127,7 +129,7 @@ impl Image {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum VolumeType {
+pub enum VolumeType {
     ClaimTemplate,
     EmptyDir,
     Secret,
@@ -157,6 +159,17 @@ const VOLUMES: [(&str, VolumeType, HostDir); 6] = [
     ("run", VolumeType::EmptyDir, HostDir::Pod(PodPaths::run)),
     ("secrets", VolumeType::Secret, HostDir::Secrets),
 ];
+
+/// The host dirs of a pod's own volumes of type `kind` (the Secret is the cluster's).
+pub fn pod_volume_dirs(pod: &PodPaths, kind: VolumeType) -> Vec<PathBuf> {
+    VOLUMES
+        .iter()
+        .filter_map(|(_, volume_type, host)| match host {
+            HostDir::Pod(dir) if *volume_type == kind => Some(dir(pod)),
+            _ => None,
+        })
+        .collect()
+}
 
 /// How the kubelet runs a container.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,6 +210,8 @@ pub struct Resolved {
     pub env: BTreeMap<String, String>,
     pub ports: Vec<u16>,
     pub readiness: Option<HttpProbe>,
+    /// Its securityContext merged over the pod's.
+    pub run_as: RunAs,
 }
 
 impl Resolved {
@@ -322,6 +337,7 @@ pub struct Template {
     secrets_dir: PathBuf,
     /// The Secret the `secrets` volume mounts, with this cluster's values.
     secret: Option<(String, BTreeMap<String, String>)>,
+    layout: VolumeLayout,
 }
 
 impl Template {
@@ -362,16 +378,54 @@ impl Template {
             agent_bin,
             secrets_dir,
             secret,
+            layout: VolumeLayout::default(),
         })
     }
 
-    /// One file per key of the mounted Secret, as the kubelet projects it.
+    /// The data volume as `layout` provisions it; `RootTemplate` also removes every
+    /// securityContext from the template.
+    pub fn with_layout(mut self, layout: VolumeLayout) -> Template {
+        self.layout = layout;
+        self
+    }
+
+    /// The pod's securityContext, unless the layout removed it.
+    fn pod_security(&self) -> Option<&super::manifest::PodSecurityContext> {
+        let security = self.manifest.pod_spec().security_context.as_ref();
+        security.filter(|_| self.layout != VolumeLayout::RootTemplate)
+    }
+
+    /// What the kubelet applies to the pods' volumes.
+    pub fn ownership(&self) -> Ownership {
+        let security = self.pod_security().cloned().unwrap_or_default();
+        Ownership {
+            layout: self.layout,
+            fs_group: security.fs_group,
+            always: security.fs_group_change_policy.as_deref() != Some("OnRootMismatch"),
+            pod_user: (
+                security.run_as_user.unwrap_or(0),
+                security.run_as_group.unwrap_or(0),
+            ),
+        }
+    }
+
+    /// One file per key of the mounted Secret with the volume's defaultMode, as the kubelet
+    /// projects it (`Ownership::project_secret` adds the group).
     pub fn write_secrets(&self) -> Result<()> {
         layout::make_dirs(std::slice::from_ref(&self.secrets_dir))?;
+        let mode = self
+            .manifest
+            .pod_spec()
+            .volumes
+            .iter()
+            .find_map(|volume| volume.secret.as_ref()?.default_mode)
+            .unwrap_or(0o644);
         for (key, value) in self.secret.iter().flat_map(|(_, values)| values) {
-            layout::write_file(&self.secrets_dir.join(key), value, 0o400)?;
+            let file = self.secrets_dir.join(key);
+            layout::write_file(&file, value, mode)?;
+            // The umask must not narrow it.
+            fs::set_permissions(&file, Permissions::from_mode(mode))?;
         }
-        fs::set_permissions(&self.secrets_dir, Permissions::from_mode(0o700))?;
         Ok(())
     }
 
@@ -545,6 +599,12 @@ impl Resolver<'_> {
                 env.insert((*name).into(), (*value).into());
             }
         }
+        let run_as = if self.template.layout == VolumeLayout::RootTemplate {
+            RunAs::runtime_default()
+        } else {
+            let pod = self.template.pod_security();
+            RunAs::resolve(pod, container.security_context.as_ref()).context("securityContext")?
+        };
         let readiness = container
             .readiness_probe
             .as_ref()
@@ -560,6 +620,7 @@ impl Resolver<'_> {
             env,
             ports: container.ports.iter().map(|p| p.container_port).collect(),
             readiness,
+            run_as,
         })
     }
 
