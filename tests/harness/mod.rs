@@ -67,7 +67,7 @@ pub use net::list_netns;
 #[allow(unused_imports)]
 pub use poll::{Check, poll_until};
 #[allow(unused_imports)]
-pub use procs::{ProcId, ProcessInfo};
+pub use procs::{Credentials, ProcId, ProcessInfo};
 #[allow(unused_imports)]
 pub use server::{DbVersion, Flavor};
 #[allow(unused_imports)]
