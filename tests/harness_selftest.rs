@@ -363,6 +363,11 @@ async fn a_root_template_runs_the_server_as_the_images_mysql_user() {
         mysql,
         "the entrypoint gives the datadir to mysql"
     );
+    // Until the agent answers, its PID may still be a launcher's (ip, nsenter, setpriv).
+    cluster
+        .wait_readyz_path(0, "/livez", 200, Duration::from_secs(20))
+        .await
+        .expect("the agent answers");
     let agent = Credentials::of(cluster.sidecar_pid(0).unwrap()).unwrap();
     assert_eq!((agent.uid, agent.no_new_privs), (0, false));
     assert_eq!(agent.cap_eff & CAP_SYS_ADMIN, 0, "{:x}", agent.cap_eff);
