@@ -7,13 +7,14 @@
 //! | in the template | on this machine |
 //! | --- | --- |
 //! | image `…/mysql-sts-agent:*` | its entrypoint is the agent binary cargo built (`ClusterSpec::agent_bin`) |
-//! | image `mariadb:*` (MariaDB) or `mysql:*` (MySQL) | "the database image": the host's MariaDB tools on PATH; for MySQL `<pod>/bin` first on PATH, whose `mysqld` runs the chroot's. Its entrypoint is the harness's own server start (`server.rs`) |
-//! | volume `data` (volumeClaimTemplate) | `<pod>/data` |
-//! | volume `conf` (emptyDir) | `<pod>/conf.d` |
+//! | image `mariadb:*` (MariaDB) or `mysql:*` (MySQL) | "the database image", by `DbVersion`: MariaDB 10.11 is the host's tools; MariaDB 11.8 and MySQL 9.7 are chroots (`chroot.rs`), and every container of that image runs inside it (read-only, the pod's DNS files, /proc and /tmp bound in); for MySQL `<pod>/bin` first on PATH, whose `mysqld` is the chroot's with the pod's my.cnf. Its entrypoint is the harness's own server start (`server.rs`) |
+//! | pod and container `securityContext` | `runAsUser`, `runAsGroup`, `fsGroup` + `supplementalGroups`, `allowPrivilegeEscalation: false` (no_new_privs), `capabilities` (root: the runtime's default set minus drop plus add; any other user: none), through `setpriv` (`security.rs`); `runAsNonRoot` without a non-zero `runAsUser` refuses the container; `readOnlyRootFilesystem`: a chroot image's root is read-only |
+//! | volume `data` (volumeClaimTemplate) | `<pod>/data`, owned as the `VolumeLayout` says, fsGroup re-applied at each pod start per `fsGroupChangePolicy` (`volumes.rs`) |
+//! | volume `conf` (emptyDir) | `<pod>/conf.d` (each emptyDir: 0777 root's, then fsGroup) |
 //! | volume `agent-bin` (emptyDir) | `<pod>/agent-bin` |
 //! | volume `tmp` (emptyDir) | `<pod>/tmp` |
 //! | volume `run` (emptyDir) | `<pod>/run` |
-//! | volume `secrets` (Secret) | `<root>/secrets`: a file per key of the manifest's Secret, with values generated per cluster |
+//! | volume `secrets` (Secret) | `<root>/secrets`: a file per key of the manifest's Secret, with values generated per cluster, root's with `defaultMode` and group fsGroup |
 //! | fieldRef `metadata.namespace`, `metadata.name` | `default` (the namespace the harness's DNS serves), the pod's name |
 //!
 //! Paths: an absolute path in a container's command, args or env values (literal, or from a
@@ -27,14 +28,17 @@
 //! initializing a fresh volume, the root bootstrap), with the host dirs of the volumes the
 //! container mounts where the images keep data (/var/lib/mysql), config fragments
 //! (/etc/mysql/conf.d), the socket (/var/run/mysqld) and scratch files (/tmp), the containerPort
-//! it declares, and the root password its MYSQL_ROOT_PASSWORD_FILE points at.
+//! it declares, and the root password its MYSQL_ROOT_PASSWORD_FILE points at. It runs as the
+//! container's user; as root it does what the images do, more strictly: the server runs as the
+//! image's `mysql` (`user=` in my.cnf), which gets the datadir's top directory only.
 //!
 //! Before an agent container runs, its `--check` must pass and what it resolves must agree with
 //! the database container (`PodPlan::agrees`): a setting the template forgot would otherwise
 //! default to a path of this machine.
 //!
-//! Not simulated: securityContext (everything runs as root, the MariaDB server as user mysql),
-//! resources, liveness and startup probes (the scenarios stop and kill processes themselves).
+//! Not simulated: seccompProfile, SELinux, readOnlyRootFilesystem for the agent image and the
+//! host's MariaDB (only a chroot image's root is read-only), resources, liveness and startup
+//! probes (the scenarios stop and kill processes themselves).
 
 use std::collections::BTreeMap;
 use std::fs::{self, Permissions};

@@ -10,8 +10,12 @@
 //! A pod is a network namespace plus a persistent UTS namespace (hostname `<statefulset>-N`, e.g.
 //! `mysql-1`, resolvable under the template's serviceName in namespace `default`); a "node"
 //! namespace holds the bridge, dnsmasq (cluster DNS) and the prober; each pod runs a real server
-//! (the host's mariadbd, or mysqld from a cached Debian sid chroot: see `mysql.rs`) and the agent
-//! under test. Everything is named `msa<pid>x<k>...`, so clusters of parallel tests and processes
+//! (`DbVersion`: the host's MariaDB 10.11, or MariaDB 11.8 or MySQL 9.7 from a cached Debian
+//! chroot, see `chroot.rs`) and the agent under test. As strict as Kubernetes where the agent
+//! once failed on clusters: every container runs as its securityContext says (uid 999, no
+//! capabilities, no_new_privs in the template; `security.rs`), containers of a chroot image run
+//! inside it, and volumes are owned as provisioners and the kubelet make them (`VolumeLayout`,
+//! `volumes.rs`). Everything is named `msa<pid>x<k>...`, so clusters of parallel tests and processes
 //! never collide, and Drop (or the next run's sweep) removes it all.
 //!
 //! Logs: every process the harness starts writes to `<root>/pod<N>/logs/<kind>-<k>.log`
