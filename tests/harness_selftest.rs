@@ -292,6 +292,7 @@ async fn pods_run_as_the_template_says_on_fs_group_volumes() {
     let spec = ClusterSpec::new(PathBuf::from(env!("CARGO_BIN_EXE_mysql-sts-agent")), 1)
         .version(DbVersion::MariaDb11_8);
     let mut cluster = Cluster::new(spec).await.expect("MariaDB 11.8 cluster");
+    assert_eq!(cluster.version(), DbVersion::MariaDb11_8);
     cluster.start_pod(0).await.expect("pod 0 starts");
     let chroot = cluster.chroot().expect("a chroot image").to_owned();
     for (what, pid) in [

@@ -869,11 +869,6 @@ impl Cluster {
         self.spec.version
     }
 
-    /// The volume layout this cluster simulates.
-    pub fn volume_layout(&self) -> VolumeLayout {
-        self.spec.volumes
-    }
-
     /// The database image's chroot, if it is one (never written to).
     pub fn chroot(&self) -> Option<&Path> {
         self.chroot.as_deref()

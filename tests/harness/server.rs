@@ -49,11 +49,15 @@ pub enum DbVersion {
 }
 
 impl DbVersion {
-    pub const ALL: [DbVersion; 3] = [
-        DbVersion::MariaDb10_11,
-        DbVersion::MariaDb11_8,
-        DbVersion::MySql9_7,
-    ];
+    /// By the name the demo and the benchmarks take: "mariadb", "mariadb-11.8" or "mysql".
+    pub fn named(name: &str) -> Option<DbVersion> {
+        match name {
+            "mariadb" => Some(DbVersion::MariaDb10_11),
+            "mariadb-11.8" => Some(DbVersion::MariaDb11_8),
+            "mysql" => Some(DbVersion::MySql9_7),
+            _ => None,
+        }
+    }
 
     pub fn flavor(self) -> Flavor {
         match self {
