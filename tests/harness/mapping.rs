@@ -49,7 +49,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail, ensure};
 
 use super::layout::{self, NAMESPACE, Naming, PodPaths};
-use super::manifest::{Container, EnvVarSource, Manifest, Probe};
+use super::manifest::{Container, EnvVarSource, Manifest, PodSecurityContext, Probe};
 use super::security::RunAs;
 use super::server::{Flavor, RootPassword, ServerSetup};
 use super::volumes::{Ownership, VolumeLayout};
@@ -394,7 +394,7 @@ impl Template {
     }
 
     /// The pod's securityContext, unless the layout removed it.
-    fn pod_security(&self) -> Option<&super::manifest::PodSecurityContext> {
+    fn pod_security(&self) -> Option<&PodSecurityContext> {
         let security = self.manifest.pod_spec().security_context.as_ref();
         security.filter(|_| self.layout != VolumeLayout::RootTemplate)
     }
