@@ -241,9 +241,11 @@ async fn three_pods_come_up_in_order_and_hold_every_row(version: DbVersion) -> R
         ensure!(pod2["server_id"] == 102, "{pod2}");
         // Where the start position came from: the backup's files on MariaDB, the cloned
         // server itself on MySQL.
-        let (from_primary, from_replica) = match flavor {
-            Flavor::MariaDb => ("xtrabackup_binlog_info", "xtrabackup_slave_info"),
-            Flavor::MySql => ("gtid_executed", "gtid_executed"),
+        let (from_primary, from_replica) = match version {
+            DbVersion::MariaDb10_11 => ("xtrabackup_binlog_info", "xtrabackup_slave_info"),
+            // MariaDB 11 renamed the backup's files.
+            DbVersion::MariaDb11_8 => ("mariadb_backup_binlog_info", "mariadb_backup_slave_info"),
+            DbVersion::MySql9_7 => ("gtid_executed", "gtid_executed"),
         };
         let init2 = c.log_text(2, "init-1.log");
         ensure!(
