@@ -15,8 +15,8 @@
 //! once failed on clusters: every container runs as its securityContext says (uid 999, no
 //! capabilities, no_new_privs in the template; `security.rs`), containers of a chroot image run
 //! inside it, and volumes are owned as provisioners and the kubelet make them (`VolumeLayout`,
-//! `volumes.rs`). Everything is named `msa<pid>x<k>...`, so clusters of parallel tests and processes
-//! never collide, and Drop (or the next run's sweep) removes it all.
+//! `volumes.rs`). Everything is named `msa<pid>x<k>...`, so clusters of parallel tests and
+//! processes never collide, and Drop (or the next run's sweep) removes it all.
 //!
 //! Logs: every process the harness starts writes to `<root>/pod<N>/logs/<kind>-<k>.log`
 //! (`<root>/logs` for dnsmasq); an agent container's kind is its subcommand (`init-1.log`,
