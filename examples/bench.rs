@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
-use harness::{Cluster, ClusterSpec, Flavor};
+use harness::{Cluster, ClusterSpec, DbVersion};
 use mysql_async::prelude::Queryable;
 
 /// Rows of about 256 bytes: 4096 of them per MiB.
@@ -21,15 +21,14 @@ const ROWS_PER_MIB: u64 = 4096;
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    const USAGE: &str = "usage: bench mariadb|mysql <agent binary>";
-    let flavor = match std::env::args().nth(1).as_deref() {
-        Some("mariadb") => Flavor::MariaDb,
-        Some("mysql") => Flavor::MySql,
-        _ => anyhow::bail!(USAGE),
-    };
+    const USAGE: &str = "usage: bench mariadb|mariadb-11.8|mysql <agent binary>";
+    let version = std::env::args()
+        .nth(1)
+        .and_then(|name| DbVersion::named(&name))
+        .context(USAGE)?;
     let agent = PathBuf::from(std::env::args_os().nth(2).context(USAGE)?);
     let mib: u64 = std::env::var("BENCH_MB").map_or(Ok(256), |v| v.parse())?;
-    Cluster::run_scenario(ClusterSpec::new(agent, 2).flavor(flavor), async |c| {
+    Cluster::run_scenario(ClusterSpec::new(agent, 2).version(version), async |c| {
         c.start_pod(0).await?;
         load(c, mib).await?;
 

@@ -10,18 +10,17 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use harness::{Cluster, ClusterSpec, Flavor};
+use harness::{Cluster, ClusterSpec, DbVersion};
 use mysql_async::prelude::Queryable;
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let flavor = match std::env::args().nth(1).as_deref() {
-        None | Some("mariadb") => Flavor::MariaDb,
-        Some("mysql") => Flavor::MySql,
-        Some(other) => {
-            anyhow::bail!("usage: demo [mariadb|mysql] [AGENT]: unknown flavor {other:?}")
-        }
-    };
+    let name = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "mariadb".to_owned());
+    let version = DbVersion::named(&name).with_context(|| {
+        format!("usage: demo [mariadb|mariadb-11.8|mysql] [AGENT]: unknown server {name:?}")
+    })?;
     let agent = match std::env::args_os().nth(2) {
         Some(path) => PathBuf::from(path),
         None => std::env::current_exe()?
@@ -30,7 +29,7 @@ async fn main() -> Result<()> {
             .context("locating target/<profile>")?
             .join("mysql-sts-agent"),
     };
-    Cluster::run_scenario(ClusterSpec::new(agent, 3).flavor(flavor), async |c| {
+    Cluster::run_scenario(ClusterSpec::new(agent, 3).version(version), async |c| {
         demo(c).await
     })
     .await

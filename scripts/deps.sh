@@ -5,7 +5,8 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "deps: run as root (network namespaces and database servers need it)" >&2
   exit 1
 fi
-packages=(mariadb-server mariadb-backup dnsmasq iproute2 curl python3 python3-venv binutils)
+# util-linux: setpriv and unshare run the pods' containers as their securityContext says.
+packages=(mariadb-server mariadb-backup dnsmasq iproute2 util-linux curl python3 python3-venv binutils)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")

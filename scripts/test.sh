@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The test command: installs what is missing (packages, the MySQL chroot, the Python checkers),
+# The test command: installs what is missing (packages, the database chroots of MariaDB 11.8
+# and MySQL 9.7, the Python checkers),
 # then formatting, lints, unit, CLI and e2e tests, then the checks of what users deploy
 # (Dockerfile, manifests, the glibc the binary needs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
-scripts/mysql-chroot.sh >/dev/null
+scripts/db-chroot.sh mysql-sid >/dev/null
+scripts/db-chroot.sh mariadb-trixie >/dev/null
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked --all-targets

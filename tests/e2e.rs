@@ -1,8 +1,11 @@
 //! End-to-end: a simulated StatefulSet (network namespaces as pods, dnsmasq as cluster DNS,
 //! real servers) runs the agent as init container and sidecar. Needs root.
 //!
-//! Every scenario runs against both flavors, MariaDB (Debian's packages) and MySQL (from a
-//! Debian unstable chroot): the `scenarios!` list at the end makes one test of each per flavor.
+//! Every scenario runs against each database image: MariaDB 10.11 (Debian 12's packages),
+//! MariaDB 11.8 (a Debian 13 chroot) and MySQL 9.7 (a Debian unstable chroot); the `scenarios!`
+//! lists at the end make one test of each per image. The pods run as the template says (uid 999,
+//! no capabilities) on volumes as provisioners make them: `FsGroup` unless a scenario names
+//! another layout, and each layout is some scenario's, so every image meets every layout.
 
 mod harness;
 
@@ -12,7 +15,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use harness::{Check, Cluster, ClusterSpec, Flavor, poll_until};
+use harness::{
+    Check, Cluster, ClusterSpec, Credentials, DbVersion, Flavor, VolumeLayout, poll_until,
+};
 use mysql_async::prelude::Queryable;
 
 const READY: Duration = Duration::from_secs(60);
@@ -20,15 +25,41 @@ const POLL: Duration = Duration::from_millis(50);
 
 /// Runs a scenario on a fresh cluster; a failing one keeps its logs for reading.
 async fn scenario(
-    flavor: Flavor,
+    version: DbVersion,
     pods: usize,
+    volumes: VolumeLayout,
     body: impl AsyncFnOnce(&mut Cluster) -> Result<()>,
 ) -> Result<()> {
-    Cluster::run_scenario(
-        ClusterSpec::new(env!("CARGO_BIN_EXE_mysql-sts-agent"), pods).flavor(flavor),
-        body,
-    )
-    .await
+    let spec = ClusterSpec::new(env!("CARGO_BIN_EXE_mysql-sts-agent"), pods)
+        .version(version)
+        .volumes(volumes);
+    Cluster::run_scenario(spec, body).await
+}
+
+/// Every file and dir of pod n's datadir belongs to the user its server runs as: whoever wrote
+/// them (a clone, the agent as root), the server can use them.
+fn assert_datadir_is_the_servers(c: &Cluster, n: usize) -> Result<()> {
+    let pid = c.server_pid(n).context("no server runs")?;
+    let uid = Credentials::of(pid)?.uid;
+    let mut strangers = Vec::new();
+    let mut dirs = vec![c.datadir(n)];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if std::os::unix::fs::MetadataExt::uid(&meta) != uid {
+                strangers.push(entry.path());
+            }
+            if meta.is_dir() {
+                dirs.push(entry.path());
+            }
+        }
+    }
+    ensure!(
+        strangers.is_empty(),
+        "mysql-{n}'s server runs as uid {uid}, but does not own {strangers:?}"
+    );
+    Ok(())
 }
 
 /// Pod 0 up, with a table holding a few MB so that clones carry real data.
@@ -156,8 +187,9 @@ impl Writer {
     }
 }
 
-async fn three_pods_come_up_in_order_and_hold_every_row(flavor: Flavor) -> Result<()> {
-    scenario(flavor, 3, async |c| {
+async fn three_pods_come_up_in_order_and_hold_every_row(version: DbVersion) -> Result<()> {
+    let flavor = version.flavor();
+    scenario(version, 3, VolumeLayout::FsGroup, async |c| {
         primary_with_data(c).await?;
 
         let writer = Writer::start(c).await?;
@@ -183,6 +215,7 @@ async fn three_pods_come_up_in_order_and_hold_every_row(flavor: Flavor) -> Resul
         }
         for n in [1, 2] {
             assert_same_data(c, n).await?;
+            assert_datadir_is_the_servers(c, n)?;
         }
         ensure!(row_count(c, 2).await? == 20_000 + during + 1);
 
@@ -208,9 +241,11 @@ async fn three_pods_come_up_in_order_and_hold_every_row(flavor: Flavor) -> Resul
         ensure!(pod2["server_id"] == 102, "{pod2}");
         // Where the start position came from: the backup's files on MariaDB, the cloned
         // server itself on MySQL.
-        let (from_primary, from_replica) = match flavor {
-            Flavor::MariaDb => ("xtrabackup_binlog_info", "xtrabackup_slave_info"),
-            Flavor::MySql => ("gtid_executed", "gtid_executed"),
+        let (from_primary, from_replica) = match version {
+            DbVersion::MariaDb10_11 => ("xtrabackup_binlog_info", "xtrabackup_slave_info"),
+            // MariaDB 11 renamed the backup's files.
+            DbVersion::MariaDb11_8 => ("mariadb_backup_binlog_info", "mariadb_backup_slave_info"),
+            DbVersion::MySql9_7 => ("gtid_executed", "gtid_executed"),
         };
         let init2 = c.log_text(2, "init-1.log");
         ensure!(
@@ -258,9 +293,9 @@ async fn three_pods_come_up_in_order_and_hold_every_row(flavor: Flavor) -> Resul
 }
 
 async fn replica_is_unready_while_stopped_or_behind_and_ready_once_caught_up(
-    flavor: Flavor,
+    version: DbVersion,
 ) -> Result<()> {
-    scenario(flavor, 2, async |c| {
+    scenario(version, 2, VolumeLayout::HostPath, async |c| {
         primary_with_data(c).await?;
         c.start_pod(1).await?;
 
@@ -324,8 +359,9 @@ async fn primary_and_a_replica_that_goes_down(c: &mut Cluster, rows: usize) -> R
     Ok(exit)
 }
 
-async fn restarted_replica_resumes_without_recloning(flavor: Flavor) -> Result<()> {
-    scenario(flavor, 2, async |c| {
+async fn restarted_replica_resumes_without_recloning(version: DbVersion) -> Result<()> {
+    let flavor = version.flavor();
+    scenario(version, 2, VolumeLayout::PodUid, async |c| {
         let exit = primary_and_a_replica_that_goes_down(c, 5).await?;
         ensure!(exit == Some(0), "sidecar exit on SIGTERM: {exit:?}");
         ensure!(c.log_text(1, "sidecar-1.log").contains("SIGTERM received"));
@@ -416,9 +452,10 @@ async fn wait_for_partial_clone(c: &Cluster, n: usize, init_log: &str) -> Result
 }
 
 async fn interrupted_clones_leave_nothing_usable_and_the_retry_succeeds(
-    flavor: Flavor,
+    version: DbVersion,
 ) -> Result<()> {
-    scenario(flavor, 2, async |c| {
+    let flavor = version.flavor();
+    scenario(version, 2, VolumeLayout::FsGroup, async |c| {
         primary_with_data(c).await?;
         // About 1 MB/s out of the donor: the clone takes long enough to be cut in the middle.
         c.throttle(0, Some("8mbit")).await?;
@@ -511,8 +548,8 @@ async fn interrupted_clones_leave_nothing_usable_and_the_retry_succeeds(
     .await
 }
 
-async fn refuses_a_datadir_it_cannot_prove_is_its_own(flavor: Flavor) -> Result<()> {
-    scenario(flavor, 2, async |c| {
+async fn refuses_a_datadir_it_cannot_prove_is_its_own(version: DbVersion) -> Result<()> {
+    scenario(version, 2, VolumeLayout::FsGroup, async |c| {
         c.create_pod(1).await?;
         let stray = c.datadir(1).join("notes.txt");
         std::fs::write(&stray, "keep me")?;
@@ -533,9 +570,9 @@ async fn refuses_a_datadir_it_cannot_prove_is_its_own(flavor: Flavor) -> Result<
 }
 
 async fn replica_with_unexplained_data_is_blocked_and_liveness_ignores_the_database(
-    flavor: Flavor,
+    version: DbVersion,
 ) -> Result<()> {
-    scenario(flavor, 2, async |c| {
+    scenario(version, 2, VolumeLayout::FsGroup, async |c| {
         c.start_pod(0).await?;
         // A server initialized its own datadir on ordinal 1: no clone, so no start position.
         c.create_pod(1).await?;
@@ -586,9 +623,9 @@ async fn replica_with_unexplained_data_is_blocked_and_liveness_ignores_the_datab
 }
 
 async fn a_failing_backup_tool_is_reported_and_never_taken_for_a_clone(
-    flavor: Flavor,
+    version: DbVersion,
 ) -> Result<()> {
-    scenario(flavor, 2, async |c| {
+    scenario(version, 2, VolumeLayout::FsGroup, async |c| {
         c.start_pod(0).await?;
         // The donor's backup tool streams a little, complains and fails, while the agent lives on.
         let fake = c.root_dir().join("failing-backup");
@@ -632,8 +669,8 @@ async fn a_failing_backup_tool_is_reported_and_never_taken_for_a_clone(
 
 /// Runs a replica down while the primary purges the binary logs it still needs: the replica
 /// cannot catch up, and says so in its probe, its /status and its log.
-async fn replica_behind_purged_binlogs_says_it_needs_a_new_clone(flavor: Flavor) -> Result<()> {
-    scenario(flavor, 2, async |c| {
+async fn replica_behind_purged_binlogs_says_it_needs_a_new_clone(version: DbVersion) -> Result<()> {
+    scenario(version, 2, VolumeLayout::RootTemplate, async |c| {
         primary_and_a_replica_that_goes_down(c, 3).await?;
         let mut primary = c.sql(0).await?;
         primary.query_drop("FLUSH BINARY LOGS").await?;
@@ -673,6 +710,8 @@ async fn replica_behind_purged_binlogs_says_it_needs_a_new_clone(flavor: Flavor)
                     .is_some_and(|r| r.contains(advice)),
             "{status}"
         );
+        // Cloned by a root agent, started by a root entrypoint: the server's user owns it all.
+        assert_datadir_is_the_servers(c, 1)?;
         let log = c.log_text(1, "sidecar-2.log");
         ensure!(
             log.matches(advice).count() == 1,
@@ -683,40 +722,32 @@ async fn replica_behind_purged_binlogs_says_it_needs_a_new_clone(flavor: Flavor)
     .await
 }
 
-/// One test per scenario and flavor: `mariadb::<scenario>` and `mysql::<scenario>`.
+/// One test per scenario and image: `mariadb::<scenario>` (10.11), `mariadb_11_8::<scenario>`
+/// and `mysql::<scenario>`.
 macro_rules! scenarios {
-    ($module:ident, $flavor:expr, [$($name:ident),* $(,)?]) => {
+    ($module:ident, $version:expr, [$($name:ident),* $(,)?]) => {
         mod $module {
             use super::*;
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() -> Result<()> {
-                    super::$name($flavor).await
+                    super::$name($version).await
                 }
             )*
         }
     };
 }
 
-scenarios!(
-    mariadb,
-    Flavor::MariaDb,
-    [
-        three_pods_come_up_in_order_and_hold_every_row,
-        replica_is_unready_while_stopped_or_behind_and_ready_once_caught_up,
-        restarted_replica_resumes_without_recloning,
-        interrupted_clones_leave_nothing_usable_and_the_retry_succeeds,
-        refuses_a_datadir_it_cannot_prove_is_its_own,
-        replica_with_unexplained_data_is_blocked_and_liveness_ignores_the_database,
-        replica_behind_purged_binlogs_says_it_needs_a_new_clone,
-        // mariadb-backup runs in the donor's agent: MariaDB only.
-        a_failing_backup_tool_is_reported_and_never_taken_for_a_clone,
-    ]
-);
+/// The scenarios of every image, then those of the MariaDB images only.
+macro_rules! every_image {
+    ([$($name:ident),* $(,)?], mariadb: [$($mariadb:ident),* $(,)?]) => {
+        scenarios!(mariadb, DbVersion::MariaDb10_11, [$($name,)* $($mariadb,)*]);
+        scenarios!(mariadb_11_8, DbVersion::MariaDb11_8, [$($name,)* $($mariadb,)*]);
+        scenarios!(mysql, DbVersion::MySql9_7, [$($name,)*]);
+    };
+}
 
-scenarios!(
-    mysql,
-    Flavor::MySql,
+every_image!(
     [
         three_pods_come_up_in_order_and_hold_every_row,
         replica_is_unready_while_stopped_or_behind_and_ready_once_caught_up,
@@ -725,5 +756,7 @@ scenarios!(
         refuses_a_datadir_it_cannot_prove_is_its_own,
         replica_with_unexplained_data_is_blocked_and_liveness_ignores_the_database,
         replica_behind_purged_binlogs_says_it_needs_a_new_clone,
-    ]
+    ],
+    // mariadb-backup runs in the donor's agent.
+    mariadb: [a_failing_backup_tool_is_reported_and_never_taken_for_a_clone]
 );

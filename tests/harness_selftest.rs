@@ -1,12 +1,14 @@
-//! Proves the harness itself (no agent needed): pod networking, DNS and hostnames, real MariaDB
-//! and MySQL servers, the node-namespace probe path, traffic shaping, and complete cleanup.
+//! Proves the harness itself: pod networking, DNS and hostnames, real MariaDB and MySQL servers,
+//! the node-namespace probe path, traffic shaping, complete cleanup, and the strictness of a
+//! cluster: processes run as their securityContext says, inside read-only image chroots, on
+//! volumes owned as provisioners and the kubelet make them.
 
 mod harness;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use harness::{Cluster, ClusterSpec, Flavor, list_netns};
+use harness::{Cluster, ClusterSpec, Credentials, DbVersion, Flavor, VolumeLayout, list_netns};
 use mysql_async::prelude::Queryable;
 
 fn two_pod_spec() -> ClusterSpec {
@@ -191,6 +193,8 @@ async fn check_mysql_server(cluster: &Cluster, n: usize) {
     let pid_file = cluster.pod_dir(n).join("run/mysqld.pid");
     let written = std::fs::read_to_string(&pid_file).unwrap();
     assert_eq!(written.trim(), pid.to_string());
+    // The template's runAsUser, inside the chroot.
+    assert_eq!(Credentials::of(pid).unwrap().uid, 999);
 }
 
 /// From inside pod 1's chroot: pod 0's stable name resolves through the cluster DNS, and the
@@ -266,4 +270,205 @@ async fn mysql_servers_run_from_the_chroot_in_their_pods() {
     drop(cluster);
     assert_cleaned_up(&namespaces, &root, &processes);
     assert_eq!(mounts_under(&chroot), Vec::<String>::new());
+}
+
+fn mode_and_owner(path: &Path) -> (u32, u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let meta =
+        std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (meta.mode() & 0o7777, meta.uid(), meta.gid())
+}
+
+/// CAP_SYS_ADMIN: never in a container runtime's default set.
+const CAP_SYS_ADMIN: u64 = 1 << 21;
+/// CAP_CHOWN: in the default set.
+const CAP_CHOWN: u64 = 1;
+
+/// The template's securityContext as the kubelet applies it, in the MariaDB 11.8 chroot on the
+/// common volumes: the agent and the server run as 999 with no capabilities and no_new_privs,
+/// inside the image (whose root is read-only), on volumes of group fsGroup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_run_as_the_template_says_on_fs_group_volumes() {
+    let spec = ClusterSpec::new(PathBuf::from(env!("CARGO_BIN_EXE_mysql-sts-agent")), 1)
+        .version(DbVersion::MariaDb11_8);
+    let mut cluster = Cluster::new(spec).await.expect("MariaDB 11.8 cluster");
+    assert_eq!(cluster.version(), DbVersion::MariaDb11_8);
+    cluster.start_pod(0).await.expect("pod 0 starts");
+    let chroot = cluster.chroot().expect("a chroot image").to_owned();
+    for (what, pid) in [
+        ("agent", cluster.sidecar_pid(0).expect("sidecar runs")),
+        ("server", cluster.server_pid(0).expect("server runs")),
+    ] {
+        let credentials = Credentials::of(pid).expect("credentials");
+        assert_eq!(
+            (
+                credentials.uid,
+                credentials.gid,
+                credentials.groups.as_slice()
+            ),
+            (999, 999, &[999][..]),
+            "{what}"
+        );
+        assert_eq!(credentials.cap_eff, 0, "{what}'s effective capabilities");
+        assert!(credentials.no_new_privs, "{what} may gain privileges");
+        let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap();
+        assert_eq!(root, chroot, "{what} runs inside the image");
+    }
+    let mut conn = cluster.sql(0).await.expect("root session");
+    let version: String = conn.query_first("SELECT VERSION()").await.unwrap().unwrap();
+    assert!(version.starts_with("11.8."), "{version}");
+    conn.disconnect().await.unwrap();
+
+    // Volumes: the claim and the emptyDirs get group fsGroup; the Secret's files are root's,
+    // readable by the group only.
+    let pod = cluster.pod_dir(0);
+    assert_eq!(mode_and_owner(&cluster.datadir(0)), (0o2775, 0, 999));
+    for empty_dir in ["run", "tmp", "conf.d", "agent-bin"] {
+        assert_eq!(
+            mode_and_owner(&pod.join(empty_dir)),
+            (0o2777, 0, 999),
+            "{empty_dir}"
+        );
+    }
+    let secrets = cluster.root_dir().join("secrets");
+    for secret in std::fs::read_dir(&secrets).unwrap() {
+        assert_eq!(mode_and_owner(&secret.unwrap().path()), (0o440, 0, 999));
+    }
+    // The shared chroot is read-only, even for root in a pod.
+    let write = cluster
+        .exec_in_chroot(0, &["touch", "/usr/msa-selftest"])
+        .await;
+    assert!(
+        write.is_err_and(|error| format!("{error:#}").contains("Read-only file system")),
+        "the chroot is writable"
+    );
+    assert!(!chroot.join("usr/msa-selftest").exists());
+}
+
+/// The template without securityContext: containers run as root with the runtime's default
+/// capabilities, the server as the image's mysql user, which gets the datadir's top directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_template_runs_the_server_as_the_images_mysql_user() {
+    let spec = two_pod_spec().volumes(VolumeLayout::RootTemplate);
+    let mut cluster = Cluster::new(spec).await.expect("cluster");
+    cluster.create_pod(0).await.expect("create pod 0");
+    assert_eq!(mode_and_owner(&cluster.datadir(0)), (0o755, 0, 0));
+    cluster.start_server(0).await.expect("server starts");
+    cluster.start_sidecar(0).await.expect("sidecar starts");
+    let mysql = harness::layout::passwd_user(Path::new("/"), "mysql").expect("host mysql user");
+    let server = Credentials::of(cluster.server_pid(0).unwrap()).unwrap();
+    assert_eq!((server.uid, server.gid), mysql);
+    let (_, uid, gid) = mode_and_owner(&cluster.datadir(0));
+    assert_eq!(
+        (uid, gid),
+        mysql,
+        "the entrypoint gives the datadir to mysql"
+    );
+    // Until the agent answers, its PID may still be a launcher's (ip, nsenter, setpriv).
+    cluster
+        .wait_readyz_path(0, "/livez", 200, Duration::from_secs(20))
+        .await
+        .expect("the agent answers");
+    let agent = Credentials::of(cluster.sidecar_pid(0).unwrap()).unwrap();
+    assert_eq!((agent.uid, agent.no_new_privs), (0, false));
+    assert_eq!(agent.cap_eff & CAP_SYS_ADMIN, 0, "{:x}", agent.cap_eff);
+    assert_ne!(agent.cap_eff & CAP_CHOWN, 0, "{:x}", agent.cap_eff);
+}
+
+/// Each layout's data volume root, as the provisioner hands it out and the kubelet mounts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_volume_layout_provisions_its_data_volume() {
+    for (layout, want) in [
+        (VolumeLayout::FsGroup, (0o2775, 0, 999)),
+        (VolumeLayout::PodUid, (0o755, 999, 999)),
+        (VolumeLayout::HostPath, (0o777, 0, 0)),
+        (VolumeLayout::RootTemplate, (0o755, 0, 0)),
+    ] {
+        let spec = ClusterSpec::new(PathBuf::from(env!("CARGO_BIN_EXE_mysql-sts-agent")), 1)
+            .volumes(layout);
+        let mut cluster = Cluster::new(spec).await.expect("cluster");
+        cluster.create_pod(0).await.expect("create pod 0");
+        assert_eq!(mode_and_owner(&cluster.datadir(0)), want, "{layout:?}");
+    }
+}
+
+/// fsGroupChangePolicy: OnRootMismatch walks the volume only when its root is off; Always walks
+/// it at every mount.
+#[test]
+fn fs_group_is_applied_per_change_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut ownership = harness::volumes::Ownership {
+        layout: VolumeLayout::FsGroup,
+        fs_group: Some(999),
+        always: false,
+        pod_user: (999, 999),
+    };
+    ownership.provision_claim(&data).unwrap();
+    std::fs::create_dir(data.join("sub")).unwrap();
+    let file = data.join("sub/file");
+    std::fs::write(&file, "x").unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    ownership.mount_claim(&data).unwrap();
+    assert_eq!(mode_and_owner(&data), (0o2775, 0, 999));
+    assert_eq!(mode_and_owner(&data.join("sub")), (0o2775, 0, 999));
+    assert_eq!(mode_and_owner(&file), (0o660, 0, 999));
+
+    std::os::unix::fs::lchown(&file, None, Some(0)).unwrap();
+    ownership.mount_claim(&data).unwrap();
+    assert_eq!(
+        mode_and_owner(&file).2,
+        0,
+        "OnRootMismatch walked a matching root"
+    );
+    ownership.always = true;
+    ownership.mount_claim(&data).unwrap();
+    assert_eq!(mode_and_owner(&file).2, 999, "Always did not walk");
+}
+
+/// What the kubelet refuses, and how fields combine.
+#[test]
+fn security_contexts_resolve_as_the_kubelet_does() {
+    use harness::manifest::{Capabilities, PodSecurityContext, SecurityContext};
+    use harness::security::RunAs;
+    let non_root = PodSecurityContext {
+        run_as_non_root: Some(true),
+        ..Default::default()
+    };
+    let refused = RunAs::resolve(Some(&non_root), None).unwrap_err();
+    assert!(format!("{refused}").contains("runAsNonRoot"), "{refused}");
+    let pod = PodSecurityContext {
+        run_as_user: Some(999),
+        fs_group: Some(999),
+        supplemental_groups: vec![5],
+        ..non_root
+    };
+    let container = SecurityContext {
+        run_as_group: Some(7),
+        allow_privilege_escalation: Some(false),
+        ..Default::default()
+    };
+    let run_as = RunAs::resolve(Some(&pod), Some(&container)).unwrap();
+    assert_eq!(
+        (
+            run_as.uid,
+            run_as.gid,
+            run_as.groups.as_slice(),
+            run_as.no_new_privs
+        ),
+        (999, 7, &[999, 5][..], true)
+    );
+    assert!(run_as.capabilities.is_empty());
+    let dropped = SecurityContext {
+        capabilities: Some(Capabilities {
+            add: vec!["NET_ADMIN".into()],
+            drop: vec!["ALL".into()],
+        }),
+        ..Default::default()
+    };
+    let root = RunAs::resolve(None, Some(&dropped)).unwrap();
+    assert_eq!(
+        (root.uid, root.capabilities.as_slice()),
+        (0, &["net_admin".to_owned()][..])
+    );
 }

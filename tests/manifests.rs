@@ -15,8 +15,8 @@ use harness::Flavor;
 use harness::layout::{self, PodPaths};
 use harness::manifest::{self, Manifest, Probe};
 use harness::mapping::{
-    CHECK_VALID, HARNESS_ENV, PodPlan, Resolved, Role, TEST_OVERRIDES, Template, check_field,
-    port_of,
+    self, CHECK_VALID, HARNESS_ENV, PodPlan, Resolved, Role, TEST_OVERRIDES, Template, VolumeType,
+    check_field, port_of,
 };
 use tempfile::TempDir;
 
@@ -56,7 +56,10 @@ impl Overlay {
     /// install container (after its `--check`), as the pod's first init container does.
     fn pod(&self, n: usize) -> Result<PodPlan> {
         let paths = PodPaths::new(self.dir.path(), n);
-        layout::make_pod_dirs(&paths, None)?;
+        layout::make_pod_dirs(&paths)?;
+        for kind in [VolumeType::ClaimTemplate, VolumeType::EmptyDir] {
+            layout::make_dirs(&mapping::pod_volume_dirs(&paths, kind))?;
+        }
         let plan = self.template.plan(&paths, n)?;
         let install = plan.agent("install")?;
         check(install, &self.pod_name(n))?;

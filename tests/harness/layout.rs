@@ -150,18 +150,20 @@ impl PodPaths {
     }
 }
 
-/// uid and gid of the `mysql` user, from /etc/passwd.
-pub fn mysql_owner() -> Result<(u32, u32)> {
-    let passwd = fs::read_to_string("/etc/passwd")?;
+/// uid and gid of user `name` in `<root>/etc/passwd` (root "/": the host's).
+pub fn passwd_user(root: &Path, name: &str) -> Result<(u32, u32)> {
+    let file = root.join("etc/passwd");
+    let passwd =
+        fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
     passwd
         .lines()
         .map(|line| line.split(':').collect::<Vec<_>>())
-        .find(|fields| fields.first() == Some(&"mysql"))
+        .find(|fields| fields.first() == Some(&name))
         .and_then(|fields| Some((fields.get(2)?.parse().ok()?, fields.get(3)?.parse().ok()?)))
-        .context("no mysql user in /etc/passwd (is mariadb-server installed?)")
+        .with_context(|| format!("no user {name} in {}", file.display()))
 }
 
-fn make_dir(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<()> {
+pub fn make_dir(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<()> {
     fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
     fs::set_permissions(path, Permissions::from_mode(mode))?;
     if let Some((uid, gid)) = owner {
@@ -170,15 +172,11 @@ fn make_dir(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<()> {
     Ok(())
 }
 
-/// The pod's directories: the server's user (`server_owner`; None: root) owns the volume and its
-/// runtime dirs; the agent (root) writes conf.d and agent-bin; the harness writes logs and bin.
-pub fn make_pod_dirs(pod: &PodPaths, server_owner: Option<(u32, u32)>) -> Result<()> {
-    make_dir(&pod.dir, 0o755, None)?;
-    make_dir(&pod.data(), 0o750, server_owner)?;
-    for dir in [pod.run(), pod.server_log(), pod.tmp()] {
-        make_dir(&dir, 0o755, server_owner)?;
-    }
-    make_dirs(&[pod.conf_d(), pod.agent_bin(), pod.logs(), pod.bin()])
+/// The harness's own dirs of a pod (root's): the volumes are `volumes.rs`'s. The server's log
+/// dir is open to whatever user the server runs as, like /tmp.
+pub fn make_pod_dirs(pod: &PodPaths) -> Result<()> {
+    make_dirs(&[pod.dir.clone(), pod.logs(), pod.bin()])?;
+    make_dir(&pod.server_log(), 0o1777, None)
 }
 
 pub fn make_dirs(dirs: &[PathBuf]) -> Result<()> {

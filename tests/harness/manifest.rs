@@ -172,6 +172,51 @@ pub struct PodSpec {
     pub containers: Vec<Container>,
     #[serde(default)]
     pub volumes: Vec<Volume>,
+    pub security_context: Option<PodSecurityContext>,
+}
+
+/// The pod-level securityContext: who the containers run as, and the group the kubelet gives
+/// the volumes.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSecurityContext {
+    pub run_as_user: Option<u32>,
+    pub run_as_group: Option<u32>,
+    pub run_as_non_root: Option<bool>,
+    pub fs_group: Option<u32>,
+    pub fs_group_change_policy: Option<String>,
+    #[serde(default)]
+    pub supplemental_groups: Vec<u32>,
+    /// Not simulated (the processes run under the host's seccomp, i.e. none).
+    pub seccomp_profile: Option<Value>,
+    /// Anything else (sysctls, seLinuxOptions...): the harness refuses it.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
+}
+
+/// A container's securityContext: its fields win over the pod's.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityContext {
+    pub run_as_user: Option<u32>,
+    pub run_as_group: Option<u32>,
+    pub run_as_non_root: Option<bool>,
+    pub allow_privilege_escalation: Option<bool>,
+    pub privileged: Option<bool>,
+    pub capabilities: Option<Capabilities>,
+    /// Simulated for a chroot image (its root is read-only in every pod), not on the host.
+    pub read_only_root_filesystem: Option<bool>,
+    pub seccomp_profile: Option<Value>,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Capabilities {
+    #[serde(default)]
+    pub add: Vec<String>,
+    #[serde(default)]
+    pub drop: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -197,6 +242,7 @@ pub struct Container {
     /// "Always" on an init container makes it a native sidecar.
     pub restart_policy: Option<String>,
     pub working_dir: Option<String>,
+    pub security_context: Option<SecurityContext>,
 }
 
 impl Container {
@@ -331,6 +377,8 @@ pub struct SecretVolume {
     /// Selected keys under chosen paths: not simulated, every key is mounted as its own file.
     #[serde(default)]
     pub items: Vec<Value>,
+    /// The files' mode (Kubernetes' default: 0644).
+    pub default_mode: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

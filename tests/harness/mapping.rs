@@ -7,13 +7,14 @@
 //! | in the template | on this machine |
 //! | --- | --- |
 //! | image `…/mysql-sts-agent:*` | its entrypoint is the agent binary cargo built (`ClusterSpec::agent_bin`) |
-//! | image `mariadb:*` (MariaDB) or `mysql:*` (MySQL) | "the database image": the host's MariaDB tools on PATH; for MySQL `<pod>/bin` first on PATH, whose `mysqld` runs the chroot's. Its entrypoint is the harness's own server start (`server.rs`) |
-//! | volume `data` (volumeClaimTemplate) | `<pod>/data` |
-//! | volume `conf` (emptyDir) | `<pod>/conf.d` |
+//! | image `mariadb:*` (MariaDB) or `mysql:*` (MySQL) | "the database image", by `DbVersion`: MariaDB 10.11 is the host's tools; MariaDB 11.8 and MySQL 9.7 are chroots (`chroot.rs`), and every container of that image runs inside it (read-only, the pod's DNS files, /proc and /tmp bound in); for MySQL `<pod>/bin` first on PATH, whose `mysqld` is the chroot's with the pod's my.cnf. Its entrypoint is the harness's own server start (`server.rs`) |
+//! | pod and container `securityContext` | `runAsUser`, `runAsGroup`, `fsGroup` + `supplementalGroups`, `allowPrivilegeEscalation: false` (no_new_privs), `capabilities` (root: the runtime's default set minus drop plus add; any other user: none), through `setpriv` (`security.rs`); `runAsNonRoot` without a non-zero `runAsUser` refuses the container; `readOnlyRootFilesystem`: a chroot image's root is read-only |
+//! | volume `data` (volumeClaimTemplate) | `<pod>/data`, owned as the `VolumeLayout` says, fsGroup re-applied at each pod start per `fsGroupChangePolicy` (`volumes.rs`) |
+//! | volume `conf` (emptyDir) | `<pod>/conf.d` (each emptyDir: 0777 root's, then fsGroup) |
 //! | volume `agent-bin` (emptyDir) | `<pod>/agent-bin` |
 //! | volume `tmp` (emptyDir) | `<pod>/tmp` |
 //! | volume `run` (emptyDir) | `<pod>/run` |
-//! | volume `secrets` (Secret) | `<root>/secrets`: a file per key of the manifest's Secret, with values generated per cluster |
+//! | volume `secrets` (Secret) | `<root>/secrets`: a file per key of the manifest's Secret, with values generated per cluster, root's with `defaultMode` and group fsGroup |
 //! | fieldRef `metadata.namespace`, `metadata.name` | `default` (the namespace the harness's DNS serves), the pod's name |
 //!
 //! Paths: an absolute path in a container's command, args or env values (literal, or from a
@@ -27,14 +28,17 @@
 //! initializing a fresh volume, the root bootstrap), with the host dirs of the volumes the
 //! container mounts where the images keep data (/var/lib/mysql), config fragments
 //! (/etc/mysql/conf.d), the socket (/var/run/mysqld) and scratch files (/tmp), the containerPort
-//! it declares, and the root password its MYSQL_ROOT_PASSWORD_FILE points at.
+//! it declares, and the root password its MYSQL_ROOT_PASSWORD_FILE points at. It runs as the
+//! container's user; as root it does what the images do, more strictly: the server runs as the
+//! image's `mysql` (`user=` in my.cnf), which gets the datadir's top directory only.
 //!
 //! Before an agent container runs, its `--check` must pass and what it resolves must agree with
 //! the database container (`PodPlan::agrees`): a setting the template forgot would otherwise
 //! default to a path of this machine.
 //!
-//! Not simulated: securityContext (everything runs as root, the MariaDB server as user mysql),
-//! resources, liveness and startup probes (the scenarios stop and kill processes themselves).
+//! Not simulated: seccompProfile, SELinux, readOnlyRootFilesystem for the agent image and the
+//! host's MariaDB (only a chroot image's root is read-only), resources, liveness and startup
+//! probes (the scenarios stop and kill processes themselves).
 
 use std::collections::BTreeMap;
 use std::fs::{self, Permissions};
@@ -45,8 +49,10 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail, ensure};
 
 use super::layout::{self, NAMESPACE, Naming, PodPaths};
-use super::manifest::{Container, EnvVarSource, Manifest, Probe};
+use super::manifest::{Container, EnvVarSource, Manifest, PodSecurityContext, Probe};
+use super::security::RunAs;
 use super::server::{Flavor, RootPassword, ServerSetup};
+use super::volumes::{Ownership, VolumeLayout};
 
 /// PATH of every process in a pod (the environment is cleared: no proxies, no RUST_LOG leak in).
 pub const POD_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
@@ -127,7 +133,7 @@ impl Image {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum VolumeType {
+pub enum VolumeType {
     ClaimTemplate,
     EmptyDir,
     Secret,
@@ -157,6 +163,17 @@ const VOLUMES: [(&str, VolumeType, HostDir); 6] = [
     ("run", VolumeType::EmptyDir, HostDir::Pod(PodPaths::run)),
     ("secrets", VolumeType::Secret, HostDir::Secrets),
 ];
+
+/// The host dirs of a pod's own volumes of type `kind` (the Secret is the cluster's).
+pub fn pod_volume_dirs(pod: &PodPaths, kind: VolumeType) -> Vec<PathBuf> {
+    VOLUMES
+        .iter()
+        .filter_map(|(_, volume_type, host)| match host {
+            HostDir::Pod(dir) if *volume_type == kind => Some(dir(pod)),
+            _ => None,
+        })
+        .collect()
+}
 
 /// How the kubelet runs a container.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,6 +214,8 @@ pub struct Resolved {
     pub env: BTreeMap<String, String>,
     pub ports: Vec<u16>,
     pub readiness: Option<HttpProbe>,
+    /// Its securityContext merged over the pod's.
+    pub run_as: RunAs,
 }
 
 impl Resolved {
@@ -322,6 +341,7 @@ pub struct Template {
     secrets_dir: PathBuf,
     /// The Secret the `secrets` volume mounts, with this cluster's values.
     secret: Option<(String, BTreeMap<String, String>)>,
+    layout: VolumeLayout,
 }
 
 impl Template {
@@ -362,16 +382,54 @@ impl Template {
             agent_bin,
             secrets_dir,
             secret,
+            layout: VolumeLayout::default(),
         })
     }
 
-    /// One file per key of the mounted Secret, as the kubelet projects it.
+    /// The data volume as `layout` provisions it; `RootTemplate` also removes every
+    /// securityContext from the template.
+    pub fn with_layout(mut self, layout: VolumeLayout) -> Template {
+        self.layout = layout;
+        self
+    }
+
+    /// The pod's securityContext, unless the layout removed it.
+    fn pod_security(&self) -> Option<&PodSecurityContext> {
+        let security = self.manifest.pod_spec().security_context.as_ref();
+        security.filter(|_| self.layout != VolumeLayout::RootTemplate)
+    }
+
+    /// What the kubelet applies to the pods' volumes.
+    pub fn ownership(&self) -> Ownership {
+        let security = self.pod_security().cloned().unwrap_or_default();
+        Ownership {
+            layout: self.layout,
+            fs_group: security.fs_group,
+            always: security.fs_group_change_policy.as_deref() != Some("OnRootMismatch"),
+            pod_user: (
+                security.run_as_user.unwrap_or(0),
+                security.run_as_group.unwrap_or(0),
+            ),
+        }
+    }
+
+    /// One file per key of the mounted Secret with the volume's defaultMode, as the kubelet
+    /// projects it (`Ownership::project_secret` adds the group).
     pub fn write_secrets(&self) -> Result<()> {
         layout::make_dirs(std::slice::from_ref(&self.secrets_dir))?;
+        let mode = self
+            .manifest
+            .pod_spec()
+            .volumes
+            .iter()
+            .find_map(|volume| volume.secret.as_ref()?.default_mode)
+            .unwrap_or(0o644);
         for (key, value) in self.secret.iter().flat_map(|(_, values)| values) {
-            layout::write_file(&self.secrets_dir.join(key), value, 0o400)?;
+            let file = self.secrets_dir.join(key);
+            layout::write_file(&file, value, mode)?;
+            // The umask must not narrow it.
+            fs::set_permissions(&file, Permissions::from_mode(mode))?;
         }
-        fs::set_permissions(&self.secrets_dir, Permissions::from_mode(0o700))?;
         Ok(())
     }
 
@@ -545,6 +603,12 @@ impl Resolver<'_> {
                 env.insert((*name).into(), (*value).into());
             }
         }
+        let run_as = if self.template.layout == VolumeLayout::RootTemplate {
+            RunAs::runtime_default()
+        } else {
+            let pod = self.template.pod_security();
+            RunAs::resolve(pod, container.security_context.as_ref()).context("securityContext")?
+        };
         let readiness = container
             .readiness_probe
             .as_ref()
@@ -560,6 +624,7 @@ impl Resolver<'_> {
             env,
             ports: container.ports.iter().map(|p| p.container_port).collect(),
             readiness,
+            run_as,
         })
     }
 

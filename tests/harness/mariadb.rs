@@ -1,22 +1,24 @@
-//! The MariaDB flavor of the database container: the host's mariadbd, run as user mysql.
+//! The MariaDB flavor of the database container: the host's mariadbd, or a chroot's.
 
 use super::layout::PodPaths;
 use super::server::{self, ServerSetup, Step};
 
-pub fn my_cnf(pod: &PodPaths, setup: &ServerSetup) -> String {
-    server::my_cnf(pod, setup, "mysql", "innodb_log_file_size=48M\n")
+pub fn my_cnf(pod: &PodPaths, setup: &ServerSetup, user: Option<&str>) -> String {
+    server::my_cnf(pod, setup, user, "innodb_log_file_size=48M\n")
 }
 
-pub fn install_db(pod: &PodPaths) -> Step {
+/// mariadb-install-db wants `--user` only when root (the server then runs as that user).
+pub fn install_db(pod: &PodPaths, user: Option<&str>) -> Step {
+    let mut args = vec![server::defaults_file(pod)];
+    args.extend(user.map(|user| format!("--user={user}").into()));
+    args.extend([
+        "--skip-test-db".into(),
+        "--auth-root-authentication-method=normal".into(),
+    ]);
     Step {
         kind: "install-db",
         program: "mariadb-install-db".into(),
-        args: vec![
-            server::defaults_file(pod),
-            "--user=mysql".into(),
-            "--skip-test-db".into(),
-            "--auth-root-authentication-method=normal".into(),
-        ],
+        args,
     }
 }
 

@@ -10,9 +10,13 @@
 //! A pod is a network namespace plus a persistent UTS namespace (hostname `<statefulset>-N`, e.g.
 //! `mysql-1`, resolvable under the template's serviceName in namespace `default`); a "node"
 //! namespace holds the bridge, dnsmasq (cluster DNS) and the prober; each pod runs a real server
-//! (the host's mariadbd, or mysqld from a cached Debian sid chroot: see `mysql.rs`) and the agent
-//! under test. Everything is named `msa<pid>x<k>...`, so clusters of parallel tests and processes
-//! never collide, and Drop (or the next run's sweep) removes it all.
+//! (`DbVersion`: the host's MariaDB 10.11, or MariaDB 11.8 or MySQL 9.7 from a cached Debian
+//! chroot, see `chroot.rs`) and the agent under test. As strict as Kubernetes where the agent
+//! once failed on clusters: every container runs as its securityContext says (uid 999, no
+//! capabilities, no_new_privs in the template; `security.rs`), containers of a chroot image run
+//! inside it, and volumes are owned as provisioners and the kubelet make them (`VolumeLayout`,
+//! `volumes.rs`). Everything is named `msa<pid>x<k>...`, so clusters of parallel tests and
+//! processes never collide, and Drop (or the next run's sweep) removes it all.
 //!
 //! Logs: every process the harness starts writes to `<root>/pod<N>/logs/<kind>-<k>.log`
 //! (`<root>/logs` for dnsmasq); an agent container's kind is its subcommand (`init-1.log`,
@@ -23,6 +27,7 @@
 //! result of a helper while the cluster is still alive.
 #![allow(dead_code)]
 
+mod chroot;
 mod cmd;
 mod dns;
 pub mod layout;
@@ -34,7 +39,9 @@ mod net;
 mod poll;
 mod procs;
 mod registry;
+pub mod security;
 mod server;
+pub mod volumes;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -51,7 +58,9 @@ use tokio::process::Command;
 
 use cmd::{file_tail, read_lossy, tail};
 use layout::{ClusterId, MAX_PODS, Naming, PodPaths};
-use mapping::{CHECK_VALID, HttpProbe, POD_PATH, PodPlan, Program, Resolved, Role, Template};
+use mapping::{
+    CHECK_VALID, HttpProbe, Image, POD_PATH, PodPlan, Program, Resolved, Role, Template, VolumeType,
+};
 use procs::{Tracked, Victim, descendants, kill_and_wait, stop_group};
 use registry::Registry;
 use server::Step;
@@ -62,9 +71,11 @@ pub use net::list_netns;
 #[allow(unused_imports)]
 pub use poll::{Check, poll_until};
 #[allow(unused_imports)]
-pub use procs::{ProcId, ProcessInfo};
+pub use procs::{Credentials, ProcId, ProcessInfo};
 #[allow(unused_imports)]
-pub use server::Flavor;
+pub use server::{DbVersion, Flavor};
+#[allow(unused_imports)]
+pub use volumes::VolumeLayout;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 const READYZ_INTERVAL: Duration = Duration::from_millis(200);
@@ -81,22 +92,36 @@ pub struct ClusterSpec {
     pub agent_bin: PathBuf,
     /// How many pods this cluster may hold.
     pub pods: usize,
-    /// Which server the pods run.
-    pub flavor: Flavor,
+    /// Which server (database image) the pods run.
+    pub version: DbVersion,
+    /// How the data volumes are provisioned.
+    pub volumes: VolumeLayout,
 }
 
 impl ClusterSpec {
-    /// A MariaDB cluster; `.flavor(Flavor::MySql)` makes it MySQL.
+    /// A cluster of the host's MariaDB on `FsGroup` volumes; `.flavor(Flavor::MySql)` or
+    /// `.version(...)` picks another server, `.volumes(...)` another layout.
     pub fn new(agent_bin: impl Into<PathBuf>, pods: usize) -> Self {
         ClusterSpec {
             agent_bin: agent_bin.into(),
             pods,
-            flavor: Flavor::MariaDb,
+            version: DbVersion::MariaDb10_11,
+            volumes: VolumeLayout::default(),
         }
     }
 
-    pub fn flavor(mut self, flavor: Flavor) -> Self {
-        self.flavor = flavor;
+    /// The flavor's default version.
+    pub fn flavor(self, flavor: Flavor) -> Self {
+        self.version(DbVersion::default_of(flavor))
+    }
+
+    pub fn version(mut self, version: DbVersion) -> Self {
+        self.version = version;
+        self
+    }
+
+    pub fn volumes(mut self, layout: VolumeLayout) -> Self {
+        self.volumes = layout;
         self
     }
 }
@@ -202,7 +227,7 @@ pub struct Cluster {
     /// The manifest under test, with this cluster's paths and secrets.
     template: Template,
     naming: Naming,
-    /// MySQL: the shared, read-only chroot the servers run from.
+    /// The database image when it is a chroot: shared, and read-only in every pod.
     chroot: Option<PathBuf>,
     pods: Vec<Pod>,
     dnsmasq: Option<Tracked>,
@@ -228,11 +253,13 @@ impl Cluster {
             "a cluster holds 1 to {MAX_PODS} pods, not {}",
             spec.pods
         );
-        let chroot = match spec.flavor {
-            Flavor::MariaDb => None,
-            Flavor::MySql => Some(mysql::locate_chroot()?),
-        };
-        let overlay = spec.flavor.overlay();
+        let chroot = spec
+            .version
+            .chroot()
+            .map(|image| image.locate())
+            .transpose()?;
+        let flavor = spec.version.flavor();
+        let overlay = flavor.overlay();
         let manifest = tokio::task::spawn_blocking(move || manifest::load(overlay)).await??;
         tokio::task::spawn_blocking(registry::sweep_stale).await?;
         let id = ClusterId::next();
@@ -240,15 +267,16 @@ impl Cluster {
             .prefix(&format!("msa-{}x{}-", id.pid, id.k))
             .tempdir_in("/tmp")?;
         let root = root_dir.path().to_owned();
-        // mariadbd runs as user mysql and must traverse it.
+        // Every pod's users must traverse it.
         fs::set_permissions(&root, Permissions::from_mode(0o755))?;
         let template = Template::new(
             manifest,
-            spec.flavor,
+            flavor,
             spec.agent_bin.clone(),
             root.join("secrets"),
             SECRET_LEN,
-        )?;
+        )?
+        .with_layout(spec.volumes);
         // Anything the harness cannot map fails here, before a namespace exists.
         let pods = (0..spec.pods)
             .map(|n| {
@@ -325,31 +353,31 @@ impl Cluster {
             self.root.join("http"),
         ])?;
         self.template.write_secrets()?;
+        self.template
+            .ownership()
+            .project_secret(&self.root.join("secrets"))?;
         layout::write_file(&self.hosts_file(), "", 0o644)?;
-        let flavor = self.spec.flavor;
-        // mysqld runs as root inside the chroot.
-        let server_owner = match flavor {
-            Flavor::MariaDb => Some(layout::mysql_owner()?),
-            Flavor::MySql => None,
-        };
+        let version = self.spec.version;
         for pod in &self.pods {
-            layout::make_pod_dirs(&pod.paths, server_owner)?;
-            let my_cnf = flavor.my_cnf(&pod.paths, &pod.plan.server);
+            layout::make_pod_dirs(&pod.paths)?;
+            // A root container's server runs as the image's mysql user, as the images do.
+            let user = pod.plan.database().run_as.is_root().then_some("mysql");
+            let my_cnf = version.my_cnf(&pod.paths, &pod.plan.server, user);
             layout::write_file(&pod.paths.my_cnf(), &my_cnf, 0o644)?;
-        }
-        if let Some(chroot) = &self.chroot {
-            let chroot_exec = self.chroot_exec();
-            layout::make_dirs(&[self.root.join("bin")])?;
-            layout::write_file(&chroot_exec, &mysql::chroot_exec_script(chroot), 0o755)?;
-            for pod in &self.pods {
-                let script = mysql::pod_mysqld_script(&chroot_exec, &pod.paths);
+            if version.flavor() == Flavor::MySql {
+                let script = mysql::pod_mysqld_script(&pod.paths);
                 layout::write_file(&pod.paths.mysqld(), &script, 0o755)?;
             }
+        }
+        if let Some(chroot) = &self.chroot {
+            layout::make_dirs(&[self.root.join("bin")])?;
+            let script = chroot::chroot_exec_script(chroot);
+            layout::write_file(&self.chroot_exec(), &script, 0o755)?;
         }
         Ok(())
     }
 
-    /// `<root>/bin/chroot-exec` (MySQL clusters only): see `mysql::chroot_exec_script`.
+    /// `<root>/bin/chroot-exec` (chroot images only): see `chroot::chroot_exec_script`.
     fn chroot_exec(&self) -> PathBuf {
         self.root.join("bin/chroot-exec")
     }
@@ -398,6 +426,7 @@ impl Cluster {
         if self.pod(n).created {
             return Ok(());
         }
+        self.provision_volumes(n)?;
         let dnsmasq = self
             .dnsmasq
             .as_ref()
@@ -412,6 +441,29 @@ impl Cluster {
         dnsmasq.signal(Signal::SIGHUP); // re-reads the addn-hosts file
         dns::wait_pod_records(&self.pod(n).ns, &self.naming, n).await?;
         self.pods[n].created = true;
+        Ok(())
+    }
+
+    /// The pod's volumes as the provisioner makes them and the kubelet mounts them first.
+    fn provision_volumes(&self, n: usize) -> Result<()> {
+        let ownership = self.template.ownership();
+        let paths = &self.pod(n).paths;
+        for claim in mapping::pod_volume_dirs(paths, VolumeType::ClaimTemplate) {
+            ownership.provision_claim(&claim)?;
+        }
+        for dir in mapping::pod_volume_dirs(paths, VolumeType::EmptyDir) {
+            ownership.make_empty_dir(&dir)?;
+        }
+        self.mount_volumes(n)
+    }
+
+    /// What the kubelet does to the data volume at each pod start (init containers run only
+    /// then): fsGroup per fsGroupChangePolicy.
+    fn mount_volumes(&self, n: usize) -> Result<()> {
+        let ownership = self.template.ownership();
+        for claim in mapping::pod_volume_dirs(&self.pod(n).paths, VolumeType::ClaimTemplate) {
+            ownership.mount_claim(&claim)?;
+        }
         Ok(())
     }
 
@@ -466,6 +518,7 @@ impl Cluster {
     /// Starts an init container in the background; `InitHandle::wait` reaps it.
     async fn spawn_container(&mut self, n: usize, container: &Resolved) -> Result<InitHandle> {
         self.prepare(n, container).await?;
+        self.mount_volumes(n)?;
         let process = self.launch(n, container).await?;
         self.pods[n].inits.push(process.id);
         Ok(InitHandle { process })
@@ -518,22 +571,31 @@ impl Cluster {
         self.spawn_in(n, container.kind(), &mut command)
     }
 
-    /// The database container, as the official image's entrypoint runs it: on an empty volume,
-    /// initialize it (mariadb-install-db, or mysqld --initialize-insecure) and after the first
-    /// start do the root bootstrap with the root password the template gives it; otherwise (e.g.
-    /// a clone) just start the server. Returns once it answers SELECT 1 over its socket.
+    /// The database container, as the official image's entrypoint runs it: as root, give the
+    /// datadir (its top directory only: what lies below is the agent's business) to the image's
+    /// mysql user, which my.cnf's `user=` runs the server as; on an empty volume, initialize it
+    /// (mariadb-install-db, or mysqld --initialize-insecure) and after the first start do the
+    /// root bootstrap with the root password the template gives it; otherwise (e.g. a clone)
+    /// just start the server. Returns once it answers SELECT 1 over its socket.
     pub async fn start_server(&mut self, n: usize) -> Result<()> {
         ensure_stopped(self.pods[n].server.as_mut(), n, "server")?;
         let paths = self.pod(n).paths.clone();
         let setup = self.pod(n).plan.server.clone();
-        let flavor = self.spec.flavor;
+        let version = self.spec.version;
         let root_password = setup.root_password()?;
+        let as_root = self.pod(n).plan.database().run_as.is_root();
+        if as_root {
+            let image_root = self.chroot.as_deref().unwrap_or(Path::new("/"));
+            let (uid, gid) = layout::passwd_user(image_root, "mysql")?;
+            std::os::unix::fs::chown(&setup.datadir, Some(uid), Some(gid))?;
+        }
         let fresh = server::is_fresh(&setup.datadir);
         if fresh {
-            self.initialize_datadir(n).await?;
+            self.initialize_datadir(n, as_root.then_some("mysql"))
+                .await?;
         }
         let started = Instant::now();
-        let server = self.spawn_step(n, &flavor.server(&paths))?;
+        let server = self.spawn_step(n, &version.server(&paths))?;
         let id = server.id;
         self.pods[n].server = Some(server);
         let password = if fresh { "" } else { root_password.as_str() };
@@ -551,8 +613,8 @@ impl Cluster {
         Ok(())
     }
 
-    async fn initialize_datadir(&mut self, n: usize) -> Result<()> {
-        let step = self.spec.flavor.initialize(&self.pod(n).paths);
+    async fn initialize_datadir(&mut self, n: usize, user: Option<&str>) -> Result<()> {
+        let step = self.spec.version.initialize(&self.pod(n).paths, user);
         let started = Instant::now();
         let mut process = self.spawn_step(n, &step)?;
         let status = process.wait().await?;
@@ -570,12 +632,14 @@ impl Cluster {
         Ok(())
     }
 
-    /// Spawns one program of the database container in pod n, with that container's PATH.
+    /// Spawns one program of the database container in pod n, as that container runs, with its
+    /// PATH.
     fn spawn_step(&mut self, n: usize, step: &Step) -> Result<Tracked> {
-        let mut command = self.pod_command(n, &step.program);
+        let database = self.pod(n).plan.database();
+        let mut command = self.container_exec(n, database, &step.program);
         command
             .args(&step.args)
-            .envs(self.pod(n).plan.database().env.get_key_value("PATH"));
+            .envs(database.env.get_key_value("PATH"));
         self.spawn_in(n, step.kind, &mut command)
     }
 
@@ -798,10 +862,14 @@ impl Cluster {
     }
 
     pub fn flavor(&self) -> Flavor {
-        self.spec.flavor
+        self.spec.version.flavor()
     }
 
-    /// MySQL: the chroot the servers run from (never written to).
+    pub fn version(&self) -> DbVersion {
+        self.spec.version
+    }
+
+    /// The database image's chroot, if it is one (never written to).
     pub fn chroot(&self) -> Option<&Path> {
         self.chroot.as_deref()
     }
@@ -818,9 +886,32 @@ impl Cluster {
         let binary = container
             .agent_binary()
             .with_context(|| format!("container {} does not run the agent", container.name))?;
-        let mut command = self.pod_command(n, binary);
+        let mut command = self.container_exec(n, container, binary);
         command.args(container.argv(check)).envs(&container.env);
         Ok(command)
+    }
+
+    /// `program` as `container` of pod n runs it: inside the image's chroot when the database
+    /// image is one, as the container's user, groups and capabilities. Root until `setpriv`
+    /// (chroot-exec needs root to mount and chroot); the PID is `program`'s own.
+    fn container_exec(
+        &self,
+        n: usize,
+        container: &Resolved,
+        program: impl AsRef<OsStr>,
+    ) -> Command {
+        let mut command = if container.image == Image::Database && self.chroot.is_some() {
+            let mut command = self.pod_command(n, self.chroot_exec());
+            command.arg("setpriv");
+            command
+        } else {
+            self.pod_command(n, "setpriv")
+        };
+        command
+            .args(container.run_as.setpriv_args())
+            .arg("--")
+            .arg(program);
+        command
     }
 
     /// `program` inside pod n (its netns and hostname), with a cleared environment but PATH.
@@ -849,13 +940,13 @@ impl Cluster {
         command
     }
 
-    /// `program` inside the MySQL chroot in pod n: `pod_command` running chroot-exec, so with the
-    /// pod's network, hostname and DNS. Panics on a MariaDB cluster, which has no chroot.
+    /// `program` as root inside the database image's chroot in pod n: `pod_command` running
+    /// chroot-exec, so with the pod's network, hostname and DNS. Panics when the image is the host.
     pub fn chroot_command(&self, n: usize, program: impl AsRef<OsStr>) -> Command {
         assert!(
             self.chroot.is_some(),
             "chroot_command: a {:?} cluster has no chroot",
-            self.spec.flavor
+            self.spec.version
         );
         let mut command = self.pod_command(n, self.chroot_exec());
         command.arg(program);
@@ -870,9 +961,14 @@ impl Cluster {
         cmd::output_text(command).await
     }
 
-    /// Runs `args` inside the MySQL chroot in pod n to completion and returns its stdout.
+    /// Runs `args` as root inside the image's chroot in pod n to completion and returns its
+    /// stdout.
     pub async fn exec_in_chroot(&self, n: usize, args: &[&str]) -> Result<String> {
-        ensure!(self.chroot.is_some(), "a MariaDB cluster has no chroot");
+        ensure!(
+            self.chroot.is_some(),
+            "a {:?} cluster has no chroot",
+            self.spec.version
+        );
         let chroot_exec = self.chroot_exec();
         let chroot_exec = chroot_exec.to_string_lossy();
         self.exec_in_pod(n, &[&[chroot_exec.as_ref()], args].concat())

@@ -288,3 +288,48 @@ pub fn stop_group(victims: &mut [Victim], grace: Duration) {
     }
     kill_and_wait(&spawned);
 }
+
+/// Who a process runs as, from /proc/PID/status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    /// Effective uid and gid.
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    /// The effective capabilities, as a bit set.
+    pub cap_eff: u64,
+    pub no_new_privs: bool,
+}
+
+impl Credentials {
+    pub fn of(pid: u32) -> Result<Credentials> {
+        let text = fs::read_to_string(format!("/proc/{pid}/status"))
+            .with_context(|| format!("reading the status of pid {pid}"))?;
+        let field = |name: &str| -> Result<Vec<&str>> {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+                .map(|value| value.split_whitespace().collect())
+                .with_context(|| format!("no {name} in /proc/{pid}/status"))
+        };
+        let effective = |name: &str| -> Result<u32> {
+            let ids = field(name)?;
+            Ok(ids
+                .get(1)
+                .with_context(|| format!("{name}: {ids:?}"))?
+                .parse()?)
+        };
+        let single = |name: &str| -> Result<String> {
+            Ok(field(name)?.first().copied().unwrap_or_default().to_owned())
+        };
+        Ok(Credentials {
+            uid: effective("Uid")?,
+            gid: effective("Gid")?,
+            groups: field("Groups")?
+                .iter()
+                .map(|group| Ok(group.parse()?))
+                .collect::<Result<_>>()?,
+            cap_eff: u64::from_str_radix(&single("CapEff")?, 16)?,
+            no_new_privs: single("NoNewPrivs")? == "1",
+        })
+    }
+}

@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail, ensure};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder};
 
+use super::chroot::ChrootImage;
 use super::cmd::file_tail;
 use super::layout::{PodPaths, read_secret};
 use super::poll::{Check, poll_until};
@@ -19,12 +20,10 @@ use super::{mariadb, mysql};
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Which server a cluster runs.
+/// The SQL dialect and overlay of a cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flavor {
-    /// The host's MariaDB packages.
     MariaDb,
-    /// Oracle MySQL 9.7 from the Debian sid chroot that `scripts/mysql-chroot.sh` builds.
     MySql,
 }
 
@@ -36,25 +35,82 @@ impl Flavor {
             Flavor::MySql => "mysql",
         }
     }
+}
 
-    pub fn my_cnf(self, pod: &PodPaths, setup: &ServerSetup) -> String {
-        match self {
-            Flavor::MariaDb => mariadb::my_cnf(pod, setup),
-            Flavor::MySql => mysql::my_cnf(pod, setup),
+/// Which server a cluster runs: the database image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DbVersion {
+    /// The host's MariaDB packages (Debian 12).
+    MariaDb10_11,
+    /// MariaDB from the Debian 13 chroot `scripts/db-chroot.sh mariadb-trixie` builds.
+    MariaDb11_8,
+    /// Oracle MySQL from the Debian sid chroot `scripts/db-chroot.sh mysql-sid` builds.
+    MySql9_7,
+}
+
+impl DbVersion {
+    /// By the name the demo and the benchmarks take: "mariadb", "mariadb-11.8" or "mysql".
+    pub fn named(name: &str) -> Option<DbVersion> {
+        match name {
+            "mariadb" => Some(DbVersion::MariaDb10_11),
+            "mariadb-11.8" => Some(DbVersion::MariaDb11_8),
+            "mysql" => Some(DbVersion::MySql9_7),
+            _ => None,
         }
     }
 
-    /// What the image's entrypoint runs once on an empty volume.
-    pub fn initialize(self, pod: &PodPaths) -> Step {
+    pub fn flavor(self) -> Flavor {
         match self {
-            Flavor::MariaDb => mariadb::install_db(pod),
+            DbVersion::MariaDb10_11 | DbVersion::MariaDb11_8 => Flavor::MariaDb,
+            DbVersion::MySql9_7 => Flavor::MySql,
+        }
+    }
+
+    /// The version a flavor runs unless told otherwise.
+    pub fn default_of(flavor: Flavor) -> DbVersion {
+        match flavor {
+            Flavor::MariaDb => DbVersion::MariaDb10_11,
+            Flavor::MySql => DbVersion::MySql9_7,
+        }
+    }
+
+    /// The chroot that is this image; None: the host is.
+    pub fn chroot(self) -> Option<ChrootImage> {
+        match self {
+            DbVersion::MariaDb10_11 => None,
+            DbVersion::MariaDb11_8 => Some(ChrootImage {
+                name: "mariadb-trixie",
+                env: "MSA_MARIADB_CHROOT",
+                server: "usr/sbin/mariadbd",
+            }),
+            DbVersion::MySql9_7 => Some(ChrootImage {
+                name: "mysql-sid",
+                env: "MSA_MYSQL_CHROOT",
+                server: mysql::MYSQLD.trim_start_matches('/'),
+            }),
+        }
+    }
+
+    /// `user` runs the server when the container runs as root (the images' entrypoints do
+    /// that); a non-root container's server runs as that container's user.
+    pub fn my_cnf(self, pod: &PodPaths, setup: &ServerSetup, user: Option<&str>) -> String {
+        match self.flavor() {
+            Flavor::MariaDb => mariadb::my_cnf(pod, setup, user),
+            Flavor::MySql => mysql::my_cnf(pod, setup, user),
+        }
+    }
+
+    /// What the image's entrypoint runs once on an empty volume, as `user` when root.
+    pub fn initialize(self, pod: &PodPaths, user: Option<&str>) -> Step {
+        match self.flavor() {
+            Flavor::MariaDb => mariadb::install_db(pod, user),
             Flavor::MySql => mysql::initialize(pod),
         }
     }
 
     /// The server itself.
     pub fn server(self, pod: &PodPaths) -> Step {
-        match self {
+        match self.flavor() {
             Flavor::MariaDb => mariadb::server(pod),
             Flavor::MySql => mysql::server(pod),
         }
@@ -107,17 +163,23 @@ pub struct Step {
     pub args: Vec<OsString>,
 }
 
-/// The settings both flavors share; `user` runs the server and `flavor_lines` (each ending in a
-/// newline) come before conf.d, which is included last so that the agent's fragment wins.
-pub fn my_cnf(pod: &PodPaths, setup: &ServerSetup, user: &str, flavor_lines: &str) -> String {
+/// The settings both flavors share; `user` (if any) runs the server and `flavor_lines` (each
+/// ending in a newline) come before conf.d, which is included last so that the agent's fragment
+/// wins.
+pub fn my_cnf(
+    pod: &PodPaths,
+    setup: &ServerSetup,
+    user: Option<&str>,
+    flavor_lines: &str,
+) -> String {
     let socket = setup.socket();
     let socket = socket.display();
+    let user = user.map_or_else(String::new, |user| format!("user={user}\n"));
     format!(
         "[client]
 socket={socket}
 [mysqld]
-user={user}
-datadir={}
+{user}datadir={}
 socket={socket}
 pid_file={}
 tmpdir={}
