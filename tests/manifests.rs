@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 
 use anyhow::{Context, Result, ensure};
 use harness::Flavor;
-use harness::layout::{self, PodPaths};
+use harness::layout::{self, Naming, PodPaths};
 use harness::manifest::{self, Manifest, Probe};
 use harness::mapping::{
     CHECK_VALID, HARNESS_ENV, PodPlan, Resolved, Role, TEST_OVERRIDES, Template, check_field,
@@ -35,7 +35,7 @@ struct Overlay {
 
 impl Overlay {
     fn new(flavor: Flavor) -> Result<Overlay> {
-        let manifest = manifest::load(flavor.overlay())?;
+        let manifest = manifest::load(flavor.overlay(), &Naming::default())?;
         let dir = tempfile::tempdir()?;
         let template = Template::new(
             manifest,
@@ -43,6 +43,7 @@ impl Overlay {
             AGENT.into(),
             dir.path().join("secrets"),
             24,
+            &Naming::default().cluster_domain,
         )?;
         template.write_secrets()?;
         Ok(Overlay { template, dir })
@@ -410,7 +411,8 @@ spec:
 fn plan_of(yaml: &str, root: &Path) -> Result<PodPlan> {
     let manifest = std::sync::Arc::new(Manifest::parse("test", yaml)?);
     let secrets = root.join("secrets");
-    let template = Template::new(manifest, Flavor::MariaDb, AGENT.into(), secrets, 8)?;
+    let domain = Naming::default().cluster_domain;
+    let template = Template::new(manifest, Flavor::MariaDb, AGENT.into(), secrets, 8, &domain)?;
     template.plan(&PodPaths::new(root, 1), 1)
 }
 

@@ -41,10 +41,11 @@ use std::fs::{self, Permissions};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 
-use super::layout::{self, NAMESPACE, Naming, PodPaths};
+use super::layout::{self, Naming, PodPaths};
 use super::manifest::{Container, EnvVarSource, Manifest, Probe};
 use super::server::{Flavor, RootPassword, ServerSetup};
 
@@ -186,6 +187,40 @@ pub struct HttpProbe {
     pub port: u16,
 }
 
+/// What a probe does, against the pod's IP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProbeAction {
+    Http(HttpProbe),
+    Tcp(u16),
+}
+
+/// One probe of a container with the kubelet's defaults filled in.
+#[derive(Clone, Debug)]
+pub struct ProbeSpec {
+    pub action: ProbeAction,
+    pub initial_delay: Duration,
+    pub period: Duration,
+    pub timeout: Duration,
+    pub success_threshold: u32,
+    pub failure_threshold: u32,
+}
+
+impl ProbeSpec {
+    /// The longest the probe lets a container take before it gives up on it: the startup
+    /// probe's allowance.
+    pub fn allowance(&self) -> Duration {
+        self.initial_delay + self.period * self.failure_threshold
+    }
+}
+
+/// A container's probes.
+#[derive(Clone, Debug, Default)]
+pub struct Probes {
+    pub startup: Option<ProbeSpec>,
+    pub readiness: Option<ProbeSpec>,
+    pub liveness: Option<ProbeSpec>,
+}
+
 /// One container of the template, as it runs in one pod here.
 #[derive(Clone, Debug)]
 pub struct Resolved {
@@ -196,7 +231,7 @@ pub struct Resolved {
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub ports: Vec<u16>,
-    pub readiness: Option<HttpProbe>,
+    pub probes: Probes,
 }
 
 impl Resolved {
@@ -236,6 +271,10 @@ pub struct PodPlan {
     /// Init containers, then containers, in template order.
     pub containers: Vec<Resolved>,
     pub server: ServerSetup,
+    /// The pod's name and FQDN, and whether it is the first ordinal (the primary).
+    pub hostname: String,
+    pub fqdn: String,
+    pub primary: bool,
 }
 
 impl PodPlan {
@@ -247,9 +286,12 @@ impl PodPlan {
             .with_context(|| format!("no container of the template runs the agent's {subcommand}"))
     }
 
-    /// The database container's readiness probe.
+    /// The target of the database container's readiness probe, if it is an httpGet.
     pub fn readiness(&self) -> Option<&HttpProbe> {
-        self.database().readiness.as_ref()
+        match &self.database().probes.readiness.as_ref()?.action {
+            ProbeAction::Http(http) => Some(http),
+            ProbeAction::Tcp(_) => None,
+        }
     }
 
     pub fn database(&self) -> &Resolved {
@@ -271,11 +313,22 @@ impl PodPlan {
         }
     }
 
-    /// What `container`'s `--check` printed (after `CHECK_VALID`) must agree with the database
-    /// container: the same datadir and conf dir, its port, and the port the agent's container
-    /// declares. It catches a setting the template forgot, which the agent would default to a
-    /// path of this machine (/var/lib/mysql, /etc/mysql/conf.d).
+    /// What `container`'s `--check` printed (after `CHECK_VALID`) must agree with the pod and the
+    /// database container: the pod's FQDN and role, the same datadir and conf dir, its port,
+    /// and the port the agent's container declares. It catches a setting the template forgot,
+    /// which the agent would default to a path of this machine (/var/lib/mysql,
+    /// /etc/mysql/conf.d) or to another pod's name.
     pub fn agrees(&self, container: &Resolved, line: &str) -> Result<()> {
+        if container.subcommand().is_some_and(|sub| sub != "install") {
+            let identity = format!("{} ({},", self.hostname, self.fqdn);
+            let role = if self.primary { "primary" } else { "replica" };
+            ensure!(
+                line.contains(&identity) && line.contains(&format!(", {role},")),
+                "container {}: the agent resolves another identity than {} {role}: {line}",
+                container.name,
+                self.fqdn
+            );
+        }
         let labels = AGREES
             .iter()
             .find(|(sub, _)| Some(*sub) == container.subcommand())
@@ -314,9 +367,10 @@ pub fn port_of(address: &str) -> Result<u16> {
     Ok(port.parse()?)
 }
 
-/// The manifest of one flavor, with this cluster's paths and secret values.
+/// The manifest of one flavor, with this cluster's paths, names and secret values.
 pub struct Template {
     pub manifest: Arc<Manifest>,
+    naming: Naming,
     flavor: Flavor,
     agent_bin: PathBuf,
     secrets_dir: PathBuf,
@@ -325,13 +379,15 @@ pub struct Template {
 }
 
 impl Template {
-    /// `secrets_dir` is where `write_secrets` puts the Secret's files.
+    /// `secrets_dir` is where `write_secrets` puts the Secret's files; `cluster_domain` is the
+    /// DNS domain of the cluster the pods run in.
     pub fn new(
         manifest: Arc<Manifest>,
         flavor: Flavor,
         agent_bin: PathBuf,
         secrets_dir: PathBuf,
         secret_len: usize,
+        cluster_domain: &str,
     ) -> Result<Template> {
         let secret = match manifest
             .pod_spec()
@@ -357,6 +413,7 @@ impl Template {
             }
         };
         Ok(Template {
+            naming: manifest.naming(cluster_domain),
             manifest,
             flavor,
             agent_bin,
@@ -375,12 +432,8 @@ impl Template {
         Ok(())
     }
 
-    pub fn naming(&self) -> Naming {
-        let statefulset = &self.manifest.statefulset;
-        Naming {
-            statefulset: statefulset.metadata.name.clone(),
-            service: statefulset.spec.service_name.clone(),
-        }
+    pub fn naming(&self) -> &Naming {
+        &self.naming
     }
 
     /// Every container of pod n resolved, or the first thing the harness cannot map.
@@ -388,7 +441,8 @@ impl Template {
         let resolver = Resolver {
             template: self,
             pod,
-            pod_name: self.naming().hostname(n),
+            n,
+            pod_name: self.naming.hostname(n),
         };
         resolver.plan()
     }
@@ -397,6 +451,8 @@ impl Template {
 struct Resolver<'a> {
     template: &'a Template,
     pod: &'a PodPaths,
+    /// The harness's pod index.
+    n: usize,
     pod_name: String,
 }
 
@@ -455,7 +511,14 @@ impl Resolver<'_> {
             sidecars <= 1,
             "{sidecars} native sidecars: the harness runs one, the agent's"
         );
-        Ok(PodPlan { containers, server })
+        let naming = &self.template.naming;
+        Ok(PodPlan {
+            containers,
+            server,
+            hostname: self.pod_name.clone(),
+            fqdn: naming.pod_fqdn(self.n),
+            primary: self.n == 0,
+        })
     }
 
     /// Where the install container puts the agent: `install DIR` copies it to DIR/mysql-sts-agent.
@@ -545,12 +608,18 @@ impl Resolver<'_> {
                 env.insert((*name).into(), (*value).into());
             }
         }
-        let readiness = container
-            .readiness_probe
-            .as_ref()
-            .map(|probe| http_probe(container, probe))
-            .transpose()
-            .context("readinessProbe")?;
+        let probe = |kind: &str, probe: &Option<Probe>| {
+            probe
+                .as_ref()
+                .map(|probe| probe_spec(container, probe, kind != "readinessProbe"))
+                .transpose()
+                .with_context(|| kind.to_owned())
+        };
+        let probes = Probes {
+            startup: probe("startupProbe", &container.startup_probe)?,
+            readiness: probe("readinessProbe", &container.readiness_probe)?,
+            liveness: probe("livenessProbe", &container.liveness_probe)?,
+        };
         Ok(Resolved {
             name: container.name.clone(),
             role,
@@ -559,7 +628,7 @@ impl Resolver<'_> {
             args,
             env,
             ports: container.ports.iter().map(|p| p.container_port).collect(),
-            readiness,
+            probes,
         })
     }
 
@@ -622,7 +691,7 @@ impl Resolver<'_> {
         );
         if let Some(field) = &source.field_ref {
             return match field.field_path.as_str() {
-                "metadata.namespace" => Ok(NAMESPACE.to_owned()),
+                "metadata.namespace" => Ok(self.template.naming.namespace.clone()),
                 "metadata.name" => Ok(self.pod_name.clone()),
                 other => bail!("fieldRef {other} has no mapping"),
             };
@@ -769,19 +838,47 @@ impl Resolver<'_> {
     }
 }
 
-fn http_probe(container: &Container, probe: &Probe) -> Result<HttpProbe> {
-    let http = probe
-        .http_get
-        .as_ref()
-        .context("the harness reads readiness from an httpGet probe only")?;
+/// A probe with the kubelet's defaults; `single_success`: startup and liveness probes, whose
+/// successThreshold must be 1.
+fn probe_spec(container: &Container, probe: &Probe, single_success: bool) -> Result<ProbeSpec> {
+    let action = match (&probe.http_get, &probe.tcp_socket) {
+        (Some(http), None) if probe.exec.is_none() && probe.grpc.is_none() => {
+            ensure!(
+                http.host.is_none() && http.scheme.as_deref().is_none_or(|s| s == "HTTP"),
+                "httpGet to another host or over HTTPS is not simulated"
+            );
+            ProbeAction::Http(HttpProbe {
+                path: http.path.clone(),
+                port: container.port(&http.port)?,
+            })
+        }
+        (None, Some(tcp)) if probe.exec.is_none() && probe.grpc.is_none() => {
+            ProbeAction::Tcp(container.port(&tcp.port)?)
+        }
+        _ => bail!("the harness runs httpGet and tcpSocket probes only"),
+    };
+    let seconds =
+        |value: Option<u32>, default: u32| Duration::from_secs(value.unwrap_or(default).into());
+    let success_threshold = probe.success_threshold.unwrap_or(1);
     ensure!(
-        http.host.is_none() && http.scheme.as_deref().is_none_or(|s| s == "HTTP"),
-        "httpGet to another host or over HTTPS is not simulated"
+        success_threshold >= 1 && (success_threshold == 1 || !single_success),
+        "successThreshold {success_threshold}: the API server takes 1 here"
     );
-    Ok(HttpProbe {
-        path: http.path.clone(),
-        port: container.port(&http.port)?,
-    })
+    let failure_threshold = probe.failure_threshold.unwrap_or(3);
+    ensure!(failure_threshold >= 1, "failureThreshold 0");
+    let spec = ProbeSpec {
+        action,
+        initial_delay: seconds(probe.initial_delay_seconds, 0),
+        period: seconds(probe.period_seconds, 10),
+        timeout: seconds(probe.timeout_seconds, 1),
+        success_threshold,
+        failure_threshold,
+    };
+    ensure!(
+        !spec.period.is_zero() && !spec.timeout.is_zero(),
+        "periodSeconds and timeoutSeconds are at least 1"
+    );
+    Ok(spec)
 }
 
 /// A word of a command line or an env value: an absolute path, or `--flag=/path`, is mapped;
