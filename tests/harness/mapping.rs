@@ -324,7 +324,7 @@ impl PodPlan {
             let role = if self.primary { "primary" } else { "replica" };
             ensure!(
                 line.contains(&identity) && line.contains(&format!(", {role},")),
-                "container {}: the agent resolves another identity than {} {role}: {line}",
+                "container {}: the agent does not resolve the pod's {} as the {role}",
                 container.name,
                 self.fqdn
             );

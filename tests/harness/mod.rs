@@ -618,7 +618,7 @@ impl Cluster {
             .find_map(|line| line.strip_prefix(CHECK_VALID));
         match (run.code, valid) {
             (Some(0), Some(line)) => (self.pod(n).plan.agrees(container, line))
-                .with_context(|| format!("pod {n} refuses to run it"))?,
+                .with_context(|| format!("pod {n} refuses to run it: {line}"))?,
             (code, _) => bail!(
                 "container {} of pod {n} fails its --check (exit {code:?}):\n{}",
                 container.name,
