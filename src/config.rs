@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::clone::ownership::ServerUser;
 use crate::db::flavor::Flavor;
+use crate::dns::{RESOLV_CONF, ResolvConf};
 use crate::duration::parse_duration;
 use crate::identity::{Identity, IdentityError, Naming};
 use crate::secret::Secret;
@@ -70,13 +72,18 @@ pub struct CommonArgs {
     /// Kubernetes namespace of the pod (required; use the downward API).
     #[arg(long, env = "MYSQL_STS_NAMESPACE", global = true)]
     pub namespace: Option<String>,
+    /// The cluster's DNS domain [default: from /etc/resolv.conf's search list, where the kubelet
+    /// writes <namespace>.svc.<domain>].
+    #[arg(long, env = "MYSQL_STS_CLUSTER_DOMAIN", global = true)]
+    pub cluster_domain: Option<String>,
+    /// The StatefulSet's first ordinal (spec.ordinals.start): that pod is the primary.
     #[arg(
         long,
-        env = "MYSQL_STS_CLUSTER_DOMAIN",
-        default_value = "cluster.local",
+        env = "MYSQL_STS_FIRST_ORDINAL",
+        default_value_t = 0,
         global = true
     )]
-    pub cluster_domain: String,
+    pub first_ordinal: u32,
     /// server_id = offset + ordinal.
     #[arg(
         long,
@@ -167,6 +174,10 @@ pub struct InitArgs {
     /// MySQL: the server binary init runs a temporary server with to clone into.
     #[arg(long, env = "MYSQL_STS_MYSQLD", default_value = "mysqld")]
     pub mysqld: PathBuf,
+    /// When init runs as root: the user (NAME or UID[:GID]) the server runs as, who gets the
+    /// clone's files [default: the datadir's owner unless root, else mysql of /etc/passwd].
+    #[arg(long, env = "MYSQL_STS_SERVER_USER")]
+    pub server_user: Option<ServerUser>,
 }
 
 #[derive(Debug, Args)]
@@ -229,6 +240,15 @@ pub enum ConfigError {
     },
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    #[error(
+        "cannot tell the cluster domain: {path}'s search list has no {namespace}.svc.<domain> \
+         entry ({found}); set --cluster-domain (MYSQL_STS_CLUSTER_DOMAIN)"
+    )]
+    ClusterDomain {
+        path: String,
+        namespace: String,
+        found: String,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -246,10 +266,27 @@ pub enum CloneChannel {
     ClonePlugin { user: Credentials },
 }
 
+/// Where the cluster domain came from, for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DomainSource {
+    Setting,
+    SearchList { path: String },
+}
+
+impl std::fmt::Display for DomainSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DomainSource::Setting => f.write_str("the --cluster-domain setting"),
+            DomainSource::SearchList { path } => write!(f, "the search list of {path}"),
+        }
+    }
+}
+
 /// Settings both subcommands share, validated.
 #[derive(Debug, Clone)]
 pub struct Common {
     pub identity: Identity,
+    pub domain_source: DomainSource,
     pub flavor: Flavor,
     pub datadir: PathBuf,
     pub agent_port: u16,
@@ -264,6 +301,7 @@ pub struct InitConfig {
     pub clone_deadline: Duration,
     pub clone_stall_timeout: Duration,
     pub mysqld: PathBuf,
+    pub server_user: Option<ServerUser>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -311,18 +349,20 @@ impl Validated {
         let pod = |common: &Common| {
             let id = &common.identity;
             format!(
-                "{} ({}, ordinal {}, {}, server_id {}, {}), datadir {}",
+                "{} ({}, ordinal {} of first ordinal {}, {}, server_id {}, {}, domain from {}), datadir {}",
                 id.hostname,
                 id.fqdn,
                 id.ordinal,
+                id.first_ordinal,
                 id.role,
                 id.server_id,
                 common.flavor,
+                common.domain_source,
                 common.datadir.display()
             )
         };
         let donor = |common: &Common| match (&common.identity.donor_fqdn, &common.clone) {
-            (None, _) => "no donor (ordinal 0)".to_owned(),
+            (None, _) => "no donor (the first ordinal)".to_owned(),
             (Some(donor), CloneChannel::BackupStream { .. }) => {
                 format!("clones {donor}:{} (agent)", common.agent_port)
             }
@@ -355,23 +395,30 @@ const KERNEL_HOSTNAME: &str = "/proc/sys/kernel/hostname";
 
 impl Cli {
     pub fn validate(self) -> Result<Validated, ConfigError> {
+        self.validate_with(Path::new(RESOLV_CONF))
+    }
+
+    /// `resolv_conf` is where the cluster domain is looked for when no setting gives it.
+    pub fn validate_with(self, resolv_conf: &Path) -> Result<Validated, ConfigError> {
+        let common = |args: CommonArgs| args.validate(resolv_conf);
         Ok(match self.command {
             // Installing runs before anything is configured: it needs only its directory.
             Command::Install(args) => Validated::Install { dir: args.dir },
             Command::Init(args) => Validated::Init(InitConfig {
-                common: self.common.validate()?,
+                common: common(self.common)?,
                 conf_dir: args.conf_dir,
                 clone_deadline: args.clone_deadline,
                 clone_stall_timeout: args.clone_stall_timeout,
                 mysqld: args.mysqld,
+                server_user: args.server_user,
             }),
-            Command::Sidecar(args) => Validated::Sidecar(args.validate(self.common.validate()?)?),
+            Command::Sidecar(args) => Validated::Sidecar(args.validate(common(self.common)?)?),
         })
     }
 }
 
 impl CommonArgs {
-    fn validate(self) -> Result<Common, ConfigError> {
+    fn validate(self, resolv_conf: &Path) -> Result<Common, ConfigError> {
         let flavor = self.flavor.ok_or(ConfigError::Missing {
             flag: "--flavor",
             env: "MYSQL_STS_FLAVOR",
@@ -420,13 +467,24 @@ impl CommonArgs {
                     source,
                 })?,
         };
+        let (cluster_domain, domain_source) = match self.cluster_domain {
+            Some(domain) => (domain, DomainSource::Setting),
+            None => (
+                domain_from_search_list(resolv_conf, &namespace)?,
+                DomainSource::SearchList {
+                    path: resolv_conf.display().to_string(),
+                },
+            ),
+        };
         let naming = Naming {
             service: self.service,
             namespace,
-            cluster_domain: self.cluster_domain,
+            cluster_domain: cluster_domain.trim_end_matches('.').to_owned(),
+            first_ordinal: self.first_ordinal,
         };
         Ok(Common {
             identity: Identity::derive(&hostname, &naming, self.server_id_offset)?,
+            domain_source,
             flavor,
             datadir: self.datadir,
             agent_port: self.agent_port,
@@ -482,6 +540,18 @@ impl SidecarArgs {
     }
 }
 
+/// The kubelet's `<namespace>.svc.<domain>` entry of the pod's resolv.conf.
+fn domain_from_search_list(path: &Path, namespace: &str) -> Result<String, ConfigError> {
+    let missing = |found: String| ConfigError::ClusterDomain {
+        path: path.display().to_string(),
+        namespace: namespace.to_owned(),
+        found,
+    };
+    let conf = ResolvConf::read(path).map_err(|e| missing(format!("unreadable: {e}")))?;
+    conf.cluster_domain(namespace)
+        .ok_or_else(|| missing(format!("search [{}]", conf.search.join(" "))))
+}
+
 /// A secret given inline or, better, as a file (a mounted Kubernetes Secret). A file's trailing
 /// newline is dropped: `kubectl create secret --from-file` keeps the one editors add.
 fn secret(
@@ -512,9 +582,22 @@ fn secret(
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Validated, ConfigError> {
+    /// A pod's resolv.conf, as the kubelet writes it in namespace `db` of `cluster.local`.
+    const POD_RESOLV_CONF: &str =
+        "search db.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.96.0.10\n";
+
+    fn parse_with(args: &[&str], resolv_conf: &str) -> Result<Validated, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("resolv.conf");
+        std::fs::write(&path, resolv_conf).unwrap();
         let argv = ["mysql-sts-agent"].iter().chain(args);
-        Cli::try_parse_from(argv).expect("clap accepts").validate()
+        Cli::try_parse_from(argv)
+            .expect("clap accepts")
+            .validate_with(&path)
+    }
+
+    fn parse(args: &[&str]) -> Result<Validated, ConfigError> {
+        parse_with(args, POD_RESOLV_CONF)
     }
 
     const BASE: &[&str] = &[
@@ -548,6 +631,74 @@ mod tests {
             panic!("MariaDB clones with a backup stream")
         };
         assert_eq!(token.expose(), "t");
+    }
+
+    #[test]
+    fn the_cluster_domain_comes_from_resolv_conf_unless_set() {
+        let init: Vec<&str> = BASE.iter().copied().chain(["init"]).collect();
+        let other_domain = "search db.svc.k8s.example.net svc.k8s.example.net\n";
+        let Ok(Validated::Init(cfg)) = parse_with(&init, other_domain) else {
+            panic!("init config")
+        };
+        assert_eq!(
+            cfg.common.identity.primary_fqdn,
+            "mysql-0.mysql.db.svc.k8s.example.net"
+        );
+        assert!(matches!(
+            cfg.common.domain_source,
+            DomainSource::SearchList { .. }
+        ));
+        let set: Vec<&str> = BASE
+            .iter()
+            .copied()
+            .chain(["--cluster-domain", "corp.example.", "init"])
+            .collect();
+        let Ok(Validated::Init(cfg)) = parse_with(&set, other_domain) else {
+            panic!("init config")
+        };
+        assert_eq!(
+            cfg.common.identity.fqdn,
+            "mysql-1.mysql.db.svc.corp.example"
+        );
+        assert_eq!(cfg.common.domain_source, DomainSource::Setting);
+        let err = parse_with(&init, "search example.com\n").err().unwrap();
+        assert!(
+            err.to_string()
+                .starts_with("cannot tell the cluster domain: /"),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("search list has no db.svc.<domain> entry (search [example.com]); set --cluster-domain"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn first_ordinal_and_names_are_validated() {
+        let args = |extra: &[&'static str]| -> Vec<&'static str> {
+            BASE.iter().copied().chain(extra.iter().copied()).collect()
+        };
+        let Ok(Validated::Init(cfg)) = parse(&args(&["--first-ordinal", "1", "init"])) else {
+            panic!("init config")
+        };
+        assert_eq!(cfg.common.identity.role, crate::identity::Role::Primary);
+        let err = parse(&args(&["--first-ordinal", "2", "init"]))
+            .err()
+            .unwrap();
+        assert!(matches!(
+            err,
+            ConfigError::Identity(IdentityError::BelowFirstOrdinal { .. })
+        ));
+        let err = parse(&args(&["--service", "db\nlog_bin=x", "init"]))
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string().starts_with(
+                "the service (--service) \"db\\nlog_bin=x\" is not a valid DNS-1123 label"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

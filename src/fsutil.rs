@@ -33,16 +33,16 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Gives every entry below `root` (and `root`) to `uid:gid` and flushes files to disk,
-/// so that a completion marker written afterwards never points at unflushed data.
-pub fn chown_and_sync_tree(root: &Path, uid: u32, gid: u32) -> io::Result<()> {
+/// Flushes every file below `root` (and `root`) to disk, so that a completion marker written
+/// afterwards never points at unflushed data; with `owner`, also gives each entry to `uid:gid`.
+pub fn sync_tree(root: &Path, owner: Option<(u32, u32)>) -> io::Result<()> {
     let meta = fs::symlink_metadata(root)?;
-    if meta.uid() != uid || meta.gid() != gid {
-        std::os::unix::fs::lchown(root, Some(uid), Some(gid))?;
+    if let Some((uid, gid)) = owner {
+        give_to(root, &meta, uid, gid)?;
     }
     if meta.is_dir() {
         for entry in fs::read_dir(root)? {
-            chown_and_sync_tree(&entry?.path(), uid, gid)?;
+            sync_tree(&entry?.path(), owner)?;
         }
         sync_dir(root)?;
     } else if meta.is_file() {
@@ -51,17 +51,31 @@ pub fn chown_and_sync_tree(root: &Path, uid: u32, gid: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// `lchown` unless `path` (with metadata `meta`) already belongs to `uid:gid`.
+fn give_to(path: &Path, meta: &fs::Metadata, uid: u32, gid: u32) -> io::Result<()> {
+    if meta.uid() != uid || meta.gid() != gid {
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+    }
+    Ok(())
+}
+
+/// Gives `path` itself (not what it holds) to `uid:gid`.
+pub fn chown_one(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    give_to(path, &fs::symlink_metadata(path)?, uid, gid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn chown_to_current_owner_walks_the_tree() {
+    fn sync_tree_walks_the_tree_and_chowns_only_when_asked() {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir_all(dir.path().join("a/b")).unwrap();
         fs::write(dir.path().join("a/b/f"), b"x").unwrap();
         let meta = fs::metadata(dir.path()).unwrap();
-        chown_and_sync_tree(dir.path(), meta.uid(), meta.gid()).unwrap();
+        sync_tree(dir.path(), None).unwrap();
+        sync_tree(dir.path(), Some((meta.uid(), meta.gid()))).unwrap();
         assert_eq!(fs::read(dir.path().join("a/b/f")).unwrap(), b"x");
     }
 }

@@ -124,7 +124,7 @@ impl PrimaryHistory {
 #[derive(Debug, Clone)]
 pub struct Rules {
     pub role: Role,
-    /// Short name of ordinal 0 for messages, e.g. `mysql-0`.
+    /// The primary's pod name for messages, e.g. `mysql-0`.
     pub primary_name: String,
     pub max_lag: Duration,
     /// A snapshot older than this means the poller is stuck: nothing it says is current.

@@ -160,7 +160,7 @@ async fn status(State(state): State<AppState>) -> Response {
         readiness: verdict.reason,
         donor: state.marker.as_deref().map(|m| m.donor.as_str()),
         clone_gtid_position: state.marker.as_deref().map(|m| m.gtid_position.as_str()),
-        source: (id.ordinal > 0).then(|| id.primary_fqdn.clone()),
+        source: (id.role == crate::identity::Role::Replica).then(|| id.primary_fqdn.clone()),
         server: snap.server,
         replication,
         last_error: snap.last_error,

@@ -2,7 +2,9 @@
 
 use serde::Serialize;
 
-/// Ordinal 0 is the primary; every other ordinal replicates from it.
+use crate::names::{self, NameError};
+
+/// The first ordinal (normally 0) is the primary; every other ordinal replicates from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -19,13 +21,15 @@ impl std::fmt::Display for Role {
     }
 }
 
-/// The DNS names a StatefulSet's headless service gives its pods.
+/// The DNS names a StatefulSet's headless service gives its pods, and where its ordinals start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Naming {
     /// The headless service; `None` means the StatefulSet's own name.
     pub service: Option<String>,
     pub namespace: String,
     pub cluster_domain: String,
+    /// `spec.ordinals.start` of the StatefulSet: this ordinal is the primary.
+    pub first_ordinal: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -34,10 +38,11 @@ pub struct Identity {
     pub statefulset: String,
     pub service: String,
     pub ordinal: u32,
+    pub first_ordinal: u32,
     pub server_id: u32,
     pub role: Role,
     pub fqdn: String,
-    /// Ordinal-1, the pod this one clones from; `None` on ordinal 0.
+    /// Ordinal-1, the pod this one clones from; `None` on the first ordinal.
     pub donor_fqdn: Option<String>,
     pub primary_fqdn: String,
     #[serde(skip)]
@@ -54,6 +59,17 @@ pub enum IdentityError {
         "server id offset {offset} + ordinal {ordinal} is not a valid server_id (1 to 4294967295)"
     )]
     ServerIdOutOfRange { offset: u32, ordinal: u32 },
+    #[error(
+        "hostname {hostname:?} has ordinal {ordinal}, below the first ordinal {first} \
+         (--first-ordinal, the StatefulSet's spec.ordinals.start)"
+    )]
+    BelowFirstOrdinal {
+        hostname: String,
+        ordinal: u32,
+        first: u32,
+    },
+    #[error(transparent)]
+    Name(#[from] NameError),
 }
 
 impl Identity {
@@ -63,6 +79,15 @@ impl Identity {
         server_id_offset: u32,
     ) -> Result<Self, IdentityError> {
         let (statefulset, ordinal) = parse_hostname(hostname)?;
+        names::label("the hostname", &format!("{statefulset}-{ordinal}"))?;
+        let first = naming.first_ordinal;
+        if ordinal < first {
+            return Err(IdentityError::BelowFirstOrdinal {
+                hostname: hostname.to_owned(),
+                ordinal,
+                first,
+            });
+        }
         let server_id = server_id_offset
             .checked_add(ordinal)
             .filter(|id| *id != 0)
@@ -74,6 +99,9 @@ impl Identity {
             .service
             .clone()
             .unwrap_or_else(|| statefulset.clone());
+        names::label("the service (--service)", &service)?;
+        names::label("the namespace (--namespace)", &naming.namespace)?;
+        names::subdomain("the cluster domain", &naming.cluster_domain)?;
         let domain_suffix = format!(
             "{service}.{}.svc.{}",
             naming.namespace, naming.cluster_domain
@@ -82,9 +110,9 @@ impl Identity {
         Ok(Identity {
             hostname: hostname.to_owned(),
             fqdn: pod_fqdn(ordinal),
-            donor_fqdn: ordinal.checked_sub(1).map(pod_fqdn),
-            primary_fqdn: pod_fqdn(0),
-            role: if ordinal == 0 {
+            donor_fqdn: (ordinal > first).then(|| pod_fqdn(ordinal - 1)),
+            primary_fqdn: pod_fqdn(first),
+            role: if ordinal == first {
                 Role::Primary
             } else {
                 Role::Replica
@@ -92,6 +120,7 @@ impl Identity {
             statefulset,
             service,
             ordinal,
+            first_ordinal: first,
             server_id,
             domain_suffix,
         })
@@ -100,6 +129,11 @@ impl Identity {
     /// The stable name of another pod of the same StatefulSet.
     pub fn peer_fqdn(&self, ordinal: u32) -> String {
         format!("{}-{ordinal}.{}", self.statefulset, self.domain_suffix)
+    }
+
+    /// The primary's pod name, e.g. `mysql-0`, for messages.
+    pub fn primary_name(&self) -> String {
+        format!("{}-{}", self.statefulset, self.first_ordinal)
     }
 }
 
@@ -127,6 +161,7 @@ mod tests {
             service: None,
             namespace: "prod".into(),
             cluster_domain: "cluster.local".into(),
+            first_ordinal: 0,
         }
     }
 
@@ -164,6 +199,69 @@ mod tests {
         assert_eq!(id.statefulset, "my-sql-set");
         assert_eq!(id.ordinal, 11);
         assert_eq!(id.fqdn, "my-sql-set-11.db-headless.prod.svc.cluster.local");
+    }
+
+    #[test]
+    fn the_first_ordinal_is_the_primary_and_the_next_clones_it() {
+        let naming = Naming {
+            service: Some("billing-db-hl".into()),
+            namespace: "shop".into(),
+            cluster_domain: "k8s.example.net".into(),
+            first_ordinal: 10,
+        };
+        let primary = Identity::derive("billing-db-10", &naming, 100).unwrap();
+        assert_eq!(primary.role, Role::Primary);
+        assert_eq!(primary.donor_fqdn, None);
+        assert_eq!(primary.server_id, 110);
+        assert_eq!(primary.primary_name(), "billing-db-10");
+        let replica = Identity::derive("billing-db-11", &naming, 100).unwrap();
+        assert_eq!(replica.role, Role::Replica);
+        assert_eq!(
+            replica.donor_fqdn.as_deref(),
+            Some("billing-db-10.billing-db-hl.shop.svc.k8s.example.net")
+        );
+        assert_eq!(replica.primary_fqdn, primary.fqdn);
+        assert!(matches!(
+            Identity::derive("billing-db-9", &naming, 100),
+            Err(IdentityError::BelowFirstOrdinal {
+                ordinal: 9,
+                first: 10,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn names_that_would_break_dns_or_the_option_file_are_refused() {
+        let bad = |naming: Naming, hostname: &str| {
+            matches!(
+                Identity::derive(hostname, &naming, 100),
+                Err(IdentityError::Name(_))
+            )
+        };
+        assert!(bad(naming(), "My_SQL-1"));
+        assert!(bad(naming(), "mysql\nlog_bin=x-1"));
+        assert!(bad(
+            Naming {
+                service: Some("db\nskip_grant_tables".into()),
+                ..naming()
+            },
+            "mysql-1"
+        ));
+        assert!(bad(
+            Naming {
+                namespace: "Prod".into(),
+                ..naming()
+            },
+            "mysql-1"
+        ));
+        assert!(bad(
+            Naming {
+                cluster_domain: "cluster.local\n[mysqld]".into(),
+                ..naming()
+            },
+            "mysql-1"
+        ));
     }
 
     #[test]

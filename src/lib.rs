@@ -18,6 +18,7 @@ pub mod identity;
 pub mod install;
 pub mod logging;
 pub mod mycnf;
+pub mod names;
 pub mod replication;
 pub mod secret;
 pub mod tool;

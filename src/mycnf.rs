@@ -64,6 +64,7 @@ mod tests {
             service: None,
             namespace: "default".into(),
             cluster_domain: "cluster.local".into(),
+            first_ordinal: 0,
         };
         Identity::derive(hostname, &naming, 100).unwrap()
     }

@@ -23,6 +23,8 @@ const VALID: &[(&str, &str)] = &[
     ("MYSQL_STS_HOSTNAME", "mysql-0"),
     ("MYSQL_STS_NAMESPACE", "default"),
     ("MYSQL_STS_CLONE_TOKEN", "t0ken"),
+    // Outside a pod: no kubelet-written search list to find it in.
+    ("MYSQL_STS_CLUSTER_DOMAIN", "cluster.local"),
 ];
 
 /// The valid environment, less `without`, plus `overrides`.
@@ -48,6 +50,49 @@ fn hostname_without_ordinal_exits_64_with_one_line() {
         lines[0].contains("hostname \"mysql\" does not end in -<ordinal>"),
         "{lines:?}"
     );
+}
+
+/// Env to set, env to leave out, and what the one error line must say.
+type BadSetting<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str], &'a str);
+
+/// Each bad setting exits 64 with one line naming it.
+#[test]
+fn names_the_cluster_domain_and_the_first_ordinal_are_checked() {
+    let cases: &[BadSetting] = &[
+        (
+            // This machine's resolv.conf has no search entry for a namespace no cluster has.
+            &[("MYSQL_STS_NAMESPACE", "no-such-ns-here")],
+            &["MYSQL_STS_CLUSTER_DOMAIN", "MYSQL_STS_NAMESPACE"],
+            "cannot tell the cluster domain: /etc/resolv.conf's search list has no no-such-ns-here.svc.<domain> entry",
+        ),
+        (
+            &[("MYSQL_STS_NAMESPACE", "Prod")],
+            &["MYSQL_STS_NAMESPACE"],
+            "the namespace (--namespace) \"Prod\" is not a valid DNS-1123 label",
+        ),
+        (
+            &[("MYSQL_STS_SERVICE", "db\nlog_bin=x")],
+            &[],
+            "the service (--service) \"db\\nlog_bin=x\" is not a valid DNS-1123 label",
+        ),
+        (
+            &[("MYSQL_STS_CLUSTER_DOMAIN", "cluster_local")],
+            &["MYSQL_STS_CLUSTER_DOMAIN"],
+            "the cluster domain \"cluster_local\" is not a valid DNS-1123 subdomain",
+        ),
+        (
+            &[("MYSQL_STS_FIRST_ORDINAL", "1")],
+            &[],
+            "hostname \"mysql-0\" has ordinal 0, below the first ordinal 1",
+        ),
+    ];
+    for (overrides, without, want) in cases {
+        let out = agent(&["init"], &with(overrides, without));
+        assert_eq!(out.status.code(), Some(64), "{overrides:?}");
+        let lines = stderr_lines(&out);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains(want), "{lines:?} should say {want}");
+    }
 }
 
 #[test]

@@ -115,13 +115,15 @@ fn assert_none(failures: Vec<String>) {
 }
 
 /// Runs a container's agent as the pod would, the hostname given as an env var: the kubelet
-/// sets it, and without root this test cannot.
+/// sets it, and without root this test cannot. So is the cluster domain: this machine's
+/// resolv.conf has no pod's search list to find it in.
 fn run_agent(container: &Resolved, pod_name: &str, check: bool) -> Result<Output> {
     let binary = container.agent_binary().context("runs no agent")?;
     Command::new(binary)
         .env_clear()
         .envs(&container.env)
         .env("MYSQL_STS_HOSTNAME", pod_name)
+        .env("MYSQL_STS_CLUSTER_DOMAIN", "cluster.local")
         .args(container.argv(check))
         .output()
         .with_context(|| format!("container {}: running {}", container.name, binary.display()))

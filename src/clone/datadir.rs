@@ -8,7 +8,6 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -196,14 +195,13 @@ impl DataDir {
         }
     }
 
-    /// The uid and gid of the volume: extracted files get them, whoever ran the extractor.
-    pub fn owner(&self) -> io::Result<(u32, u32)> {
-        let meta = fs::metadata(&self.root)?;
-        Ok((meta.uid(), meta.gid()))
-    }
-
-    /// Records the prepared clone, then moves it into place and writes the marker.
-    pub fn commit_prepared(&self, marker: CloneMarker) -> io::Result<CloneMarker> {
+    /// Records the prepared clone, then moves it into place and writes the marker; with `owner`,
+    /// the marker and the datadir itself go to that `uid:gid` (the server writes there).
+    pub fn commit_prepared(
+        &self,
+        marker: CloneMarker,
+        owner: Option<(u32, u32)>,
+    ) -> io::Result<CloneMarker> {
         let mut entries: Vec<String> = fs::read_dir(self.staging_data())?
             .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
             .collect::<io::Result<_>>()?;
@@ -211,11 +209,11 @@ impl DataDir {
         let prepared = Prepared { entries, marker };
         let json = serde_json::to_vec_pretty(&prepared).map_err(io::Error::other)?;
         fsutil::write_atomic(&self.staging().join(PREPARED_FILE), &json, 0o644)?;
-        self.finish_prepared()
+        self.finish_prepared(owner)
     }
 
     /// Moves what is left in staging into place (idempotent), writes the marker, drops staging.
-    pub fn finish_prepared(&self) -> io::Result<CloneMarker> {
+    pub fn finish_prepared(&self, owner: Option<(u32, u32)>) -> io::Result<CloneMarker> {
         let prepared = self.read_prepared()?.ok_or_else(|| {
             io::Error::new(io::ErrorKind::NotFound, "staging holds no prepared clone")
         })?;
@@ -230,8 +228,10 @@ impl DataDir {
         let json = serde_json::to_vec_pretty(&prepared.marker).map_err(io::Error::other)?;
         let marker = self.root.join(MARKER_FILE);
         fsutil::write_atomic(&marker, &json, 0o644)?;
-        let (uid, gid) = self.owner()?;
-        std::os::unix::fs::chown(&marker, Some(uid), Some(gid))?;
+        if let Some((uid, gid)) = owner {
+            fsutil::chown_one(&marker, uid, gid)?;
+            fsutil::chown_one(&self.root, uid, gid)?;
+        }
         self.remove_staging()?;
         Ok(prepared.marker)
     }
@@ -361,7 +361,7 @@ mod tests {
             DataDirState::PreparedClone
         );
 
-        assert_eq!(datadir.finish_prepared().unwrap(), marker());
+        assert_eq!(datadir.finish_prepared(None).unwrap(), marker());
         assert_eq!(
             classify(&datadir.list().unwrap()),
             DataDirState::CloneComplete
@@ -377,7 +377,7 @@ mod tests {
         let datadir = DataDir::new(dir.path());
         datadir.create_staging().unwrap();
         fs::write(datadir.staging_data().join("ibdata1"), b"data").unwrap();
-        datadir.commit_prepared(marker()).unwrap();
+        datadir.commit_prepared(marker(), None).unwrap();
         let listing = datadir.list().unwrap();
         assert_eq!(listing.entries, ["ibdata1"]);
         assert!(listing.has_marker);

@@ -7,18 +7,22 @@
 pub mod datadir;
 pub mod mariadb;
 pub mod mysql;
+pub mod ownership;
 
 use std::future::Future;
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
 
 use crate::db::DbError;
+use crate::dns::{DnsError, RESOLV_CONF, ResolvConf, fully_qualified};
 use crate::duration::seconds;
 use crate::tool::ToolError;
 use datadir::{CloneMarker, DataDir};
 use mariadb::frame::FrameError;
 use mariadb::position::PositionError;
+use ownership::Ownership;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CloneError {
@@ -100,17 +104,18 @@ pub(crate) async fn in_staging(
     result
 }
 
-/// Gives the staged data the datadir's owner, syncs it, moves it into place and writes the
-/// marker last.
+/// Syncs the staged data (giving it to the server's user when the agent is root), moves it into
+/// place and writes the marker last.
 pub(crate) async fn install(
     datadir: &DataDir,
     marker: CloneMarker,
+    ownership: &Ownership,
 ) -> Result<CloneMarker, CloneError> {
     let datadir = datadir.clone();
+    let owner = ownership.chown_to();
     tokio::task::spawn_blocking(move || {
-        let (uid, gid) = datadir.owner()?;
-        crate::fsutil::chown_and_sync_tree(&datadir.staging_data(), uid, gid)?;
-        datadir.commit_prepared(marker)
+        crate::fsutil::sync_tree(&datadir.staging_data(), owner)?;
+        datadir.commit_prepared(marker, owner)
     })
     .await
     .map_err(|e| io_error("installing the clone")(std::io::Error::other(e)))?
@@ -120,9 +125,21 @@ pub(crate) async fn install(
 /// Why one attempt to reach the donor failed, and whether another attempt may succeed.
 #[derive(Debug)]
 pub(crate) enum Attempt {
+    /// The donor's name does not resolve (yet: the pod may not exist).
+    Unresolved(DnsError),
     Retry(String),
     Fatal(CloneError),
 }
+
+impl From<DnsError> for Attempt {
+    fn from(error: DnsError) -> Self {
+        Attempt::Unresolved(error)
+    }
+}
+
+/// A name that has not resolved for this long is more than a pod not created yet: say what the
+/// pod's resolver is set up with.
+const UNRESOLVED_ADVICE_AFTER: Duration = Duration::from_secs(30);
 
 /// Retries `attempt` with a capped, jittered backoff until it succeeds, fails for good, or the
 /// deadline passes; each new reason to wait is logged once.
@@ -135,6 +152,8 @@ where
     Fut: Future<Output = Result<T, Attempt>>,
 {
     let mut last_reason = String::from("no attempt finished");
+    let mut unresolved_since: Option<Instant> = None;
+    let mut advised = false;
     let backoff = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(500))
         .with_max_delay(Duration::from_secs(5))
@@ -142,13 +161,33 @@ where
         .without_max_times();
     let attempts = attempt
         .retry(backoff)
-        .when(|e| matches!(e, Attempt::Retry(_)))
+        .when(|e| !matches!(e, Attempt::Fatal(_)))
         .notify(|e, delay| {
-            if let Attempt::Retry(reason) = e
-                && *reason != last_reason
-            {
+            let reason = match e {
+                Attempt::Unresolved(error) => error.to_string(),
+                Attempt::Retry(reason) => reason.clone(),
+                Attempt::Fatal(_) => return,
+            };
+            if reason != last_reason {
                 tracing::info!(donor = %donor, retry_in = %seconds(delay), "donor not available yet: {reason}");
-                last_reason.clone_from(reason);
+                last_reason = reason;
+            }
+            let Attempt::Unresolved(_) = e else {
+                unresolved_since = None;
+                return;
+            };
+            let since = *unresolved_since.get_or_insert_with(Instant::now);
+            if !advised && since.elapsed() >= UNRESOLVED_ADVICE_AFTER {
+                advised = true;
+                let conf = ResolvConf::read(Path::new(RESOLV_CONF)).map_or_else(
+                    |e| format!("{RESOLV_CONF} is unreadable: {e}"),
+                    |conf| conf.summary(),
+                );
+                tracing::warn!(
+                    donor = %donor, asked = %fully_qualified(donor), waited = %seconds(since.elapsed()),
+                    "the donor's name still does not resolve; {RESOLV_CONF} says {conf}: check \
+                     the namespace, the headless service and the cluster domain"
+                );
             }
         });
     let deadline_error = |last: String| CloneError::Deadline {
@@ -160,6 +199,7 @@ where
         Ok(Ok(answer)) => Ok(answer),
         Ok(Err(Attempt::Fatal(e))) => Err(e),
         Ok(Err(Attempt::Retry(reason))) => Err(deadline_error(reason)),
+        Ok(Err(Attempt::Unresolved(error))) => Err(deadline_error(error.to_string())),
         Err(_) => Err(deadline_error(last_reason)),
     }
 }

@@ -12,6 +12,7 @@ use mysql_async::prelude::Queryable;
 use tokio_util::sync::CancellationToken;
 
 use super::datadir::{CloneMarker, DataDir};
+use super::ownership::Ownership;
 use super::{
     Attempt, CloneError, in_staging, install, io_error, mib, now_unix, rate_mib_s, sql_error,
     until_donor_answers,
@@ -43,6 +44,7 @@ pub struct PluginSettings {
     pub deadline: Duration,
     /// A clone that moves no byte this long has lost its donor (the plugin would wait minutes).
     pub stall_timeout: Duration,
+    pub ownership: Ownership,
 }
 
 /// Clones the donor into `datadir` (which the caller has found empty).
@@ -82,11 +84,18 @@ async fn clone_in_staging(
     tracing::info!(donor = %donor_name, address = %donor, version = %donor_version, "donor answers as the clone user and its CLONE plugin is active");
 
     let paths = TempPaths::new(datadir);
+    if let Some((uid, gid)) = settings.ownership.chown_to() {
+        // A root agent's temporary server runs as the server's user, in directories root made.
+        for dir in [datadir.staging(), paths.data.clone()] {
+            crate::fsutil::chown_one(&dir, uid, gid)
+                .map_err(io_error(format!("giving {} to {uid}:{gid}", dir.display())))?;
+        }
+    }
     let started = Instant::now();
-    TempServer::initialize(&settings.mysqld, &paths).await?;
+    TempServer::initialize(settings, &paths).await?;
     tracing::info!(secs = started.elapsed().as_secs_f64(), datadir = %paths.data.display(), "temporary server initialized in the staging directory");
 
-    let temp = server.insert(TempServer::start(&settings.mysqld, &paths, &[]).await?);
+    let temp = server.insert(TempServer::start(settings, &paths, &[]).await?);
     let mut conn = temp.connect().await?;
     let version = db::server_version(&mut conn)
         .await
@@ -158,8 +167,7 @@ async fn clone_in_staging(
     }
 
     // The second start applies the cloned redo and swaps the files in; only then is it a clone.
-    let temp =
-        server.insert(TempServer::start(&settings.mysqld, &paths, &["--skip-grant-tables"]).await?);
+    let temp = server.insert(TempServer::start(settings, &paths, &["--skip-grant-tables"]).await?);
     let mut conn = temp.connect().await?;
     let proof = read_proof(&mut conn).await?;
     if proof.state != "Completed" || proof.error_no != 0 {
@@ -188,7 +196,7 @@ async fn clone_in_staging(
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
     paths.remove_scratch()?;
-    install(datadir, marker).await
+    install(datadir, marker, &settings.ownership).await
 }
 
 /// Resolves the donor and logs in to it as the clone user: the user exists (the primary's
@@ -197,10 +205,7 @@ async fn check_donor(
     settings: &PluginSettings,
     resolver: &Resolver,
 ) -> Result<(SocketAddr, ServerVersion), Attempt> {
-    let ip = resolver
-        .resolve(&settings.donor)
-        .await
-        .map_err(|e| Attempt::Retry(e.to_string()))?;
+    let ip = resolver.resolve(&settings.donor).await?;
     let address = SocketAddr::new(ip, settings.port);
     let endpoint = Endpoint::Tcp {
         host: ip.to_string(),
@@ -442,27 +447,31 @@ struct TempServer {
 }
 
 impl TempServer {
-    fn command(mysqld: &Path, paths: &TempPaths) -> tokio::process::Command {
-        let mut cmd = tool::command(mysqld);
+    fn command(settings: &PluginSettings, paths: &TempPaths) -> tokio::process::Command {
+        let mut cmd = tool::command(&settings.mysqld);
         cmd.arg(format!("--datadir={}", paths.data.display()))
             .arg(format!("--log-error={}", paths.log.display()));
+        // mysqld refuses to run as root unless told whom to become.
+        if let Some(user) = settings.ownership.server_user_arg() {
+            cmd.arg(format!("--user={user}"));
+        }
         cmd
     }
 
-    async fn initialize(mysqld: &Path, paths: &TempPaths) -> Result<(), CloneError> {
-        let mut cmd = Self::command(mysqld, paths);
+    async fn initialize(settings: &PluginSettings, paths: &TempPaths) -> Result<(), CloneError> {
+        let mut cmd = Self::command(settings, paths);
         cmd.arg("--initialize-insecure");
-        tool::run(cmd, mysqld).await.map_err(|e| {
+        tool::run(cmd, &settings.mysqld).await.map_err(|e| {
             CloneError::TempServer(format!("failed to initialize: {e}: {}", paths.log_tail()))
         })
     }
 
     async fn start(
-        mysqld: &Path,
+        settings: &PluginSettings,
         paths: &TempPaths,
         extra: &[&str],
     ) -> Result<TempServer, CloneError> {
-        let mut cmd = Self::command(mysqld, paths);
+        let mut cmd = Self::command(settings, paths);
         cmd.arg(format!("--socket={}", paths.socket.display()))
             .arg(format!("--pid-file={}", paths.pid_file.display()))
             .args([
@@ -477,7 +486,7 @@ impl TempServer {
             ])
             .args(extra);
         let mut server = TempServer {
-            process: tool::spawn(cmd, mysqld)
+            process: tool::spawn(cmd, &settings.mysqld)
                 .map_err(|e| CloneError::TempServer(format!("cannot start: {e}")))?,
             socket: paths.socket.clone(),
             log: paths.log.clone(),

@@ -8,6 +8,7 @@ use crate::clone::CloneError;
 use crate::clone::datadir::{DataDir, DataDirState, classify};
 use crate::clone::mariadb::joiner::{self, JoinerSettings};
 use crate::clone::mysql::{self, PluginSettings};
+use crate::clone::ownership::{self, Ownership, OwnershipError};
 use crate::config::{CloneChannel, InitConfig};
 use crate::dns::{DnsError, Resolver};
 use crate::mycnf;
@@ -36,6 +37,13 @@ pub enum InitError {
     },
     #[error(transparent)]
     Dns(#[from] DnsError),
+    #[error("deciding who owns the clone's files: {0}")]
+    Ownership(#[from] OwnershipError),
+    #[error("deciding who owns the clone's files: reading the owner of {dir} or /etc/passwd: {source}")]
+    OwnershipFacts {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error("clone failed: {0}")]
     Clone(#[from] CloneError),
 }
@@ -52,7 +60,7 @@ impl InitError {
 
 pub async fn run(cfg: InitConfig, shutdown: CancellationToken) -> Result<(), InitError> {
     let identity = &cfg.common.identity;
-    super::log_identity(identity);
+    super::log_identity(&cfg.common);
 
     let flavor = cfg.common.flavor;
     let fragment =
@@ -91,8 +99,9 @@ pub async fn run(cfg: InitConfig, shutdown: CancellationToken) -> Result<(), Ini
             tracing::info!(
                 "datadir holds a prepared clone whose move was interrupted: finishing it"
             );
+            let owner = ownership(&cfg, &datadir)?.chown_to();
             let marker = datadir
-                .finish_prepared()
+                .finish_prepared(owner)
                 .map_err(|source| InitError::Finish { dir: dir(), source })?;
             tracing::info!(donor = %marker.donor, gtid = %marker.gtid_position, "clone complete");
             Ok(())
@@ -123,10 +132,13 @@ async fn empty_datadir(
     let identity = &cfg.common.identity;
     let Some(donor) = identity.donor_fqdn.clone() else {
         tracing::info!(
-            "datadir is empty on ordinal 0 (the primary): nothing to clone, the server initializes it on first start"
+            ordinal = identity.ordinal,
+            "datadir is empty on the first ordinal (the primary): nothing to clone, the server initializes it on first start"
         );
         return Ok(());
     };
+    // Decided before any byte moves: a clone that cannot be installed must not be streamed.
+    let ownership = ownership(cfg, datadir)?;
     let method = match &cfg.common.clone {
         CloneChannel::BackupStream { .. } => "a mariadb-backup stream from its agent",
         CloneChannel::ClonePlugin { .. } => "the CLONE plugin into a temporary server",
@@ -140,7 +152,7 @@ async fn empty_datadir(
             mbstream,
         } => {
             let settings = JoinerSettings {
-                donor_is_primary: identity.ordinal == 1,
+                donor_is_primary: identity.ordinal == identity.first_ordinal + 1,
                 donor,
                 port: cfg.common.agent_port,
                 token: token.clone(),
@@ -148,6 +160,7 @@ async fn empty_datadir(
                 mariadb_backup: mariadb_backup.clone(),
                 deadline: cfg.clone_deadline,
                 stall_timeout: cfg.clone_stall_timeout,
+                ownership,
             };
             joiner::clone(datadir, &settings, &resolver, &shutdown).await?
         }
@@ -159,6 +172,7 @@ async fn empty_datadir(
                 mysqld: cfg.mysqld.clone(),
                 deadline: cfg.clone_deadline,
                 stall_timeout: cfg.clone_stall_timeout,
+                ownership,
             };
             mysql::clone(datadir, &settings, &resolver, &shutdown).await?
         }
@@ -168,6 +182,19 @@ async fn empty_datadir(
         "clone complete: replication will start at this GTID position"
     );
     Ok(())
+}
+
+/// Who the clone's files go to, logged once with its reason.
+fn ownership(cfg: &InitConfig, datadir: &DataDir) -> Result<Ownership, InitError> {
+    let facts = ownership::observe(datadir.path(), cfg.server_user.as_ref()).map_err(|source| {
+        InitError::OwnershipFacts {
+            dir: datadir.path().to_owned(),
+            source,
+        }
+    })?;
+    let decided = ownership::decide(facts)?;
+    tracing::info!("{decided}");
+    Ok(decided)
 }
 
 fn summarize(entries: &[String]) -> String {

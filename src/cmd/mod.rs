@@ -22,12 +22,14 @@ pub fn cancel_on_signals(shutdown: CancellationToken) -> std::io::Result<()> {
 }
 
 /// Logs the pod's identity: every later decision follows from it.
-pub fn log_identity(identity: &crate::identity::Identity) {
+pub fn log_identity(common: &crate::config::Common) {
+    let identity = &common.identity;
     tracing::info!(
-        hostname = %identity.hostname, ordinal = identity.ordinal, server_id = identity.server_id,
+        hostname = %identity.hostname, ordinal = identity.ordinal,
+        first_ordinal = identity.first_ordinal, server_id = identity.server_id,
         role = %identity.role, fqdn = %identity.fqdn,
         donor = identity.donor_fqdn.as_deref().unwrap_or("none"), primary = %identity.primary_fqdn,
-        "identity from the hostname"
+        "identity from the hostname; cluster domain from {}", common.domain_source
     );
 }
 

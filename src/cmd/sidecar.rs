@@ -30,7 +30,7 @@ const CONNECT_RETRY_SECS: u32 = 2;
 
 pub async fn run(cfg: SidecarConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let identity = Arc::new(cfg.common.identity.clone());
-    super::log_identity(&identity);
+    super::log_identity(&cfg.common);
     let marker = match identity.role {
         Role::Primary => None,
         Role::Replica => DataDir::new(&cfg.common.datadir)
@@ -47,7 +47,7 @@ pub async fn run(cfg: SidecarConfig, shutdown: CancellationToken) -> anyhow::Res
     let (publish, snapshots) = watch::channel(Snapshot::phase(Phase::WaitingForServer, None));
     let rules = Rules {
         role: identity.role,
-        primary_name: format!("{}-0", identity.statefulset),
+        primary_name: identity.primary_name(),
         max_lag: cfg.max_lag,
         stale_after: (cfg.poll_interval * 5).max(Duration::from_secs(15)),
     };

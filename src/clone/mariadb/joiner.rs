@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::frame::{Decoder, Event, FrameError};
 use super::position;
 use crate::clone::datadir::{CloneMarker, DataDir};
+use crate::clone::ownership::Ownership;
 use crate::clone::{
     Attempt, CloneError, error_chain, in_staging, install, io_error, now_unix, until_donor_answers,
 };
@@ -39,6 +40,7 @@ pub struct JoinerSettings {
     pub deadline: Duration,
     /// A stream that sends nothing this long is dead, even if its TCP connection is not.
     pub stall_timeout: Duration,
+    pub ownership: Ownership,
 }
 
 /// Clones the donor into `datadir` (which the caller has found empty). On any failure the
@@ -109,7 +111,7 @@ async fn fetch_and_install(
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
 
-    install(datadir, marker).await
+    install(datadir, marker, &settings.ownership).await
 }
 
 /// Resolves the donor and asks it for a clone until it accepts, within the deadline.
@@ -130,10 +132,7 @@ async fn request_clone(
     let retry = |what: &str, e: &dyn std::error::Error| {
         Attempt::Retry(format!("{what}: {}", error_chain(e)))
     };
-    let ip = resolver
-        .resolve(&settings.donor)
-        .await
-        .map_err(|e| Attempt::Retry(e.to_string()))?;
+    let ip = resolver.resolve(&settings.donor).await?;
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((ip, settings.port)))
         .await
         .map_err(|_| Attempt::Retry(format!("connecting to {ip}:{}: timed out", settings.port)))?
