@@ -6,25 +6,42 @@ mod harness;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use harness::{Cluster, ClusterSpec, Flavor, list_netns};
+use harness::{Cluster, ClusterSpec, Flavor, Naming, list_netns};
 use mysql_async::prelude::Queryable;
 
 fn two_pod_spec() -> ClusterSpec {
     ClusterSpec::new(PathBuf::from(env!("CARGO_BIN_EXE_mysql-sts-agent")), 2)
 }
 
+/// Names nothing defaults: the pods' hostnames, DNS and resolv.conf follow them.
+fn renamed() -> Naming {
+    Naming::default()
+        .statefulset("billing-db")
+        .service("billing-db-hl")
+        .namespace("shop")
+        .cluster_domain("k8s.example.net")
+        .first_ordinal(10)
+}
+
 async fn check_dns_and_hostname(cluster: &mut Cluster) {
     cluster.create_pod(0).await.expect("create pod 0");
     cluster.create_pod(1).await.expect("create pod 1");
-    let short = cluster.resolve(1, "mysql-0.mysql").await.expect("resolve");
-    assert_eq!(short, [cluster.pod_ip(0)], "mysql-0.mysql from pod 1");
+    let short = cluster
+        .resolve(1, "billing-db-10.billing-db-hl")
+        .await
+        .expect("resolve");
+    assert_eq!(
+        short,
+        [cluster.pod_ip(0)],
+        "the primary's short name from pod 1"
+    );
     let full = cluster
-        .resolve(1, "mysql-1.mysql.default.svc.cluster.local")
+        .resolve(1, "billing-db-11.billing-db-hl.shop.svc.k8s.example.net")
         .await
         .expect("resolve");
     assert_eq!(full, [cluster.pod_ip(1)], "own FQDN from pod 1");
     let service = cluster
-        .resolve(1, "mysql.default.svc.cluster.local")
+        .resolve(1, "billing-db-hl.shop.svc.k8s.example.net")
         .await
         .expect("resolve");
     assert!(service.contains(&cluster.pod_ip(0)) && service.contains(&cluster.pod_ip(1)));
@@ -32,14 +49,23 @@ async fn check_dns_and_hostname(cluster: &mut Cluster) {
         .exec_in_pod(1, &["hostname"])
         .await
         .expect("hostname");
-    assert_eq!(hostname.trim(), "mysql-1");
+    assert_eq!(hostname.trim(), "billing-db-11");
+    let resolv = cluster
+        .exec_in_pod(1, &["cat", "/etc/resolv.conf"])
+        .await
+        .expect("resolv.conf");
+    assert!(
+        resolv.contains("search shop.svc.k8s.example.net svc.k8s.example.net k8s.example.net\n")
+            && resolv.contains("options ndots:5"),
+        "{resolv}"
+    );
 }
 
 async fn check_server(cluster: &mut Cluster) {
     cluster.start_server(0).await.expect("start server 0");
     let mut conn = cluster.sql(0).await.expect("root with the admin password");
     let hostname: Option<String> = conn.query_first("SELECT @@hostname").await.unwrap();
-    assert_eq!(hostname.as_deref(), Some("mysql-0"));
+    assert_eq!(hostname, Some(cluster.naming().hostname(0)));
     conn.query_drop("CREATE DATABASE selftest").await.unwrap();
     conn.query_drop("CREATE TABLE selftest.t (id INT PRIMARY KEY, note TEXT)")
         .await
@@ -108,7 +134,8 @@ fn assert_cleaned_up(namespaces: &[String], root: &Path, processes: &[harness::P
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn harness_simulates_pods_and_cleans_up() {
-    let mut cluster = Cluster::new(two_pod_spec()).await.expect("cluster");
+    let spec = two_pod_spec().names(renamed());
+    let mut cluster = Cluster::new(spec).await.expect("cluster");
     check_dns_and_hostname(&mut cluster).await;
     check_server(&mut cluster).await;
     check_probe_path_and_throttle(&mut cluster).await;

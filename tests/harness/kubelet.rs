@@ -92,9 +92,13 @@ impl Prober {
         ip: IpAddr,
         started_at: Instant,
     ) -> Result<Prober> {
+        // Without a startupProbe a container counts as started, and without a readinessProbe
+        // as ready once started.
+        let started = probes.startup.is_none();
         let (status, _) = watch::channel(Status {
-            started: probes.startup.is_none(),
-            ..Status::default()
+            started,
+            ready: started && probes.readiness.is_none(),
+            failed: None,
         });
         let shared = Arc::new(Shared {
             container: container.to_owned(),
@@ -257,8 +261,12 @@ impl Worker {
         let container = &self.shared.container;
         match self.kind {
             Kind::Startup if self.successes >= 1 => {
-                self.shared.status.send_modify(|s| s.started = true);
-                if let Some(readiness) = &self.on_start {
+                let readiness = self.on_start.as_ref();
+                self.shared.status.send_modify(|s| {
+                    s.started = true;
+                    s.ready |= readiness.is_none();
+                });
+                if let Some(readiness) = readiness {
                     let _ = readiness.send(Signal::Now);
                 }
             }

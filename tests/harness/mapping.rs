@@ -1,7 +1,7 @@
 //! The harness's only knowledge of its own: what the pod template's images, volumes and
 //! downward-API fields stand for on this machine, and the few settings it adds for tests.
 //! Everything else a pod runs (its containers in order, their command, args, env, ports, volume
-//! mounts and readiness probe) comes from the built manifest, so that a mistake in k8s/ fails the
+//! mounts and probes) comes from the built manifest, so that a mistake in k8s/ fails the
 //! tests as it would fail a cluster.
 //!
 //! | in the template | on this machine |
@@ -14,7 +14,8 @@
 //! | volume `tmp` (emptyDir) | `<pod>/tmp` |
 //! | volume `run` (emptyDir) | `<pod>/run` |
 //! | volume `secrets` (Secret) | `<root>/secrets`: a file per key of the manifest's Secret, with values generated per cluster |
-//! | fieldRef `metadata.namespace`, `metadata.name` | `default` (the namespace the harness's DNS serves), the pod's name |
+//! | fieldRef `metadata.namespace`, `metadata.name` | the StatefulSet's namespace in the build (`default` without one, as `kubectl apply` does), which the harness's DNS serves; the pod's name `<statefulset>-<ordinal>` |
+//! | probes (httpGet, tcpSocket) | run by the harness's kubelet (`kubelet.rs`) from the node namespace to the pod's IP |
 //!
 //! Paths: an absolute path in a container's command, args or env values (literal, or from a
 //! ConfigMap) is rewritten through that container's own volume mounts, the longest mount path that
@@ -30,11 +31,13 @@
 //! it declares, and the root password its MYSQL_ROOT_PASSWORD_FILE points at.
 //!
 //! Before an agent container runs, its `--check` must pass and what it resolves must agree with
-//! the database container (`PodPlan::agrees`): a setting the template forgot would otherwise
-//! default to a path of this machine.
+//! the pod (its FQDN and role) and the database container (`PodPlan::agrees`): a setting the
+//! template forgot would otherwise default to a path of this machine or another pod's name.
 //!
 //! Not simulated: securityContext (everything runs as root, the MariaDB server as user mysql),
-//! resources, liveness and startup probes (the scenarios stop and kill processes themselves).
+//! resources, exec and grpc probes (refused), and the kubelet's restarts: a startup or liveness
+//! probe past its failureThreshold is reported (and fails `Cluster::run_scenario`), the container
+//! is left as it is, so that scenarios that stop and kill processes stay deterministic.
 
 use std::collections::BTreeMap;
 use std::fs::{self, Permissions};

@@ -3,12 +3,18 @@
 //!
 //! The pods run what the built manifest of the flavor under test declares (`manifest.rs`): its
 //! pod template's init containers in order, its native sidecar, then the database container,
-//! with the command, args, env, ports, volume mounts and readiness probe of the template. How
-//! images and volumes map to this machine is the harness's only knowledge of its own
-//! (`mapping.rs`).
+//! with the command, args, env, ports, volume mounts and probes of the template; the kubelet's
+//! probes decide when a pod is Ready (`kubelet.rs`). How images and volumes map to this machine is
+//! the harness's only knowledge of its own (`mapping.rs`).
 //!
-//! A pod is a network namespace plus a persistent UTS namespace (hostname `<statefulset>-N`, e.g.
-//! `mysql-1`, resolvable under the template's serviceName in namespace `default`); a "node"
+//! Names are a cluster's choice (`ClusterSpec::names`, default `mysql` in `default` of
+//! `cluster.local` from ordinal 0): the harness builds an overlay on top of the shipped one that
+//! renames the set and its Services, sets the namespace and `spec.ordinals.start` and tells the
+//! agent (`manifest.rs`); the cluster domain exists only in the pods' resolv.conf, /etc/hosts and
+//! DNS records, as in a cluster. Harness pod n (0..pods) is ordinal `start + n`.
+//!
+//! A pod is a network namespace plus a persistent UTS namespace (hostname `<statefulset>-<ordinal>`,
+//! e.g. `mysql-1`, resolvable as `<hostname>.<service>.<namespace>.svc.<domain>`); a "node"
 //! namespace holds the bridge, dnsmasq (cluster DNS) and the prober; each pod runs a real server
 //! (the host's mariadbd, or mysqld from a cached Debian sid chroot: see `mysql.rs`) and the agent
 //! under test. Everything is named `msa<pid>x<k>...`, so clusters of parallel tests and processes
