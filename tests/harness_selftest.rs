@@ -4,8 +4,10 @@
 mod harness;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use harness::kubelet::{Prober, Status};
+use harness::mapping::{HttpProbe, ProbeAction, ProbeSpec, Probes};
 use harness::{Cluster, ClusterSpec, Flavor, Naming, list_netns};
 use mysql_async::prelude::Queryable;
 
@@ -109,6 +111,69 @@ async fn check_probe_path_and_throttle(cluster: &mut Cluster) {
     cluster.throttle(0, None).await.expect("unthrottle twice");
 }
 
+/// The kubelet's prober against a listener that comes up after a moment: readiness waits for the
+/// startupProbe and then runs at once (not at its next period); a liveness probe that keeps
+/// failing marks the container failed after failureThreshold periods.
+async fn check_kubelet(cluster: &mut Cluster) {
+    let probe = |action, period, failure_threshold| ProbeSpec {
+        action,
+        initial_delay: Duration::ZERO,
+        period: Duration::from_secs(period),
+        timeout: Duration::from_secs(1),
+        success_threshold: 1,
+        failure_threshold,
+    };
+    let http = ProbeAction::Http(HttpProbe {
+        path: "/".into(),
+        port: 8081,
+    });
+    let probes = Probes {
+        startup: Some(probe(ProbeAction::Tcp(8081), 1, 30)),
+        readiness: Some(probe(http, 30, 1)),
+        // Nothing listens on port 9.
+        liveness: Some(probe(ProbeAction::Tcp(9), 1, 2)),
+    };
+    let started = Instant::now();
+    let ip = cluster.pod_ip(1).into();
+    let prober = Prober::start("web", &probes, &cluster.node_ns(), ip, started).expect("prober");
+    let mut listener = cluster.pod_command(1, "python3");
+    let docroot = cluster.pod_dir(1).join("logs");
+    listener
+        .args(["-m", "http.server", "8081", "--directory"])
+        .arg(&docroot);
+    cluster
+        .spawn_in_pod(1, "http-server", listener)
+        .expect("spawn listener");
+    assert!(reaches(&prober, |s| s.ready).await, "{}", prober.history());
+    let ready_after = started.elapsed();
+    assert!(
+        ready_after < Duration::from_secs(10),
+        "Ready after {ready_after:?}, not at once after the startupProbe:\n{}",
+        prober.history()
+    );
+    assert!(
+        reaches(&prober, |s| s.failed.is_some()).await,
+        "{}",
+        prober.history()
+    );
+    let history = prober.history();
+    assert!(
+        history.contains("Startup: connected to :8081")
+            && history.contains("Readiness: GET /: 200")
+            && history.contains("Liveness: connect :9"),
+        "{history}"
+    );
+    let failed = prober.stop().expect("the liveness failure");
+    assert!(failed.contains("Liveness probe failed 2 times"), "{failed}");
+}
+
+/// Whether the prober's status satisfies `wanted` within 20 s.
+async fn reaches(prober: &Prober, wanted: impl FnMut(&Status) -> bool) -> bool {
+    let mut status = prober.status();
+    let reached = tokio::time::timeout(Duration::from_secs(20), status.wait_for(wanted)).await;
+    matches!(reached, Ok(Ok(_)))
+}
+
 fn assert_cleaned_up(namespaces: &[String], root: &Path, processes: &[harness::ProcessInfo]) {
     let listed = list_netns();
     for ns in namespaces {
@@ -139,6 +204,7 @@ async fn harness_simulates_pods_and_cleans_up() {
     check_dns_and_hostname(&mut cluster).await;
     check_server(&mut cluster).await;
     check_probe_path_and_throttle(&mut cluster).await;
+    check_kubelet(&mut cluster).await;
 
     let namespaces = cluster.namespaces();
     assert_eq!(namespaces.len(), 3, "node + 2 pods: {namespaces:?}");

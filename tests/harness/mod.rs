@@ -31,7 +31,7 @@
 
 mod cmd;
 mod dns;
-mod kubelet;
+pub mod kubelet;
 pub mod layout;
 pub mod manifest;
 pub mod mapping;
