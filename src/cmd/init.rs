@@ -39,9 +39,7 @@ pub enum InitError {
     Dns(#[from] DnsError),
     #[error("deciding who owns the clone's files: {0}")]
     Ownership(#[from] OwnershipError),
-    #[error(
-        "deciding who owns the clone's files: reading the owner of {dir} or /etc/passwd: {source}"
-    )]
+    #[error("deciding who owns the clone's files: reading the owner of {dir} or /etc/passwd: {source}")]
     OwnershipFacts {
         dir: PathBuf,
         source: std::io::Error,
