@@ -6,6 +6,13 @@
 //! lists at the end make one test of each per image. The pods run as the template says (uid 999,
 //! no capabilities) on volumes as provisioners make them: `FsGroup` unless a scenario names
 //! another layout, and each layout is some scenario's, so every image meets every layout.
+//!
+//! Each scenario deploys under names of its own (`ClusterSpec::names`), whatever the image: a
+//! set name with a hyphen, a namespace other than `default`, a cluster domain other than
+//! `cluster.local` (which the agent must find in the pod's resolv.conf), a headless Service not
+//! named after the set, a first ordinal other than 0. `three_pods_come_up_in_order_and_hold_every_row`
+//! uses all of them at once; the interrupted-clone scenario keeps every default, the shipped
+//! manifests as they are.
 
 mod harness;
 
@@ -16,23 +23,25 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use harness::{
-    Check, Cluster, ClusterSpec, Credentials, DbVersion, Flavor, VolumeLayout, poll_until,
+    Check, Cluster, ClusterSpec, Credentials, DbVersion, Flavor, Naming, VolumeLayout, poll_until,
 };
 use mysql_async::prelude::Queryable;
 
 const READY: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(50);
 
-/// Runs a scenario on a fresh cluster; a failing one keeps its logs for reading.
+/// Runs a scenario on a fresh cluster under `naming`; a failing one keeps its logs for reading.
 async fn scenario(
     version: DbVersion,
     pods: usize,
     volumes: VolumeLayout,
+    naming: Naming,
     body: impl AsyncFnOnce(&mut Cluster) -> Result<()>,
 ) -> Result<()> {
     let spec = ClusterSpec::new(env!("CARGO_BIN_EXE_mysql-sts-agent"), pods)
         .version(version)
-        .volumes(volumes);
+        .volumes(volumes)
+        .names(naming);
     Cluster::run_scenario(spec, body).await
 }
 
@@ -57,9 +66,15 @@ fn assert_datadir_is_the_servers(c: &Cluster, n: usize) -> Result<()> {
     }
     ensure!(
         strangers.is_empty(),
-        "mysql-{n}'s server runs as uid {uid}, but does not own {strangers:?}"
+        "{}'s server runs as uid {uid}, but does not own {strangers:?}",
+        pod(c, n)
     );
     Ok(())
+}
+
+/// Pod n's name, e.g. "billing-db-11" for harness pod 1 of a set whose ordinals start at 10.
+fn pod(c: &Cluster, n: usize) -> String {
+    c.naming().hostname(n)
 }
 
 /// Pod 0 up, with a table holding a few MB so that clones carry real data.
@@ -106,7 +121,7 @@ async fn checksum(c: &Cluster, n: usize) -> Result<u64> {
 /// Waits until replica `n` holds as many rows as the primary, then compares checksums.
 async fn assert_same_data(c: &Cluster, n: usize) -> Result<()> {
     let want = row_count(c, 0).await?;
-    let what = format!("mysql-{n} to hold the primary's {want} rows");
+    let what = format!("{} to hold the primary's {want} rows", pod(c, n));
     poll_until(&what, Duration::from_secs(60), POLL, || async {
         let have = row_count(c, n).await?;
         Ok(if have == want {
@@ -119,18 +134,20 @@ async fn assert_same_data(c: &Cluster, n: usize) -> Result<()> {
     let (primary, replica) = (checksum(c, 0).await?, checksum(c, n).await?);
     ensure!(
         primary == replica,
-        "CHECKSUM TABLE differs: mysql-0 {primary}, mysql-{n} {replica}"
+        "CHECKSUM TABLE differs: {} {primary}, {} {replica}",
+        pod(c, 0),
+        pod(c, n)
     );
     Ok(())
 }
 
-/// Polls mysql-1's probe at `path` until its answer satisfies `wanted`; returns that answer.
+/// Polls pod 1's probe at `path` until its answer satisfies `wanted`; returns that answer.
 async fn readyz_until(
     c: &Cluster,
     path: &str,
     wanted: impl Fn(&harness::HttpReply) -> bool,
 ) -> Result<harness::HttpReply> {
-    let what = format!("mysql-1's {path} to give the expected answer");
+    let what = format!("{}'s {path} to give the expected answer", pod(c, 1));
     poll_until(&what, READY, POLL, || async {
         let reply = c.http_get(1, path, None).await?;
         Ok(if wanted(&reply) {
@@ -189,7 +206,13 @@ impl Writer {
 
 async fn three_pods_come_up_in_order_and_hold_every_row(version: DbVersion) -> Result<()> {
     let flavor = version.flavor();
-    scenario(version, 3, VolumeLayout::FsGroup, async |c| {
+    let naming = Naming::default()
+        .statefulset("billing-db")
+        .service("billing-db-hl")
+        .namespace("shop")
+        .cluster_domain("k8s.example.net")
+        .first_ordinal(10);
+    scenario(version, 3, VolumeLayout::FsGroup, naming, async |c| {
         primary_with_data(c).await?;
 
         let writer = Writer::start(c).await?;
@@ -208,7 +231,8 @@ async fn three_pods_come_up_in_order_and_hold_every_row(version: DbVersion) -> R
             let reply = c.http_get(n, "/readyz", None).await?;
             ensure!(
                 reply.status == 200,
-                "mysql-{n} /readyz: {} {}",
+                "{} /readyz: {} {}",
+                pod(c, n),
                 reply.status,
                 reply.text()
             );
@@ -219,26 +243,31 @@ async fn three_pods_come_up_in_order_and_hold_every_row(version: DbVersion) -> R
         }
         ensure!(row_count(c, 2).await? == 20_000 + during + 1);
 
+        // Each server names itself as the pod: its hostname, and the FQDN replicas report.
+        for n in 0..3 {
+            let mut conn = c.sql(n).await?;
+            let names: Option<(String, String)> =
+                conn.query_first("SELECT @@hostname, @@report_host").await?;
+            let want = (pod(c, n), c.naming().pod_fqdn(n));
+            ensure!(names.as_ref() == Some(&want), "{names:?}, not {want:?}");
+        }
+
         // Each replica cloned ordinal-1, and says so in /status and in its init log.
         let pod1 = status_json(&c.http_get(1, "/status", None).await?)?;
         ensure!(
             pod1["role"] == "replica" && pod1["phase"] == "running",
             "{pod1}"
         );
-        ensure!(
-            pod1["donor"] == "mysql-0.mysql.default.svc.cluster.local",
-            "{pod1}"
-        );
+        ensure!(pod1["donor"] == c.naming().pod_fqdn(0).as_str(), "{pod1}");
         ensure!(
             pod1["replication"]["status"]["sql_running"] == true,
             "{pod1}"
         );
         let pod2 = status_json(&c.http_get(2, "/status", None).await?)?;
-        ensure!(
-            pod2["donor"] == "mysql-1.mysql.default.svc.cluster.local",
-            "{pod2}"
-        );
-        ensure!(pod2["server_id"] == 102, "{pod2}");
+        ensure!(pod2["donor"] == c.naming().pod_fqdn(1).as_str(), "{pod2}");
+        // server_id = 100 + ordinal.
+        let server_id = 100 + c.naming().ordinal(2);
+        ensure!(pod2["server_id"] == server_id, "{pod2}");
         // Where the start position came from: the backup's files on MariaDB, the cloned
         // server itself on MySQL.
         let (from_primary, from_replica) = match version {
@@ -295,7 +324,10 @@ async fn three_pods_come_up_in_order_and_hold_every_row(version: DbVersion) -> R
 async fn replica_is_unready_while_stopped_or_behind_and_ready_once_caught_up(
     version: DbVersion,
 ) -> Result<()> {
-    scenario(version, 2, VolumeLayout::HostPath, async |c| {
+    let naming = Naming::default()
+        .namespace("shop")
+        .cluster_domain("k8s.example.net");
+    scenario(version, 2, VolumeLayout::HostPath, naming, async |c| {
         primary_with_data(c).await?;
         c.start_pod(1).await?;
 
@@ -320,7 +352,10 @@ async fn replica_is_unready_while_stopped_or_behind_and_ready_once_caught_up(
         // An in-sync replica's lag reads up to one poll interval (1 s): the sampled primary
         // position is that old. So the strict threshold here is 2 s, not 1 s.
         readyz_until(c, "/readyz?lag=2s", |reply| {
-            reply.status == 503 && reply.text().contains("3 transactions behind mysql-0")
+            reply.status == 503
+                && reply
+                    .text()
+                    .contains(&format!("3 transactions behind {}", pod(c, 0)))
         })
         .await?;
         let relaxed = c.http_get(1, "/readyz?lag=10m", None).await?;
@@ -340,7 +375,8 @@ async fn replica_is_unready_while_stopped_or_behind_and_ready_once_caught_up(
             log.contains("not ready: replica SQL thread is not running"),
             "{log}"
         );
-        ensure!(log.contains("ready: in sync with mysql-0"), "{log}");
+        let in_sync = format!("ready: in sync with {}", pod(c, 0));
+        ensure!(log.contains(&in_sync), "{log}");
         Ok(())
     })
     .await
@@ -361,7 +397,11 @@ async fn primary_and_a_replica_that_goes_down(c: &mut Cluster, rows: usize) -> R
 
 async fn restarted_replica_resumes_without_recloning(version: DbVersion) -> Result<()> {
     let flavor = version.flavor();
-    scenario(version, 2, VolumeLayout::PodUid, async |c| {
+    let naming = Naming::default()
+        .statefulset("orders-db")
+        .service("orders-db-headless")
+        .first_ordinal(3);
+    scenario(version, 2, VolumeLayout::PodUid, naming, async |c| {
         let exit = primary_and_a_replica_that_goes_down(c, 5).await?;
         ensure!(exit == Some(0), "sidecar exit on SIGTERM: {exit:?}");
         ensure!(c.log_text(1, "sidecar-1.log").contains("SIGTERM received"));
@@ -421,17 +461,18 @@ fn datadir_entries(dir: &Path) -> Result<Vec<String>> {
 async fn wait_for_partial_clone(c: &Cluster, n: usize, init_log: &str) -> Result<()> {
     let staged = c.datadir(n).join(".mysql-sts-agent-clone/data");
     let receiving = match c.flavor() {
-        Flavor::MariaDb => "donor accepted: receiving the clone stream",
-        Flavor::MySql => {
-            "clone stage started donor=mysql-0.mysql.default.svc.cluster.local stage=FILE COPY"
-        }
+        Flavor::MariaDb => "donor accepted: receiving the clone stream".to_owned(),
+        Flavor::MySql => format!(
+            "clone stage started donor={} stage=FILE COPY",
+            c.naming().pod_fqdn(n - 1)
+        ),
     };
     poll_until(
         "part of the clone to arrive",
         Duration::from_secs(60),
         POLL,
         || async {
-            if !c.log_text(n, init_log).contains(receiving) {
+            if !c.log_text(n, init_log).contains(&receiving) {
                 return Ok(Check::Pending("the donor is not sending yet".to_owned()));
             }
             let size: u64 = match std::fs::read_dir(&staged) {
@@ -455,101 +496,109 @@ async fn interrupted_clones_leave_nothing_usable_and_the_retry_succeeds(
     version: DbVersion,
 ) -> Result<()> {
     let flavor = version.flavor();
-    scenario(version, 2, VolumeLayout::FsGroup, async |c| {
-        primary_with_data(c).await?;
-        // About 1 MB/s out of the donor: the clone takes long enough to be cut in the middle.
-        c.throttle(0, Some("8mbit")).await?;
+    // The one scenario on the shipped manifests as they are, in `default` of `cluster.local`.
+    scenario(
+        version,
+        2,
+        VolumeLayout::FsGroup,
+        Naming::default(),
+        async |c| {
+            primary_with_data(c).await?;
+            // About 1 MB/s out of the donor: the clone takes long enough to be cut in the middle.
+            c.throttle(0, Some("8mbit")).await?;
 
-        // The joiner killed mid-clone leaves its staging directory, which the retry removes.
-        let mut init = c.spawn_init(1).await?;
-        wait_for_partial_clone(c, 1, "init-1.log").await?;
-        if flavor == Flavor::MariaDb {
-            // One clone at a time: a second joiner is told to come back later.
-            let token = c.clone_token()?;
-            let busy = c.http_get(0, "/clone", Some(&token)).await?;
+            // The joiner killed mid-clone leaves its staging directory, which the retry removes.
+            let mut init = c.spawn_init(1).await?;
+            wait_for_partial_clone(c, 1, "init-1.log").await?;
+            if flavor == Flavor::MariaDb {
+                // One clone at a time: a second joiner is told to come back later.
+                let token = c.clone_token()?;
+                let busy = c.http_get(0, "/clone", Some(&token)).await?;
+                ensure!(
+                    busy.text() == "429 a clone is already being served\n",
+                    "second clone: {} {}",
+                    busy.status,
+                    busy.text()
+                );
+            }
+            init.kill().await?;
+            let killed = init.wait().await?;
             ensure!(
-                busy.text() == "429 a clone is already being served\n",
-                "second clone: {} {}",
-                busy.status,
-                busy.text()
+                killed.code.is_none(),
+                "init should have died by a signal: {:?}",
+                killed.code
             );
-        }
-        init.kill().await?;
-        let killed = init.wait().await?;
-        ensure!(
-            killed.code.is_none(),
-            "init should have died by a signal: {:?}",
-            killed.code
-        );
-        ensure!(
-            datadir_entries(&c.datadir(1))? == [".mysql-sts-agent-clone"],
-            "{:?}",
-            datadir_entries(&c.datadir(1))?
-        );
+            ensure!(
+                datadir_entries(&c.datadir(1))? == [".mysql-sts-agent-clone"],
+                "{:?}",
+                datadir_entries(&c.datadir(1))?
+            );
 
-        // The donor killed mid-clone (MariaDB: its agent streams; MySQL: its server does):
-        // the joiner exits non-zero and leaves nothing behind.
-        let init = c.spawn_init(1).await?;
-        wait_for_partial_clone(c, 1, "init-2.log").await?;
-        match flavor {
-            Flavor::MariaDb => c.kill_sidecar(0).await?,
-            Flavor::MySql => c.kill_server(0).await?,
-        }
-        let failed = init.wait().await?;
-        ensure!(
-            matches!(failed.code, Some(code) if code != 0),
-            "init after donor death: {:?}",
-            failed.code
-        );
-        ensure!(
-            failed
+            // The donor killed mid-clone (MariaDB: its agent streams; MySQL: its server does):
+            // the joiner exits non-zero and leaves nothing behind.
+            let init = c.spawn_init(1).await?;
+            wait_for_partial_clone(c, 1, "init-2.log").await?;
+            match flavor {
+                Flavor::MariaDb => c.kill_sidecar(0).await?,
+                Flavor::MySql => c.kill_server(0).await?,
+            }
+            let failed = init.wait().await?;
+            ensure!(
+                matches!(failed.code, Some(code) if code != 0),
+                "init after donor death: {:?}",
+                failed.code
+            );
+            ensure!(
+                failed
+                    .output
+                    .contains("removing the staging directory of an interrupted clone"),
+                "{}",
+                failed.output
+            );
+            let error_lines: Vec<&str> = failed
                 .output
-                .contains("removing the staging directory of an interrupted clone"),
-            "{}",
-            failed.output
-        );
-        let error_lines: Vec<&str> = failed
-            .output
-            .lines()
-            .filter(|l| l.contains("ERROR"))
-            .collect();
-        ensure!(
-            error_lines.len() == 1 && error_lines[0].contains("clone failed"),
-            "{error_lines:?}"
-        );
-        ensure!(
-            datadir_entries(&c.datadir(1))?.is_empty(),
-            "{:?}",
-            datadir_entries(&c.datadir(1))?
-        );
+                .lines()
+                .filter(|l| l.contains("ERROR"))
+                .collect();
+            ensure!(
+                error_lines.len() == 1 && error_lines[0].contains("clone failed"),
+                "{error_lines:?}"
+            );
+            ensure!(
+                datadir_entries(&c.datadir(1))?.is_empty(),
+                "{:?}",
+                datadir_entries(&c.datadir(1))?
+            );
 
-        // The donor back: the retry clones and the pod joins.
-        c.throttle(0, None).await?;
-        if flavor == Flavor::MySql {
-            c.start_server(0).await?;
-        } else {
-            c.start_sidecar(0).await?;
-        }
-        c.wait_readyz(0, 200, READY).await?;
-        let retry = c.run_init(1).await?;
-        ensure!(
-            retry.code == Some(0),
-            "retry: {:?}\n{}",
-            retry.code,
-            retry.output
-        );
-        c.start_server(1).await?;
-        c.start_sidecar(1).await?;
-        c.wait_readyz(1, 200, READY).await?;
-        insert(c, 0, "after-retry").await?;
-        assert_same_data(c, 1).await?;
-        Ok(())
-    })
+            // The donor back: the retry clones and the pod joins.
+            c.throttle(0, None).await?;
+            if flavor == Flavor::MySql {
+                c.start_server(0).await?;
+            } else {
+                c.start_sidecar(0).await?;
+            }
+            c.wait_readyz(0, 200, READY).await?;
+            let retry = c.run_init(1).await?;
+            ensure!(
+                retry.code == Some(0),
+                "retry: {:?}\n{}",
+                retry.code,
+                retry.output
+            );
+            c.start_server(1).await?;
+            c.start_sidecar(1).await?;
+            c.wait_readyz(1, 200, READY).await?;
+            insert(c, 0, "after-retry").await?;
+            assert_same_data(c, 1).await?;
+            Ok(())
+        },
+    )
     .await
 }
 
 async fn refuses_a_datadir_it_cannot_prove_is_its_own(version: DbVersion) -> Result<()> {
-    scenario(version, 2, VolumeLayout::FsGroup, async |c| {
+    let naming = Naming::default().first_ordinal(5);
+    scenario(version, 2, VolumeLayout::FsGroup, naming, async |c| {
         c.create_pod(1).await?;
         let stray = c.datadir(1).join("notes.txt");
         std::fs::write(&stray, "keep me")?;
@@ -572,7 +621,11 @@ async fn refuses_a_datadir_it_cannot_prove_is_its_own(version: DbVersion) -> Res
 async fn replica_with_unexplained_data_is_blocked_and_liveness_ignores_the_database(
     version: DbVersion,
 ) -> Result<()> {
-    scenario(version, 2, VolumeLayout::FsGroup, async |c| {
+    let naming = Naming::default()
+        .statefulset("app-db")
+        .service("app-db")
+        .namespace("data-team");
+    scenario(version, 2, VolumeLayout::FsGroup, naming, async |c| {
         c.start_pod(0).await?;
         // A server initialized its own datadir on ordinal 1: no clone, so no start position.
         c.create_pod(1).await?;
@@ -625,7 +678,8 @@ async fn replica_with_unexplained_data_is_blocked_and_liveness_ignores_the_datab
 async fn a_failing_backup_tool_is_reported_and_never_taken_for_a_clone(
     version: DbVersion,
 ) -> Result<()> {
-    scenario(version, 2, VolumeLayout::FsGroup, async |c| {
+    let naming = Naming::default().service("db-hl").namespace("shop");
+    scenario(version, 2, VolumeLayout::FsGroup, naming, async |c| {
         c.start_pod(0).await?;
         // The donor's backup tool streams a little, complains and fails, while the agent lives on.
         let fake = c.root_dir().join("failing-backup");
@@ -670,13 +724,17 @@ async fn a_failing_backup_tool_is_reported_and_never_taken_for_a_clone(
 /// Runs a replica down while the primary purges the binary logs it still needs: the replica
 /// cannot catch up, and says so in its probe, its /status and its log.
 async fn replica_behind_purged_binlogs_says_it_needs_a_new_clone(version: DbVersion) -> Result<()> {
-    scenario(version, 2, VolumeLayout::RootTemplate, async |c| {
+    let naming = Naming::default()
+        .cluster_domain("corp.internal")
+        .first_ordinal(1);
+    scenario(version, 2, VolumeLayout::RootTemplate, naming, async |c| {
         primary_and_a_replica_that_goes_down(c, 3).await?;
         let mut primary = c.sql(0).await?;
         primary.query_drop("FLUSH BINARY LOGS").await?;
         // MariaDB keeps a binlog until its crash-recovery checkpoint has passed: purge until
         // only the active one is left.
-        poll_until("mysql-0 to purge its old binlogs", READY, POLL, || async {
+        let what = format!("{} to purge its old binlogs", pod(c, 0));
+        poll_until(&what, READY, POLL, || async {
             let mut primary = c.sql(0).await?;
             primary
                 .query_drop("PURGE BINARY LOGS BEFORE NOW() + INTERVAL 1 DAY")

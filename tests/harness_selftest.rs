@@ -6,27 +6,48 @@
 mod harness;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use harness::{Cluster, ClusterSpec, Credentials, DbVersion, Flavor, VolumeLayout, list_netns};
+use harness::kubelet::{Prober, Status};
+use harness::mapping::{HttpProbe, ProbeAction, ProbeSpec, Probes};
+use harness::{
+    Cluster, ClusterSpec, Credentials, DbVersion, Flavor, Naming, VolumeLayout, list_netns,
+};
 use mysql_async::prelude::Queryable;
 
 fn two_pod_spec() -> ClusterSpec {
     ClusterSpec::new(PathBuf::from(env!("CARGO_BIN_EXE_mysql-sts-agent")), 2)
 }
 
+/// Names nothing defaults: the pods' hostnames, DNS and resolv.conf follow them.
+fn renamed() -> Naming {
+    Naming::default()
+        .statefulset("billing-db")
+        .service("billing-db-hl")
+        .namespace("shop")
+        .cluster_domain("k8s.example.net")
+        .first_ordinal(10)
+}
+
 async fn check_dns_and_hostname(cluster: &mut Cluster) {
     cluster.create_pod(0).await.expect("create pod 0");
     cluster.create_pod(1).await.expect("create pod 1");
-    let short = cluster.resolve(1, "mysql-0.mysql").await.expect("resolve");
-    assert_eq!(short, [cluster.pod_ip(0)], "mysql-0.mysql from pod 1");
+    let short = cluster
+        .resolve(1, "billing-db-10.billing-db-hl")
+        .await
+        .expect("resolve");
+    assert_eq!(
+        short,
+        [cluster.pod_ip(0)],
+        "the primary's short name from pod 1"
+    );
     let full = cluster
-        .resolve(1, "mysql-1.mysql.default.svc.cluster.local")
+        .resolve(1, "billing-db-11.billing-db-hl.shop.svc.k8s.example.net")
         .await
         .expect("resolve");
     assert_eq!(full, [cluster.pod_ip(1)], "own FQDN from pod 1");
     let service = cluster
-        .resolve(1, "mysql.default.svc.cluster.local")
+        .resolve(1, "billing-db-hl.shop.svc.k8s.example.net")
         .await
         .expect("resolve");
     assert!(service.contains(&cluster.pod_ip(0)) && service.contains(&cluster.pod_ip(1)));
@@ -34,14 +55,23 @@ async fn check_dns_and_hostname(cluster: &mut Cluster) {
         .exec_in_pod(1, &["hostname"])
         .await
         .expect("hostname");
-    assert_eq!(hostname.trim(), "mysql-1");
+    assert_eq!(hostname.trim(), "billing-db-11");
+    let resolv = cluster
+        .exec_in_pod(1, &["cat", "/etc/resolv.conf"])
+        .await
+        .expect("resolv.conf");
+    assert!(
+        resolv.contains("search shop.svc.k8s.example.net svc.k8s.example.net k8s.example.net\n")
+            && resolv.contains("options ndots:5"),
+        "{resolv}"
+    );
 }
 
 async fn check_server(cluster: &mut Cluster) {
     cluster.start_server(0).await.expect("start server 0");
     let mut conn = cluster.sql(0).await.expect("root with the admin password");
     let hostname: Option<String> = conn.query_first("SELECT @@hostname").await.unwrap();
-    assert_eq!(hostname.as_deref(), Some("mysql-0"));
+    assert_eq!(hostname, Some(cluster.naming().hostname(0)));
     conn.query_drop("CREATE DATABASE selftest").await.unwrap();
     conn.query_drop("CREATE TABLE selftest.t (id INT PRIMARY KEY, note TEXT)")
         .await
@@ -85,6 +115,69 @@ async fn check_probe_path_and_throttle(cluster: &mut Cluster) {
     cluster.throttle(0, None).await.expect("unthrottle twice");
 }
 
+/// The kubelet's prober against a listener that comes up after a moment: readiness waits for the
+/// startupProbe and then runs at once (not at its next period); a liveness probe that keeps
+/// failing marks the container failed after failureThreshold periods.
+async fn check_kubelet(cluster: &mut Cluster) {
+    let probe = |action, period, failure_threshold| ProbeSpec {
+        action,
+        initial_delay: Duration::ZERO,
+        period: Duration::from_secs(period),
+        timeout: Duration::from_secs(1),
+        success_threshold: 1,
+        failure_threshold,
+    };
+    let http = ProbeAction::Http(HttpProbe {
+        path: "/".into(),
+        port: 8081,
+    });
+    let probes = Probes {
+        startup: Some(probe(ProbeAction::Tcp(8081), 1, 30)),
+        readiness: Some(probe(http, 30, 1)),
+        // Nothing listens on port 9.
+        liveness: Some(probe(ProbeAction::Tcp(9), 1, 2)),
+    };
+    let started = Instant::now();
+    let ip = cluster.pod_ip(1).into();
+    let prober = Prober::start("web", &probes, &cluster.node_ns(), ip, started).expect("prober");
+    let mut listener = cluster.pod_command(1, "python3");
+    let docroot = cluster.pod_dir(1).join("logs");
+    listener
+        .args(["-m", "http.server", "8081", "--directory"])
+        .arg(&docroot);
+    cluster
+        .spawn_in_pod(1, "http-server", listener)
+        .expect("spawn listener");
+    assert!(reaches(&prober, |s| s.ready).await, "{}", prober.history());
+    let ready_after = started.elapsed();
+    assert!(
+        ready_after < Duration::from_secs(10),
+        "Ready after {ready_after:?}, not at once after the startupProbe:\n{}",
+        prober.history()
+    );
+    assert!(
+        reaches(&prober, |s| s.failed.is_some()).await,
+        "{}",
+        prober.history()
+    );
+    let history = prober.history();
+    assert!(
+        history.contains("Startup: connected to :8081")
+            && history.contains("Readiness: GET /: 200")
+            && history.contains("Liveness: connect :9"),
+        "{history}"
+    );
+    let failed = prober.stop().expect("the liveness failure");
+    assert!(failed.contains("Liveness probe failed 2 times"), "{failed}");
+}
+
+/// Whether the prober's status satisfies `wanted` within 20 s.
+async fn reaches(prober: &Prober, wanted: impl FnMut(&Status) -> bool) -> bool {
+    let mut status = prober.status();
+    let reached = tokio::time::timeout(Duration::from_secs(20), status.wait_for(wanted)).await;
+    matches!(reached, Ok(Ok(_)))
+}
+
 fn assert_cleaned_up(namespaces: &[String], root: &Path, processes: &[harness::ProcessInfo]) {
     let listed = list_netns();
     for ns in namespaces {
@@ -110,10 +203,12 @@ fn assert_cleaned_up(namespaces: &[String], root: &Path, processes: &[harness::P
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn harness_simulates_pods_and_cleans_up() {
-    let mut cluster = Cluster::new(two_pod_spec()).await.expect("cluster");
+    let spec = two_pod_spec().names(renamed());
+    let mut cluster = Cluster::new(spec).await.expect("cluster");
     check_dns_and_hostname(&mut cluster).await;
     check_server(&mut cluster).await;
     check_probe_path_and_throttle(&mut cluster).await;
+    check_kubelet(&mut cluster).await;
 
     let namespaces = cluster.namespaces();
     assert_eq!(namespaces.len(), 3, "node + 2 pods: {namespaces:?}");

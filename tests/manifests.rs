@@ -2,17 +2,20 @@
 //! every container that runs the agent passes `--check` with the args and env the template gives
 //! it, under the harness's mapping (`tests/harness/mapping.rs`); what the agent resolves agrees
 //! with what the database container mounts and declares; the probes, the headless Service and
-//! the StatefulSet's policy are what the agent relies on.
+//! the StatefulSet's policy are what the agent relies on. Each check runs on the shipped overlays
+//! and on overlays the harness generates on top of them under other names, with
+//! `spec.ordinals.start` set.
 
 mod harness;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use harness::Flavor;
-use harness::layout::{self, PodPaths};
+use harness::layout::{self, Naming, PodPaths};
 use harness::manifest::{self, Manifest, Probe};
 use harness::mapping::{
     self, CHECK_VALID, HARNESS_ENV, PodPlan, Resolved, Role, TEST_OVERRIDES, Template, VolumeType,
@@ -26,6 +29,20 @@ const FLAVORS: [Flavor; 2] = [Flavor::MariaDb, Flavor::MySql];
 const ORDINALS: [usize; 2] = [0, 1];
 /// The agent's readiness endpoint.
 const READYZ: &str = "/readyz";
+/// The startupProbe must let crash recovery after a large clone run this long...
+const STARTUP_ALLOWANCE: Duration = Duration::from_secs(3600);
+/// ...without holding a server that listens after a second for much longer.
+const STARTUP_PERIOD: Duration = Duration::from_secs(2);
+
+/// The names a user deploying a second set would choose. The cluster domain stays the default:
+/// the agent finds it in the pod's resolv.conf, which these checks, run on the host, have not.
+fn renamed() -> Naming {
+    Naming::default()
+        .statefulset("billing-db")
+        .service("billing-db-hl")
+        .namespace("shop")
+        .first_ordinal(10)
+}
 
 /// One overlay's template mapped into a temp dir, with its Secret's files written there.
 struct Overlay {
@@ -34,8 +51,8 @@ struct Overlay {
 }
 
 impl Overlay {
-    fn new(flavor: Flavor) -> Result<Overlay> {
-        let manifest = manifest::load(flavor.overlay())?;
+    fn new(flavor: Flavor, naming: &Naming) -> Result<Overlay> {
+        let manifest = manifest::load(flavor.overlay(), naming)?;
         let dir = tempfile::tempdir()?;
         let template = Template::new(
             manifest,
@@ -43,6 +60,7 @@ impl Overlay {
             AGENT.into(),
             dir.path().join("secrets"),
             24,
+            &naming.cluster_domain,
         )?;
         template.write_secrets()?;
         Ok(Overlay { template, dir })
@@ -77,15 +95,20 @@ impl Overlay {
     }
 }
 
-/// Runs `check` for every overlay and returns one line per failure, naming the overlay.
+/// Runs `check` for every overlay, as shipped and renamed, and returns one line per failure,
+/// naming the overlay.
 fn each_overlay(check: impl Fn(&Overlay) -> Result<()>) -> Vec<String> {
     FLAVORS
         .into_iter()
-        .filter_map(|flavor| {
-            Overlay::new(flavor)
+        .flat_map(|flavor| [(flavor, Naming::default()), (flavor, renamed())])
+        .filter_map(|(flavor, naming)| {
+            Overlay::new(flavor, &naming)
                 .and_then(|overlay| check(&overlay))
                 .err()
-                .map(|error| format!("overlay {}: {error:#}", flavor.overlay()))
+                .map(|error| {
+                    let set = &naming.statefulset;
+                    format!("overlay {} as {set}: {error:#}", flavor.overlay())
+                })
         })
         .collect()
 }
@@ -213,7 +236,7 @@ fn points_at_readyz(probe: &Probe, agent_port: u16, container: &manifest::Contai
 }
 
 /// The database is Ready when the agent says so; nothing restarts a container because the agent
-/// says "not ready".
+/// says "not ready"; the startupProbe waits out a long crash recovery but not a quick start.
 #[test]
 fn readiness_is_the_agents_readyz_and_liveness_is_not() {
     assert_none(each_overlay(|overlay| {
@@ -239,6 +262,19 @@ fn readiness_is_the_agents_readyz_and_liveness_is_not() {
             database.name,
             readiness.path,
             readiness.port
+        );
+        let startup = database
+            .probes
+            .startup
+            .as_ref()
+            .with_context(|| format!("container {} has no startupProbe", database.name))?;
+        ensure!(
+            startup.allowance() >= STARTUP_ALLOWANCE && startup.period <= STARTUP_PERIOD,
+            "container {}: the startupProbe allows {:?} every {:?}: crash recovery needs \
+             {STARTUP_ALLOWANCE:?}, and a quick start should wait at most {STARTUP_PERIOD:?}",
+            database.name,
+            startup.allowance(),
+            startup.period
         );
         let spec = overlay.manifest().pod_spec();
         for container in spec.init_containers.iter().chain(&spec.containers) {
@@ -325,20 +361,59 @@ fn agent_containers_set_only_env_the_agent_knows() {
     }));
 }
 
+/// With `spec.ordinals.start`, the first ordinal is the primary and the next clones it: the
+/// agent is told the first ordinal in its ConfigMap, beside the StatefulSet that sets it.
+#[test]
+fn the_first_ordinal_is_the_primary_and_the_next_clones_it() {
+    assert_none(each_overlay(|overlay| {
+        let naming = overlay.template.naming();
+        let start = naming.first_ordinal;
+        for n in ORDINALS {
+            let pod = overlay.pod_name(n);
+            let plan = overlay.pod(n)?;
+            for container in plan
+                .containers
+                .iter()
+                .filter(|c| c.agent_binary().is_some() && c.subcommand() != Some("install"))
+            {
+                let told = container
+                    .env
+                    .get("MYSQL_STS_FIRST_ORDINAL")
+                    .map(String::as_str);
+                ensure!(
+                    told.unwrap_or("0") == start.to_string(),
+                    "container {}: MYSQL_STS_FIRST_ORDINAL {told:?}, spec.ordinals.start {start}",
+                    container.name
+                );
+                let line = check(container, &pod).with_context(|| format!("pod {pod}"))?;
+                let (role, donor) = match n {
+                    0 => ("primary", None),
+                    _ => ("replica", Some(naming.pod_fqdn(n - 1))),
+                };
+                ensure!(
+                    line.contains(&format!(", {role},")),
+                    "pod {pod} is not the {role}: {line}"
+                );
+                // Only init clones, and says whom from.
+                if container.subcommand() == Some("init") {
+                    let clones = donor.map_or("no donor".to_owned(), |d| format!("clones {d}:"));
+                    ensure!(
+                        line.contains(&clones),
+                        "pod {pod}: not \"{clones}\": {line}"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }));
+}
+
 #[test]
 fn the_headless_service_names_every_pod_before_it_is_ready() {
     assert_none(each_overlay(|overlay| {
         let statefulset = &overlay.manifest().statefulset;
         let name = &statefulset.spec.service_name;
-        let service = overlay
-            .manifest()
-            .service(name)
-            .with_context(|| format!("no Service named {name}, the StatefulSet's serviceName"))?;
-        ensure!(
-            service.spec.cluster_ip.as_deref() == Some("None"),
-            "Service {name} is not headless (clusterIP {:?})",
-            service.spec.cluster_ip
-        );
+        let service = overlay.manifest().headless_service()?;
         // A joining pod resolves its donor and the primary before it is Ready itself.
         ensure!(
             service.spec.publish_not_ready_addresses,
@@ -415,7 +490,8 @@ spec:
 fn plan_of(yaml: &str, root: &Path) -> Result<PodPlan> {
     let manifest = std::sync::Arc::new(Manifest::parse("test", yaml)?);
     let secrets = root.join("secrets");
-    let template = Template::new(manifest, Flavor::MariaDb, AGENT.into(), secrets, 8)?;
+    let domain = Naming::default().cluster_domain;
+    let template = Template::new(manifest, Flavor::MariaDb, AGENT.into(), secrets, 8, &domain)?;
     template.plan(&PodPaths::new(root, 1), 1)
 }
 
@@ -518,4 +594,32 @@ fn the_harness_refuses_what_it_cannot_map() {
         })
         .collect();
     assert_none(failures);
+}
+
+/// A StatefulSet whose serviceName names no headless Service in the build gives its pods no DNS
+/// names: the harness refuses to build it.
+#[test]
+fn the_harness_refuses_a_service_name_without_its_headless_service() {
+    let service = |name: &str, cluster_ip: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\n\
+             spec: {{clusterIP: {cluster_ip}}}\n"
+        )
+    };
+    for (extra, want) in [
+        (service("db", "None"), "no Service named db-headless"),
+        (
+            service("db-headless", "10.0.0.1"),
+            "Service db-headless is not headless",
+        ),
+    ] {
+        let manifest = Manifest::parse("test", &format!("{RUNNABLE}{extra}")).unwrap();
+        let error = manifest.headless_service().map(|_| ()).unwrap_err();
+        assert!(format!("{error:#}").contains(want), "{error:#}");
+    }
+    let fine = Manifest::parse(
+        "test",
+        &format!("{RUNNABLE}{}", service("db-headless", "None")),
+    );
+    fine.unwrap().headless_service().unwrap();
 }

@@ -11,9 +11,6 @@ use anyhow::{Context, Result};
 
 pub const BRIDGE_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 250, 1);
 pub const SUBNET_BITS: u8 = 24;
-/// The namespace every simulated pod is in (the downward API's `metadata.namespace`).
-pub const NAMESPACE: &str = "default";
-const CLUSTER_DOMAIN: &str = "cluster.local";
 /// Pod IPs are 169.254.250.(10+N) and must stay below the broadcast address.
 pub const MAX_PODS: usize = 200;
 
@@ -23,17 +20,67 @@ pub fn pod_ip(n: usize) -> Ipv4Addr {
     Ipv4Addr::new(a, b, c, 10 + n as u8)
 }
 
-/// The names Kubernetes gives a StatefulSet's pods, from its name and its serviceName.
-#[derive(Clone, Debug)]
+/// The names Kubernetes gives a StatefulSet's pods, and where they are: the StatefulSet's name,
+/// its serviceName, its namespace, the cluster's DNS domain and `spec.ordinals.start`. Harness pod
+/// index n (0..pods) is ordinal `first_ordinal + n`.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Naming {
     pub statefulset: String,
+    /// The headless Service that names the pods (the StatefulSet's serviceName).
     pub service: String,
+    pub namespace: String,
+    /// Not in any manifest: the kubelet writes it into the pods' resolv.conf.
+    pub cluster_domain: String,
+    pub first_ordinal: u32,
+}
+
+/// What the shipped manifests and a default cluster give: `mysql-0.mysql.default.svc.cluster.local`.
+impl Default for Naming {
+    fn default() -> Self {
+        Naming {
+            statefulset: "mysql".into(),
+            service: "mysql".into(),
+            namespace: "default".into(),
+            cluster_domain: "cluster.local".into(),
+            first_ordinal: 0,
+        }
+    }
 }
 
 impl Naming {
+    pub fn statefulset(mut self, name: &str) -> Self {
+        self.statefulset = name.into();
+        self
+    }
+
+    pub fn service(mut self, name: &str) -> Self {
+        self.service = name.into();
+        self
+    }
+
+    pub fn namespace(mut self, name: &str) -> Self {
+        self.namespace = name.into();
+        self
+    }
+
+    pub fn cluster_domain(mut self, domain: &str) -> Self {
+        self.cluster_domain = domain.into();
+        self
+    }
+
+    pub fn first_ordinal(mut self, start: u32) -> Self {
+        self.first_ordinal = start;
+        self
+    }
+
+    /// The ordinal of harness pod n.
+    pub fn ordinal(&self, n: usize) -> u32 {
+        self.first_ordinal + u32::try_from(n).expect("a pod index fits in u32")
+    }
+
     /// Pod n's name and hostname, e.g. "mysql-1".
     pub fn hostname(&self, n: usize) -> String {
-        format!("{}-{n}", self.statefulset)
+        format!("{}-{}", self.statefulset, self.ordinal(n))
     }
 
     /// "mysql-1.mysql": what the search list completes.
@@ -47,13 +94,18 @@ impl Naming {
 
     /// The headless service's name, which resolves to every pod.
     pub fn service_fqdn(&self) -> String {
-        format!("{}.{NAMESPACE}.svc.{CLUSTER_DOMAIN}", self.service)
+        format!("{}.{}", self.service, self.namespace_domain())
     }
-}
 
-/// The pods' resolv.conf search list, as the kubelet writes it.
-pub fn search_domains() -> String {
-    format!("{NAMESPACE}.svc.{CLUSTER_DOMAIN} svc.{CLUSTER_DOMAIN} {CLUSTER_DOMAIN}")
+    /// The pods' resolv.conf search list, as the kubelet writes it.
+    pub fn search_domains(&self) -> String {
+        let domain = &self.cluster_domain;
+        format!("{} svc.{domain} {domain}", self.namespace_domain())
+    }
+
+    fn namespace_domain(&self) -> String {
+        format!("{}.svc.{}", self.namespace, self.cluster_domain)
+    }
 }
 
 /// Identifies one cluster across processes: `msa<pid>x<k>` prefixes all of its names,

@@ -1,5 +1,6 @@
-//! The manifests under test: `kubectl kustomize k8s/overlays/<overlay>` plus the example Secret
-//! applied beside it, built once per test process, and the few kinds and fields of it that the
+//! The manifests under test: `kubectl kustomize k8s/overlays/<overlay>` (or an overlay generated
+//! on top of it that renames the set) plus the example Secret applied beside it, built once per
+//! test process, and the few kinds and fields of it that the
 //! harness reads. Fields the harness does not
 //! use are not modelled; fields it cannot honour are kept so that `mapping.rs` can refuse them.
 
@@ -13,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde_norway::Value;
 
 use super::cmd::run_blocking;
+use super::layout::Naming;
 
 /// Where the kustomize tree is (default: the repository's `k8s/`), e.g. to try a change to the
 /// manifests on a copy before making it.
@@ -25,18 +27,61 @@ pub fn k8s_dir() -> PathBuf {
     )
 }
 
-/// The built overlay: built on first use, then shared by every cluster of this process.
-/// Blocking (it runs kubectl).
-pub fn load(overlay: &str) -> Result<Arc<Manifest>> {
+/// The built overlay, under `naming`'s names: the overlay as it is for the default names,
+/// else an overlay generated on top of it, as a user would write one (`names_overlay`). Built on
+/// first use, then shared by every cluster of this process. Blocking (it runs kubectl).
+pub fn load(overlay: &str, naming: &Naming) -> Result<Arc<Manifest>> {
     static BUILT: Mutex<BTreeMap<String, Arc<Manifest>>> = Mutex::new(BTreeMap::new());
+    // The cluster domain is in no manifest: it does not change the build.
+    let key = |naming: &Naming| {
+        let Naming {
+            statefulset,
+            service,
+            namespace,
+            first_ordinal,
+            ..
+        } = naming;
+        format!("{overlay} {statefulset} {service} {namespace} {first_ordinal}")
+    };
     // Held while building: parallel tests wait for the one build instead of repeating it.
     let mut built = BUILT
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(manifest) = built.get(overlay) {
+    if let Some(manifest) = built.get(&key(naming)) {
         return Ok(manifest.clone());
     }
     let dir = k8s_dir().join("overlays").join(overlay);
+    let shipped_key = key(&Naming::default());
+    let shipped = match built.get(&shipped_key) {
+        Some(manifest) => manifest.clone(),
+        None => {
+            let manifest = Arc::new(build(overlay, &dir)?);
+            built.insert(shipped_key.clone(), manifest.clone());
+            manifest
+        }
+    };
+    let manifest = if key(naming) == shipped_key {
+        shipped
+    } else {
+        let generated = tempfile::tempdir()?;
+        let text = names_overlay(&shipped, &dir, generated.path(), naming)?;
+        std::fs::write(generated.path().join("kustomization.yaml"), text)?;
+        let manifest = build(overlay, generated.path())
+            .with_context(|| format!("the {overlay} overlay under {naming:?}"))?;
+        Arc::new(manifest)
+    };
+    let have = manifest.naming(&naming.cluster_domain);
+    ensure!(
+        have == *naming,
+        "the {overlay} overlay builds with names {have:?}, not {naming:?}"
+    );
+    built.insert(key(naming), manifest.clone());
+    Ok(manifest)
+}
+
+/// `kubectl kustomize DIR` plus the example Secret; refuses a build whose serviceName is not
+/// the name of a headless Service in it.
+fn build(overlay: &str, dir: &Path) -> Result<Manifest> {
     let built_text = run_blocking("kubectl", &["kustomize", &dir.to_string_lossy()])
         .with_context(|| format!("building the {overlay} overlay"))?;
     // Users apply the Secret apart from the overlay, so that re-applying never resets it.
@@ -44,12 +89,76 @@ pub fn load(overlay: &str) -> Result<Arc<Manifest>> {
     let secret = std::fs::read_to_string(&secret_file)
         .with_context(|| format!("reading {}", secret_file.display()))?;
     let text = format!("{built_text}\n---\n{secret}");
-    let manifest = Arc::new(
-        Manifest::parse(overlay, &text)
-            .with_context(|| format!("reading the built {overlay} overlay ({})", dir.display()))?,
-    );
-    built.insert(overlay.to_owned(), manifest.clone());
+    let manifest = Manifest::parse(overlay, &text)
+        .with_context(|| format!("reading the built {overlay} overlay ({})", dir.display()))?;
+    manifest.headless_service()?;
     Ok(manifest)
+}
+
+/// The generator of the agent's ConfigMap in k8s/base, which an overlay merges settings into.
+const AGENT_CONFIG_MAP: &str = "mysql-sts-agent";
+
+/// A kustomization in `dir` on top of `base` (whose build is `shipped`) that deploys it under
+/// `naming`: the StatefulSet, its headless Service and the Services named after the set renamed
+/// (kustomize follows the rename into serviceName), the namespace set, `spec.ordinals.start`, and
+/// the agent told the service and the first ordinal. The cluster domain is not the overlay's.
+fn names_overlay(shipped: &Manifest, base: &Path, dir: &Path, naming: &Naming) -> Result<String> {
+    // kustomize takes only relative paths to other kustomizations.
+    let up = "../".repeat(dir.canonicalize()?.components().count() - 1);
+    let base = base.canonicalize()?;
+    let base = format!("{up}{}", base.strip_prefix("/")?.display());
+    let old_set = &shipped.statefulset.metadata.name;
+    let old_service = &shipped.statefulset.spec.service_name;
+    let mut statefulset = vec![format!(
+        "{{op: replace, path: /metadata/name, value: {}}}",
+        naming.statefulset
+    )];
+    if naming.first_ordinal != 0 {
+        statefulset.push(format!(
+            "{{op: add, path: /spec/ordinals, value: {{start: {}}}}}",
+            naming.first_ordinal
+        ));
+    }
+    let mut renames = vec![("StatefulSet", old_set.clone(), statefulset)];
+    for service in &shipped.services {
+        let old = &service.metadata.name;
+        let new = if old == old_service {
+            naming.service.clone()
+        } else if let Some(suffix) = old.strip_prefix(&format!("{old_set}-")) {
+            format!("{}-{suffix}", naming.statefulset)
+        } else {
+            continue;
+        };
+        let patch = format!("{{op: replace, path: /metadata/name, value: {new}}}");
+        renames.push(("Service", old.clone(), vec![patch]));
+    }
+    let patches: String = renames
+        .iter()
+        .map(|(kind, name, ops)| {
+            let ops: String = ops.iter().map(|op| format!("\n      - {op}")).collect();
+            format!("\n  - target: {{kind: {kind}, name: {name}}}\n    patch: |-{ops}")
+        })
+        .collect();
+    let mut literals = vec![format!("MYSQL_STS_SERVICE={}", naming.service)];
+    if naming.first_ordinal != 0 {
+        literals.push(format!("MYSQL_STS_FIRST_ORDINAL={}", naming.first_ordinal));
+    }
+    let literals: String = literals.iter().map(|l| format!("\n      - {l}")).collect();
+    Ok(format!(
+        "# Generated by the test harness: {base} under other names.
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+namespace: {}
+resources:
+  - {base}
+patches:{patches}
+configMapGenerator:
+  - name: {AGENT_CONFIG_MAP}
+    behavior: merge
+    literals:{literals}
+",
+        naming.namespace
+    ))
 }
 
 /// What one overlay builds to.
@@ -121,6 +230,42 @@ impl Manifest {
             .iter()
             .find(|service| service.metadata.name == name)
     }
+
+    /// The Service named after the StatefulSet's serviceName, which must be headless: it gives the
+    /// pods their DNS names.
+    pub fn headless_service(&self) -> Result<&Service> {
+        let name = &self.statefulset.spec.service_name;
+        let service = self
+            .service(name)
+            .with_context(|| format!("no Service named {name}, the StatefulSet's serviceName"))?;
+        ensure!(
+            service.spec.cluster_ip.as_deref() == Some("None"),
+            "Service {name} is not headless (clusterIP {:?})",
+            service.spec.cluster_ip
+        );
+        Ok(service)
+    }
+
+    /// The names the pods get from this build in a cluster whose DNS domain is `cluster_domain`.
+    pub fn naming(&self, cluster_domain: &str) -> Naming {
+        let statefulset = &self.statefulset;
+        Naming {
+            statefulset: statefulset.metadata.name.clone(),
+            service: statefulset.spec.service_name.clone(),
+            // Without one, `kubectl apply` puts it in the default namespace.
+            namespace: statefulset
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| Naming::default().namespace),
+            cluster_domain: cluster_domain.to_owned(),
+            first_ordinal: statefulset
+                .spec
+                .ordinals
+                .as_ref()
+                .map_or(0, |ordinals| ordinals.start),
+        }
+    }
 }
 
 fn typed<T: DeserializeOwned>(kind: &str, value: Value) -> Result<T> {
@@ -136,6 +281,7 @@ fn typed<T: DeserializeOwned>(kind: &str, value: Value) -> Result<T> {
 #[derive(Debug, Default, Deserialize)]
 pub struct Metadata {
     pub name: String,
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -149,9 +295,16 @@ pub struct StatefulSet {
 pub struct StatefulSetSpec {
     pub service_name: String,
     pub pod_management_policy: Option<String>,
+    pub ordinals: Option<Ordinals>,
     pub template: PodTemplate,
     #[serde(default)]
     pub volume_claim_templates: Vec<ClaimTemplate>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Ordinals {
+    #[serde(default)]
+    pub start: u32,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -327,6 +480,11 @@ pub struct VolumeMount {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Probe {
+    pub initial_delay_seconds: Option<u32>,
+    pub period_seconds: Option<u32>,
+    pub timeout_seconds: Option<u32>,
+    pub success_threshold: Option<u32>,
+    pub failure_threshold: Option<u32>,
     pub http_get: Option<HttpGet>,
     pub tcp_socket: Option<TcpSocket>,
     pub exec: Option<Value>,

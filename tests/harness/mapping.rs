@@ -1,7 +1,7 @@
 //! The harness's only knowledge of its own: what the pod template's images, volumes and
 //! downward-API fields stand for on this machine, and the few settings it adds for tests.
 //! Everything else a pod runs (its containers in order, their command, args, env, ports, volume
-//! mounts and readiness probe) comes from the built manifest, so that a mistake in k8s/ fails the
+//! mounts and probes) comes from the built manifest, so that a mistake in k8s/ fails the
 //! tests as it would fail a cluster.
 //!
 //! | in the template | on this machine |
@@ -15,7 +15,8 @@
 //! | volume `tmp` (emptyDir) | `<pod>/tmp` |
 //! | volume `run` (emptyDir) | `<pod>/run` |
 //! | volume `secrets` (Secret) | `<root>/secrets`: a file per key of the manifest's Secret, with values generated per cluster, root's with `defaultMode` and group fsGroup |
-//! | fieldRef `metadata.namespace`, `metadata.name` | `default` (the namespace the harness's DNS serves), the pod's name |
+//! | fieldRef `metadata.namespace`, `metadata.name` | the StatefulSet's namespace in the build (`default` without one, as `kubectl apply` does), which the harness's DNS serves; the pod's name `<statefulset>-<ordinal>` |
+//! | probes (httpGet, tcpSocket) | run by the harness's kubelet (`kubelet.rs`) from the node namespace to the pod's IP |
 //!
 //! Paths: an absolute path in a container's command, args or env values (literal, or from a
 //! ConfigMap) is rewritten through that container's own volume mounts, the longest mount path that
@@ -33,22 +34,25 @@
 //! image's `mysql` (`user=` in my.cnf), which gets the datadir's top directory only.
 //!
 //! Before an agent container runs, its `--check` must pass and what it resolves must agree with
-//! the database container (`PodPlan::agrees`): a setting the template forgot would otherwise
-//! default to a path of this machine.
+//! the pod (its FQDN and role) and the database container (`PodPlan::agrees`): a setting the
+//! template forgot would otherwise default to a path of this machine or another pod's name.
 //!
 //! Not simulated: seccompProfile, SELinux, readOnlyRootFilesystem for the agent image and the
-//! host's MariaDB (only a chroot image's root is read-only), resources, liveness and startup
-//! probes (the scenarios stop and kill processes themselves).
+//! host's MariaDB (only a chroot image's root is read-only), resources, exec and grpc probes
+//! (refused), and the kubelet's restarts: a startup or liveness probe past its failureThreshold
+//! is reported (and fails `Cluster::run_scenario`), the container is left as it is, so that
+//! scenarios that stop and kill processes stay deterministic.
 
 use std::collections::BTreeMap;
 use std::fs::{self, Permissions};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 
-use super::layout::{self, NAMESPACE, Naming, PodPaths};
+use super::layout::{self, Naming, PodPaths};
 use super::manifest::{Container, EnvVarSource, Manifest, PodSecurityContext, Probe};
 use super::security::RunAs;
 use super::server::{Flavor, RootPassword, ServerSetup};
@@ -203,6 +207,40 @@ pub struct HttpProbe {
     pub port: u16,
 }
 
+/// What a probe does, against the pod's IP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProbeAction {
+    Http(HttpProbe),
+    Tcp(u16),
+}
+
+/// One probe of a container with the kubelet's defaults filled in.
+#[derive(Clone, Debug)]
+pub struct ProbeSpec {
+    pub action: ProbeAction,
+    pub initial_delay: Duration,
+    pub period: Duration,
+    pub timeout: Duration,
+    pub success_threshold: u32,
+    pub failure_threshold: u32,
+}
+
+impl ProbeSpec {
+    /// The longest the probe lets a container take before it gives up on it: the startup
+    /// probe's allowance.
+    pub fn allowance(&self) -> Duration {
+        self.initial_delay + self.period * self.failure_threshold
+    }
+}
+
+/// A container's probes.
+#[derive(Clone, Debug, Default)]
+pub struct Probes {
+    pub startup: Option<ProbeSpec>,
+    pub readiness: Option<ProbeSpec>,
+    pub liveness: Option<ProbeSpec>,
+}
+
 /// One container of the template, as it runs in one pod here.
 #[derive(Clone, Debug)]
 pub struct Resolved {
@@ -213,7 +251,7 @@ pub struct Resolved {
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub ports: Vec<u16>,
-    pub readiness: Option<HttpProbe>,
+    pub probes: Probes,
     /// Its securityContext merged over the pod's.
     pub run_as: RunAs,
 }
@@ -255,6 +293,10 @@ pub struct PodPlan {
     /// Init containers, then containers, in template order.
     pub containers: Vec<Resolved>,
     pub server: ServerSetup,
+    /// The pod's name and FQDN, and whether it is the first ordinal (the primary).
+    pub hostname: String,
+    pub fqdn: String,
+    pub primary: bool,
 }
 
 impl PodPlan {
@@ -266,9 +308,12 @@ impl PodPlan {
             .with_context(|| format!("no container of the template runs the agent's {subcommand}"))
     }
 
-    /// The database container's readiness probe.
+    /// The target of the database container's readiness probe, if it is an httpGet.
     pub fn readiness(&self) -> Option<&HttpProbe> {
-        self.database().readiness.as_ref()
+        match &self.database().probes.readiness.as_ref()?.action {
+            ProbeAction::Http(http) => Some(http),
+            ProbeAction::Tcp(_) => None,
+        }
     }
 
     pub fn database(&self) -> &Resolved {
@@ -290,11 +335,22 @@ impl PodPlan {
         }
     }
 
-    /// What `container`'s `--check` printed (after `CHECK_VALID`) must agree with the database
-    /// container: the same datadir and conf dir, its port, and the port the agent's container
-    /// declares. It catches a setting the template forgot, which the agent would default to a
-    /// path of this machine (/var/lib/mysql, /etc/mysql/conf.d).
+    /// What `container`'s `--check` printed (after `CHECK_VALID`) must agree with the pod and the
+    /// database container: the pod's FQDN and role, the same datadir and conf dir, its port,
+    /// and the port the agent's container declares. It catches a setting the template forgot,
+    /// which the agent would default to a path of this machine (/var/lib/mysql,
+    /// /etc/mysql/conf.d) or to another pod's name.
     pub fn agrees(&self, container: &Resolved, line: &str) -> Result<()> {
+        if container.subcommand().is_some_and(|sub| sub != "install") {
+            let identity = format!("{} ({},", self.hostname, self.fqdn);
+            let role = if self.primary { "primary" } else { "replica" };
+            ensure!(
+                line.contains(&identity) && line.contains(&format!(", {role},")),
+                "container {}: the agent does not resolve the pod's {} as the {role}",
+                container.name,
+                self.fqdn
+            );
+        }
         let labels = AGREES
             .iter()
             .find(|(sub, _)| Some(*sub) == container.subcommand())
@@ -333,9 +389,10 @@ pub fn port_of(address: &str) -> Result<u16> {
     Ok(port.parse()?)
 }
 
-/// The manifest of one flavor, with this cluster's paths and secret values.
+/// The manifest of one flavor, with this cluster's paths, names and secret values.
 pub struct Template {
     pub manifest: Arc<Manifest>,
+    naming: Naming,
     flavor: Flavor,
     agent_bin: PathBuf,
     secrets_dir: PathBuf,
@@ -345,13 +402,15 @@ pub struct Template {
 }
 
 impl Template {
-    /// `secrets_dir` is where `write_secrets` puts the Secret's files.
+    /// `secrets_dir` is where `write_secrets` puts the Secret's files; `cluster_domain` is the
+    /// DNS domain of the cluster the pods run in.
     pub fn new(
         manifest: Arc<Manifest>,
         flavor: Flavor,
         agent_bin: PathBuf,
         secrets_dir: PathBuf,
         secret_len: usize,
+        cluster_domain: &str,
     ) -> Result<Template> {
         let secret = match manifest
             .pod_spec()
@@ -377,6 +436,7 @@ impl Template {
             }
         };
         Ok(Template {
+            naming: manifest.naming(cluster_domain),
             manifest,
             flavor,
             agent_bin,
@@ -433,12 +493,8 @@ impl Template {
         Ok(())
     }
 
-    pub fn naming(&self) -> Naming {
-        let statefulset = &self.manifest.statefulset;
-        Naming {
-            statefulset: statefulset.metadata.name.clone(),
-            service: statefulset.spec.service_name.clone(),
-        }
+    pub fn naming(&self) -> &Naming {
+        &self.naming
     }
 
     /// Every container of pod n resolved, or the first thing the harness cannot map.
@@ -446,7 +502,8 @@ impl Template {
         let resolver = Resolver {
             template: self,
             pod,
-            pod_name: self.naming().hostname(n),
+            n,
+            pod_name: self.naming.hostname(n),
         };
         resolver.plan()
     }
@@ -455,6 +512,8 @@ impl Template {
 struct Resolver<'a> {
     template: &'a Template,
     pod: &'a PodPaths,
+    /// The harness's pod index.
+    n: usize,
     pod_name: String,
 }
 
@@ -513,7 +572,14 @@ impl Resolver<'_> {
             sidecars <= 1,
             "{sidecars} native sidecars: the harness runs one, the agent's"
         );
-        Ok(PodPlan { containers, server })
+        let naming = &self.template.naming;
+        Ok(PodPlan {
+            containers,
+            server,
+            hostname: self.pod_name.clone(),
+            fqdn: naming.pod_fqdn(self.n),
+            primary: self.n == 0,
+        })
     }
 
     /// Where the install container puts the agent: `install DIR` copies it to DIR/mysql-sts-agent.
@@ -609,12 +675,18 @@ impl Resolver<'_> {
             let pod = self.template.pod_security();
             RunAs::resolve(pod, container.security_context.as_ref()).context("securityContext")?
         };
-        let readiness = container
-            .readiness_probe
-            .as_ref()
-            .map(|probe| http_probe(container, probe))
-            .transpose()
-            .context("readinessProbe")?;
+        let probe = |kind: &str, probe: &Option<Probe>| {
+            probe
+                .as_ref()
+                .map(|probe| probe_spec(container, probe, kind != "readinessProbe"))
+                .transpose()
+                .with_context(|| kind.to_owned())
+        };
+        let probes = Probes {
+            startup: probe("startupProbe", &container.startup_probe)?,
+            readiness: probe("readinessProbe", &container.readiness_probe)?,
+            liveness: probe("livenessProbe", &container.liveness_probe)?,
+        };
         Ok(Resolved {
             name: container.name.clone(),
             role,
@@ -623,7 +695,7 @@ impl Resolver<'_> {
             args,
             env,
             ports: container.ports.iter().map(|p| p.container_port).collect(),
-            readiness,
+            probes,
             run_as,
         })
     }
@@ -687,7 +759,7 @@ impl Resolver<'_> {
         );
         if let Some(field) = &source.field_ref {
             return match field.field_path.as_str() {
-                "metadata.namespace" => Ok(NAMESPACE.to_owned()),
+                "metadata.namespace" => Ok(self.template.naming.namespace.clone()),
                 "metadata.name" => Ok(self.pod_name.clone()),
                 other => bail!("fieldRef {other} has no mapping"),
             };
@@ -834,19 +906,47 @@ impl Resolver<'_> {
     }
 }
 
-fn http_probe(container: &Container, probe: &Probe) -> Result<HttpProbe> {
-    let http = probe
-        .http_get
-        .as_ref()
-        .context("the harness reads readiness from an httpGet probe only")?;
+/// A probe with the kubelet's defaults; `single_success`: startup and liveness probes, whose
+/// successThreshold must be 1.
+fn probe_spec(container: &Container, probe: &Probe, single_success: bool) -> Result<ProbeSpec> {
+    let action = match (&probe.http_get, &probe.tcp_socket) {
+        (Some(http), None) if probe.exec.is_none() && probe.grpc.is_none() => {
+            ensure!(
+                http.host.is_none() && http.scheme.as_deref().is_none_or(|s| s == "HTTP"),
+                "httpGet to another host or over HTTPS is not simulated"
+            );
+            ProbeAction::Http(HttpProbe {
+                path: http.path.clone(),
+                port: container.port(&http.port)?,
+            })
+        }
+        (None, Some(tcp)) if probe.exec.is_none() && probe.grpc.is_none() => {
+            ProbeAction::Tcp(container.port(&tcp.port)?)
+        }
+        _ => bail!("the harness runs httpGet and tcpSocket probes only"),
+    };
+    let seconds =
+        |value: Option<u32>, default: u32| Duration::from_secs(value.unwrap_or(default).into());
+    let success_threshold = probe.success_threshold.unwrap_or(1);
     ensure!(
-        http.host.is_none() && http.scheme.as_deref().is_none_or(|s| s == "HTTP"),
-        "httpGet to another host or over HTTPS is not simulated"
+        success_threshold >= 1 && (success_threshold == 1 || !single_success),
+        "successThreshold {success_threshold}: the API server takes 1 here"
     );
-    Ok(HttpProbe {
-        path: http.path.clone(),
-        port: container.port(&http.port)?,
-    })
+    let failure_threshold = probe.failure_threshold.unwrap_or(3);
+    ensure!(failure_threshold >= 1, "failureThreshold 0");
+    let spec = ProbeSpec {
+        action,
+        initial_delay: seconds(probe.initial_delay_seconds, 0),
+        period: seconds(probe.period_seconds, 10),
+        timeout: seconds(probe.timeout_seconds, 1),
+        success_threshold,
+        failure_threshold,
+    };
+    ensure!(
+        !spec.period.is_zero() && !spec.timeout.is_zero(),
+        "periodSeconds and timeoutSeconds are at least 1"
+    );
+    Ok(spec)
 }
 
 /// A word of a command line or an env value: an absolute path, or `--flag=/path`, is mapped;

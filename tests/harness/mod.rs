@@ -3,12 +3,18 @@
 //!
 //! The pods run what the built manifest of the flavor under test declares (`manifest.rs`): its
 //! pod template's init containers in order, its native sidecar, then the database container,
-//! with the command, args, env, ports, volume mounts and readiness probe of the template. How
-//! images and volumes map to this machine is the harness's only knowledge of its own
-//! (`mapping.rs`).
+//! with the command, args, env, ports, volume mounts and probes of the template; the kubelet's
+//! probes decide when a pod is Ready (`kubelet.rs`). How images and volumes map to this machine is
+//! the harness's only knowledge of its own (`mapping.rs`).
 //!
-//! A pod is a network namespace plus a persistent UTS namespace (hostname `<statefulset>-N`, e.g.
-//! `mysql-1`, resolvable under the template's serviceName in namespace `default`); a "node"
+//! Names are a cluster's choice (`ClusterSpec::names`, default `mysql` in `default` of
+//! `cluster.local` from ordinal 0): the harness builds an overlay on top of the shipped one that
+//! renames the set and its Services, sets the namespace and `spec.ordinals.start` and tells the
+//! agent (`manifest.rs`); the cluster domain exists only in the pods' resolv.conf, /etc/hosts and
+//! DNS records, as in a cluster. Harness pod n (0..pods) is ordinal `start + n`.
+//!
+//! A pod is a network namespace plus a persistent UTS namespace (hostname `<statefulset>-<ordinal>`,
+//! e.g. `mysql-1`, resolvable as `<hostname>.<service>.<namespace>.svc.<domain>`); a "node"
 //! namespace holds the bridge, dnsmasq (cluster DNS) and the prober; each pod runs a real server
 //! (`DbVersion`: the host's MariaDB 10.11, or MariaDB 11.8 or MySQL 9.7 from a cached Debian
 //! chroot, see `chroot.rs`) and the agent under test. As strict as Kubernetes where the agent
@@ -30,6 +36,7 @@
 mod chroot;
 mod cmd;
 mod dns;
+pub mod kubelet;
 pub mod layout;
 pub mod manifest;
 pub mod mapping;
@@ -57,7 +64,8 @@ use tempfile::TempDir;
 use tokio::process::Command;
 
 use cmd::{file_tail, read_lossy, tail};
-use layout::{ClusterId, MAX_PODS, Naming, PodPaths};
+use kubelet::Prober;
+use layout::{ClusterId, MAX_PODS, PodPaths};
 use mapping::{
     CHECK_VALID, HttpProbe, Image, POD_PATH, PodPlan, Program, Resolved, Role, Template, VolumeType,
 };
@@ -66,6 +74,8 @@ use registry::Registry;
 use server::Step;
 
 // Each test binary uses a different subset of these.
+#[allow(unused_imports)]
+pub use layout::Naming;
 #[allow(unused_imports)]
 pub use net::list_netns;
 #[allow(unused_imports)]
@@ -77,7 +87,9 @@ pub use server::{DbVersion, Flavor};
 #[allow(unused_imports)]
 pub use volumes::VolumeLayout;
 
-const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long `start_pod` waits for Ready: a cluster would wait the startupProbe's hour, a test
+/// gives up sooner.
+const READY_TIMEOUT: Duration = Duration::from_secs(180);
 const READYZ_INTERVAL: Duration = Duration::from_millis(200);
 /// Far beyond the agent's own clone deadline: only a hung init hits it.
 const INIT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -96,6 +108,8 @@ pub struct ClusterSpec {
     pub version: DbVersion,
     /// How the data volumes are provisioned.
     pub volumes: VolumeLayout,
+    /// The StatefulSet's names, namespace, cluster domain and first ordinal.
+    pub naming: Naming,
 }
 
 impl ClusterSpec {
@@ -107,6 +121,7 @@ impl ClusterSpec {
             pods,
             version: DbVersion::MariaDb10_11,
             volumes: VolumeLayout::default(),
+            naming: Naming::default(),
         }
     }
 
@@ -122,6 +137,16 @@ impl ClusterSpec {
 
     pub fn volumes(mut self, layout: VolumeLayout) -> Self {
         self.volumes = layout;
+        self
+    }
+
+    /// Deploys the overlay under `naming` (default: the shipped names, in `default` of a
+    /// `cluster.local` cluster): the harness builds an overlay on top of the shipped one that
+    /// renames the set and its Services, sets the namespace and `spec.ordinals.start`, and tells
+    /// the agent the service and the first ordinal; the cluster domain goes only into the pods'
+    /// resolv.conf, /etc/hosts and DNS records.
+    pub fn names(mut self, naming: Naming) -> Self {
+        self.naming = naming;
         self
     }
 }
@@ -196,10 +221,13 @@ struct Pod {
     paths: PodPaths,
     /// The template's containers as they run in this pod.
     plan: PodPlan,
-    /// Whether the pod "exists" for Kubernetes, i.e. has its DNS records.
-    created: bool,
+    /// When the pod "came to exist" for Kubernetes, i.e. got its DNS records.
+    created: Option<Instant>,
     server: Option<Tracked>,
     sidecar: Option<Tracked>,
+    /// The kubelet's probes of the running database and sidecar containers.
+    server_probes: Option<Prober>,
+    sidecar_probes: Option<Prober>,
     /// Inits started with `spawn_init`: their handles reap them, Drop only stops them.
     inits: Vec<ProcId>,
     /// Other processes a test started in the pod.
@@ -235,6 +263,9 @@ pub struct Cluster {
     uts_files: Vec<PathBuf>,
     /// Every process ever started, for reports and the self-test.
     ledger: Vec<ProcessInfo>,
+    /// Containers the kubelet would have killed (a startup or liveness probe past its
+    /// failureThreshold), from probers already stopped.
+    probe_failures: Vec<String>,
     keep_files: bool,
 }
 
@@ -260,7 +291,9 @@ impl Cluster {
             .transpose()?;
         let flavor = spec.version.flavor();
         let overlay = flavor.overlay();
-        let manifest = tokio::task::spawn_blocking(move || manifest::load(overlay)).await??;
+        let naming = spec.naming.clone();
+        let manifest =
+            tokio::task::spawn_blocking(move || manifest::load(overlay, &naming)).await??;
         tokio::task::spawn_blocking(registry::sweep_stale).await?;
         let id = ClusterId::next();
         let root_dir = tempfile::Builder::new()
@@ -275,6 +308,7 @@ impl Cluster {
             spec.agent_bin.clone(),
             root.join("secrets"),
             SECRET_LEN,
+            &spec.naming.cluster_domain,
         )?
         .with_layout(spec.volumes);
         // Anything the harness cannot map fails here, before a namespace exists.
@@ -287,9 +321,11 @@ impl Cluster {
                         .plan(&paths, n)
                         .with_context(|| format!("the {overlay} overlay's pod template"))?,
                     paths,
-                    created: false,
+                    created: None,
                     server: None,
                     sidecar: None,
+                    server_probes: None,
+                    sidecar_probes: None,
                     inits: Vec::new(),
                     helpers: Vec::new(),
                     runs: HashMap::new(),
@@ -303,7 +339,7 @@ impl Cluster {
             root,
             root_dir: Some(root_dir),
             registry,
-            naming: template.naming(),
+            naming: template.naming().clone(),
             template,
             chroot,
             pods,
@@ -311,6 +347,7 @@ impl Cluster {
             namespaces: Vec::new(),
             uts_files: Vec::new(),
             ledger: Vec::new(),
+            probe_failures: Vec::new(),
             keep_files: false,
         };
         eprintln!(
@@ -327,13 +364,18 @@ impl Cluster {
     }
 
     /// Runs `scenario` on a new cluster of `spec`. An `Err` from it keeps the cluster's files,
-    /// as a panic does, so that tests written with `?` and `ensure!` keep their logs too.
+    /// as a panic does, so that tests written with `?` and `ensure!` keep their logs too. A
+    /// container the kubelet would have killed fails the scenario too.
     pub async fn run_scenario(
         spec: ClusterSpec,
         scenario: impl AsyncFnOnce(&mut Cluster) -> Result<()>,
     ) -> Result<()> {
         let mut cluster = Cluster::new(spec).await?;
-        let outcome = scenario(&mut cluster).await;
+        let outcome = scenario(&mut cluster).await.and_then(|()| {
+            let failures = cluster.probe_failures();
+            ensure!(failures.is_empty(), "{}", failures.join("\n"));
+            Ok(())
+        });
         if outcome.is_err() {
             cluster.keep_files();
         }
@@ -423,7 +465,7 @@ impl Cluster {
     /// "Creates" pod n as Kubernetes would before starting its containers: adds its DNS records
     /// and waits until they resolve inside the pod. Idempotent.
     pub async fn create_pod(&mut self, n: usize) -> Result<()> {
-        if self.pod(n).created {
+        if self.pod(n).created.is_some() {
             return Ok(());
         }
         self.provision_volumes(n)?;
@@ -440,7 +482,7 @@ impl Cluster {
         dns::add_pod_records(&self.hosts_file(), &self.naming, n)?;
         dnsmasq.signal(Signal::SIGHUP); // re-reads the addn-hosts file
         dns::wait_pod_records(&self.pod(n).ns, &self.naming, n).await?;
-        self.pods[n].created = true;
+        self.pods[n].created = Some(Instant::now());
         Ok(())
     }
 
@@ -469,8 +511,9 @@ impl Cluster {
 
     /// OrderedReady start of pod n, as the kubelet runs the template: create the pod; run its init
     /// containers in order, each to exit 0, starting a native sidecar when it is reached and
-    /// leaving it running; start the database container; then wait until the readinessProbe the
-    /// template declares passes (a container without one is Ready once started).
+    /// going on once its startupProbe passed; start the database container; return once the
+    /// kubelet's probes (`kubelet.rs`) mark the pod Ready: its database container's
+    /// readinessProbe passed successThreshold times (without one, once started).
     pub async fn start_pod(&mut self, n: usize) -> Result<()> {
         self.create_pod(n).await?;
         for container in self.pod(n).plan.containers.clone() {
@@ -485,22 +528,96 @@ impl Cluster {
                         tail(&run.output, LOG_TAIL_LINES)
                     );
                 }
-                Role::Sidecar => self.start_native_sidecar(n, &container).await?,
+                Role::Sidecar => {
+                    self.start_native_sidecar(n, &container).await?;
+                    self.wait_probes(n, false).await?;
+                }
                 // The plan's only main container is the database's.
                 Role::Main => self.start_server(n).await?,
             }
         }
-        if self.pod(n).plan.readiness().is_none() {
-            return Ok(());
-        }
-        if let Err(error) = self.wait_readyz(n, 200, READY_TIMEOUT).await {
-            let sidecar_log = self.pod(n).sidecar.as_ref().map(|sidecar| &sidecar.log);
-            bail!(
-                "pod {n} never became ready: {error:#}\nsidecar log tail:\n{}",
-                sidecar_log.map_or_else(String::new, |log| file_tail(log, LOG_TAIL_LINES))
-            );
-        }
+        self.wait_probes(n, true).await?;
+        let created = self.pod(n).created.context("a started pod was created")?;
+        eprintln!(
+            "[msa-harness] pod {n} Ready {:.1}s after it was created",
+            created.elapsed().as_secs_f64()
+        );
         Ok(())
+    }
+
+    /// Waits until pod n's database container is Ready (`database`) or its sidecar started, as
+    /// the kubelet's probes see it; fails with the probe history and the sidecar's log tail
+    /// once the kubelet would kill the container or after READY_TIMEOUT.
+    async fn wait_probes(&self, n: usize, database: bool) -> Result<()> {
+        let pod = self.pod(n);
+        let prober = if database {
+            &pod.server_probes
+        } else {
+            &pod.sidecar_probes
+        };
+        let prober = prober.as_ref().context("the container is not running")?;
+        let mut status = prober.status();
+        let wanted =
+            |s: &kubelet::Status| s.failed.is_some() || if database { s.ready } else { s.started };
+        let outcome = tokio::time::timeout(READY_TIMEOUT, status.wait_for(wanted)).await;
+        let failure = match outcome {
+            Ok(Ok(status)) => match &status.failed {
+                None => return Ok(()),
+                Some(failed) => failed.clone(),
+            },
+            Ok(Err(_)) => "its prober stopped".to_owned(),
+            Err(_) => format!(
+                "not {} after {READY_TIMEOUT:?}",
+                if database { "Ready" } else { "started" }
+            ),
+        };
+        let sidecar_log = pod.sidecar.as_ref().map(|sidecar| &sidecar.log);
+        bail!(
+            "pod {n}, container {}: {failure}\nprobes:\n{}sidecar log tail:\n{}",
+            prober.container(),
+            prober.history(),
+            sidecar_log.map_or_else(String::new, |log| file_tail(log, LOG_TAIL_LINES))
+        )
+    }
+
+    /// Starts the kubelet's probes of `container` in pod n, started at `started_at`.
+    fn probe(&self, n: usize, container: &Resolved, started_at: Instant) -> Result<Prober> {
+        let ip = self.pod_ip(n).into();
+        Prober::start(
+            &container.name,
+            &container.probes,
+            &self.id.node_ns(),
+            ip,
+            started_at,
+        )
+    }
+
+    /// Stops the prober in `slot` (its container stops), keeping what it would have killed.
+    fn stop_probes(&mut self, n: usize, database: bool) {
+        let pod = &mut self.pods[n];
+        let slot = if database {
+            &mut pod.server_probes
+        } else {
+            &mut pod.sidecar_probes
+        };
+        if let Some(failed) = slot.take().and_then(Prober::stop) {
+            self.probe_failures.push(format!("pod {n}: {failed}"));
+        }
+    }
+
+    /// Containers the kubelet would have killed so far: a startup or liveness probe past its
+    /// failureThreshold.
+    pub fn probe_failures(&self) -> Vec<String> {
+        let running = self.pods.iter().enumerate().flat_map(|(n, pod)| {
+            [&pod.server_probes, &pod.sidecar_probes]
+                .into_iter()
+                .flatten()
+                .filter_map(move |prober| {
+                    let failed = prober.status().borrow().failed.clone();
+                    failed.map(|failed| format!("pod {n}: {failed}"))
+                })
+        });
+        self.probe_failures.iter().cloned().chain(running).collect()
     }
 
     /// Runs the template's `init` container for pod n to completion (creating the pod first, and
@@ -560,7 +677,7 @@ impl Cluster {
             .find_map(|line| line.strip_prefix(CHECK_VALID));
         match (run.code, valid) {
             (Some(0), Some(line)) => (self.pod(n).plan.agrees(container, line))
-                .with_context(|| format!("pod {n} refuses to run it"))?,
+                .with_context(|| format!("pod {n} refuses to run it: {line}"))?,
             (code, _) => bail!(
                 "container {} of pod {n} fails its --check (exit {code:?}):\n{}",
                 container.name,
@@ -579,6 +696,7 @@ impl Cluster {
     /// just start the server. Returns once it answers SELECT 1 over its socket.
     pub async fn start_server(&mut self, n: usize) -> Result<()> {
         ensure_stopped(self.pods[n].server.as_mut(), n, "server")?;
+        self.stop_probes(n, true);
         let paths = self.pod(n).paths.clone();
         let setup = self.pod(n).plan.server.clone();
         let version = self.spec.version;
@@ -598,6 +716,8 @@ impl Cluster {
         let server = self.spawn_step(n, &version.server(&paths))?;
         let id = server.id;
         self.pods[n].server = Some(server);
+        let database = self.pod(n).plan.database().clone();
+        self.pods[n].server_probes = Some(self.probe(n, &database, started)?);
         let password = if fresh { "" } else { root_password.as_str() };
         let opts = server::root_opts(&setup.socket(), password);
         server::wait_answers(id, &opts, &paths.error_log())
@@ -645,6 +765,7 @@ impl Cluster {
 
     /// SIGTERM, up to 30 s to shut down, then SIGKILL. No-op if no server runs.
     pub async fn stop_server(&mut self, n: usize) -> Result<()> {
+        self.stop_probes(n, true);
         if let Some(server) = self.pods[n].server.take() {
             server.stop(SERVER_GRACE).await?;
         }
@@ -654,6 +775,7 @@ impl Cluster {
     /// SIGKILLs the server (a crashed or killed pod, e.g. a donor mid-clone) and returns once
     /// it is gone.
     pub async fn kill_server(&mut self, n: usize) -> Result<()> {
+        self.stop_probes(n, true);
         let server = take_process(&mut self.pods[n].server, n, "server")?;
         server.stop(Duration::ZERO).await?;
         Ok(())
@@ -673,14 +795,18 @@ impl Cluster {
 
     async fn start_native_sidecar(&mut self, n: usize, container: &Resolved) -> Result<()> {
         ensure_stopped(self.pods[n].sidecar.as_mut(), n, "sidecar")?;
+        self.stop_probes(n, false);
         self.prepare(n, container).await?;
+        let started = Instant::now();
         let sidecar = self.launch(n, container).await?;
         self.pods[n].sidecar = Some(sidecar);
+        self.pods[n].sidecar_probes = Some(self.probe(n, container, started)?);
         Ok(())
     }
 
     /// SIGTERM, up to 10 s to exit, then SIGKILL; returns the exit code (None: killed by a signal).
     pub async fn stop_sidecar(&mut self, n: usize) -> Result<Option<i32>> {
+        self.stop_probes(n, false);
         let sidecar = take_process(&mut self.pods[n].sidecar, n, "sidecar")?;
         let status = sidecar.stop(AGENT_GRACE).await?;
         Ok(status.and_then(|status| status.code()))
@@ -688,6 +814,7 @@ impl Cluster {
 
     /// SIGKILLs the sidecar and every process it had spawned (e.g. a mariadb-backup it ran).
     pub async fn kill_sidecar(&mut self, n: usize) -> Result<()> {
+        self.stop_probes(n, false);
         let sidecar = take_process(&mut self.pods[n].sidecar, n, "sidecar")?;
         sidecar.stop(Duration::ZERO).await?;
         Ok(())
@@ -869,6 +996,12 @@ impl Cluster {
         self.spec.version
     }
 
+    /// The names the pods have: harness pod n is `naming().hostname(n)`, ordinal
+    /// `naming().ordinal(n)`.
+    pub fn naming(&self) -> &Naming {
+        &self.naming
+    }
+
     /// The database image's chroot, if it is one (never written to).
     pub fn chroot(&self) -> Option<&Path> {
         self.chroot.as_deref()
@@ -1047,6 +1180,10 @@ impl Cluster {
     /// Stops everything in the kubelet's order: agents, replicas (highest ordinal first), the
     /// primary, then DNS. Blocking.
     fn stop_processes(&mut self) {
+        for pod in &mut self.pods {
+            drop(pod.server_probes.take());
+            drop(pod.sidecar_probes.take());
+        }
         let mut agents: Vec<Victim> = Vec::new();
         for pod in &mut self.pods {
             agents.extend(pod.sidecar.as_mut().map(Victim::reaped));

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use super::cmd::{ip, run, run_blocking};
-use super::layout::{BRIDGE_IP, Naming, SUBNET_BITS, pod_ip, search_domains};
+use super::layout::{BRIDGE_IP, Naming, SUBNET_BITS, pod_ip};
 use super::procs::{ProcId, kill_and_wait};
 
 const BRIDGE: &str = "br0";
@@ -57,7 +57,7 @@ pub fn write_etc_netns(ns: &str, names: &Naming, n: usize) -> Result<()> {
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let resolv = format!(
         "search {}\nnameserver {BRIDGE_IP}\noptions ndots:5\n",
-        search_domains()
+        names.search_domains()
     );
     let hosts = format!(
         "127.0.0.1\tlocalhost\n{}\t{}\t{}\n",
