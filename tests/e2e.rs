@@ -780,6 +780,45 @@ async fn replica_behind_purged_binlogs_says_it_needs_a_new_clone(version: DbVers
     .await
 }
 
+/// A donor whose name does not resolve (here: no such pod yet) is retried until the deadline,
+/// and the log says what was asked and what the pod's resolv.conf says.
+async fn an_unresolvable_donor_is_reported_with_the_pods_resolver(
+    version: DbVersion,
+) -> Result<()> {
+    let naming = Naming::default()
+        .statefulset("ledger-db")
+        .namespace("shop")
+        .cluster_domain("k8s.example.net");
+    scenario(version, 2, VolumeLayout::FsGroup, naming, async |c| {
+        // Pod 0 is never created: its name has no record.
+        let run = c
+            .spawn_init_with(1, &[("MYSQL_STS_CLONE_DEADLINE", "6s")])
+            .await?
+            .wait()
+            .await?;
+        ensure!(run.code == Some(1), "{:?}\n{}", run.code, run.output);
+        let asked = "ledger-db-0.mysql.shop.svc.k8s.example.net.";
+        for want in [
+            format!("{asked} does not resolve"),
+            format!("asked={asked}"),
+            "the donor's name still does not resolve; /etc/resolv.conf says nameservers \
+             [169.254.250.1], search [shop.svc.k8s.example.net svc.k8s.example.net \
+             k8s.example.net]"
+                .to_owned(),
+            "did not serve a clone within 6.0s".to_owned(),
+        ] {
+            ensure!(run.output.contains(&want), "no {want:?} in\n{}", run.output);
+        }
+        ensure!(
+            datadir_entries(&c.datadir(1))?.is_empty(),
+            "{:?}",
+            datadir_entries(&c.datadir(1))?
+        );
+        Ok(())
+    })
+    .await
+}
+
 /// One test per scenario and image: `mariadb::<scenario>` (10.11), `mariadb_11_8::<scenario>`
 /// and `mysql::<scenario>`.
 macro_rules! scenarios {
@@ -814,6 +853,7 @@ every_image!(
         refuses_a_datadir_it_cannot_prove_is_its_own,
         replica_with_unexplained_data_is_blocked_and_liveness_ignores_the_database,
         replica_behind_purged_binlogs_says_it_needs_a_new_clone,
+        an_unresolvable_donor_is_reported_with_the_pods_resolver,
     ],
     // mariadb-backup runs in the donor's agent.
     mariadb: [a_failing_backup_tool_is_reported_and_never_taken_for_a_clone]

@@ -137,8 +137,8 @@ impl From<DnsError> for Attempt {
     }
 }
 
-/// A name that has not resolved for this long is more than a pod not created yet: say what the
-/// pod's resolver is set up with.
+/// A name that has not resolved for this long (or half the deadline, if shorter) is more than a
+/// pod not created yet: say what the pod's resolver is set up with.
 const UNRESOLVED_ADVICE_AFTER: Duration = Duration::from_secs(30);
 
 /// Retries `attempt` with a capped, jittered backoff until it succeeds, fails for good, or the
@@ -154,6 +154,7 @@ where
     let mut last_reason = String::from("no attempt finished");
     let mut unresolved_since: Option<Instant> = None;
     let mut advised = false;
+    let advise_after = UNRESOLVED_ADVICE_AFTER.min(deadline / 2);
     let backoff = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(500))
         .with_max_delay(Duration::from_secs(5))
@@ -177,7 +178,7 @@ where
                 return;
             };
             let since = *unresolved_since.get_or_insert_with(Instant::now);
-            if !advised && since.elapsed() >= UNRESOLVED_ADVICE_AFTER {
+            if !advised && since.elapsed() >= advise_after {
                 advised = true;
                 let conf = ResolvConf::read(Path::new(RESOLV_CONF)).map_or_else(
                     |e| format!("{RESOLV_CONF} is unreadable: {e}"),

@@ -628,7 +628,15 @@ impl Cluster {
 
     /// Starts the template's `init` container for pod n in the background (see `run_init`).
     pub async fn spawn_init(&mut self, n: usize) -> Result<InitHandle> {
-        let init = self.pod(n).plan.agent("init")?.clone();
+        self.spawn_init_with(n, &[]).await
+    }
+
+    /// `spawn_init` with `env` added to the template's (e.g. a shorter clone deadline).
+    pub async fn spawn_init_with(&mut self, n: usize, env: &[(&str, &str)]) -> Result<InitHandle> {
+        let mut init = self.pod(n).plan.agent("init")?.clone();
+        for (name, value) in env {
+            init.env.insert((*name).to_owned(), (*value).to_owned());
+        }
         self.spawn_container(n, &init).await
     }
 
