@@ -48,12 +48,25 @@ fn name(program: &Path) -> String {
     )
 }
 
-/// Reads a tool's output to the end, logging it at debug level; yields its last lines.
+/// Reads a tool's output to the end, logging it at debug level; yields its last lines. Bytes
+/// that are not UTF-8 are shown replaced: stopping at them would close the pipe and kill the
+/// tool with SIGPIPE.
 fn tail(output: impl AsyncRead + Unpin + Send + 'static, tool: String) -> JoinHandle<String> {
     tokio::spawn(async move {
-        let mut lines = BufReader::new(output).lines();
+        let mut output = BufReader::new(output);
         let mut last = VecDeque::with_capacity(TAIL_LINES);
-        while let Ok(Some(line)) = lines.next_line().await {
+        let mut raw = Vec::new();
+        loop {
+            raw.clear();
+            match output.read_until(b'\n', &mut raw).await {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(tool = %tool, "reading its output: {e}");
+                    break;
+                }
+            }
+            let line = String::from_utf8_lossy(&raw).trim_end().to_owned();
             tracing::debug!(tool = %tool, "{line}");
             if last.len() == TAIL_LINES {
                 last.pop_front();
@@ -112,4 +125,28 @@ impl Running {
 /// Runs a tool to completion.
 pub async fn run(cmd: Command, program: &Path) -> Result<(), ToolError> {
     spawn(cmd, program)?.finish().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Command {
+        let mut cmd = command(Path::new("/bin/sh"));
+        cmd.args(["-c", script]);
+        cmd
+    }
+
+    #[tokio::test]
+    async fn output_that_is_not_utf8_neither_stops_the_reader_nor_kills_the_tool() {
+        // 200 kB after the bad byte: more than a pipe holds, so an early reader exit is SIGPIPE.
+        let noisy = sh("printf 'ok\\n\\377\\376 bad\\n' >&2; \
+                        head -c 200000 /dev/zero | tr '\\0' x >&2; echo >&2; echo last >&2");
+        run(noisy, Path::new("noisy")).await.unwrap();
+        let failing = sh("printf '\\377 broken\\nthe end\\n' >&2; exit 3");
+        let Err(ToolError::Failed { tail, .. }) = run(failing, Path::new("failing")).await else {
+            panic!("exit 3 is a failure")
+        };
+        assert_eq!(tail, "\u{fffd} broken | the end");
+    }
 }

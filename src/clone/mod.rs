@@ -79,17 +79,24 @@ pub(crate) fn sql_error(what: impl Into<String>) -> impl FnOnce(DbError) -> Clon
     move |source| CloneError::Sql { what, source }
 }
 
-/// Runs `work` in a fresh staging directory (the caller found the datadir empty) and removes
-/// the directory if the work fails, so that a retry starts clean.
+/// Runs `work` in a fresh staging directory (the caller found the datadir empty); what it
+/// prepared there is then installed. If the work fails, the directory is removed, so that a retry
+/// starts clean. `work` may be cancelled (by shutdown); the install is not: once the move into
+/// place has begun it runs to its marker, since a half-moved clone without its marker would be
+/// taken for server data on the next start.
 pub(crate) async fn in_staging(
     datadir: &DataDir,
+    ownership: &Ownership,
     work: impl Future<Output = Result<CloneMarker, CloneError>>,
 ) -> Result<CloneMarker, CloneError> {
     datadir.create_staging().map_err(io_error(format!(
         "creating {}",
         datadir.staging().display()
     )))?;
-    let result = work.await;
+    let result = match work.await {
+        Ok(marker) => install(datadir, marker, ownership).await,
+        Err(e) => Err(e),
+    };
     if result.is_err() {
         let staging = datadir.staging();
         match datadir.remove_staging() {
@@ -106,7 +113,7 @@ pub(crate) async fn in_staging(
 
 /// Syncs the staged data (giving it to the server's user when the agent is root), moves it into
 /// place and writes the marker last.
-pub(crate) async fn install(
+async fn install(
     datadir: &DataDir,
     marker: CloneMarker,
     ownership: &Ownership,

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::datadir::{CloneMarker, DataDir};
 use super::ownership::Ownership;
 use super::{
-    Attempt, CloneError, in_staging, install, io_error, mib, now_unix, rate_mib_s, sql_error,
+    Attempt, CloneError, in_staging, io_error, mib, now_unix, rate_mib_s, sql_error,
     until_donor_answers,
 };
 use crate::config::{Credentials, Endpoint};
@@ -54,7 +54,7 @@ pub async fn clone(
     resolver: &Resolver,
     shutdown: &CancellationToken,
 ) -> Result<CloneMarker, CloneError> {
-    in_staging(datadir, async {
+    in_staging(datadir, &settings.ownership, async {
         // The server lives out here so that it is dead before staging is removed, however the
         // clone ends.
         let mut server: Option<TempServer> = None;
@@ -196,7 +196,7 @@ async fn clone_in_staging(
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
     paths.remove_scratch()?;
-    install(datadir, marker, &settings.ownership).await
+    Ok(marker)
 }
 
 /// Resolves the donor and logs in to it as the clone user: the user exists (the primary's

@@ -17,7 +17,7 @@ use super::position;
 use crate::clone::datadir::{CloneMarker, DataDir};
 use crate::clone::ownership::Ownership;
 use crate::clone::{
-    Attempt, CloneError, error_chain, in_staging, install, io_error, now_unix, until_donor_answers,
+    Attempt, CloneError, error_chain, in_staging, io_error, now_unix, until_donor_answers,
 };
 use crate::dns::Resolver;
 use crate::duration::seconds;
@@ -51,16 +51,17 @@ pub async fn clone(
     resolver: &Resolver,
     shutdown: &CancellationToken,
 ) -> Result<CloneMarker, CloneError> {
-    in_staging(datadir, async {
+    in_staging(datadir, &settings.ownership, async {
         tokio::select! {
-            result = fetch_and_install(datadir, settings, resolver) => result,
+            result = fetch_and_prepare(datadir, settings, resolver) => result,
             () = shutdown.cancelled() => Err(CloneError::Cancelled),
         }
     })
     .await
 }
 
-async fn fetch_and_install(
+/// Receives and prepares the backup in staging; returns the marker it is to be installed with.
+async fn fetch_and_prepare(
     datadir: &DataDir,
     settings: &JoinerSettings,
     resolver: &Resolver,
@@ -118,8 +119,7 @@ async fn fetch_and_install(
         completed_unix: now_unix(),
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
-
-    install(datadir, marker, &settings.ownership).await
+    Ok(marker)
 }
 
 fn as_info_file<'a>(info: &'a Option<(&'static str, String)>) -> Option<position::InfoFile<'a>> {
