@@ -20,6 +20,19 @@ use status::{ReplicaStatus, Row, StatusError};
 
 /// Every statement the agent runs is short; anything slower means a stuck server.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
+/// Except stopping replication: it waits for the applier to finish the transaction in hand,
+/// which may be a long one.
+pub const STOP_REPLICA_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long `statement` may legitimately take.
+pub fn statement_timeout(statement: &str) -> Duration {
+    let mut words = statement.split_whitespace().map(str::to_ascii_uppercase);
+    let (first, second) = (words.next(), words.next());
+    match (first.as_deref(), second.as_deref()) {
+        (Some("STOP"), Some("SLAVE" | "REPLICA")) => STOP_REPLICA_TIMEOUT,
+        _ => QUERY_TIMEOUT,
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -39,12 +52,17 @@ pub async fn bounded<T, E: Into<DbError>>(
     what: &'static str,
     work: impl Future<Output = Result<T, E>>,
 ) -> Result<T, DbError> {
-    match tokio::time::timeout(QUERY_TIMEOUT, work).await {
+    bounded_by(QUERY_TIMEOUT, what, work).await
+}
+
+async fn bounded_by<T, E: Into<DbError>>(
+    after: Duration,
+    what: &'static str,
+    work: impl Future<Output = Result<T, E>>,
+) -> Result<T, DbError> {
+    match tokio::time::timeout(after, work).await {
         Ok(result) => result.map_err(Into::into),
-        Err(_) => Err(DbError::Timeout {
-            what,
-            after: QUERY_TIMEOUT,
-        }),
+        Err(_) => Err(DbError::Timeout { what, after }),
     }
 }
 
@@ -66,7 +84,8 @@ pub async fn connect(endpoint: &Endpoint, credentials: &Credentials) -> Result<C
 
 pub async fn execute_all(conn: &mut Conn, statements: &[String]) -> Result<(), DbError> {
     for statement in statements {
-        bounded("a statement", conn.query_drop(statement)).await?;
+        let after = statement_timeout(statement);
+        bounded_by(after, "a statement", conn.query_drop(statement)).await?;
     }
     Ok(())
 }
@@ -137,4 +156,28 @@ fn row_by_name(row: &mysql_async::Row) -> Row {
             (column.name_str().into_owned(), value)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stopping_replication_may_take_longer_than_other_statements() {
+        for statement in ["STOP SLAVE", "STOP REPLICA", "stop  slave 'a'"] {
+            assert_eq!(
+                statement_timeout(statement),
+                STOP_REPLICA_TIMEOUT,
+                "{statement}"
+            );
+        }
+        for statement in [
+            "START SLAVE",
+            "CHANGE MASTER TO MASTER_HOST='x'",
+            "SHUTDOWN",
+            "",
+        ] {
+            assert_eq!(statement_timeout(statement), QUERY_TIMEOUT, "{statement}");
+        }
+    }
 }
