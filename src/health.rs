@@ -8,6 +8,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::db::facts::ServerFacts;
 use crate::db::gtid::Gtids;
 use crate::db::status::{IoThread, ReplicaStatus, ThreadError};
 use crate::duration::seconds;
@@ -21,17 +22,6 @@ pub enum Phase {
     Running,
     /// Needs a person: the reason is in `last_error`.
     Blocked,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ServerFacts {
-    /// Flavor and `VERSION()`, e.g. "MySQL 9.7.4-2".
-    pub version: String,
-    pub read_only: bool,
-    /// What this server has applied as a replica (MariaDB gtid_slave_pos, MySQL gtid_executed).
-    pub gtid_applied: Gtids,
-    /// What its binlog holds (MariaDB gtid_binlog_pos, MySQL gtid_executed).
-    pub gtid_binlog: Gtids,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

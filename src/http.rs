@@ -20,10 +20,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clone::datadir::CloneMarker;
 use crate::clone::mariadb::donor::Donor;
+use crate::db::facts::ServerFacts;
 use crate::db::gtid::Gtids;
 use crate::db::status::ReplicaStatus;
 use crate::duration::{parse_duration, seconds};
-use crate::health::{self, Phase, Rules, ServerFacts, Snapshot, Verdict};
+use crate::health::{self, Phase, Rules, Snapshot, Verdict};
 use crate::identity::Identity;
 use crate::secret::Secret;
 

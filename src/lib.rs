@@ -8,6 +8,7 @@
 pub mod clone;
 pub mod cmd;
 pub mod config;
+pub mod control;
 pub mod db;
 pub mod dns;
 pub mod duration;

@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::clone::datadir::{CloneMarker, DataDir};
 use crate::clone::mariadb::donor::{Donor, DonorSettings};
 use crate::config::{CloneChannel, Endpoint, SidecarConfig};
+use crate::control::{self, Event, Pause, Stage};
 use crate::db::dialect::{self, Source};
 use crate::db::flavor::{Dialect, ServerVersion};
 use crate::db::{self, DbError};
@@ -125,23 +126,25 @@ impl Repeats {
     }
 }
 
+/// A session with the local server: the connection, and what the server said it is.
+struct LocalServer {
+    conn: Conn,
+    version: ServerVersion,
+    dialect: Dialect,
+}
+
 struct ControlLoop {
     cfg: SidecarConfig,
     marker: Option<CloneMarker>,
     publish: watch::Sender<Snapshot>,
-    local: Option<Conn>,
-    /// What the local server said it is, at the last connect.
-    server: Option<(ServerVersion, Dialect)>,
+    stage: Stage<LocalServer>,
+    /// What the local server was at the last connect, to log a change once.
+    last_seen: Option<(ServerVersion, Dialect)>,
+    /// An open connection to the primary (replicas), reused across polls.
     primary: Option<Conn>,
-    bootstrapped: bool,
     history: PrimaryHistory,
     local_errors: Repeats,
     primary_errors: Repeats,
-}
-
-enum Bootstrap {
-    Done,
-    Blocked(String),
 }
 
 impl ControlLoop {
@@ -154,10 +157,9 @@ impl ControlLoop {
             cfg,
             marker,
             publish,
-            local: None,
-            server: None,
+            stage: Stage::Disconnected { set_up: false },
+            last_seen: None,
             primary: None,
-            bootstrapped: false,
             history: PrimaryHistory::new(HISTORY),
             local_errors: Repeats::default(),
             primary_errors: Repeats::default(),
@@ -173,116 +175,102 @@ impl ControlLoop {
         let mut ticker = tokio::time::interval(self.cfg.poll_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reconnect_delays = connect_backoff();
+        let mut pause = Pause::Tick;
         loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                () = shutdown.cancelled() => break,
-            }
-            let step = tokio::select! {
-                step = self.step() => step,
-                () = shutdown.cancelled() => break,
+            let delay = match pause {
+                Pause::None => None,
+                Pause::Tick => {
+                    reconnect_delays = connect_backoff();
+                    Some(Duration::ZERO)
+                }
+                Pause::Recheck => Some(self.cfg.poll_interval),
+                Pause::Backoff => Some(reconnect_delays.next().unwrap_or(Duration::from_secs(5))),
             };
-            if let Err(delay) = step {
-                let delay = delay
-                    .unwrap_or_else(|| reconnect_delays.next().unwrap_or(Duration::from_secs(5)));
+            if let Some(delay) = delay {
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
                     () = shutdown.cancelled() => break,
                 }
-            } else {
-                reconnect_delays = connect_backoff();
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    () = shutdown.cancelled() => break,
+                }
             }
+            let from = std::mem::replace(&mut self.stage, Stage::Disconnected { set_up: false });
+            let kind = from.kind();
+            let event = tokio::select! {
+                event = self.act(from) => event,
+                () = shutdown.cancelled() => break,
+            };
+            (self.stage, pause) = control::advance(kind, event);
         }
-        for conn in [self.local.take(), self.primary.take()]
-            .into_iter()
-            .flatten()
+        if let Stage::SettingUp(server) | Stage::Blocked(server) | Stage::Running(server) =
+            std::mem::replace(&mut self.stage, Stage::Disconnected { set_up: false })
         {
+            let _ = tokio::time::timeout(Duration::from_secs(1), server.conn.disconnect()).await;
+        }
+        if let Some(conn) = self.primary.take() {
             let _ = tokio::time::timeout(Duration::from_secs(1), conn.disconnect()).await;
         }
     }
 
-    /// One iteration. `Err` asks for a pause before the next: a given one, or the backoff's.
-    async fn step(&mut self) -> Result<(), Option<Duration>> {
-        if self.local.is_none() {
-            match self.connect_local().await {
-                Ok(Ok(())) => self.local_errors.recovered("local server"),
-                Ok(Err(reason)) => {
-                    self.local_errors
-                        .warn("refusing to manage the server", &reason);
-                    self.publish_phase(Phase::Blocked, reason);
-                    return Err(Some(self.cfg.poll_interval));
-                }
-                Err(e) => {
-                    self.local_errors
-                        .warn("waiting for the local server", &e.to_string());
-                    self.publish_phase(Phase::WaitingForServer, e.to_string());
-                    return Err(None);
-                }
-            }
-        }
-        if !self.bootstrapped {
-            match self.bootstrap().await {
-                Ok(Bootstrap::Done) => self.bootstrapped = true,
-                Ok(Bootstrap::Blocked(reason)) => {
-                    self.local_errors.warn("replication not set up", &reason);
-                    self.publish_phase(Phase::Blocked, reason);
-                    return Err(Some(self.cfg.poll_interval));
-                }
-                Err(e) => {
-                    self.local_errors.warn("setting up", &e.to_string());
-                    self.publish_phase(Phase::Bootstrapping, e.to_string());
-                    self.local = None;
-                    return Err(None);
-                }
-            }
-        }
-        let snapshot = self.poll().await;
-        let failed = snapshot.last_error.clone();
-        self.publish.send_replace(snapshot);
-        match failed {
-            Some(error) => {
-                self.local_errors
-                    .warn("the local server does not answer", &error);
-                self.local = None;
-                Err(None)
-            }
-            None => {
-                self.local_errors.recovered("local server");
-                Ok(())
-            }
+    /// The action of the stage the loop is in, and what it came to.
+    async fn act(&mut self, stage: Stage<LocalServer>) -> Event<LocalServer> {
+        match stage {
+            Stage::Disconnected { .. } => self.connect_local().await,
+            Stage::SettingUp(server) => self.set_up(server, false).await,
+            Stage::Blocked(server) => self.set_up(server, true).await,
+            Stage::Running(server) => self.poll(server).await,
         }
     }
 
-    /// Connects and learns what the server is; `Ok(Err)` is a server the agent must not manage.
-    async fn connect_local(&mut self) -> Result<Result<(), String>, DbError> {
-        let mut conn = db::connect(&self.cfg.local_server, &self.cfg.admin).await?;
-        let version = db::server_version(&mut conn).await?;
-        let configured = self.cfg.common.flavor;
-        if version.flavor != configured {
-            return Ok(Err(format!(
-                "the local server is {version} but --flavor is {configured}: fix the pod template"
-            )));
+    /// Connects and learns what the server is; refuses a server the agent must not manage.
+    async fn connect_local(&mut self) -> Event<LocalServer> {
+        let connected = async {
+            let mut conn = db::connect(&self.cfg.local_server, &self.cfg.admin).await?;
+            let version = db::server_version(&mut conn).await?;
+            Ok::<_, DbError>((conn, version))
         }
-        let dialect = match version.dialect() {
-            Ok(dialect) => dialect,
-            Err(e) => return Ok(Err(e.to_string())),
+        .await;
+        let (conn, version) = match connected {
+            Ok(connected) => connected,
+            Err(e) => {
+                self.local_errors
+                    .warn("waiting for the local server", &e.to_string());
+                self.publish_phase(Phase::WaitingForServer, e.to_string());
+                return Event::Unreachable;
+            }
         };
-        if self.server.as_ref() != Some(&(version.clone(), dialect)) {
+        let configured = self.cfg.common.flavor;
+        let dialect = if version.flavor == configured {
+            version.dialect().map_err(|e| e.to_string())
+        } else {
+            Err(format!(
+                "the local server is {version} but --flavor is {configured}: fix the pod template"
+            ))
+        };
+        let dialect = match dialect {
+            Ok(dialect) => dialect,
+            Err(reason) => {
+                self.local_errors
+                    .warn("refusing to manage the server", &reason);
+                self.publish_phase(Phase::Blocked, reason);
+                return Event::Refused;
+            }
+        };
+        self.local_errors.recovered("local server");
+        if self.last_seen.as_ref() != Some(&(version.clone(), dialect)) {
             tracing::info!(
                 server = %self.cfg.local_server, version = %version,
                 "connected to the local server: speaking {}", dialect.describe()
             );
+            self.last_seen = Some((version.clone(), dialect));
         }
-        self.server = Some((version, dialect));
-        self.local = Some(conn);
-        Ok(Ok(()))
-    }
-
-    fn dialect(&self) -> Dialect {
-        self.server
-            .as_ref()
-            .map(|(_, dialect)| *dialect)
-            .expect("connected before use")
+        Event::Connected(LocalServer {
+            conn,
+            version,
+            dialect,
+        })
     }
 
     fn source(&self) -> Source {
@@ -301,15 +289,33 @@ impl ControlLoop {
         }
     }
 
-    async fn bootstrap(&mut self) -> Result<Bootstrap, DbError> {
-        // A blocked pod re-checks every poll; it stays reported as blocked meanwhile.
-        if self.publish.borrow().phase != Phase::Blocked {
+    /// Sets up replication (a replica) or the users (the primary). A blocked pod re-checks every
+    /// poll and stays reported as blocked meanwhile.
+    async fn set_up(&mut self, mut server: LocalServer, blocked: bool) -> Event<LocalServer> {
+        if !blocked {
             self.publish
                 .send_replace(Snapshot::phase(Phase::Bootstrapping, None));
         }
+        match self.bootstrap(&mut server).await {
+            Ok(None) => Event::SetUp(server),
+            Ok(Some(reason)) => {
+                self.local_errors.warn("replication not set up", &reason);
+                self.publish_phase(Phase::Blocked, reason);
+                Event::SetupBlocked(server)
+            }
+            Err(e) => {
+                self.local_errors.warn("setting up", &e.to_string());
+                self.publish_phase(Phase::Bootstrapping, e.to_string());
+                Event::SetupFailed
+            }
+        }
+    }
+
+    /// `Ok(Some(reason))`: set-up must not go on.
+    async fn bootstrap(&self, server: &mut LocalServer) -> Result<Option<String>, DbError> {
         let source = self.source();
-        let dialect = self.dialect();
-        let conn = self.local.as_mut().expect("connected before bootstrap");
+        let dialect = server.dialect;
+        let conn = &mut server.conn;
         match self.cfg.common.identity.role {
             Role::Primary => {
                 replication::ensure_user(
@@ -341,29 +347,29 @@ impl ControlLoop {
                     &source.host,
                 );
                 if let Plan::Blocked(reason) = plan {
-                    return Ok(Bootstrap::Blocked(reason));
+                    return Ok(Some(reason));
                 }
                 replication::apply(conn, &plan, &source, dialect).await?;
             }
         }
-        Ok(Bootstrap::Done)
+        Ok(None)
     }
 
-    /// Samples the primary's position (replicas), then the local server's state.
-    async fn poll(&mut self) -> Snapshot {
+    /// Samples the primary's position (replicas), then the local server's state, and publishes
+    /// the snapshot.
+    async fn poll(&mut self, mut server: LocalServer) -> Event<LocalServer> {
         let replica_role = self.cfg.common.identity.role == Role::Replica;
         let primary_error = if replica_role {
-            self.sample_primary().await
+            self.sample_primary(server.dialect).await
         } else {
             None
         };
         let taken_at = Instant::now();
-        let (version, dialect) = self.server.clone().expect("connected before polling");
-        let conn = self.local.as_mut().expect("connected before polling");
         let result = async {
-            let facts = db::server_facts(conn, &version).await?;
+            let conn = &mut server.conn;
+            let facts = db::server_facts(conn, &server.version).await?;
             let status = if replica_role {
-                Some(db::replica_status(conn, dialect).await?)
+                Some(db::replica_status(conn, server.dialect).await?)
             } else {
                 None
             };
@@ -373,7 +379,7 @@ impl ControlLoop {
         match result {
             Ok((facts, status)) => {
                 let applied = facts.gtid_applied.clone();
-                Snapshot {
+                self.publish.send_replace(Snapshot {
                     taken_at,
                     phase: Phase::Running,
                     last_error: None,
@@ -385,30 +391,40 @@ impl ControlLoop {
                         primary: self.history.latest(),
                         primary_error,
                     }),
-                }
+                });
+                self.local_errors.recovered("local server");
+                Event::Polled(server)
             }
-            Err(e) => Snapshot {
-                taken_at,
-                phase: Phase::Running,
-                last_error: Some(e.to_string()),
-                server: None,
-                replica: None,
-            },
+            Err(e) => {
+                let error = e.to_string();
+                self.local_errors
+                    .warn("the local server does not answer", &error);
+                self.publish.send_replace(Snapshot {
+                    taken_at,
+                    phase: Phase::Running,
+                    last_error: Some(error),
+                    server: None,
+                    replica: None,
+                });
+                Event::PollFailed
+            }
         }
     }
 
-    async fn sample_primary(&mut self) -> Option<String> {
-        // Every pod of the StatefulSet runs the same server, so the local dialect fits the primary.
-        let dialect = self.dialect();
+    /// Every pod of the StatefulSet runs the same server, so the local dialect fits the primary.
+    async fn sample_primary(&mut self, dialect: Dialect) -> Option<String> {
         let result = async {
-            if self.primary.is_none() {
-                let endpoint = Endpoint::Tcp {
-                    host: self.cfg.common.identity.primary_fqdn.clone(),
-                    port: self.cfg.common.mysql_port,
-                };
-                self.primary = Some(db::connect(&endpoint, &self.cfg.repl).await?);
-            }
-            let conn = self.primary.as_mut().expect("connected above");
+            let conn = match &mut self.primary {
+                Some(conn) => conn,
+                None => {
+                    let endpoint = Endpoint::Tcp {
+                        host: self.cfg.common.identity.primary_fqdn.clone(),
+                        port: self.cfg.common.mysql_port,
+                    };
+                    self.primary
+                        .insert(db::connect(&endpoint, &self.cfg.repl).await?)
+                }
+            };
             db::primary_position(conn, dialect).await
         }
         .await;

@@ -1,6 +1,7 @@
 //! Connections to the local server and to the primary, and the few queries the agent runs.
 
 pub mod dialect;
+pub mod facts;
 pub mod flavor;
 pub mod gtid;
 pub mod status;
@@ -13,7 +14,7 @@ use mysql_async::{Conn, OptsBuilder, Value};
 
 use crate::config::{Credentials, Endpoint};
 use crate::duration::seconds;
-use crate::health::ServerFacts;
+use facts::ServerFacts;
 use flavor::{Dialect, ServerVersion, VersionError};
 use gtid::{GtidError, Gtids};
 use status::{ReplicaStatus, Row, StatusError};
