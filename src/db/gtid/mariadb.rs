@@ -66,6 +66,53 @@ impl GtidPosition {
     }
 }
 
+/// `@@gtid_binlog_state`: the last sequence number binlogged for every (domain, server id)
+/// pair, so it shows who wrote what, unlike a position's one GTID per domain.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BinlogState {
+    last: BTreeMap<(u32, u32), u64>,
+}
+
+impl BinlogState {
+    pub fn parse(text: &str) -> Result<Self, GtidError> {
+        let mut last = BTreeMap::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let gtid = parse_gtid(part).ok_or_else(|| GtidError(text.to_owned()))?;
+            let seq = last
+                .entry((gtid.domain, gtid.server_id))
+                .or_insert(gtid.seq);
+            *seq = (*seq).max(gtid.seq);
+        }
+        Ok(BinlogState { last })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.last.is_empty()
+    }
+
+    /// The entries of `self` that `primary` lacks or holds with a lower sequence number: what
+    /// this server binlogged that never came from the primary.
+    pub fn errant(&self, primary: &BinlogState) -> BinlogState {
+        let last = self
+            .last
+            .iter()
+            .filter(|(key, seq)| primary.last.get(key).is_none_or(|theirs| theirs < seq))
+            .map(|(key, seq)| (*key, *seq))
+            .collect();
+        BinlogState { last }
+    }
+}
+
+impl fmt::Display for BinlogState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, ((domain, server_id), seq)) in self.last.iter().enumerate() {
+            let sep = if i == 0 { "" } else { "," };
+            write!(f, "{sep}{domain}-{server_id}-{seq}")?;
+        }
+        Ok(())
+    }
+}
+
 fn parse_gtid(text: &str) -> Option<Gtid> {
     let mut fields = text.splitn(3, '-');
     let gtid = Gtid {
@@ -121,6 +168,22 @@ mod tests {
         assert!(!pos("").contains(&pos("0-100-1")));
         // The server id of the last event does not matter: sequence numbers order a domain.
         assert!(pos("0-101-50").contains(&pos("0-100-42")));
+    }
+
+    #[test]
+    fn errant_entries_are_those_the_primary_lacks_or_has_fewer_of() {
+        let state = |t: &str| BinlogState::parse(t).unwrap();
+        let primary = state("0-100-50,1-100-7");
+        // Everything came from the primary, possibly not all of it yet.
+        assert!(state("0-100-50,1-100-7").errant(&primary).is_empty());
+        assert!(state("0-100-42").errant(&primary).is_empty());
+        assert!(state("").errant(&primary).is_empty());
+        // Written here (server 101), or by a former primary the current one never heard of.
+        let replica = state("0-100-50,0-101-51,1-100-7,2-102-3");
+        assert_eq!(replica.errant(&primary).to_string(), "0-101-51,2-102-3");
+        // Ahead of the primary under its own server id: a transaction the primary lost.
+        assert_eq!(state("0-100-52").errant(&primary).to_string(), "0-100-52");
+        assert!(BinlogState::parse("0-100").is_err());
     }
 
     #[test]

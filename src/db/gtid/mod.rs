@@ -6,7 +6,7 @@ pub mod mysql;
 
 use std::fmt;
 
-pub use mariadb::{GtidError as GtidPositionError, GtidPosition};
+pub use mariadb::{BinlogState, GtidError as GtidPositionError, GtidPosition};
 pub use mysql::{GtidSet, GtidSetError};
 
 use crate::db::flavor::Flavor;
@@ -61,6 +61,61 @@ impl Gtids {
     }
 }
 
+/// Everything a server has binlogged, in the form that tells errant transactions apart:
+/// MariaDB `@@gtid_binlog_state` (per domain and server id), MySQL `@@gtid_executed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Binlogged {
+    MariaDb(BinlogState),
+    MySql(GtidSet),
+}
+
+impl Binlogged {
+    pub fn parse(flavor: Flavor, text: &str) -> Result<Self, GtidError> {
+        Ok(match flavor {
+            Flavor::MariaDb => Binlogged::MariaDb(BinlogState::parse(text)?),
+            Flavor::MySql => Binlogged::MySql(GtidSet::parse(text)?),
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Binlogged::MariaDb(state) => state.is_empty(),
+            Binlogged::MySql(set) => set.is_empty(),
+        }
+    }
+
+    /// Errant transactions: what this replica binlogged that `primary` does not have. Only
+    /// meaningful when `primary` was read after `self` (a transaction the replica applied in
+    /// between would look errant otherwise); across flavors, nothing.
+    pub fn errant(&self, primary: &Binlogged) -> Binlogged {
+        match (self, primary) {
+            (Binlogged::MariaDb(ours), Binlogged::MariaDb(theirs)) => {
+                Binlogged::MariaDb(ours.errant(theirs))
+            }
+            (Binlogged::MySql(ours), Binlogged::MySql(theirs)) => {
+                Binlogged::MySql(ours.difference(theirs))
+            }
+            (Binlogged::MariaDb(_), _) => Binlogged::MariaDb(BinlogState::default()),
+            (Binlogged::MySql(_), _) => Binlogged::MySql(GtidSet::default()),
+        }
+    }
+}
+
+impl fmt::Display for Binlogged {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Binlogged::MariaDb(state) => state.fmt(f),
+            Binlogged::MySql(set) => set.fmt(f),
+        }
+    }
+}
+
+impl serde::Serialize for Binlogged {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 impl fmt::Display for Gtids {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -90,5 +145,21 @@ mod tests {
         assert!(mariadb.contains(&mariadb) && mysql.contains(&mysql));
         assert!(!mariadb.contains(&mysql) && !mysql.contains(&mariadb));
         assert_eq!(mysql.to_string(), format!("{uuid}:1-5"));
+    }
+
+    #[test]
+    fn errant_transactions_per_flavor() {
+        let mariadb = |t: &str| Binlogged::parse(Flavor::MariaDb, t).unwrap();
+        let replica = mariadb("0-100-9,0-101-10");
+        assert_eq!(replica.errant(&mariadb("0-100-9")).to_string(), "0-101-10");
+        assert!(replica.errant(&replica).is_empty());
+        let uuid = "83f00eb9-e579-11f1-a5e0-02fc00000001";
+        let mysql = |t: &str| Binlogged::parse(Flavor::MySql, &format!("{uuid}:{t}")).unwrap();
+        assert_eq!(
+            mysql("1-12").errant(&mysql("1-10")).to_string(),
+            format!("{uuid}:11-12")
+        );
+        assert!(mysql("1-10").errant(&mysql("1-12")).is_empty());
+        assert!(replica.errant(&mysql("1-10")).is_empty());
     }
 }

@@ -74,6 +74,23 @@ impl GtidSet {
         self.missing_from(other) == 0
     }
 
+    /// The transactions of `self` that are not in `other`.
+    pub fn difference(&self, other: &GtidSet) -> GtidSet {
+        let mut out = GtidSet::default();
+        for ((uuid, tag), ours) in &self.by_source {
+            let theirs = other
+                .by_source
+                .get(&(uuid.clone(), tag.clone()))
+                .map_or(&[][..], Vec::as_slice);
+            for &range in ours {
+                for left in subtract(range, theirs) {
+                    out.add(uuid, tag, left);
+                }
+            }
+        }
+        out
+    }
+
     /// How many transactions of `ahead` are not in `self`.
     pub fn missing_from(&self, ahead: &GtidSet) -> u64 {
         ahead
@@ -100,6 +117,22 @@ fn overlap((start, end): (u64, u64), intervals: &[(u64, u64)]) -> u64 {
         .filter(|&&(s, e)| s <= end && e >= start)
         .map(|&(s, e)| count((s.max(start), e.min(end))))
         .sum()
+}
+
+/// The parts of `range` outside the sorted, disjoint `intervals`.
+fn subtract((start, end): (u64, u64), intervals: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut left = Vec::new();
+    let mut next = start;
+    for &(s, e) in intervals.iter().filter(|&&(s, e)| s <= end && e >= start) {
+        if s > next {
+            left.push((next, s - 1));
+        }
+        next = next.max(e.saturating_add(1));
+    }
+    if next <= end {
+        left.push((next, end));
+    }
+    left
 }
 
 fn is_uuid(text: &str) -> bool {
@@ -222,6 +255,22 @@ mod tests {
         assert!(!replica.contains(&set(&format!("{A}:other:1"))));
         // A gap: 4 is missing even though higher numbers are present.
         assert!(!set(&format!("{A}:1-3:5-9")).contains(&set(&format!("{A}:1-9"))));
+    }
+
+    #[test]
+    fn difference_keeps_what_the_other_set_lacks() {
+        let replica = set(&format!("{A}:1-100:batch:1-2,{B}:1-5"));
+        assert!(replica.difference(&replica).is_empty());
+        let primary = set(&format!("{A}:1-10:20-100"));
+        assert_eq!(
+            replica.difference(&primary).to_string(),
+            format!("{A}:11-19:batch:1-2,{B}:1-5")
+        );
+        assert_eq!(
+            set(&format!("{A}:1-9")).difference(&set(&format!("{A}:3:5-6"))),
+            set(&format!("{A}:1-2:4:7-9"))
+        );
+        assert!(set("").difference(&primary).is_empty());
     }
 
     #[test]
