@@ -211,6 +211,10 @@ pub struct SidecarArgs {
     /// How often the server and the primary are sampled.
     #[arg(long, env = "MYSQL_STS_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub poll_interval: Duration,
+    /// How long a replica that was in sync stays ready while the primary is unreachable
+    /// (serving what it had); 0: not ready within --max-lag, as without it.
+    #[arg(long, env = "MYSQL_STS_PRIMARY_OUTAGE_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub primary_outage_grace: Duration,
     /// Scratch space for backups served to other pods.
     #[arg(long, env = "MYSQL_STS_TMP_DIR", default_value = "/tmp")]
     pub tmp_dir: PathBuf,
@@ -334,6 +338,7 @@ pub struct SidecarConfig {
     pub repl: Credentials,
     pub max_lag: Duration,
     pub poll_interval: Duration,
+    pub primary_outage_grace: Duration,
     pub tmp_dir: PathBuf,
 }
 
@@ -534,6 +539,7 @@ impl SidecarArgs {
             },
             max_lag: self.max_lag,
             poll_interval: self.poll_interval,
+            primary_outage_grace: self.primary_outage_grace,
             tmp_dir: self.tmp_dir,
             common,
         })

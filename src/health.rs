@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::facts::ServerFacts;
-use crate::db::gtid::Gtids;
+use crate::db::gtid::{Binlogged, Gtids};
 use crate::db::status::{IoThread, ReplicaStatus, ThreadError};
 use crate::duration::seconds;
 use crate::identity::Role;
@@ -40,6 +40,11 @@ pub struct ReplicaFacts {
     pub primary_error: Option<String>,
     /// The newest time at which the primary's position was wholly applied here.
     pub applied_as_of: Option<Instant>,
+    /// Transactions this replica has that the primary does not (never empty).
+    pub errant: Option<Binlogged>,
+    /// Since when the primary cannot be sampled or the IO thread is reconnecting to it, after
+    /// both were fine.
+    pub link_lost_since: Option<Instant>,
 }
 
 #[derive(Debug, Clone)]
@@ -110,6 +115,56 @@ impl PrimaryHistory {
     }
 }
 
+/// Finds errant transactions without racing replication: a replica's reading is compared with
+/// the primary's next sample, taken after it, so that a transaction the replica applied just
+/// before its reading is in that sample too. (Compared with a sample taken before the reading,
+/// it would look errant.)
+#[derive(Debug, Default)]
+pub struct ErrantCheck {
+    /// The replica's latest reading, not yet compared.
+    pending: Option<Binlogged>,
+    found: Option<Binlogged>,
+}
+
+impl ErrantCheck {
+    pub fn replica_read(&mut self, binlogged: Binlogged) {
+        self.pending = Some(binlogged);
+    }
+
+    /// The primary's state, sampled after the readings recorded so far.
+    pub fn primary_sampled(&mut self, primary: &Binlogged) {
+        if let Some(replica) = self.pending.take() {
+            let errant = replica.errant(primary);
+            self.found = (!errant.is_empty()).then_some(errant);
+        }
+    }
+
+    /// What the last comparison found; kept while the primary cannot be sampled.
+    pub fn found(&self) -> Option<&Binlogged> {
+        self.found.as_ref()
+    }
+}
+
+/// Whether the replica is in touch with its primary: the agent samples it and the IO thread
+/// is connected. Remembers when that was lost, if it had been whole first.
+#[derive(Debug, Default)]
+pub struct PrimaryLink {
+    whole_once: bool,
+    lost_since: Option<Instant>,
+}
+
+impl PrimaryLink {
+    pub fn observe(&mut self, whole: bool, at: Instant) -> Option<Instant> {
+        if whole {
+            self.whole_once = true;
+            self.lost_since = None;
+        } else if self.whole_once && self.lost_since.is_none() {
+            self.lost_since = Some(at);
+        }
+        self.lost_since
+    }
+}
+
 /// What readiness is judged against.
 #[derive(Debug, Clone)]
 pub struct Rules {
@@ -119,6 +174,9 @@ pub struct Rules {
     pub max_lag: Duration,
     /// A snapshot older than this means the poller is stuck: nothing it says is current.
     pub stale_after: Duration,
+    /// How long a replica that was in sync stays ready while its primary is unreachable; zero:
+    /// not at all.
+    pub outage_grace: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -131,6 +189,8 @@ pub enum VerdictKind {
     ServerDown,
     ReadOnlyPrimary,
     WritablePrimary,
+    WritableReplica,
+    Fenced,
     NotConfigured,
     ReplicationError,
     ThreadStopped,
@@ -138,6 +198,8 @@ pub enum VerdictKind {
     PrimaryUnknown,
     Behind,
     InSync,
+    /// Ready: the primary is away, and this replica serves what it had.
+    PrimaryOutage,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -188,7 +250,29 @@ pub fn readiness(snap: &Snapshot, rules: &Rules, now: Instant) -> Verdict {
             not_ready(ReadOnlyPrimary, "primary is read-only".to_owned())
         }
         Role::Primary => verdict(true, WritablePrimary, "primary is writable".to_owned()),
-        Role::Replica => replica_readiness(snap.replica.as_ref(), rules, now),
+        Role::Replica => match server.writable() {
+            // Clients that write here write what the primary never sees.
+            Some(why) => not_ready(WritableReplica, format!("replica is writable: {why}")),
+            None => replica_readiness(snap.replica.as_ref(), rules, now),
+        },
+    }
+}
+
+/// Whether this pod may serve its data to a joiner, who takes whatever it is given: only while
+/// it is ready itself (the primary set up and writable; a replica in sync, without replication
+/// error, not fenced), and not on a replica serving what it had through a primary outage,
+/// since nobody can tell then what it lacks.
+pub fn donor_readiness(snap: &Snapshot, rules: &Rules, now: Instant) -> Verdict {
+    let verdict = readiness(snap, rules, now);
+    match verdict.kind {
+        VerdictKind::PrimaryOutage => not_ready(
+            VerdictKind::PrimaryOutage,
+            format!(
+                "{}; not a donor until {} answers",
+                verdict.reason, rules.primary_name
+            ),
+        ),
+        _ => verdict,
     }
 }
 
@@ -198,9 +282,23 @@ fn replica_readiness(facts: Option<&ReplicaFacts>, rules: &Rules, now: Instant) 
     let Some(facts) = facts else {
         return not_ready(NotConfigured, "replication is not configured".to_owned());
     };
+    if let Some(errant) = &facts.errant {
+        return not_ready(
+            Fenced,
+            format!(
+                "fenced: this replica has transactions {primary} does not have (errant GTIDs \
+                 {errant}); it is neither made ready nor cloned from until a person decides: \
+                 re-clone it (delete this pod's data volume), or bring those transactions to \
+                 {primary}"
+            ),
+        );
+    }
     let Some(status) = &facts.status else {
         return not_ready(NotConfigured, "replication is not configured".to_owned());
     };
+    if let Some(verdict) = outage_readiness(facts, status, rules, now) {
+        return verdict;
+    }
     if let Some(e) = &status.sql_error {
         return not_ready(
             ReplicationError,
@@ -289,6 +387,57 @@ fn replica_readiness(facts: Option<&ReplicaFacts>, rules: &Rules, now: Instant) 
     }
 }
 
+/// A replica that lost its primary (it cannot be sampled, or the IO thread reconnects) stays
+/// ready for `outage_grace` if it was in sync when the link was lost, has applied all it had
+/// received and its threads are running or reconnecting without an SQL error: it serves what it
+/// had, so that a primary's restart does not empty the read Service. `None`: the usual rules
+/// decide.
+fn outage_readiness(
+    facts: &ReplicaFacts,
+    status: &ReplicaStatus,
+    rules: &Rules,
+    now: Instant,
+) -> Option<Verdict> {
+    let since = facts
+        .link_lost_since
+        .filter(|_| !rules.outage_grace.is_zero())?;
+    let serving = status.sql_running
+        && status.sql_error.is_none()
+        && status.io_thread != IoThread::Stopped
+        && facts.applied.contains(&status.received)
+        && facts
+            .applied_as_of
+            .is_some_and(|t| t + rules.max_lag >= since);
+    if !serving {
+        return None;
+    }
+    let why = match (&facts.primary_error, &status.io_error) {
+        (Some(error), _) => error.clone(),
+        (None, Some(e)) => format!("replica IO thread error {}: {}", e.errno, e.message),
+        (None, None) => "the replica IO thread is reconnecting".to_owned(),
+    };
+    let (primary, away) = (&rules.primary_name, now.saturating_duration_since(since));
+    Some(if away <= rules.outage_grace {
+        verdict(
+            true,
+            VerdictKind::PrimaryOutage,
+            format!(
+                "primary {primary} unreachable for {}, serving what it had: {why}",
+                seconds(away)
+            ),
+        )
+    } else {
+        not_ready(
+            VerdictKind::PrimaryUnknown,
+            format!(
+                "primary {primary} unreachable for {}, longer than the {} grace: {why}",
+                seconds(away),
+                seconds(rules.outage_grace)
+            ),
+        )
+    })
+}
+
 /// The source answered the IO thread with error 1236 because the binlogs holding transactions
 /// this replica lacks are gone (MySQL wraps it in 13114; MariaDB reports 1236 itself).
 fn source_purged_needed_binlogs(error: &ThreadError) -> bool {
@@ -348,6 +497,7 @@ mod tests {
             primary_name: "mysql-0".into(),
             max_lag: Duration::from_secs(5),
             stale_after: Duration::from_secs(10),
+            outage_grace: Duration::from_secs(30),
         }
     }
 
@@ -361,6 +511,7 @@ mod tests {
             sql_error: None,
             seconds_behind: Some(0),
             gtid_mode: "Slave_Pos".into(),
+            received: pos("0-100-10"),
         }
     }
 
@@ -372,8 +523,9 @@ mod tests {
             server: Some(ServerFacts {
                 version: "MariaDB 10.11.19-MariaDB".into(),
                 read_only,
+                super_read_only: None,
                 gtid_applied: pos("0-100-10"),
-                gtid_binlog: pos("0-100-10"),
+                gtid_binlog: Binlogged::parse(Flavor::MariaDb, "0-100-10").unwrap(),
             }),
             replica,
         }
@@ -394,6 +546,8 @@ mod tests {
                 applied,
                 primary: history.latest(),
                 primary_error: None,
+                errant: None,
+                link_lost_since: None,
             }),
         )
     }
@@ -527,6 +681,190 @@ mod tests {
             v.reason,
             "last GTID sample of mysql-0 is 8.0s old: connection refused"
         );
+    }
+
+    #[test]
+    fn a_writable_replica_is_not_ready() {
+        let now = Instant::now();
+        let mut history = PrimaryHistory::new(Duration::from_secs(600));
+        history.record(pos("0-100-10"), now);
+        let r = rules(Role::Replica);
+        let mut snap = replica_at(now, "0-100-10", &history);
+        assert!(readiness(&snap, &r, now).ready);
+        snap.server.as_mut().unwrap().read_only = false;
+        let v = readiness(&snap, &r, now);
+        assert_eq!(
+            (v.ready, v.kind, v.reason.as_str()),
+            (
+                false,
+                VerdictKind::WritableReplica,
+                "replica is writable: read_only is OFF"
+            )
+        );
+        // MySQL: read_only alone lets root write.
+        let server = snap.server.as_mut().unwrap();
+        server.read_only = true;
+        server.super_read_only = Some(false);
+        assert_eq!(
+            readiness(&snap, &r, now).reason,
+            "replica is writable: super_read_only is OFF"
+        );
+        snap.server.as_mut().unwrap().super_read_only = Some(true);
+        assert!(readiness(&snap, &r, now).ready);
+    }
+
+    #[test]
+    fn a_replica_with_errant_transactions_is_fenced_and_no_donor() {
+        let now = Instant::now();
+        let mut history = PrimaryHistory::new(Duration::from_secs(600));
+        history.record(pos("0-100-10"), now);
+        let r = rules(Role::Replica);
+        let mut snap = replica_at(now, "0-100-10", &history);
+        let errant = Binlogged::parse(Flavor::MariaDb, "0-101-11").unwrap();
+        snap.replica.as_mut().unwrap().errant = Some(errant);
+        let v = readiness(&snap, &r, now);
+        assert_eq!((v.ready, v.kind), (false, VerdictKind::Fenced));
+        assert!(
+            v.reason.starts_with(
+                "fenced: this replica has transactions mysql-0 does not have (errant GTIDs \
+                 0-101-11)"
+            ),
+            "{}",
+            v.reason
+        );
+        assert_eq!(donor_readiness(&snap, &r, now), v);
+    }
+
+    #[test]
+    fn errant_check_compares_a_reading_with_the_next_primary_sample() {
+        let uuid = "83f00eb9-e579-11f1-a5e0-02fc00000001";
+        let own = "8ad3c1c5-e579-11f1-a595-02fc00000002";
+        let set = |t: &str| Binlogged::parse(Flavor::MySql, t).unwrap();
+        let primary_k = set(&format!("{uuid}:1-10"));
+        // Between the primary's sample of poll k and the replica's reading, the primary
+        // committed 11 and the replica applied it: compared the naive way, it looks errant.
+        let replica_k = set(&format!("{uuid}:1-11"));
+        assert!(!replica_k.errant(&primary_k).is_empty());
+        let mut check = ErrantCheck::default();
+        check.primary_sampled(&primary_k);
+        check.replica_read(replica_k);
+        assert_eq!(check.found(), None);
+        // Poll k+1 samples the primary after that reading: it has 11 (and more).
+        check.primary_sampled(&set(&format!("{uuid}:1-12")));
+        assert_eq!(check.found(), None, "a healthy replica is never fenced");
+
+        // Written on the replica itself: errant against every later sample.
+        check.replica_read(set(&format!("{uuid}:1-12,{own}:1")));
+        check.primary_sampled(&set(&format!("{uuid}:1-13")));
+        assert_eq!(check.found().unwrap().to_string(), format!("{own}:1"));
+        // It stays found while the primary cannot be sampled...
+        check.replica_read(set(&format!("{uuid}:1-13,{own}:1")));
+        assert_eq!(check.found().unwrap().to_string(), format!("{own}:1"));
+        // ...and goes once the primary has it (a person injected it there).
+        check.primary_sampled(&set(&format!("{uuid}:1-13,{own}:1")));
+        assert_eq!(check.found(), None);
+    }
+
+    #[test]
+    fn the_link_to_the_primary_is_lost_only_after_it_was_whole() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut link = PrimaryLink::default();
+        assert_eq!(link.observe(false, at(0)), None, "never connected yet");
+        assert_eq!(link.observe(true, at(1)), None);
+        assert_eq!(link.observe(false, at(2)), Some(at(2)));
+        assert_eq!(link.observe(false, at(3)), Some(at(2)));
+        assert_eq!(link.observe(true, at(4)), None);
+    }
+
+    /// A replica in sync at t0 whose primary is gone from t0 + 1 s on.
+    fn outage(history: &mut PrimaryHistory, t0: Instant, now: Instant) -> Snapshot {
+        history.record(pos("0-100-10"), t0);
+        let mut snap = replica_at(now, "0-100-10", history);
+        let facts = snap.replica.as_mut().unwrap();
+        facts.primary_error = Some("Can't connect to server (111)".into());
+        facts.link_lost_since = Some(t0 + Duration::from_secs(1));
+        let status = facts.status.as_mut().unwrap();
+        status.io_thread = IoThread::Connecting;
+        status.io_error = Some(ThreadError {
+            errno: 2003,
+            message: "error reconnecting to master".into(),
+        });
+        status.seconds_behind = None;
+        snap
+    }
+
+    #[test]
+    fn a_replica_in_sync_serves_what_it_had_through_a_short_primary_outage() {
+        let t0 = Instant::now();
+        let mut history = PrimaryHistory::new(Duration::from_secs(600));
+        let r = rules(Role::Replica);
+        let now = t0 + Duration::from_secs(21);
+        let snap = outage(&mut history, t0, now);
+        let v = readiness(&snap, &r, now);
+        assert_eq!(
+            (v.ready, v.kind, v.reason.as_str()),
+            (
+                true,
+                VerdictKind::PrimaryOutage,
+                "primary mysql-0 unreachable for 20.0s, serving what it had: Can't connect to \
+                 server (111)"
+            )
+        );
+        assert!(
+            !donor_readiness(&snap, &r, now).ready,
+            "not a donor meanwhile"
+        );
+        // Past the grace.
+        let now = t0 + Duration::from_secs(32);
+        let v = readiness(&outage(&mut history, t0, now), &r, now);
+        assert_eq!((v.ready, v.kind), (false, VerdictKind::PrimaryUnknown));
+        assert!(
+            v.reason
+                .starts_with("primary mysql-0 unreachable for 31.0s, longer than the 30.0s grace"),
+            "{}",
+            v.reason
+        );
+        // A grace of zero: as before, the reconnecting IO thread decides at once.
+        let now = t0 + Duration::from_secs(2);
+        let no_grace = Rules {
+            outage_grace: Duration::ZERO,
+            ..rules(Role::Replica)
+        };
+        let v = readiness(&outage(&mut history, t0, now), &no_grace, now);
+        assert_eq!(v.kind, VerdictKind::ReplicationError);
+    }
+
+    #[test]
+    fn a_replica_that_was_not_serving_everything_gets_no_grace() {
+        let t0 = Instant::now();
+        let r = rules(Role::Replica);
+        let now = t0 + Duration::from_secs(3);
+        let judge = |change: &dyn Fn(&mut ReplicaFacts)| {
+            let mut history = PrimaryHistory::new(Duration::from_secs(600));
+            let mut snap = outage(&mut history, t0, now);
+            change(snap.replica.as_mut().unwrap());
+            readiness(&snap, &r, now)
+        };
+        assert!(judge(&|_| {}).ready);
+        let sql_error = judge(&|f| {
+            let status = f.status.as_mut().unwrap();
+            status.sql_running = false;
+            status.sql_error = Some(ThreadError {
+                errno: 1062,
+                message: "Duplicate entry".into(),
+            });
+        });
+        assert_eq!(sql_error.kind, VerdictKind::ReplicationError);
+        // Received more than it applied.
+        let unapplied = judge(&|f| f.status.as_mut().unwrap().received = pos("0-100-12"));
+        assert!(!unapplied.ready, "{unapplied:?}");
+        // Behind by more than max_lag when the link was lost.
+        let behind = judge(&|f| f.applied_as_of = Some(t0 - Duration::from_secs(10)));
+        assert!(!behind.ready, "{behind:?}");
+        // Never in touch with the primary in this agent's life: the usual rules.
+        let never = judge(&|f| f.link_lost_since = None);
+        assert_eq!(never.kind, VerdictKind::ReplicationError);
     }
 
     #[test]

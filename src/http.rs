@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clone::datadir::CloneMarker;
 use crate::clone::mariadb::donor::Donor;
 use crate::db::facts::ServerFacts;
-use crate::db::gtid::Gtids;
+use crate::db::gtid::{Binlogged, Gtids};
 use crate::db::status::ReplicaStatus;
 use crate::duration::{parse_duration, seconds};
 use crate::health::{self, Phase, Rules, Snapshot, Verdict};
@@ -52,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/status", get(status))
         .route("/clone", get(clone))
+        .route("/donor", get(donor))
         .with_state(state)
 }
 
@@ -135,6 +136,15 @@ struct ReplicationView {
     primary_error: Option<String>,
     /// Seconds since the primary last stood at a position this replica has wholly applied.
     lag_seconds: Option<f64>,
+    /// Transactions the primary does not have: the replica is fenced while there are any.
+    errant_gtids: Option<Binlogged>,
+    /// Seconds since the primary could not be sampled or the IO thread lost it.
+    primary_unreachable_seconds: Option<f64>,
+}
+
+/// Seconds since `t`, to a tenth.
+fn seconds_since(t: Instant, now: Instant) -> f64 {
+    (now.saturating_duration_since(t).as_secs_f64() * 10.0).round() / 10.0
 }
 
 async fn status(State(state): State<AppState>) -> Response {
@@ -147,9 +157,9 @@ async fn status(State(state): State<AppState>) -> Response {
         gtid_applied: r.applied,
         primary_gtid: r.primary.map(|p| p.position),
         primary_error: r.primary_error,
-        lag_seconds: r
-            .applied_as_of
-            .map(|t| (now.saturating_duration_since(t).as_secs_f64() * 10.0).round() / 10.0),
+        lag_seconds: r.applied_as_of.map(|t| seconds_since(t, now)),
+        errant_gtids: r.errant,
+        primary_unreachable_seconds: r.link_lost_since.map(|t| seconds_since(t, now)),
     });
     let view = StatusView {
         hostname: &id.hostname,
@@ -199,13 +209,13 @@ async fn clone(
         );
         return response;
     }
-    let phase = state.snapshots.borrow().phase;
-    if phase != Phase::Running {
-        let reason = verdict(&state, None).reason;
+    let health = donor_verdict(&state);
+    if !health.ready {
+        tracing::debug!(joiner = %joiner, "clone request refused: not healthy enough to donate: {}", health.reason);
         return retry_later(
             StatusCode::SERVICE_UNAVAILABLE,
             5,
-            &format!("not ready to donate: {reason}"),
+            &format!("not healthy enough to donate: {}", health.reason),
         );
     }
     match service.donor.start(joiner) {
@@ -220,6 +230,25 @@ async fn clone(
             let body = Body::from_stream(stream);
             ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response()
         }
+    }
+}
+
+fn donor_verdict(state: &AppState) -> Verdict {
+    health::donor_readiness(&state.snapshots.borrow(), &state.rules, Instant::now())
+}
+
+/// Whether this pod may be cloned from now, for a joiner to ask before it starts (MySQL's CLONE
+/// plugin connects to the server, which cannot tell).
+async fn donor(State(state): State<AppState>) -> Response {
+    let health = donor_verdict(&state);
+    if health.ready {
+        text(StatusCode::OK, &format!("healthy donor: {}", health.reason))
+    } else {
+        retry_later(
+            StatusCode::SERVICE_UNAVAILABLE,
+            5,
+            &format!("not healthy enough to donate: {}", health.reason),
+        )
     }
 }
 

@@ -133,6 +133,7 @@ mod tests {
             sql_error: None,
             seconds_behind: None,
             gtid_mode: "Slave_Pos".into(),
+            received: Gtids::parse(MARIADB, "").unwrap(),
         }
     }
 

@@ -18,8 +18,12 @@ use crate::config::{CloneChannel, Endpoint, SidecarConfig};
 use crate::control::{self, Event, Pause, Stage};
 use crate::db::dialect::{self, Source};
 use crate::db::flavor::{Dialect, ServerVersion};
+use crate::db::gtid::Binlogged;
+use crate::db::status::IoThread;
 use crate::db::{self, DbError};
-use crate::health::{self, Phase, PrimaryHistory, ReplicaFacts, Rules, Snapshot};
+use crate::health::{
+    self, ErrantCheck, Phase, PrimaryHistory, PrimaryLink, ReplicaFacts, Rules, Snapshot,
+};
 use crate::http::{self, AppState, CloneService};
 use crate::identity::Role;
 use crate::replication::{self, Plan};
@@ -51,6 +55,7 @@ pub async fn run(cfg: SidecarConfig, shutdown: CancellationToken) -> anyhow::Res
         primary_name: identity.primary_name(),
         max_lag: cfg.max_lag,
         stale_after: (cfg.poll_interval * 5).max(Duration::from_secs(15)),
+        outage_grace: cfg.primary_outage_grace,
     };
     let clone_service = match &cfg.common.clone {
         CloneChannel::BackupStream {
@@ -143,6 +148,8 @@ struct ControlLoop {
     /// An open connection to the primary (replicas), reused across polls.
     primary: Option<Conn>,
     history: PrimaryHistory,
+    errant: ErrantCheck,
+    link: PrimaryLink,
     local_errors: Repeats,
     primary_errors: Repeats,
 }
@@ -161,6 +168,8 @@ impl ControlLoop {
             last_seen: None,
             primary: None,
             history: PrimaryHistory::new(HISTORY),
+            errant: ErrantCheck::default(),
+            link: PrimaryLink::default(),
             local_errors: Repeats::default(),
             primary_errors: Repeats::default(),
         }
@@ -379,18 +388,30 @@ impl ControlLoop {
         match result {
             Ok((facts, status)) => {
                 let applied = facts.gtid_applied.clone();
-                self.publish.send_replace(Snapshot {
-                    taken_at,
-                    phase: Phase::Running,
-                    last_error: None,
-                    server: Some(facts),
-                    replica: status.map(|status| ReplicaFacts {
+                let replica = status.map(|status| {
+                    // Compared with the primary's next sample, which is taken after it.
+                    self.errant.replica_read(facts.gtid_binlog.clone());
+                    let connected = status
+                        .as_ref()
+                        .is_some_and(|s| s.io_thread == IoThread::Running);
+                    ReplicaFacts {
+                        link_lost_since: self
+                            .link
+                            .observe(primary_error.is_none() && connected, taken_at),
                         status,
                         applied_as_of: self.history.applied_as_of(&applied),
                         applied,
                         primary: self.history.latest(),
                         primary_error,
-                    }),
+                        errant: self.errant.found().cloned(),
+                    }
+                });
+                self.publish.send_replace(Snapshot {
+                    taken_at,
+                    phase: Phase::Running,
+                    last_error: None,
+                    server: Some(facts),
+                    replica,
                 });
                 self.local_errors.recovered("local server");
                 Event::Polled(server)
@@ -425,14 +446,17 @@ impl ControlLoop {
                         .insert(db::connect(&endpoint, &self.cfg.repl).await?)
                 }
             };
-            db::primary_position(conn, dialect).await
+            db::primary_state(conn, dialect).await
         }
         .await;
         match result {
-            Ok(position) => {
+            Ok(state) => {
                 self.primary_errors
                     .recovered("sampling the primary's GTID position");
-                self.history.record(position, Instant::now());
+                self.history.record(state.position, Instant::now());
+                let before = self.errant.found().cloned();
+                self.errant.primary_sampled(&state.binlogged);
+                self.log_errant_change(before.as_ref());
                 None
             }
             Err(e) => {
@@ -441,6 +465,24 @@ impl ControlLoop {
                     .warn("sampling the primary's GTID position", &e.to_string());
                 Some(e.to_string())
             }
+        }
+    }
+
+    /// The fence's decision, once per change of the errant set.
+    fn log_errant_change(&self, before: Option<&Binlogged>) {
+        let primary = self.cfg.common.identity.primary_name();
+        match (before, self.errant.found()) {
+            (before, Some(now)) if before != Some(now) => tracing::warn!(
+                errant = %now,
+                "errant transactions found: this replica has transactions {primary} does not \
+                 have; fenced: not ready and not a donor until a person re-clones it or brings \
+                 them to {primary}"
+            ),
+            (Some(before), None) => tracing::info!(
+                errant = %before,
+                "errant transactions gone: {primary} has them now; the fence is lifted"
+            ),
+            _ => {}
         }
     }
 }

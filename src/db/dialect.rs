@@ -102,21 +102,26 @@ impl Dialect {
         }
     }
 
-    /// `read_only`, what this server has applied as a replica, and what its binlog holds.
+    /// `read_only`, `super_read_only` (MySQL; NULL on MariaDB, which has none), what this
+    /// server has applied as a replica, and what its binlog holds.
     pub fn server_facts(self) -> &'static str {
         match self {
-            Dialect::MariaDb => "SELECT @@read_only, @@gtid_slave_pos, @@gtid_binlog_pos",
+            Dialect::MariaDb => "SELECT @@read_only, NULL, @@gtid_slave_pos, @@gtid_binlog_state",
             Dialect::MySqlMaster | Dialect::MySqlSource => {
-                "SELECT @@read_only, @@GLOBAL.gtid_executed, @@GLOBAL.gtid_executed"
+                "SELECT @@read_only, @@super_read_only, @@GLOBAL.gtid_executed, \
+                 @@GLOBAL.gtid_executed"
             }
         }
     }
 
-    /// The primary's position, as replicas sample it.
-    pub fn primary_position(self) -> &'static str {
+    /// The primary's position, as replicas sample it for the lag, and what its binlog holds,
+    /// to find errant transactions.
+    pub fn primary_state(self) -> &'static str {
         match self {
-            Dialect::MariaDb => "SELECT @@gtid_binlog_pos",
-            Dialect::MySqlMaster | Dialect::MySqlSource => "SELECT @@GLOBAL.gtid_executed",
+            Dialect::MariaDb => "SELECT @@gtid_binlog_pos, @@gtid_binlog_state",
+            Dialect::MySqlMaster | Dialect::MySqlSource => {
+                "SELECT @@GLOBAL.gtid_executed, @@GLOBAL.gtid_executed"
+            }
         }
     }
 
@@ -255,8 +260,8 @@ mod tests {
             "SHOW SLAVE STATUS"
         );
         assert_eq!(
-            Dialect::MySqlMaster.primary_position(),
-            "SELECT @@GLOBAL.gtid_executed"
+            Dialect::MySqlMaster.primary_state(),
+            "SELECT @@GLOBAL.gtid_executed, @@GLOBAL.gtid_executed"
         );
     }
 

@@ -14,9 +14,9 @@ use mysql_async::{Conn, OptsBuilder, Value};
 
 use crate::config::{Credentials, Endpoint};
 use crate::duration::seconds;
-use facts::ServerFacts;
+use facts::{PrimaryState, ServerFacts};
 use flavor::{Dialect, ServerVersion, VersionError};
-use gtid::{GtidError, Gtids};
+use gtid::{Binlogged, GtidError, Gtids};
 use status::{ReplicaStatus, Row, StatusError};
 
 /// Every statement the agent runs is short; anything slower means a stuck server.
@@ -107,18 +107,19 @@ pub async fn server_facts(
     version: &ServerVersion,
 ) -> Result<ServerFacts, DbError> {
     let dialect = version.dialect()?;
-    let row: Option<(i64, String, String)> = bounded(
+    let row: Option<(i64, Option<i64>, String, String)> = bounded(
         "reading server state",
         conn.query_first(dialect.server_facts()),
     )
     .await?;
-    let (read_only, applied, binlog) = row.unwrap_or_default();
+    let (read_only, super_read_only, applied, binlog) = row.unwrap_or_default();
     let flavor = dialect.flavor();
     Ok(ServerFacts {
         version: version.to_string(),
         read_only: read_only != 0,
+        super_read_only: super_read_only.map(|on| on != 0),
         gtid_applied: Gtids::parse(flavor, &applied)?,
-        gtid_binlog: Gtids::parse(flavor, &binlog)?,
+        gtid_binlog: Binlogged::parse(flavor, &binlog)?,
     })
 }
 
@@ -135,13 +136,18 @@ pub async fn replica_status(
     Ok(ReplicaStatus::from_row(row.as_ref(), dialect)?)
 }
 
-pub async fn primary_position(conn: &mut Conn, dialect: Dialect) -> Result<Gtids, DbError> {
-    let pos: Option<String> = bounded(
+pub async fn primary_state(conn: &mut Conn, dialect: Dialect) -> Result<PrimaryState, DbError> {
+    let row: Option<(String, String)> = bounded(
         "reading the primary's position",
-        conn.query_first(dialect.primary_position()),
+        conn.query_first(dialect.primary_state()),
     )
     .await?;
-    Ok(Gtids::parse(dialect.flavor(), &pos.unwrap_or_default())?)
+    let (position, binlogged) = row.unwrap_or_default();
+    let flavor = dialect.flavor();
+    Ok(PrimaryState {
+        position: Gtids::parse(flavor, &position)?,
+        binlogged: Binlogged::parse(flavor, &binlogged)?,
+    })
 }
 
 fn row_by_name(row: &mysql_async::Row) -> Row {

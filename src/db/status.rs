@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use crate::db::flavor::Dialect;
+use crate::db::gtid::{GtidError, Gtids};
 
 /// One result row, by column name; SQL NULL is `None`.
 pub type Row = HashMap<String, Option<String>>;
@@ -34,6 +35,8 @@ pub struct ReplicaStatus {
     pub seconds_behind: Option<u64>,
     /// MariaDB's Using_Gtid (`Slave_Pos`), or MySQL's `Auto_Position` (`1`).
     pub gtid_mode: String,
+    /// What the IO thread has received (MariaDB Gtid_IO_Pos, MySQL Retrieved_Gtid_Set).
+    pub received: Gtids,
 }
 
 /// The columns that differ between dialects.
@@ -44,6 +47,7 @@ struct Columns {
     sql_running: &'static str,
     seconds_behind: &'static str,
     gtid_mode: &'static str,
+    received: &'static str,
 }
 
 impl Columns {
@@ -55,11 +59,13 @@ impl Columns {
             sql_running: "Slave_SQL_Running",
             seconds_behind: "Seconds_Behind_Master",
             gtid_mode: "Using_Gtid",
+            received: "Gtid_IO_Pos",
         };
         match dialect {
             Dialect::MariaDb => master,
             Dialect::MySqlMaster => Columns {
                 gtid_mode: "Auto_Position",
+                received: "Retrieved_Gtid_Set",
                 ..master
             },
             Dialect::MySqlSource => Columns {
@@ -69,6 +75,7 @@ impl Columns {
                 sql_running: "Replica_SQL_Running",
                 seconds_behind: "Seconds_Behind_Source",
                 gtid_mode: "Auto_Position",
+                received: "Retrieved_Gtid_Set",
             },
         }
     }
@@ -80,6 +87,11 @@ pub enum StatusError {
     MissingColumn(&'static str),
     #[error("replica status column {column} has an unexpected value {value:?}")]
     BadValue { column: &'static str, value: String },
+    #[error("replica status column {column}: {source}")]
+    Gtids {
+        column: &'static str,
+        source: GtidError,
+    },
 }
 
 impl ReplicaStatus {
@@ -129,6 +141,12 @@ impl ReplicaStatus {
             sql_error: thread_error("Last_SQL_Errno", "Last_SQL_Error")?,
             seconds_behind: number(columns.seconds_behind)?,
             gtid_mode: text(columns.gtid_mode)?.to_owned(),
+            received: Gtids::parse(dialect.flavor(), text(columns.received)?).map_err(
+                |source| StatusError::Gtids {
+                    column: columns.received,
+                    source,
+                },
+            )?,
         }))
     }
 }
@@ -179,6 +197,7 @@ pub(crate) mod tests {
         assert_eq!(status.io_error, None);
         assert_eq!(status.seconds_behind, Some(0));
         assert_eq!(status.gtid_mode, "Slave_Pos");
+        assert_eq!(status.received.to_string(), "0-100-42");
     }
 
     #[test]
@@ -237,6 +256,10 @@ pub(crate) mod tests {
             ("Last_SQL_Error", Some("")),
             ("Seconds_Behind_Source", None),
             ("Auto_Position", Some("1")),
+            (
+                "Retrieved_Gtid_Set",
+                Some("83f00eb9-e579-11f1-a5e0-02fc00000001:1-7"),
+            ),
         ]);
         let status = ReplicaStatus::from_row(Some(&mysql), Dialect::MySqlSource)
             .unwrap()
