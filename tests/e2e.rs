@@ -819,6 +819,268 @@ async fn an_unresolvable_donor_is_reported_with_the_pods_resolver(
     .await
 }
 
+/// Makes pod n's server writable for everyone (MySQL: `super_read_only` too) or read-only again.
+async fn set_writable(c: &Cluster, n: usize, writable: bool) -> Result<()> {
+    let mut conn = c.sql(n).await?;
+    let statements: &[&str] = match (c.flavor(), writable) {
+        (Flavor::MySql, true) => &["SET GLOBAL super_read_only=OFF", "SET GLOBAL read_only=OFF"],
+        (Flavor::MySql, false) => &["SET GLOBAL read_only=ON", "SET GLOBAL super_read_only=ON"],
+        (Flavor::MariaDb, true) => &["SET GLOBAL read_only=OFF"],
+        (Flavor::MariaDb, false) => &["SET GLOBAL read_only=ON"],
+    };
+    for statement in statements {
+        conn.query_drop(*statement).await?;
+    }
+    Ok(())
+}
+
+/// Someone writes a row on a replica: its GTID is errant (the primary never has it), the
+/// replica is fenced for good, and nothing clones from it.
+async fn an_errant_transaction_fences_the_replica(version: DbVersion) -> Result<()> {
+    let flavor = version.flavor();
+    let naming = Naming::default().namespace("shop");
+    scenario(version, 2, VolumeLayout::FsGroup, naming, async |c| {
+        primary_with_data(c).await?;
+        c.start_pod(1).await?;
+        set_writable(c, 1, true).await?;
+        let mut replica = c.sql(1).await?;
+        replica
+            .query_drop("INSERT INTO app.t (note, pad) VALUES ('errant', 'e')")
+            .await?;
+        let errant: String = match flavor {
+            Flavor::MariaDb => replica.query_first("SELECT @@last_gtid").await?,
+            Flavor::MySql => {
+                replica
+                    .query_first("SELECT CONCAT(@@server_uuid, ':1')")
+                    .await?
+            }
+        }
+        .context("no GTID for the errant write")?;
+        set_writable(c, 1, false).await?;
+
+        let fenced = readyz_until(c, "/readyz", |reply| reply.text().contains("fenced")).await?;
+        ensure!(
+            fenced.status == 503 && fenced.text().contains(&format!("errant GTIDs {errant}")),
+            "{}",
+            fenced.text()
+        );
+        // The primary goes on writing; once it has been sampled since, the fence still holds.
+        insert(c, 0, "after-errant").await?;
+        let mut primary = c.sql(0).await?;
+        let primary_gtid: String = primary
+            .query_first(match flavor {
+                Flavor::MariaDb => "SELECT @@gtid_binlog_pos",
+                Flavor::MySql => "SELECT @@GLOBAL.gtid_executed",
+            })
+            .await?
+            .context("no primary GTID")?;
+        let primary_gtid = primary_gtid.replace('\n', "");
+        let status = readyz_until(c, "/status", |reply| {
+            status_json(reply)
+                .is_ok_and(|s| s["replication"]["primary_gtid"] == primary_gtid.as_str())
+        })
+        .await?;
+        let status = status_json(&status)?;
+        ensure!(
+            status["ready"] == false
+                && status["replication"]["errant_gtids"]
+                    .as_str()
+                    .is_some_and(|e| e.contains(&errant)),
+            "{status}"
+        );
+        let reply = c.http_get(1, "/readyz", None).await?;
+        ensure!(
+            reply.status == 503 && reply.text().contains("fenced"),
+            "{}",
+            reply.text()
+        );
+        // Not a donor: neither for the agent's stream nor for a MySQL joiner that asks.
+        let donor = c.http_get(1, "/donor", None).await?;
+        ensure!(
+            donor.status == 503 && donor.text().contains("fenced"),
+            "{}",
+            donor.text()
+        );
+        if flavor == Flavor::MariaDb {
+            let token = c.clone_token()?;
+            let clone = c.http_get(1, "/clone", Some(&token)).await?;
+            ensure!(
+                clone.status == 503 && clone.text().contains("fenced"),
+                "{}",
+                clone.text()
+            );
+            let served = c
+                .log_text(0, "sidecar-1.log")
+                .matches("clone served")
+                .count();
+            ensure!(
+                served == 1,
+                "the primary served {served} clones, expected 1"
+            );
+        }
+        let log = c.log_text(1, "sidecar-1.log");
+        ensure!(
+            log.matches("errant transactions found").count() == 1,
+            "the fence should be logged once:\n{log}"
+        );
+        ensure!(log.contains(&errant), "{log}");
+        ensure!(!log.contains("clone served"), "{log}");
+        Ok(())
+    })
+    .await
+}
+
+async fn a_writable_replica_is_not_ready(version: DbVersion) -> Result<()> {
+    let flavor = version.flavor();
+    let naming = Naming::default().first_ordinal(2);
+    scenario(version, 2, VolumeLayout::PodUid, naming, async |c| {
+        c.start_pod(0).await?;
+        c.start_pod(1).await?;
+        let mut replica = c.sql(1).await?;
+        replica.query_drop("SET GLOBAL read_only=OFF").await?;
+        let reply = c.wait_readyz(1, 503, READY).await?;
+        ensure!(
+            reply.text() == "503 replica is writable: read_only is OFF\n",
+            "{}",
+            reply.text()
+        );
+        set_writable(c, 1, false).await?;
+        c.wait_readyz(1, 200, READY).await?;
+        if flavor == Flavor::MySql {
+            // read_only alone lets root and other privileged users write.
+            replica.query_drop("SET GLOBAL super_read_only=OFF").await?;
+            let reply = c.wait_readyz(1, 503, READY).await?;
+            ensure!(
+                reply.text() == "503 replica is writable: super_read_only is OFF\n",
+                "{}",
+                reply.text()
+            );
+            replica.query_drop("SET GLOBAL super_read_only=ON").await?;
+            c.wait_readyz(1, 200, READY).await?;
+        }
+        let log = c.log_text(1, "sidecar-1.log");
+        ensure!(log.contains("not ready: replica is writable"), "{log}");
+        Ok(())
+    })
+    .await
+}
+
+/// A replica donor whose SQL thread is stopped is not in sync: it refuses to serve a clone,
+/// and the joiner waits for it until its deadline, saying why.
+async fn a_donor_that_is_not_healthy_refuses_to_serve(version: DbVersion) -> Result<()> {
+    let naming = Naming::default().service("db-hl");
+    scenario(version, 3, VolumeLayout::FsGroup, naming, async |c| {
+        primary_with_data(c).await?;
+        c.start_pod(1).await?;
+        let mut replica = c.sql(1).await?;
+        replica.query_drop("STOP REPLICA SQL_THREAD").await?;
+        c.wait_readyz(1, 503, READY).await?;
+        let why = "not healthy enough to donate: replica SQL thread is not running";
+        let token = c.clone_token()?;
+        let clone = c.http_get(1, "/clone", Some(&token)).await?;
+        ensure!(
+            clone.status == 503 && clone.text() == format!("503 {why}\n"),
+            "{} {}",
+            clone.status,
+            clone.text()
+        );
+        let donor = c.http_get(1, "/donor", None).await?;
+        ensure!(donor.status == 503, "{}", donor.text());
+
+        let run = c
+            .spawn_init_with(2, &[("MYSQL_STS_CLONE_DEADLINE", "8s")])
+            .await?
+            .wait()
+            .await?;
+        ensure!(run.code == Some(1), "{:?}\n{}", run.code, run.output);
+        ensure!(run.output.contains(why), "{}", run.output);
+        ensure!(
+            datadir_entries(&c.datadir(2))?.is_empty(),
+            "{:?}",
+            datadir_entries(&c.datadir(2))?
+        );
+
+        replica.query_drop("START REPLICA SQL_THREAD").await?;
+        c.wait_readyz(1, 200, READY).await?;
+        let donor = c.http_get(1, "/donor", None).await?;
+        ensure!(donor.status == 200, "{}", donor.text());
+        ensure!(
+            !c.log_text(1, "sidecar-1.log").contains("serving a clone"),
+            "the unhealthy donor served a clone"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// Pod 1's /readyz, fetched every 100 ms from the node namespace into a file, one answer a
+/// line, until killed: it sees what a kubelet would while the test stops and starts servers.
+fn watch_readyz(c: &Cluster, n: usize) -> Result<(tokio::process::Child, std::path::PathBuf)> {
+    let out = c.root_dir().join(format!("readyz-{n}.txt"));
+    let url = format!("http://{}:{}/readyz", c.pod_ip(n), c.agent_port()?);
+    let mut command = c.node_command("sh");
+    command
+        .arg("-c")
+        .arg(format!(
+            "while :; do curl -sS --noproxy '*' --max-time 2 {url} || echo 'no answer'; \
+             sleep 0.1; done >> {}",
+            out.display()
+        ))
+        .kill_on_drop(true);
+    Ok((command.spawn()?, out))
+}
+
+/// The primary's server stops and comes back within the grace: the replica stays ready
+/// throughout; once it stays away longer, the replica is not ready.
+async fn replicas_stay_ready_through_a_short_primary_outage(version: DbVersion) -> Result<()> {
+    const GRACE: &str = "15s";
+    let naming = Naming::default().namespace("shop").first_ordinal(4);
+    scenario(version, 2, VolumeLayout::FsGroup, naming, async |c| {
+        primary_with_data(c).await?;
+        c.start_pod(1).await?;
+        c.stop_sidecar(1).await?;
+        let mut sidecar = c.agent_command(1, "sidecar")?;
+        sidecar.env("MYSQL_STS_PRIMARY_OUTAGE_GRACE", GRACE);
+        c.spawn_in_pod(1, "outage-sidecar", sidecar)?;
+        c.wait_readyz(1, 200, READY).await?;
+
+        let (mut watcher, answers) = watch_readyz(c, 1)?;
+        c.stop_server(0).await?;
+        readyz_until(c, "/readyz", |reply| {
+            reply.text().contains("serving what it had")
+        })
+        .await?;
+        c.start_server(0).await?;
+        insert(c, 0, "after-restart").await?;
+        assert_same_data(c, 1).await?;
+        readyz_until(c, "/readyz", |reply| reply.text().contains("in sync")).await?;
+        watcher.kill().await?;
+        let seen = std::fs::read_to_string(&answers)?;
+        let failed: Vec<&str> = seen.lines().filter(|l| !l.starts_with("200 ")).collect();
+        ensure!(
+            failed.is_empty() && seen.contains("serving what it had"),
+            "not ready during a short outage: {failed:?}\n{seen}"
+        );
+
+        // Away for longer than the grace.
+        c.stop_server(0).await?;
+        let reply = readyz_until(c, "/readyz", |reply| reply.status == 503).await?;
+        ensure!(
+            reply
+                .text()
+                .contains(&format!("longer than the {}.0s grace", &GRACE[..2])),
+            "{}",
+            reply.text()
+        );
+        let log = c.log_text(1, "outage-sidecar-1.log");
+        ensure!(log.contains("ready: primary"), "{log}");
+        ensure!(log.contains("serving what it had"), "{log}");
+        c.start_server(0).await?;
+        Ok(())
+    })
+    .await
+}
+
 /// One test per scenario and image: `mariadb::<scenario>` (10.11), `mariadb_11_8::<scenario>`
 /// and `mysql::<scenario>`.
 macro_rules! scenarios {
@@ -854,7 +1116,13 @@ every_image!(
         replica_with_unexplained_data_is_blocked_and_liveness_ignores_the_database,
         replica_behind_purged_binlogs_says_it_needs_a_new_clone,
         an_unresolvable_donor_is_reported_with_the_pods_resolver,
+        an_errant_transaction_fences_the_replica,
+        a_writable_replica_is_not_ready,
+        replicas_stay_ready_through_a_short_primary_outage,
     ],
     // mariadb-backup runs in the donor's agent.
-    mariadb: [a_failing_backup_tool_is_reported_and_never_taken_for_a_clone]
+    mariadb: [
+        a_failing_backup_tool_is_reported_and_never_taken_for_a_clone,
+        a_donor_that_is_not_healthy_refuses_to_serve,
+    ]
 );
