@@ -42,6 +42,9 @@ pub struct ReplicaFacts {
     pub applied_as_of: Option<Instant>,
     /// Transactions this replica has that the primary does not (never empty).
     pub errant: Option<Binlogged>,
+    /// Whether a reading of this replica was compared with the primary yet: until then it
+    /// may hold errant transactions nobody has seen (e.g. after the agent restarted).
+    pub errant_checked: bool,
     /// Since when the primary cannot be sampled or the IO thread is reconnecting to it, after
     /// both were fine.
     pub link_lost_since: Option<Instant>,
@@ -124,6 +127,7 @@ pub struct ErrantCheck {
     /// The replica's latest reading, not yet compared.
     pending: Option<Binlogged>,
     found: Option<Binlogged>,
+    checked: bool,
 }
 
 impl ErrantCheck {
@@ -136,12 +140,17 @@ impl ErrantCheck {
         if let Some(replica) = self.pending.take() {
             let errant = replica.errant(primary);
             self.found = (!errant.is_empty()).then_some(errant);
+            self.checked = true;
         }
     }
 
     /// What the last comparison found; kept while the primary cannot be sampled.
     pub fn found(&self) -> Option<&Binlogged> {
         self.found.as_ref()
+    }
+
+    pub fn checked(&self) -> bool {
+        self.checked
     }
 }
 
@@ -296,6 +305,12 @@ fn replica_readiness(facts: Option<&ReplicaFacts>, rules: &Rules, now: Instant) 
     let Some(status) = &facts.status else {
         return not_ready(NotConfigured, "replication is not configured".to_owned());
     };
+    if !facts.errant_checked {
+        return not_ready(
+            PrimaryUnknown,
+            format!("not yet compared with {primary} for errant transactions"),
+        );
+    }
     if let Some(verdict) = outage_readiness(facts, status, rules, now) {
         return verdict;
     }
@@ -547,6 +562,7 @@ mod tests {
                 primary: history.latest(),
                 primary_error: None,
                 errant: None,
+                errant_checked: true,
                 link_lost_since: None,
             }),
         )
@@ -733,6 +749,17 @@ mod tests {
             v.reason
         );
         assert_eq!(donor_readiness(&snap, &r, now), v);
+        // Not compared yet (the agent just started): it might hold errant transactions.
+        let mut unchecked = replica_at(now, "0-100-10", &history);
+        unchecked.replica.as_mut().unwrap().errant_checked = false;
+        let v = readiness(&unchecked, &r, now);
+        assert_eq!(
+            (v.ready, v.reason.as_str()),
+            (
+                false,
+                "not yet compared with mysql-0 for errant transactions"
+            )
+        );
     }
 
     #[test]
@@ -748,9 +775,11 @@ mod tests {
         let mut check = ErrantCheck::default();
         check.primary_sampled(&primary_k);
         check.replica_read(replica_k);
+        assert!(!check.checked(), "nothing compared yet");
         assert_eq!(check.found(), None);
         // Poll k+1 samples the primary after that reading: it has 11 (and more).
         check.primary_sampled(&set(&format!("{uuid}:1-12")));
+        assert!(check.checked());
         assert_eq!(check.found(), None, "a healthy replica is never fenced");
 
         // Written on the replica itself: errant against every later sample.

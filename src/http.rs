@@ -212,11 +212,7 @@ async fn clone(
     let health = donor_verdict(&state);
     if !health.ready {
         tracing::debug!(joiner = %joiner, "clone request refused: not healthy enough to donate: {}", health.reason);
-        return retry_later(
-            StatusCode::SERVICE_UNAVAILABLE,
-            5,
-            &format!("not healthy enough to donate: {}", health.reason),
-        );
+        return not_a_donor(&health);
     }
     match service.donor.start(joiner) {
         Err(busy) => retry_later(StatusCode::TOO_MANY_REQUESTS, 10, &busy.to_string()),
@@ -237,6 +233,14 @@ fn donor_verdict(state: &AppState) -> Verdict {
     health::donor_readiness(&state.snapshots.borrow(), &state.rules, Instant::now())
 }
 
+fn not_a_donor(health: &Verdict) -> Response {
+    retry_later(
+        StatusCode::SERVICE_UNAVAILABLE,
+        5,
+        &format!("not healthy enough to donate: {}", health.reason),
+    )
+}
+
 /// Whether this pod may be cloned from now, for a joiner to ask before it starts (MySQL's CLONE
 /// plugin connects to the server, which cannot tell).
 async fn donor(State(state): State<AppState>) -> Response {
@@ -244,11 +248,7 @@ async fn donor(State(state): State<AppState>) -> Response {
     if health.ready {
         text(StatusCode::OK, &format!("healthy donor: {}", health.reason))
     } else {
-        retry_later(
-            StatusCode::SERVICE_UNAVAILABLE,
-            5,
-            &format!("not healthy enough to donate: {}", health.reason),
-        )
+        not_a_donor(&health)
     }
 }
 

@@ -2,11 +2,12 @@
 //! donor's data over its own datadir, then is started once more to finish the clone (recovery)
 //! and to prove it: `performance_schema.clone_status` must say Completed.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
+use hyper::StatusCode;
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 use tokio_util::sync::CancellationToken;
@@ -14,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::datadir::{CloneMarker, DataDir};
 use super::ownership::Ownership;
 use super::{
-    Attempt, CloneError, in_staging, io_error, mib, now_unix, rate_mib_s, sql_error,
+    Attempt, CloneError, agent, in_staging, io_error, mib, now_unix, rate_mib_s, sql_error,
     until_donor_answers,
 };
 use crate::config::{Credentials, Endpoint};
@@ -39,6 +40,8 @@ pub struct PluginSettings {
     /// The donor's stable name (ordinal-1).
     pub donor: String,
     pub port: u16,
+    /// Where the donor's agent answers `/donor`.
+    pub agent_port: u16,
     pub user: Credentials,
     pub mysqld: PathBuf,
     pub deadline: Duration,
@@ -206,6 +209,7 @@ async fn check_donor(
     resolver: &Resolver,
 ) -> Result<(SocketAddr, ServerVersion), Attempt> {
     let ip = resolver.resolve(&settings.donor).await?;
+    ask_donor_agent(settings, ip).await?;
     let address = SocketAddr::new(ip, settings.port);
     let endpoint = Endpoint::Tcp {
         host: ip.to_string(),
@@ -234,6 +238,28 @@ async fn check_donor(
         other => Err(Attempt::Retry(format!(
             "the donor's clone plugin is {}: its config must load mysql_clone.so",
             other.unwrap_or("not installed")
+        ))),
+    }
+}
+
+/// The donor's server would serve a clone whatever its state; its agent knows whether it is in
+/// sync and not fenced, and says so on `/donor`.
+async fn ask_donor_agent(settings: &PluginSettings, ip: IpAddr) -> Result<(), Attempt> {
+    let response = agent::get(
+        &settings.donor,
+        ip,
+        settings.agent_port,
+        "/donor",
+        None,
+        agent::CONNECT_TIMEOUT,
+    )
+    .await?;
+    match response.status() {
+        StatusCode::OK => Ok(()),
+        status => Err(Attempt::Retry(format!(
+            "the donor's agent answers /donor with {}: {}",
+            status.as_u16(),
+            agent::short_body(response).await
         ))),
     }
 }

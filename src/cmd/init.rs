@@ -170,6 +170,7 @@ async fn empty_datadir(
             let settings = PluginSettings {
                 donor,
                 port: cfg.common.mysql_port,
+                agent_port: cfg.common.agent_port,
                 user: user.clone(),
                 mysqld: cfg.mysqld.clone(),
                 deadline: cfg.clone_deadline,

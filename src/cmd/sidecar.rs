@@ -404,6 +404,7 @@ impl ControlLoop {
                         primary: self.history.latest(),
                         primary_error,
                         errant: self.errant.found().cloned(),
+                        errant_checked: self.errant.checked(),
                     }
                 });
                 self.publish.send_replace(Snapshot {

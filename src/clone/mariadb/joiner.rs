@@ -3,13 +3,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode, header};
-use hyper_util::rt::TokioIo;
+use hyper::{Response, StatusCode};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::frame::{Decoder, Event, FrameError};
@@ -17,14 +14,13 @@ use super::position;
 use crate::clone::datadir::{CloneMarker, DataDir};
 use crate::clone::ownership::Ownership;
 use crate::clone::{
-    Attempt, CloneError, error_chain, in_staging, io_error, now_unix, until_donor_answers,
+    Attempt, CloneError, agent, error_chain, in_staging, io_error, now_unix, until_donor_answers,
 };
 use crate::dns::Resolver;
 use crate::duration::seconds;
 use crate::secret::Secret;
 use crate::tool;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The donor answers headers at once; its backup tool may take a while to send the first bytes.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -141,38 +137,21 @@ async fn request_clone(
     settings: &JoinerSettings,
     resolver: &Resolver,
 ) -> Result<Response<Incoming>, Attempt> {
-    let retry = |what: &str, e: &dyn std::error::Error| {
-        Attempt::Retry(format!("{what}: {}", error_chain(e)))
-    };
     let ip = resolver.resolve(&settings.donor).await?;
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((ip, settings.port)))
-        .await
-        .map_err(|_| Attempt::Retry(format!("connecting to {ip}:{}: timed out", settings.port)))?
-        .map_err(|e| retry(&format!("connecting to {ip}:{}", settings.port), &e))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| retry("HTTP handshake", &e))?;
-    tokio::spawn(connection);
-    let request = Request::get("/clone")
-        .header(
-            header::HOST,
-            format!("{}:{}", settings.donor, settings.port),
-        )
-        .header(
-            header::AUTHORIZATION,
-            format!("Bearer {}", settings.token.expose()),
-        )
-        .body(Empty::<Bytes>::new())
-        .expect("static request is valid");
-    let response = tokio::time::timeout(RESPONSE_TIMEOUT, sender.send_request(request))
-        .await
-        .map_err(|_| Attempt::Retry("no answer to the clone request".to_owned()))?
-        .map_err(|e| retry("clone request", &e))?;
+    let response = agent::get(
+        &settings.donor,
+        ip,
+        settings.port,
+        "/clone",
+        Some(&settings.token),
+        RESPONSE_TIMEOUT,
+    )
+    .await?;
     let status = response.status();
     if status == StatusCode::OK {
         return Ok(response);
     }
-    let body = short_body(response).await;
+    let body = agent::short_body(response).await;
     match status {
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(Attempt::Fatal(
             CloneError::Unauthorized(settings.donor.clone()),
@@ -186,17 +165,6 @@ async fn request_clone(
             body,
         })),
     }
-}
-
-/// The first line of an error response, for the log.
-async fn short_body(response: Response<Incoming>) -> String {
-    let collected = tokio::time::timeout(CONNECT_TIMEOUT, response.into_body().collect()).await;
-    let bytes = match collected {
-        Ok(Ok(body)) => body.to_bytes(),
-        _ => Bytes::new(),
-    };
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned();
-    text.lines().next().unwrap_or_default().to_owned()
 }
 
 /// Feeds the framed body into `mbstream -x`; returns the data bytes once the end frame arrived

@@ -1,0 +1,62 @@
+//! Asking a donor's agent over HTTP: the MariaDB clone stream, and whether a pod is a healthy
+//! donor (`/donor`), which a MySQL joiner asks before its CLONE plugin talks to the server.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper::{Request, Response, header};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::clone::{Attempt, error_chain};
+use crate::secret::Secret;
+
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// GET `path` from the agent of `donor` (its stable name, for the Host header) at `ip:port`.
+/// Any HTTP answer is the caller's to judge; no answer is worth a retry.
+pub(crate) async fn get(
+    donor: &str,
+    ip: IpAddr,
+    port: u16,
+    path: &str,
+    bearer: Option<&Secret>,
+    answer_within: Duration,
+) -> Result<Response<Incoming>, Attempt> {
+    let retry = |what: &str, e: &dyn std::error::Error| {
+        Attempt::Retry(format!("{what}: {}", error_chain(e)))
+    };
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((ip, port)))
+        .await
+        .map_err(|_| Attempt::Retry(format!("connecting to {ip}:{port}: timed out")))?
+        .map_err(|e| retry(&format!("connecting to {ip}:{port}"), &e))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| retry("HTTP handshake", &e))?;
+    tokio::spawn(connection);
+    let mut request = Request::get(path).header(header::HOST, format!("{donor}:{port}"));
+    if let Some(token) = bearer {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {}", token.expose()));
+    }
+    let request = request
+        .body(Empty::<Bytes>::new())
+        .expect("static request is valid");
+    tokio::time::timeout(answer_within, sender.send_request(request))
+        .await
+        .map_err(|_| Attempt::Retry(format!("no answer to GET {path}")))?
+        .map_err(|e| retry(&format!("GET {path}"), &e))
+}
+
+/// The first line of an error response, for the log.
+pub(crate) async fn short_body(response: Response<Incoming>) -> String {
+    let collected = tokio::time::timeout(CONNECT_TIMEOUT, response.into_body().collect()).await;
+    let bytes = match collected {
+        Ok(Ok(body)) => body.to_bytes(),
+        _ => Bytes::new(),
+    };
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned();
+    text.lines().next().unwrap_or_default().to_owned()
+}
