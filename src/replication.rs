@@ -120,6 +120,7 @@ mod tests {
             bytes: 1,
             completed_unix: 1,
             agent_version: "test".into(),
+            promotion: crate::clone::datadir::Promotion::None,
         }
     }
 
