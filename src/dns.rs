@@ -39,10 +39,12 @@ impl Resolver {
 
     /// The first address of `name`, asked as the fully qualified `name.`.
     pub async fn resolve(&self, name: &str) -> Result<IpAddr, DnsError> {
-        self.resolve_existing(name).await?.ok_or_else(|| DnsError::Lookup {
-            name: fully_qualified(name),
-            reason: "no such name (NXDOMAIN)".to_owned(),
-        })
+        self.resolve_existing(name)
+            .await?
+            .ok_or_else(|| DnsError::Lookup {
+                name: fully_qualified(name),
+                reason: "no such name (NXDOMAIN)".to_owned(),
+            })
     }
 
     /// Like `resolve`, but `None` when the DNS says the name does not exist (NXDOMAIN): for a

@@ -52,7 +52,9 @@ pub enum Promotion {
     #[default]
     None,
     Owed,
-    Done { at_unix: u64 },
+    Done {
+        at_unix: u64,
+    },
 }
 
 impl Promotion {
@@ -383,7 +385,14 @@ mod tests {
             ..marker()
         };
         datadir.commit_prepared(owed.clone(), None).unwrap();
-        assert!(datadir.read_marker().unwrap().unwrap().promotion.holds_writes());
+        assert!(
+            datadir
+                .read_marker()
+                .unwrap()
+                .unwrap()
+                .promotion
+                .holds_writes()
+        );
         let done = CloneMarker {
             promotion: Promotion::Done { at_unix: 7 },
             ..owed

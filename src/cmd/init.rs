@@ -5,12 +5,12 @@ use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 
 use crate::clone::CloneError;
+use crate::clone::datadir::Promotion;
 use crate::clone::datadir::{DataDir, DataDirState, classify};
 use crate::clone::mariadb::joiner::{self, JoinerSettings};
 use crate::clone::mysql::{self, PluginSettings};
 use crate::clone::ownership::{self, Ownership, OwnershipError};
 use crate::config::{CloneChannel, InitConfig};
-use crate::clone::datadir::Promotion;
 use crate::dns::{DnsError, Resolver};
 use crate::guard::survey::{Unanswered, survey};
 use crate::guard::{Decision, decide};
@@ -92,12 +92,13 @@ pub async fn run(cfg: InitConfig, shutdown: CancellationToken) -> Result<(), Ini
 fn write_fragment(cfg: &InitConfig, promotion: Promotion) -> Result<(), InitError> {
     let (identity, flavor) = (&cfg.common.identity, cfg.common.flavor);
     let hold_writes = promotion.holds_writes();
-    let fragment = mycnf::write(&cfg.conf_dir, identity, flavor, hold_writes).map_err(|source| {
-        InitError::Config {
-            dir: cfg.conf_dir.clone(),
-            source,
-        }
-    })?;
+    let fragment =
+        mycnf::write(&cfg.conf_dir, identity, flavor, hold_writes).map_err(|source| {
+            InitError::Config {
+                dir: cfg.conf_dir.clone(),
+                source,
+            }
+        })?;
     tracing::info!(path = %fragment.display(), server_id = identity.server_id, flavor = %flavor, read_only_until_promoted = hold_writes, "config fragment written");
     Ok(())
 }

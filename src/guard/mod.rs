@@ -88,7 +88,10 @@ pub fn decide(peers: &[PeerAnswer]) -> Decision {
 }
 
 fn names<'a>(peers: impl Iterator<Item = &'a PeerAnswer>) -> String {
-    peers.map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+    peers
+        .map(|p| p.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn sets<'a>(peers: impl Iterator<Item = &'a PeerAnswer>) -> String {
@@ -122,7 +125,9 @@ mod tests {
 
     #[test]
     fn a_new_cluster_or_empty_peers_start_empty() {
-        assert!(matches!(decide(&[]), Decision::StartEmpty { reason } if reason.contains("new cluster")));
+        assert!(
+            matches!(decide(&[]), Decision::StartEmpty { reason } if reason.contains("new cluster"))
+        );
         let empty = [peer(1, Flavor::MariaDb, ""), peer(2, Flavor::MariaDb, "")];
         assert!(matches!(
             decide(&empty),
@@ -170,7 +175,10 @@ mod tests {
         let Decision::Refuse { reason } = decide(&mysql) else {
             panic!("diverged sets must be refused")
         };
-        assert!(reason.contains("mysql-1 has") && reason.contains("mysql-2 has"), "{reason}");
+        assert!(
+            reason.contains("mysql-1 has") && reason.contains("mysql-2 has"),
+            "{reason}"
+        );
         let maria = [
             peer(1, Flavor::MariaDb, "0-100-9,1-101-3"),
             peer(2, Flavor::MariaDb, "0-100-10"),

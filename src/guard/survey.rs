@@ -58,10 +58,7 @@ pub async fn survey(
             deadline: seconds(deadline),
             last,
         };
-        let Some(gtids) = until_answered(&peer, until)
-            .await
-            .map_err(unanswered)?
-        else {
+        let Some(gtids) = until_answered(&peer, until).await.map_err(unanswered)? else {
             tracing::info!(peer = %name, "peer does not exist (NXDOMAIN): no more peers");
             break;
         };
@@ -118,7 +115,13 @@ async fn ask(peer: &Peer<'_>) -> Result<Option<Gtids>, String> {
     };
     let body = tokio::time::timeout(ASK_TIMEOUT, get_data(ip, peer))
         .await
-        .map_err(|_| format!("GET /data on {ip}:{}: no answer in {}", peer.port, seconds(ASK_TIMEOUT)))??;
+        .map_err(|_| {
+            format!(
+                "GET /data on {ip}:{}: no answer in {}",
+                peer.port,
+                seconds(ASK_TIMEOUT)
+            )
+        })??;
     let report: DataReport = serde_json::from_slice(&body)
         .map_err(|e| format!("GET /data on {ip}:{}: not a data report: {e}", peer.port))?;
     Gtids::parse(peer.flavor, &report.gtids)
@@ -149,7 +152,10 @@ async fn get_data(ip: IpAddr, peer: &Peer<'_>) -> Result<Bytes, String> {
         .to_bytes();
     if status != StatusCode::OK {
         let text = String::from_utf8_lossy(&body);
-        return Err(format!("{at}: {}", text.lines().next().unwrap_or(status.as_str())));
+        return Err(format!(
+            "{at}: {}",
+            text.lines().next().unwrap_or(status.as_str())
+        ));
     }
     Ok(body)
 }

@@ -118,7 +118,11 @@ async fn fetch_and_prepare(
         // an empty gtid_binlog_state, and replicas asking for their position would get error
         // 1236. The server reads `<log_bin>.state` when it starts without binlogs.
         let state = staged.join(format!("{}.state", crate::mycnf::BINLOG_BASE));
-        let lines: String = gtid.to_string().split(',').map(|g| format!("{g}\n")).collect();
+        let lines: String = gtid
+            .to_string()
+            .split(',')
+            .map(|g| format!("{g}\n"))
+            .collect();
         crate::fsutil::write_atomic(&state, lines.as_bytes(), 0o640)
             .map_err(io_error(format!("writing {}", state.display())))?;
         tracing::info!(gtid = %gtid, file = %state.display(), "restored primary: its binlog GTID state starts at the clone's position");
