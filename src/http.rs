@@ -172,9 +172,24 @@ async fn status(State(state): State<AppState>) -> Response {
     Json(view).into_response()
 }
 
-/// Whether this pod holds data, for a first ordinal that lost its volume (`guard`).
+/// How long `/data` waits for a snapshot taken after the request arrived.
+const FRESH_DATA_WITHIN: Duration = Duration::from_secs(5);
+
+/// Whether this pod holds data, for a first ordinal that lost its volume (`guard`). Answered
+/// from a snapshot taken after the request arrived, never an older one: a transaction applied
+/// just before must count, or a less advanced peer could be chosen.
 async fn data(State(state): State<AppState>) -> Response {
-    let facts = state.snapshots.borrow().server.clone();
+    let asked = Instant::now();
+    let mut snapshots = state.snapshots.clone();
+    let fresh = tokio::time::timeout(
+        FRESH_DATA_WITHIN,
+        snapshots.wait_for(|snap| snap.taken_at >= asked),
+    )
+    .await;
+    let facts = match fresh {
+        Ok(Ok(snap)) => snap.server.clone(),
+        _ => None,
+    };
     let Some(facts) = facts else {
         let reason = verdict(&state, None).reason;
         return text(

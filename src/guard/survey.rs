@@ -18,7 +18,8 @@ use crate::dns::Resolver;
 use crate::duration::seconds;
 use crate::identity::Identity;
 
-const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+/// The peer answers from its next snapshot, within 5 s.
+const ASK_TIMEOUT: Duration = Duration::from_secs(10);
 /// A report is a few hundred bytes; more is not an agent answering.
 const MAX_REPORT: usize = 64 * 1024;
 
