@@ -854,7 +854,7 @@ async fn losing_the_first_pods_volume_restores_it_from_the_most_advanced_peer(
         let donor = c.naming().pod_fqdn(1);
         for want in [
             "restoring from the most advanced peer".to_owned(),
-            format!("restoring the first ordinal's lost volume from that peer with"),
+            "restoring the first ordinal's lost volume from that peer with".to_owned(),
             format!("donor={donor}"),
             "clone complete: replication will start at this GTID position".to_owned(),
         ] {
