@@ -24,6 +24,7 @@ use crate::db::facts::ServerFacts;
 use crate::db::gtid::Gtids;
 use crate::db::status::ReplicaStatus;
 use crate::duration::{parse_duration, seconds};
+use crate::guard::DataReport;
 use crate::health::{self, Phase, Rules, Snapshot, Verdict};
 use crate::identity::Identity;
 use crate::secret::Secret;
@@ -51,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
+        .route("/data", get(data))
         .route("/clone", get(clone))
         .with_state(state)
 }
@@ -168,6 +170,40 @@ async fn status(State(state): State<AppState>) -> Response {
         clones_served: state.clone_service.as_ref().map(|c| c.donor.counters()),
     };
     Json(view).into_response()
+}
+
+/// How long `/data` waits for a snapshot taken after the request arrived.
+const FRESH_DATA_WITHIN: Duration = Duration::from_secs(5);
+
+/// Whether this pod holds data, for a first ordinal that lost its volume (`guard`). Answered
+/// from a snapshot taken after the request arrived, never an older one: a transaction applied
+/// just before must count, or a less advanced peer could be chosen.
+async fn data(State(state): State<AppState>) -> Response {
+    let asked = Instant::now();
+    let mut snapshots = state.snapshots.clone();
+    let fresh = tokio::time::timeout(
+        FRESH_DATA_WITHIN,
+        snapshots.wait_for(|snap| snap.taken_at >= asked),
+    )
+    .await;
+    let facts = match fresh {
+        Ok(Ok(snap)) => snap.server.clone(),
+        _ => None,
+    };
+    let Some(facts) = facts else {
+        let reason = verdict(&state, None).reason;
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("the local server's GTID state is not known: {reason}"),
+        );
+    };
+    Json(DataReport {
+        hostname: state.identity.hostname.clone(),
+        ordinal: state.identity.ordinal,
+        holds_data: !facts.gtid_applied.is_empty(),
+        gtids: facts.gtid_applied.to_string(),
+    })
+    .into_response()
 }
 
 fn authorized(headers: &HeaderMap, token: &Secret) -> bool {
