@@ -178,6 +178,14 @@ pub struct InitArgs {
     /// clone's files [default: the datadir's owner unless root, else mysql of /etc/passwd].
     #[arg(long, env = "MYSQL_STS_SERVER_USER")]
     pub server_user: Option<ServerUser>,
+    /// The first ordinal on an empty datadir asks every peer whether it holds data; a peer whose
+    /// name resolves but whose agent does not answer this long stops the start.
+    #[arg(long, env = "MYSQL_STS_PEER_DEADLINE", default_value = "2m", value_parser = parse_duration)]
+    pub peer_deadline: Duration,
+    /// Let the first ordinal start on an empty datadir without asking its peers (the first
+    /// bring-up of a restored cluster whose other volumes are stale).
+    #[arg(long, env = "MYSQL_STS_ALLOW_EMPTY_START")]
+    pub allow_empty_start: bool,
 }
 
 #[derive(Debug, Args)]
@@ -306,6 +314,8 @@ pub struct InitConfig {
     pub clone_stall_timeout: Duration,
     pub mysqld: PathBuf,
     pub server_user: Option<ServerUser>,
+    pub peer_deadline: Duration,
+    pub allow_empty_start: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -416,6 +426,8 @@ impl Cli {
                 clone_stall_timeout: args.clone_stall_timeout,
                 mysqld: args.mysqld,
                 server_user: args.server_user,
+                peer_deadline: args.peer_deadline,
+                allow_empty_start: args.allow_empty_start,
             }),
             Command::Sidecar(args) => Validated::Sidecar(args.validate(common(self.common)?)?),
         })
@@ -627,6 +639,8 @@ mod tests {
         let Ok(Validated::Init(cfg)) = parse(&args) else {
             panic!("init config")
         };
+        assert_eq!(cfg.peer_deadline, Duration::from_secs(120));
+        assert!(!cfg.allow_empty_start);
         assert_eq!(cfg.common.identity.server_id, 101);
         assert_eq!(
             cfg.common.identity.fqdn,

@@ -39,19 +39,31 @@ impl Resolver {
 
     /// The first address of `name`, asked as the fully qualified `name.`.
     pub async fn resolve(&self, name: &str) -> Result<IpAddr, DnsError> {
+        self.resolve_existing(name)
+            .await?
+            .ok_or_else(|| DnsError::Lookup {
+                name: fully_qualified(name),
+                reason: "no such name (NXDOMAIN)".to_owned(),
+            })
+    }
+
+    /// Like `resolve`, but `None` when the DNS says the name does not exist (NXDOMAIN): for a
+    /// pod's stable name, that the pod does not exist. Any other failure is an error.
+    pub async fn resolve_existing(&self, name: &str) -> Result<Option<IpAddr>, DnsError> {
         let asked = fully_qualified(name);
         let lookup_error = |reason: String| DnsError::Lookup {
             name: asked.clone(),
             reason,
         };
-        let found = self
-            .0
-            .lookup_ip(asked.as_str())
-            .await
-            .map_err(|e| lookup_error(e.to_string()))?;
+        let found = match self.0.lookup_ip(asked.as_str()).await {
+            Ok(found) => found,
+            Err(e) if e.is_nx_domain() => return Ok(None),
+            Err(e) => return Err(lookup_error(e.to_string())),
+        };
         found
             .iter()
             .next()
+            .map(Some)
             .ok_or_else(|| lookup_error("no address in the answer".to_owned()))
     }
 }

@@ -200,6 +200,7 @@ pub enum VerdictKind {
     WritablePrimary,
     WritableReplica,
     Fenced,
+    ErrantUnchecked,
     NotConfigured,
     ReplicationError,
     ThreadStopped,
@@ -267,21 +268,57 @@ pub fn readiness(snap: &Snapshot, rules: &Rules, now: Instant) -> Verdict {
     }
 }
 
-/// Whether this pod may serve its data to a joiner, who takes whatever it is given: only while
-/// it is ready itself (the primary set up and writable; a replica in sync, without replication
-/// error, not fenced), and not on a replica serving what it had through a primary outage,
-/// since nobody can tell then what it lacks.
-pub fn donor_readiness(snap: &Snapshot, rules: &Rules, now: Instant) -> Verdict {
+/// Who asks to clone this pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Joiner {
+    /// The next ordinal, to become a replica.
+    Replica,
+    /// The first ordinal restoring its lost volume: its primary is gone by definition, and it
+    /// chose this pod as the most advanced peer.
+    RestoringPrimary,
+}
+
+/// Whether this pod may serve its data to a joiner, who takes whatever it is given. For a new
+/// replica: only while it is ready itself (the primary set up and writable; a replica in sync,
+/// without replication error, not fenced), and not on a replica serving what it had through a
+/// primary outage, since nobody can tell then what it lacks. For a restoring primary, whose
+/// absence is why this replica cannot be in sync: its own data must be sound (its server
+/// answers, read-only, not fenced, no SQL thread error).
+pub fn donor_readiness(snap: &Snapshot, rules: &Rules, now: Instant, joiner: Joiner) -> Verdict {
+    use VerdictKind::*;
     let verdict = readiness(snap, rules, now);
-    match verdict.kind {
-        VerdictKind::PrimaryOutage => not_ready(
-            VerdictKind::PrimaryOutage,
+    let sql_error = snap
+        .replica
+        .as_ref()
+        .and_then(|r| r.status.as_ref())
+        .is_some_and(|s| s.sql_error.is_some());
+    match (joiner, verdict.kind) {
+        (Joiner::Replica, PrimaryOutage) => not_ready(
+            PrimaryOutage,
             format!(
                 "{}; not a donor until {} answers",
                 verdict.reason, rules.primary_name
             ),
         ),
-        _ => verdict,
+        (Joiner::Replica, _) => verdict,
+        (
+            Joiner::RestoringPrimary,
+            PrimaryOutage | PrimaryUnknown | ErrantUnchecked | ThreadStopped | LagUnknown | Behind,
+        ) => restorable(verdict),
+        (Joiner::RestoringPrimary, ReplicationError) if !sql_error => restorable(verdict),
+        (Joiner::RestoringPrimary, _) => verdict,
+    }
+}
+
+fn restorable(verdict: Verdict) -> Verdict {
+    let reason = format!(
+        "{}; sound enough to restore the primary from",
+        verdict.reason
+    );
+    Verdict {
+        ready: true,
+        reason,
+        ..verdict
     }
 }
 
@@ -307,7 +344,7 @@ fn replica_readiness(facts: Option<&ReplicaFacts>, rules: &Rules, now: Instant) 
     };
     if !facts.errant_checked {
         return not_ready(
-            PrimaryUnknown,
+            ErrantUnchecked,
             format!("not yet compared with {primary} for errant transactions"),
         );
     }
@@ -748,7 +785,9 @@ mod tests {
             "{}",
             v.reason
         );
-        assert_eq!(donor_readiness(&snap, &r, now), v);
+        for joiner in [Joiner::Replica, Joiner::RestoringPrimary] {
+            assert_eq!(donor_readiness(&snap, &r, now, joiner), v);
+        }
         // Not compared yet (the agent just started): it might hold errant transactions.
         let mut unchecked = replica_at(now, "0-100-10", &history);
         unchecked.replica.as_mut().unwrap().errant_checked = false;
@@ -841,8 +880,16 @@ mod tests {
             )
         );
         assert!(
-            !donor_readiness(&snap, &r, now).ready,
-            "not a donor meanwhile"
+            !donor_readiness(&snap, &r, now, Joiner::Replica).ready,
+            "not a donor for a new replica meanwhile"
+        );
+        // A first ordinal restoring its lost volume is why the primary is away.
+        let restore = donor_readiness(&snap, &r, now, Joiner::RestoringPrimary);
+        assert!(restore.ready, "{restore:?}");
+        assert!(
+            restore
+                .reason
+                .ends_with("; sound enough to restore the primary from")
         );
         // Past the grace.
         let now = t0 + Duration::from_secs(32);

@@ -24,7 +24,8 @@ use crate::db::facts::ServerFacts;
 use crate::db::gtid::{Binlogged, Gtids};
 use crate::db::status::ReplicaStatus;
 use crate::duration::{parse_duration, seconds};
-use crate::health::{self, Phase, Rules, Snapshot, Verdict};
+use crate::guard::DataReport;
+use crate::health::{self, Joiner, Phase, Rules, Snapshot, Verdict};
 use crate::identity::Identity;
 use crate::secret::Secret;
 
@@ -51,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
+        .route("/data", get(data))
         .route("/clone", get(clone))
         .route("/donor", get(donor))
         .with_state(state)
@@ -180,6 +182,40 @@ async fn status(State(state): State<AppState>) -> Response {
     Json(view).into_response()
 }
 
+/// How long `/data` waits for a snapshot taken after the request arrived.
+const FRESH_DATA_WITHIN: Duration = Duration::from_secs(5);
+
+/// Whether this pod holds data, for a first ordinal that lost its volume (`guard`). Answered
+/// from a snapshot taken after the request arrived, never an older one: a transaction applied
+/// just before must count, or a less advanced peer could be chosen.
+async fn data(State(state): State<AppState>) -> Response {
+    let asked = Instant::now();
+    let mut snapshots = state.snapshots.clone();
+    let fresh = tokio::time::timeout(
+        FRESH_DATA_WITHIN,
+        snapshots.wait_for(|snap| snap.taken_at >= asked),
+    )
+    .await;
+    let facts = match fresh {
+        Ok(Ok(snap)) => snap.server.clone(),
+        _ => None,
+    };
+    let Some(facts) = facts else {
+        let reason = verdict(&state, None).reason;
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("the local server's GTID state is not known: {reason}"),
+        );
+    };
+    Json(DataReport {
+        hostname: state.identity.hostname.clone(),
+        ordinal: state.identity.ordinal,
+        holds_data: !facts.gtid_applied.is_empty(),
+        gtids: facts.gtid_applied.to_string(),
+    })
+    .into_response()
+}
+
 fn authorized(headers: &HeaderMap, token: &Secret) -> bool {
     let presented = headers
         .get(header::AUTHORIZATION)
@@ -192,6 +228,7 @@ fn authorized(headers: &HeaderMap, token: &Secret) -> bool {
 async fn clone(
     State(state): State<AppState>,
     ConnectInfo(joiner): ConnectInfo<SocketAddr>,
+    Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
     let Some(service) = &state.clone_service else {
@@ -209,7 +246,7 @@ async fn clone(
         );
         return response;
     }
-    let health = donor_verdict(&state);
+    let health = donor_verdict(&state, &query);
     if !health.ready {
         tracing::debug!(joiner = %joiner, "clone request refused: not healthy enough to donate: {}", health.reason);
         return not_a_donor(&health);
@@ -229,8 +266,18 @@ async fn clone(
     }
 }
 
-fn donor_verdict(state: &AppState) -> Verdict {
-    health::donor_readiness(&state.snapshots.borrow(), &state.rules, Instant::now())
+/// `?for=restore`: the first ordinal restoring its lost volume asks.
+fn donor_verdict(state: &AppState, query: &HashMap<String, String>) -> Verdict {
+    let joiner = match query.get("for").map(String::as_str) {
+        Some("restore") => Joiner::RestoringPrimary,
+        _ => Joiner::Replica,
+    };
+    health::donor_readiness(
+        &state.snapshots.borrow(),
+        &state.rules,
+        Instant::now(),
+        joiner,
+    )
 }
 
 fn not_a_donor(health: &Verdict) -> Response {
@@ -243,8 +290,11 @@ fn not_a_donor(health: &Verdict) -> Response {
 
 /// Whether this pod may be cloned from now, for a joiner to ask before it starts (MySQL's CLONE
 /// plugin connects to the server, which cannot tell).
-async fn donor(State(state): State<AppState>) -> Response {
-    let health = donor_verdict(&state);
+async fn donor(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let health = donor_verdict(&state, &query);
     if health.ready {
         text(StatusCode::OK, &format!("healthy donor: {}", health.reason))
     } else {

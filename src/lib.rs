@@ -13,6 +13,7 @@ pub mod db;
 pub mod dns;
 pub mod duration;
 pub mod fsutil;
+pub mod guard;
 pub mod health;
 pub mod http;
 pub mod identity;

@@ -7,12 +7,16 @@ use crate::fsutil;
 use crate::identity::{Identity, Role};
 
 pub const FRAGMENT_NAME: &str = "mysql-sts-agent.cnf";
+/// The binary log's base name (`log_bin`); MariaDB reads `<base>.state` for its GTID state
+/// when it starts without binary logs.
+pub const BINLOG_BASE: &str = "mysql-bin";
 
 /// Only options every supported version of the flavor knows: an unknown one stops the server.
-pub fn render(identity: &Identity, flavor: Flavor) -> String {
+/// `hold_writes`: a restored first ordinal starts read-only until its sidecar promoted it.
+pub fn render(identity: &Identity, flavor: Flavor, hold_writes: bool) -> String {
     let read_only = match identity.role {
-        Role::Primary => "OFF",
-        Role::Replica => "ON",
+        Role::Primary if !hold_writes => "OFF",
+        Role::Primary | Role::Replica => "ON",
     };
     let flavor_specific = match flavor {
         Flavor::MariaDb => "binlog_format = ROW\n\
@@ -33,8 +37,8 @@ pub fn render(identity: &Identity, flavor: Flavor) -> String {
          [mysqld]\n\
          server_id = {server_id}\n\
          report_host = {fqdn}\n\
-         log_bin = mysql-bin\n\
-         log_bin_index = mysql-bin.index\n\
+         log_bin = {BINLOG_BASE}\n\
+         log_bin_index = {BINLOG_BASE}.index\n\
          relay_log = mysql-relay-bin\n\
          relay_log_index = mysql-relay-bin.index\n\
          read_only = {read_only}\n\
@@ -48,9 +52,15 @@ pub fn render(identity: &Identity, flavor: Flavor) -> String {
 }
 
 /// Writes the fragment into `conf_dir` and returns its path.
-pub fn write(conf_dir: &Path, identity: &Identity, flavor: Flavor) -> std::io::Result<PathBuf> {
+pub fn write(
+    conf_dir: &Path,
+    identity: &Identity,
+    flavor: Flavor,
+    hold_writes: bool,
+) -> std::io::Result<PathBuf> {
     let path = conf_dir.join(FRAGMENT_NAME);
-    fsutil::write_atomic(&path, render(identity, flavor).as_bytes(), 0o644)?;
+    let text = render(identity, flavor, hold_writes);
+    fsutil::write_atomic(&path, text.as_bytes(), 0o644)?;
     Ok(path)
 }
 
@@ -71,7 +81,7 @@ mod tests {
 
     #[test]
     fn replica_fragment_is_read_only_with_gtid_settings() {
-        let text = render(&identity("mysql-1"), Flavor::MariaDb);
+        let text = render(&identity("mysql-1"), Flavor::MariaDb, false);
         for line in [
             "[mysqld]",
             "server_id = 101",
@@ -91,14 +101,17 @@ mod tests {
 
     #[test]
     fn primary_fragment_is_writable() {
-        let text = render(&identity("mysql-0"), Flavor::MariaDb);
+        let text = render(&identity("mysql-0"), Flavor::MariaDb, false);
         assert!(text.contains("\nserver_id = 100\n"));
         assert!(text.contains("\nread_only = OFF\n"));
+        let restored = render(&identity("mysql-0"), Flavor::MySql, true);
+        assert!(restored.contains("\nread_only = ON\n"), "{restored}");
+        assert!(restored.contains("\nsuper_read_only = ON\n"), "{restored}");
     }
 
     #[test]
     fn mysql_fragment_has_gtids_the_clone_plugin_and_super_read_only_replicas() {
-        let replica = render(&identity("mysql-2"), Flavor::MySql);
+        let replica = render(&identity("mysql-2"), Flavor::MySql, false);
         for line in [
             "server_id = 102",
             "gtid_mode = ON",
@@ -116,7 +129,7 @@ mod tests {
             !replica.contains("gtid_strict_mode"),
             "MariaDB only:\n{replica}"
         );
-        let primary = render(&identity("mysql-0"), Flavor::MySql);
+        let primary = render(&identity("mysql-0"), Flavor::MySql, false);
         assert!(primary.contains("\nsuper_read_only = OFF\n"));
     }
 
@@ -124,9 +137,9 @@ mod tests {
     fn writing_twice_gives_the_same_file() {
         let dir = tempfile::tempdir().unwrap();
         let id = identity("mysql-2");
-        let path = write(dir.path(), &id, Flavor::MySql).unwrap();
+        let path = write(dir.path(), &id, Flavor::MySql, false).unwrap();
         let first = std::fs::read(&path).unwrap();
-        write(dir.path(), &id, Flavor::MySql).unwrap();
+        write(dir.path(), &id, Flavor::MySql, false).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), first);
         assert_eq!(
             std::fs::read_dir(dir.path()).unwrap().count(),

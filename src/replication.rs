@@ -59,6 +59,13 @@ pub fn plan(
     Plan::Keep
 }
 
+/// The GTID state a restored MariaDB primary's binlog must be reset to, if its binlog does not
+/// already hold the clone's position (init's `<log_bin>.state` normally gives it at the first
+/// start). MySQL's gtid_executed comes with the clone: never.
+pub fn binlog_reset<'a>(flavor: Flavor, binlog: &Gtids, position: &'a Gtids) -> Option<&'a Gtids> {
+    (flavor == Flavor::MariaDb && !binlog.contains(position)).then_some(position)
+}
+
 /// Carries out a plan; `Blocked` is the caller's to report.
 pub async fn apply(
     conn: &mut Conn,
@@ -120,6 +127,7 @@ mod tests {
             bytes: 1,
             completed_unix: 1,
             agent_version: "test".into(),
+            promotion: crate::clone::datadir::Promotion::None,
         }
     }
 
@@ -173,6 +181,18 @@ mod tests {
                 from: "old-primary".into()
             }
         );
+    }
+
+    #[test]
+    fn a_restored_mariadb_binlog_is_reset_only_when_it_lacks_the_clone_position() {
+        let position = Gtids::parse(MARIADB, "0-100-7").unwrap();
+        let empty = Gtids::parse(MARIADB, "").unwrap();
+        assert_eq!(binlog_reset(MARIADB, &empty, &position), Some(&position));
+        assert_eq!(binlog_reset(MARIADB, &position, &position), None);
+        let uuid = "83f00eb9-e579-11f1-a5e0-02fc00000001";
+        let set = Gtids::parse(Flavor::MySql, &format!("{uuid}:1-5")).unwrap();
+        let none = Gtids::parse(Flavor::MySql, "").unwrap();
+        assert_eq!(binlog_reset(Flavor::MySql, &none, &set), None);
     }
 
     #[test]

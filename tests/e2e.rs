@@ -819,6 +819,135 @@ async fn an_unresolvable_donor_is_reported_with_the_pods_resolver(
     .await
 }
 
+/// Pod 0's volume is lost while its replicas hold the data: the recreated pod 0 restores it from
+/// the most advanced peer instead of starting an empty primary, is promoted, and replication
+/// goes on from it.
+async fn losing_the_first_pods_volume_restores_it_from_the_most_advanced_peer(
+    version: DbVersion,
+) -> Result<()> {
+    let flavor = version.flavor();
+    let naming = Naming::default()
+        .statefulset("vault-db")
+        .namespace("shop")
+        .first_ordinal(2);
+    scenario(version, 3, VolumeLayout::FsGroup, naming, async |c| {
+        primary_with_data(c).await?;
+        c.start_pod(1).await?;
+        c.start_pod(2).await?;
+        insert(c, 0, "before-the-loss").await?;
+        for n in [1, 2] {
+            assert_same_data(c, n).await?;
+        }
+        let rows = row_count(c, 0).await?;
+        let first_init = c.log_text(0, "init-1.log");
+        ensure!(
+            first_init.contains("no peer's name resolves: a new cluster"),
+            "{first_init}"
+        );
+
+        c.lose_volume(0).await?;
+        ensure!(datadir_entries(&c.datadir(0))?.is_empty());
+        c.start_pod(0).await?;
+
+        // Both replicas hold the same data: the tie goes to the lowest ordinal.
+        let init = c.log_text(0, "init-2.log");
+        let donor = c.naming().pod_fqdn(1);
+        for want in [
+            "restoring from the most advanced peer".to_owned(),
+            "restoring the first ordinal's lost volume from that peer with".to_owned(),
+            format!("donor={donor}"),
+            "clone complete: replication will start at this GTID position".to_owned(),
+        ] {
+            ensure!(init.contains(&want), "no {want:?} in\n{init}");
+        }
+        ensure!(!init.contains("nothing to clone"), "{init}");
+        let marker: serde_json::Value = serde_json::from_slice(&std::fs::read(
+            c.datadir(0).join("mysql-sts-agent-clone.json"),
+        )?)?;
+        ensure!(
+            marker["donor"] == donor.as_str() && marker["promotion"]["state"] == "done",
+            "{marker}"
+        );
+        let sidecar = c.log_text(0, "sidecar-2.log");
+        let reset = match flavor {
+            Flavor::MariaDb => "RESET SLAVE ALL",
+            Flavor::MySql => "RESET REPLICA ALL",
+        };
+        ensure!(
+            sidecar.contains("restored primary promoted") && sidecar.contains(reset),
+            "{sidecar}"
+        );
+        ensure!(row_count(c, 0).await? == rows, "pod 0 lost rows");
+        let mut primary = c.sql(0).await?;
+        let channels: Vec<mysql_async::Row> = primary.query("SHOW REPLICA STATUS").await?;
+        ensure!(channels.is_empty(), "the donor's channel survived");
+
+        for n in [1, 2] {
+            c.wait_readyz(n, 200, READY).await?;
+        }
+        insert(c, 0, "after-the-restore").await?;
+        for n in [1, 2] {
+            assert_same_data(c, n).await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// A peer whose name resolves but whose agent does not answer might hold the data: pod 0 does
+/// not start empty, unless told to.
+async fn a_first_pod_that_cannot_ask_a_peer_does_not_start_empty(version: DbVersion) -> Result<()> {
+    let naming = Naming::default().namespace("shop");
+    scenario(version, 2, VolumeLayout::FsGroup, naming, async |c| {
+        // Pod 1 exists (its name resolves), but none of its containers runs.
+        c.create_pod(1).await?;
+        let run = c
+            .spawn_init_with(0, &[("MYSQL_STS_PEER_DEADLINE", "3s")])
+            .await?
+            .wait()
+            .await?;
+        ensure!(run.code == Some(1), "{:?}\n{}", run.code, run.output);
+        let peer = c.naming().pod_fqdn(1);
+        let error_lines: Vec<&str> = run.output.lines().filter(|l| l.contains("ERROR")).collect();
+        ensure!(
+            error_lines.len() == 1
+                && error_lines[0].contains(&format!(
+                    "peer {peer} exists (its name resolves) but could not be asked whether it \
+                     holds data within 3.0s"
+                )),
+            "{error_lines:?}"
+        );
+        ensure!(
+            datadir_entries(&c.datadir(0))?.is_empty(),
+            "{:?}",
+            datadir_entries(&c.datadir(0))?
+        );
+
+        let run = c
+            .spawn_init_with(0, &[("MYSQL_STS_ALLOW_EMPTY_START", "true")])
+            .await?
+            .wait()
+            .await?;
+        ensure!(run.code == Some(0), "{:?}\n{}", run.code, run.output);
+        ensure!(
+            run.output
+                .contains("--allow-empty-start is set: starting empty without asking the peers"),
+            "{}",
+            run.output
+        );
+        c.start_server(0).await?;
+        let mut conn = c.sql(0).await?;
+        let app: Option<u64> = conn
+            .query_first(
+                "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'app'",
+            )
+            .await?;
+        ensure!(app == Some(0), "an empty start holds no application data");
+        Ok(())
+    })
+    .await
+}
+
 /// Makes pod n's server writable for everyone (MySQL: `super_read_only` too) or read-only again.
 async fn set_writable(c: &Cluster, n: usize, writable: bool) -> Result<()> {
     let mut conn = c.sql(n).await?;
@@ -1131,6 +1260,8 @@ every_image!(
         a_writable_replica_is_not_ready,
         replicas_stay_ready_through_a_short_primary_outage,
         a_donor_that_is_not_healthy_refuses_to_serve,
+        losing_the_first_pods_volume_restores_it_from_the_most_advanced_peer,
+        a_first_pod_that_cannot_ask_a_peer_does_not_start_empty,
     ],
     // mariadb-backup runs in the donor's agent.
     mariadb: [

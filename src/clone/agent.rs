@@ -11,10 +11,21 @@ use hyper::{Request, Response, header};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::clone::datadir::Promotion;
 use crate::clone::{Attempt, error_chain};
 use crate::secret::Secret;
 
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `path` as a joiner asks it: a first ordinal restoring its lost volume says so, since the
+/// donor cannot be in sync with the primary that is gone.
+pub(crate) fn donor_path(path: &str, promotion: Promotion) -> String {
+    if promotion.holds_writes() {
+        format!("{path}?for=restore")
+    } else {
+        path.to_owned()
+    }
+}
 
 /// GET `path` from the agent of `donor` (its stable name, for the Host header) at `ip:port`.
 /// Any HTTP answer is the caller's to judge; no answer is worth a retry.
@@ -59,4 +70,19 @@ pub(crate) async fn short_body(response: Response<Incoming>) -> String {
     };
     let text = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned();
     text.lines().next().unwrap_or_default().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restoring_first_ordinal_says_so_to_its_donor() {
+        assert_eq!(donor_path("/clone", Promotion::None), "/clone");
+        assert_eq!(donor_path("/donor", Promotion::Owed), "/donor?for=restore");
+        assert_eq!(
+            donor_path("/clone", Promotion::Done { at_unix: 1 }),
+            "/clone"
+        );
+    }
 }

@@ -36,6 +36,32 @@ pub struct CloneMarker {
     pub bytes: u64,
     pub completed_unix: u64,
     pub agent_version: String,
+    /// The first ordinal restored from a peer owes a promotion before it takes writes; markers
+    /// of earlier versions have no such field, hence the default.
+    #[serde(default)]
+    pub promotion: Promotion,
+}
+
+/// Where a restored first ordinal stands in becoming the primary. Init writes `Owed`; the
+/// sidecar rewrites the marker with `Done` once the promotion's steps succeeded, before the
+/// server is made writable, so a crash anywhere in between redoes only idempotent steps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum Promotion {
+    /// A replica's clone: nothing to promote.
+    #[default]
+    None,
+    Owed,
+    Done {
+        at_unix: u64,
+    },
+}
+
+impl Promotion {
+    /// Writes must wait: the server starts read-only until the sidecar has promoted it.
+    pub fn holds_writes(self) -> bool {
+        self == Promotion::Owed
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,6 +203,25 @@ impl DataDir {
 
     pub fn read_marker(&self) -> io::Result<Option<CloneMarker>> {
         read_json(&self.root.join(MARKER_FILE))
+    }
+
+    /// Replaces the marker atomically (the sidecar records a promotion), keeping its owner.
+    pub fn rewrite_marker(&self, marker: &CloneMarker) -> io::Result<()> {
+        let path = self.root.join(MARKER_FILE);
+        let owner = fs::metadata(&path).map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (m.uid(), m.gid())
+        })?;
+        let json = serde_json::to_vec_pretty(marker).map_err(io::Error::other)?;
+        fsutil::write_atomic(&path, &json, 0o644)?;
+        let written = fs::metadata(&path).map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (m.uid(), m.gid())
+        })?;
+        if written != owner {
+            fsutil::chown_one(&path, owner.0, owner.1)?;
+        }
+        Ok(())
     }
 
     /// Creates an empty staging directory, owner file first.
@@ -323,7 +368,37 @@ mod tests {
             bytes: 10,
             completed_unix: 1,
             agent_version: "test".into(),
+            promotion: Promotion::None,
         }
+    }
+
+    #[test]
+    fn markers_without_a_promotion_owe_none_and_a_rewrite_records_it() {
+        let old = r#"{"donor":"d","gtid_position":"0-100-5","position_source":"x","bytes":1,"completed_unix":1,"agent_version":"0.1.0"}"#;
+        let parsed: CloneMarker = serde_json::from_str(old).unwrap();
+        assert_eq!(parsed.promotion, Promotion::None);
+        let dir = tempfile::tempdir().unwrap();
+        let datadir = DataDir::new(dir.path());
+        datadir.create_staging().unwrap();
+        let owed = CloneMarker {
+            promotion: Promotion::Owed,
+            ..marker()
+        };
+        datadir.commit_prepared(owed.clone(), None).unwrap();
+        assert!(
+            datadir
+                .read_marker()
+                .unwrap()
+                .unwrap()
+                .promotion
+                .holds_writes()
+        );
+        let done = CloneMarker {
+            promotion: Promotion::Done { at_unix: 7 },
+            ..owed
+        };
+        datadir.rewrite_marker(&done).unwrap();
+        assert_eq!(datadir.read_marker().unwrap(), Some(done));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 use tokio_util::sync::CancellationToken;
 
-use super::datadir::{CloneMarker, DataDir};
+use super::datadir::{CloneMarker, DataDir, Promotion};
 use super::ownership::Ownership;
 use super::{
     Attempt, CloneError, agent, in_staging, io_error, mib, now_unix, rate_mib_s, sql_error,
@@ -37,7 +37,7 @@ const LOG_TAIL_LINES: usize = 8;
 
 #[derive(Debug, Clone)]
 pub struct PluginSettings {
-    /// The donor's stable name (ordinal-1).
+    /// The donor's stable name (ordinal-1, or the peer a lost first ordinal restores from).
     pub donor: String,
     pub port: u16,
     /// Where the donor's agent answers `/donor`.
@@ -48,6 +48,8 @@ pub struct PluginSettings {
     /// A clone that moves no byte this long has lost its donor (the plugin would wait minutes).
     pub stall_timeout: Duration,
     pub ownership: Ownership,
+    /// `Owed` when the first ordinal restores its lost volume from a peer.
+    pub promotion: Promotion,
 }
 
 /// Clones the donor into `datadir` (which the caller has found empty).
@@ -197,6 +199,7 @@ async fn clone_in_staging(
         bytes: proof.bytes,
         completed_unix: now_unix(),
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        promotion: settings.promotion,
     };
     paths.remove_scratch()?;
     Ok(marker)
@@ -249,7 +252,7 @@ async fn ask_donor_agent(settings: &PluginSettings, ip: IpAddr) -> Result<(), At
         &settings.donor,
         ip,
         settings.agent_port,
-        "/donor",
+        &agent::donor_path("/donor", settings.promotion),
         None,
         agent::CONNECT_TIMEOUT,
     )

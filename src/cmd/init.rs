@@ -5,12 +5,15 @@ use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 
 use crate::clone::CloneError;
+use crate::clone::datadir::Promotion;
 use crate::clone::datadir::{DataDir, DataDirState, classify};
 use crate::clone::mariadb::joiner::{self, JoinerSettings};
 use crate::clone::mysql::{self, PluginSettings};
 use crate::clone::ownership::{self, Ownership, OwnershipError};
 use crate::config::{CloneChannel, InitConfig};
 use crate::dns::{DnsError, Resolver};
+use crate::guard::survey::{Unanswered, survey};
+use crate::guard::{Decision, decide};
 use crate::mycnf;
 
 #[derive(Debug, thiserror::Error)]
@@ -48,36 +51,67 @@ pub enum InitError {
     },
     #[error("clone failed: {0}")]
     Clone(#[from] CloneError),
+    #[error(transparent)]
+    PeerUnanswered(#[from] Unanswered),
+    #[error("refusing to start the first ordinal on an empty datadir: {0}")]
+    Diverged(String),
 }
 
 impl InitError {
     /// Data the agent will not touch is bad input, not a crash: EX_DATAERR.
     pub fn exit_code(&self) -> u8 {
         match self {
-            InitError::Unrecognized { .. } => 65,
+            InitError::Unrecognized { .. } | InitError::Diverged(_) => 65,
             _ => 1,
         }
     }
 }
 
 pub async fn run(cfg: InitConfig, shutdown: CancellationToken) -> Result<(), InitError> {
-    let identity = &cfg.common.identity;
     super::log_identity(&cfg.common);
-
-    let flavor = cfg.common.flavor;
-    let fragment =
-        mycnf::write(&cfg.conf_dir, identity, flavor).map_err(|source| InitError::Config {
-            dir: cfg.conf_dir.clone(),
-            source,
-        })?;
-    tracing::info!(path = %fragment.display(), server_id = identity.server_id, flavor = %flavor, "config fragment written");
 
     let datadir = DataDir::new(&cfg.common.datadir);
     let dir = || datadir.path().to_owned();
     let listing = datadir
         .list()
         .map_err(|source| InitError::DataDir { dir: dir(), source })?;
-    match classify(&listing) {
+    let promotion = match listing.has_marker {
+        true => datadir
+            .read_marker()
+            .map_err(|source| InitError::DataDir { dir: dir(), source })?
+            .map(|m| m.promotion)
+            .unwrap_or_default(),
+        false => Promotion::None,
+    };
+    write_fragment(&cfg, promotion)?;
+    data(&cfg, &datadir, &listing, shutdown).await
+}
+
+/// The server's config fragment; a restored first ordinal that still owes its promotion
+/// starts read-only.
+fn write_fragment(cfg: &InitConfig, promotion: Promotion) -> Result<(), InitError> {
+    let (identity, flavor) = (&cfg.common.identity, cfg.common.flavor);
+    let hold_writes = promotion.holds_writes();
+    let fragment =
+        mycnf::write(&cfg.conf_dir, identity, flavor, hold_writes).map_err(|source| {
+            InitError::Config {
+                dir: cfg.conf_dir.clone(),
+                source,
+            }
+        })?;
+    tracing::info!(path = %fragment.display(), server_id = identity.server_id, flavor = %flavor, read_only_until_promoted = hold_writes, "config fragment written");
+    Ok(())
+}
+
+/// What the datadir holds decides what happens to it.
+async fn data(
+    cfg: &InitConfig,
+    datadir: &DataDir,
+    listing: &crate::clone::datadir::Listing,
+    shutdown: CancellationToken,
+) -> Result<(), InitError> {
+    let dir = || datadir.path().to_owned();
+    match classify(listing) {
         DataDirState::CloneComplete => {
             let marker = datadir
                 .read_marker()
@@ -101,12 +135,12 @@ pub async fn run(cfg: InitConfig, shutdown: CancellationToken) -> Result<(), Ini
             tracing::info!(
                 "datadir holds a prepared clone whose move was interrupted: finishing it"
             );
-            let owner = ownership(&cfg, &datadir)?.chown_to();
+            let owner = ownership(cfg, datadir)?.chown_to();
             let marker = datadir
                 .finish_prepared(owner)
                 .map_err(|source| InitError::Finish { dir: dir(), source })?;
             tracing::info!(donor = %marker.donor, gtid = %marker.gtid_position, "clone complete");
-            Ok(())
+            write_fragment(cfg, marker.promotion)
         }
         DataDirState::Unrecognized { entries } => Err(InitError::Unrecognized {
             dir: dir(),
@@ -120,9 +154,9 @@ pub async fn run(cfg: InitConfig, shutdown: CancellationToken) -> Result<(), Ini
             datadir
                 .remove_staging()
                 .map_err(|source| InitError::DataDir { dir: dir(), source })?;
-            empty_datadir(&cfg, &datadir, shutdown).await
+            empty_datadir(cfg, datadir, shutdown).await
         }
-        DataDirState::Empty => empty_datadir(&cfg, &datadir, shutdown).await,
+        DataDirState::Empty => empty_datadir(cfg, datadir, shutdown).await,
     }
 }
 
@@ -132,21 +166,26 @@ async fn empty_datadir(
     shutdown: CancellationToken,
 ) -> Result<(), InitError> {
     let identity = &cfg.common.identity;
-    let Some(donor) = identity.donor_fqdn.clone() else {
-        tracing::info!(
-            ordinal = identity.ordinal,
-            "datadir is empty on the first ordinal (the primary): nothing to clone, the server initializes it on first start"
-        );
-        return Ok(());
-    };
-    // Decided before any byte moves: a clone that cannot be installed must not be streamed.
-    let ownership = ownership(cfg, datadir)?;
+    let resolver = Resolver::from_system()?;
     let method = match &cfg.common.clone {
         CloneChannel::BackupStream { .. } => "a mariadb-backup stream from its agent",
         CloneChannel::ClonePlugin { .. } => "the CLONE plugin into a temporary server",
     };
-    tracing::info!(donor = %donor, "datadir is empty: cloning from ordinal {} (ordinal-1) with {method}", identity.ordinal - 1);
-    let resolver = Resolver::from_system()?;
+    let (donor, promotion) = match identity.donor_fqdn.clone() {
+        Some(donor) => {
+            tracing::info!(donor = %donor, "datadir is empty: cloning from ordinal {} (ordinal-1) with {method}", identity.ordinal - 1);
+            (donor, Promotion::None)
+        }
+        None => match first_ordinal_guard(cfg, &resolver).await? {
+            Some(peer) => {
+                tracing::info!(donor = %peer, "restoring the first ordinal's lost volume from that peer with {method}; the server starts read-only until the sidecar promoted it");
+                (peer, Promotion::Owed)
+            }
+            None => return Ok(()),
+        },
+    };
+    // Decided before any byte moves: a clone that cannot be installed must not be streamed.
+    let ownership = ownership(cfg, datadir)?;
     let marker = match &cfg.common.clone {
         CloneChannel::BackupStream {
             token,
@@ -154,6 +193,8 @@ async fn empty_datadir(
             mbstream,
         } => {
             let settings = JoinerSettings {
+                // Only the second ordinal clones the primary; a restoring first ordinal clones a
+                // replica, whose position is in slave_info.
                 donor_is_primary: identity.ordinal == identity.first_ordinal + 1,
                 donor,
                 port: cfg.common.agent_port,
@@ -163,6 +204,7 @@ async fn empty_datadir(
                 deadline: cfg.clone_deadline,
                 stall_timeout: cfg.clone_stall_timeout,
                 ownership,
+                promotion,
             };
             joiner::clone(datadir, &settings, &resolver, &shutdown).await?
         }
@@ -176,6 +218,7 @@ async fn empty_datadir(
                 deadline: cfg.clone_deadline,
                 stall_timeout: cfg.clone_stall_timeout,
                 ownership,
+                promotion,
             };
             mysql::clone(datadir, &settings, &resolver, &shutdown).await?
         }
@@ -184,7 +227,51 @@ async fn empty_datadir(
         donor = %marker.donor, gtid = %marker.gtid_position, position_from = %marker.position_source,
         "clone complete: replication will start at this GTID position"
     );
+    if promotion.holds_writes() {
+        write_fragment(cfg, promotion)?;
+    }
     Ok(())
+}
+
+/// The first ordinal on an empty datadir: the peer to restore from, or `None` to let the server
+/// initialize an empty database. Each outcome is logged once with its reason.
+async fn first_ordinal_guard(
+    cfg: &InitConfig,
+    resolver: &Resolver,
+) -> Result<Option<String>, InitError> {
+    let identity = &cfg.common.identity;
+    if cfg.allow_empty_start {
+        tracing::warn!(
+            ordinal = identity.ordinal,
+            "datadir is empty on the first ordinal and --allow-empty-start is set: starting empty without asking the peers; the server initializes it on first start"
+        );
+        return Ok(None);
+    }
+    tracing::info!(
+        ordinal = identity.ordinal, deadline = %crate::duration::seconds(cfg.peer_deadline),
+        "datadir is empty on the first ordinal: asking the peers whether any holds data before the server may initialize it"
+    );
+    let peers = survey(
+        identity,
+        cfg.common.flavor,
+        cfg.common.agent_port,
+        cfg.peer_deadline,
+        resolver,
+    )
+    .await?;
+    match decide(&peers) {
+        Decision::StartEmpty { reason } => {
+            tracing::info!(
+                "datadir is empty on the first ordinal (the primary) and {reason}: nothing to clone, the server initializes it on first start"
+            );
+            Ok(None)
+        }
+        Decision::Restore { peer, reason } => {
+            tracing::warn!(peer = %peer.name, gtids = %peer.gtids, "the first ordinal lost its volume while peers hold data: restoring from the most advanced peer, since {reason}");
+            Ok(Some(peer.name))
+        }
+        Decision::Refuse { reason } => Err(InitError::Diverged(reason)),
+    }
 }
 
 /// Who the clone's files go to, logged once with its reason.

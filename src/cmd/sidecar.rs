@@ -12,13 +12,14 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::clone::datadir::{CloneMarker, DataDir};
+use crate::clone::datadir::{CloneMarker, DataDir, Promotion};
 use crate::clone::mariadb::donor::{Donor, DonorSettings};
+use crate::clone::now_unix;
 use crate::config::{CloneChannel, Endpoint, SidecarConfig};
 use crate::control::{self, Event, Pause, Stage};
 use crate::db::dialect::{self, Source};
 use crate::db::flavor::{Dialect, ServerVersion};
-use crate::db::gtid::Binlogged;
+use crate::db::gtid::{Binlogged, Gtids};
 use crate::db::status::IoThread;
 use crate::db::{self, DbError};
 use crate::health::{
@@ -36,17 +37,15 @@ const CONNECT_RETRY_SECS: u32 = 2;
 pub async fn run(cfg: SidecarConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let identity = Arc::new(cfg.common.identity.clone());
     super::log_identity(&cfg.common);
-    let marker = match identity.role {
-        Role::Primary => None,
-        Role::Replica => DataDir::new(&cfg.common.datadir)
-            .read_marker()
-            .with_context(|| {
-                format!(
-                    "reading the clone marker in {}",
-                    cfg.common.datadir.display()
-                )
-            })?,
-    };
+    // A replica starts replication from its marker; a restored primary owes a promotion.
+    let marker = DataDir::new(&cfg.common.datadir)
+        .read_marker()
+        .with_context(|| {
+            format!(
+                "reading the clone marker in {}",
+                cfg.common.datadir.display()
+            )
+        })?;
 
     let tracker = TaskTracker::new();
     let (publish, snapshots) = watch::channel(Snapshot::phase(Phase::WaitingForServer, None));
@@ -90,7 +89,7 @@ pub async fn run(cfg: SidecarConfig, shutdown: CancellationToken) -> anyhow::Res
     let listener = TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("listening on {}", cfg.listen))?;
-    tracing::info!(address = %cfg.listen, flavor = %cfg.common.flavor, "serving /livez /readyz /status /clone /donor");
+    tracing::info!(address = %cfg.listen, flavor = %cfg.common.flavor, "serving /livez /readyz /status /data /clone /donor");
 
     tracker.spawn(http::serve(listener, state, shutdown.clone()));
     tracker.spawn(health::log_readiness_changes(
@@ -321,12 +320,15 @@ impl ControlLoop {
     }
 
     /// `Ok(Some(reason))`: set-up must not go on.
-    async fn bootstrap(&self, server: &mut LocalServer) -> Result<Option<String>, DbError> {
+    async fn bootstrap(&mut self, server: &mut LocalServer) -> Result<Option<String>, DbError> {
         let source = self.source();
         let dialect = server.dialect;
         let conn = &mut server.conn;
         match self.cfg.common.identity.role {
             Role::Primary => {
+                if let Some(reason) = self.promote(conn, dialect).await? {
+                    return Ok(Some(reason));
+                }
                 replication::ensure_user(
                     conn,
                     &source.user,
@@ -361,6 +363,51 @@ impl ControlLoop {
                 replication::apply(conn, &plan, &source, dialect).await?;
             }
         }
+        Ok(None)
+    }
+
+    /// A first ordinal restored from a peer (its marker says so) becomes the primary before it
+    /// takes writes: the donor's replication channel goes, MariaDB's binlog GTID state is set to
+    /// the clone's position if it is not there yet, the marker records `Done`, and only then is
+    /// the server made writable. A crash before `Done` redoes idempotent steps on data that took
+    /// no writes (it is read-only); after it, only the last step is repeated.
+    async fn promote(
+        &mut self,
+        conn: &mut Conn,
+        dialect: Dialect,
+    ) -> Result<Option<String>, DbError> {
+        let Some(mut marker) = self.marker.clone() else {
+            return Ok(None);
+        };
+        match marker.promotion {
+            Promotion::None => return Ok(None),
+            Promotion::Done { .. } => {}
+            Promotion::Owed => {
+                let flavor = dialect.flavor();
+                let position = Gtids::parse(flavor, &marker.gtid_position)?;
+                let binlog = db::primary_state(conn, dialect).await?.position;
+                let reset = replication::binlog_reset(flavor, &binlog, &position);
+                let statements = dialect.promote_restored(reset);
+                db::execute_all(conn, &statements).await?;
+                tracing::info!(
+                    donor = %marker.donor, gtid = %position, binlog_reset = reset.is_some(),
+                    "restored primary promoted: {}", statements.join("; ")
+                );
+                marker.promotion = Promotion::Done {
+                    at_unix: now_unix(),
+                };
+                let datadir = DataDir::new(&self.cfg.common.datadir);
+                if let Err(e) = datadir.rewrite_marker(&marker) {
+                    return Ok(Some(format!(
+                        "cannot record the promotion in the clone marker in {}: {e}",
+                        datadir.path().display()
+                    )));
+                }
+                self.marker = Some(marker);
+            }
+        }
+        db::execute_all(conn, &dialect.make_writable()).await?;
+        tracing::info!("restored primary is promoted: writable");
         Ok(None)
     }
 

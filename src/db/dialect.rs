@@ -167,6 +167,36 @@ impl Dialect {
         sql
     }
 
+    /// A restored first ordinal drops the replication channel its donor's data came with (every
+    /// step idempotent); MariaDB, when `binlog_state` is given, also restarts its binary log at
+    /// that GTID state, so its next transactions follow what the replicas applied.
+    pub fn promote_restored(self, binlog_state: Option<&Gtids>) -> Vec<String> {
+        let reset = match self {
+            Dialect::MariaDb | Dialect::MySqlMaster => "RESET SLAVE ALL",
+            Dialect::MySqlSource => "RESET REPLICA ALL",
+        };
+        let mut sql = vec![self.stop_replica().to_owned(), reset.to_owned()];
+        if let (Dialect::MariaDb, Some(state)) = (self, binlog_state) {
+            sql.push("RESET MASTER".to_owned());
+            sql.push(format!(
+                "SET GLOBAL gtid_binlog_state = {}",
+                literal(&state.to_string())
+            ));
+        }
+        sql
+    }
+
+    /// Lifts the read-only start of a restored first ordinal, once it is promoted.
+    pub fn make_writable(self) -> Vec<String> {
+        match self {
+            Dialect::MariaDb => vec!["SET GLOBAL read_only = OFF".to_owned()],
+            Dialect::MySqlMaster | Dialect::MySqlSource => vec![
+                "SET GLOBAL super_read_only = OFF".to_owned(),
+                "SET GLOBAL read_only = OFF".to_owned(),
+            ],
+        }
+    }
+
     /// Points an already configured replica at another source, keeping its applied position.
     pub fn repoint_replica(self, source: &Source) -> Vec<String> {
         vec![
@@ -193,6 +223,35 @@ mod tests {
 
     fn mariadb_start() -> Gtids {
         Gtids::parse(crate::db::flavor::Flavor::MariaDb, "0-100-42").unwrap()
+    }
+
+    #[test]
+    fn a_restored_primary_drops_its_channel_and_mariadb_restarts_its_binlog_state() {
+        let state = mariadb_start();
+        assert_eq!(
+            Dialect::MariaDb.promote_restored(Some(&state)),
+            [
+                "STOP SLAVE",
+                "RESET SLAVE ALL",
+                "RESET MASTER",
+                "SET GLOBAL gtid_binlog_state = '0-100-42'"
+            ]
+        );
+        assert_eq!(
+            Dialect::MariaDb.promote_restored(None),
+            ["STOP SLAVE", "RESET SLAVE ALL"]
+        );
+        assert_eq!(
+            Dialect::MySqlSource.promote_restored(Some(&state)),
+            ["STOP REPLICA", "RESET REPLICA ALL"]
+        );
+        assert_eq!(
+            Dialect::MySqlSource.make_writable(),
+            [
+                "SET GLOBAL super_read_only = OFF",
+                "SET GLOBAL read_only = OFF"
+            ]
+        );
     }
 
     #[test]

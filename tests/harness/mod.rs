@@ -828,6 +828,30 @@ impl Cluster {
         Ok(())
     }
 
+    /// Pod n's node died with its local volume: its containers stop, and the StatefulSet recreates
+    /// the pod (same name and address) on a new, empty claim and new emptyDirs. The next
+    /// `start_pod` runs its init containers on them.
+    pub async fn lose_volume(&mut self, n: usize) -> Result<()> {
+        if self.sidecar_pid(n).is_some() {
+            self.stop_sidecar(n).await?;
+        }
+        self.stop_server(n).await?;
+        let ownership = self.template.ownership();
+        let paths = &self.pod(n).paths;
+        for kind in [VolumeType::ClaimTemplate, VolumeType::EmptyDir] {
+            for dir in mapping::pod_volume_dirs(paths, kind) {
+                fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+            }
+        }
+        for claim in mapping::pod_volume_dirs(paths, VolumeType::ClaimTemplate) {
+            ownership.provision_claim(&claim)?;
+        }
+        for dir in mapping::pod_volume_dirs(paths, VolumeType::EmptyDir) {
+            ownership.make_empty_dir(&dir)?;
+        }
+        self.mount_volumes(n)
+    }
+
     /// The running sidecar's PID.
     pub fn sidecar_pid(&self, n: usize) -> Option<u32> {
         live_pid(self.pod(n).sidecar.as_ref())

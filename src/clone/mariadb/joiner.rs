@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::frame::{Decoder, Event, FrameError};
 use super::position;
-use crate::clone::datadir::{CloneMarker, DataDir};
+use crate::clone::datadir::{CloneMarker, DataDir, Promotion};
 use crate::clone::ownership::Ownership;
 use crate::clone::{
     Attempt, CloneError, agent, error_chain, in_staging, io_error, now_unix, until_donor_answers,
@@ -37,6 +37,8 @@ pub struct JoinerSettings {
     /// A stream that sends nothing this long is dead, even if its TCP connection is not.
     pub stall_timeout: Duration,
     pub ownership: Ownership,
+    /// `Owed` when the first ordinal restores its lost volume from a peer.
+    pub promotion: Promotion,
 }
 
 /// Clones the donor into `datadir` (which the caller has found empty). On any failure the
@@ -107,6 +109,20 @@ async fn fetch_and_prepare(
         as_info_file(&binlog_info),
         as_info_file(&slave_info),
     )?;
+    if settings.promotion.holds_writes() {
+        // mariadb-backup copies no binlogs: without this the restored primary would start with
+        // an empty gtid_binlog_state, and replicas asking for their position would get error
+        // 1236. The server reads `<log_bin>.state` when it starts without binlogs.
+        let state = staged.join(format!("{}.state", crate::mycnf::BINLOG_BASE));
+        let lines: String = gtid
+            .to_string()
+            .split(',')
+            .map(|g| format!("{g}\n"))
+            .collect();
+        crate::fsutil::write_atomic(&state, lines.as_bytes(), 0o640)
+            .map_err(io_error(format!("writing {}", state.display())))?;
+        tracing::info!(gtid = %gtid, file = %state.display(), "restored primary: its binlog GTID state starts at the clone's position");
+    }
     let marker = CloneMarker {
         donor: settings.donor.clone(),
         gtid_position: gtid.to_string(),
@@ -114,6 +130,7 @@ async fn fetch_and_prepare(
         bytes,
         completed_unix: now_unix(),
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        promotion: settings.promotion,
     };
     Ok(marker)
 }
@@ -142,7 +159,7 @@ async fn request_clone(
         &settings.donor,
         ip,
         settings.port,
-        "/clone",
+        &agent::donor_path("/clone", settings.promotion),
         Some(&settings.token),
         RESPONSE_TIMEOUT,
     )

@@ -1,0 +1,162 @@
+//! Finding the first ordinal's peers through their stable names and asking their agents.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::{Request, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::{DataReport, PeerAnswer};
+use crate::clone::error_chain;
+use crate::db::flavor::Flavor;
+use crate::db::gtid::Gtids;
+use crate::dns::Resolver;
+use crate::duration::seconds;
+use crate::identity::Identity;
+
+/// The peer answers from its next snapshot, within 5 s.
+const ASK_TIMEOUT: Duration = Duration::from_secs(10);
+/// A report is a few hundred bytes; more is not an agent answering.
+const MAX_REPORT: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "peer {peer} exists (its name resolves) but could not be asked whether it holds data within \
+     {deadline}: {last}; the first ordinal does not start on an empty datadir while a peer may \
+     hold the data (the kubelet retries; --allow-empty-start overrides)"
+)]
+pub struct Unanswered {
+    pub peer: String,
+    pub deadline: String,
+    pub last: String,
+}
+
+/// Every peer whose name resolves (ordinals first+1 upward, until one does not exist), asked
+/// within `deadline` in all.
+pub async fn survey(
+    identity: &Identity,
+    flavor: Flavor,
+    agent_port: u16,
+    deadline: Duration,
+    resolver: &Resolver,
+) -> Result<Vec<PeerAnswer>, Unanswered> {
+    let until = Instant::now() + deadline;
+    let mut answers = Vec::new();
+    for ordinal in identity.first_ordinal + 1.. {
+        let name = identity.peer_fqdn(ordinal);
+        let peer = Peer {
+            name: &name,
+            flavor,
+            port: agent_port,
+            resolver,
+        };
+        let unanswered = |last: String| Unanswered {
+            peer: name.clone(),
+            deadline: seconds(deadline),
+            last,
+        };
+        let Some(gtids) = until_answered(&peer, until).await.map_err(unanswered)? else {
+            tracing::info!(peer = %name, "peer does not exist (NXDOMAIN): no more peers");
+            break;
+        };
+        tracing::info!(peer = %name, gtids = %gtids, "peer answered");
+        answers.push(PeerAnswer {
+            ordinal,
+            name,
+            gtids,
+        });
+    }
+    Ok(answers)
+}
+
+struct Peer<'a> {
+    name: &'a str,
+    flavor: Flavor,
+    port: u16,
+    resolver: &'a Resolver,
+}
+
+/// Retries until the peer answered, turned out not to exist (`None`), or `until` passed (the
+/// last reason); each new reason to wait is logged once.
+async fn until_answered(peer: &Peer<'_>, until: Instant) -> Result<Option<Gtids>, String> {
+    let mut last = String::from("no attempt finished");
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times();
+    let attempts = (|| ask(peer)).retry(backoff).notify(|reason: &String, _| {
+        if *reason != last {
+            tracing::info!(peer = %peer.name, "peer not answering yet: {reason}");
+            last = reason.clone();
+        }
+    });
+    let remaining = until.saturating_duration_since(Instant::now());
+    match tokio::time::timeout(remaining, attempts).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(reason)) => Err(reason),
+        Err(_) => Err(last),
+    }
+}
+
+/// One attempt: resolve (a fresh lookup each time: a restarted pod has a new address), then
+/// `GET /data`.
+async fn ask(peer: &Peer<'_>) -> Result<Option<Gtids>, String> {
+    let Some(ip) = peer
+        .resolver
+        .resolve_existing(peer.name)
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(None);
+    };
+    let body = tokio::time::timeout(ASK_TIMEOUT, get_data(ip, peer))
+        .await
+        .map_err(|_| {
+            format!(
+                "GET /data on {ip}:{}: no answer in {}",
+                peer.port,
+                seconds(ASK_TIMEOUT)
+            )
+        })??;
+    let report: DataReport = serde_json::from_slice(&body)
+        .map_err(|e| format!("GET /data on {ip}:{}: not a data report: {e}", peer.port))?;
+    Gtids::parse(peer.flavor, &report.gtids)
+        .map(Some)
+        .map_err(|e| format!("its GTID set is not {}'s: {e}", peer.flavor))
+}
+
+async fn get_data(ip: IpAddr, peer: &Peer<'_>) -> Result<Bytes, String> {
+    let at = format!("GET /data on {ip}:{}", peer.port);
+    let failed = |e: &dyn std::error::Error| format!("{at}: {}", error_chain(e));
+    let stream = TcpStream::connect((ip, peer.port))
+        .await
+        .map_err(|e| failed(&e))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| failed(&e))?;
+    tokio::spawn(connection);
+    let request = Request::get("/data")
+        .header(header::HOST, format!("{}:{}", peer.name, peer.port))
+        .body(Empty::<Bytes>::new())
+        .expect("static request is valid");
+    let response = sender.send_request(request).await.map_err(|e| failed(&e))?;
+    let status = response.status();
+    let body = http_body_util::Limited::new(response.into_body(), MAX_REPORT)
+        .collect()
+        .await
+        .map_err(|e| format!("{at}: {e}"))?
+        .to_bytes();
+    if status != StatusCode::OK {
+        let text = String::from_utf8_lossy(&body);
+        return Err(format!(
+            "{at}: {}",
+            text.lines().next().unwrap_or(status.as_str())
+        ));
+    }
+    Ok(body)
+}
