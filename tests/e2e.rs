@@ -1131,7 +1131,11 @@ async fn a_donor_that_is_not_healthy_refuses_to_serve(version: DbVersion) -> Res
             .wait()
             .await?;
         ensure!(run.code == Some(1), "{:?}\n{}", run.code, run.output);
-        ensure!(run.output.contains(why), "{}", run.output);
+        ensure!(
+            run.output.contains(&format!("503 {why}")) && !run.output.contains("503 503"),
+            "{}",
+            run.output
+        );
         ensure!(
             datadir_entries(&c.datadir(2))?.is_empty(),
             "{:?}",

@@ -61,20 +61,39 @@ pub(crate) async fn get(
         .map_err(|e| retry(&format!("GET {path}"), &e))
 }
 
-/// The first line of an error response, for the log.
-pub(crate) async fn short_body(response: Response<Incoming>) -> String {
+/// The status and the first line of the body, e.g. "503 not healthy enough to donate: ...";
+/// the agent's own bodies already start with their status, which is not repeated.
+pub(crate) async fn answer(response: Response<Incoming>) -> String {
+    let status = response.status().as_u16();
     let collected = tokio::time::timeout(CONNECT_TIMEOUT, response.into_body().collect()).await;
     let bytes = match collected {
         Ok(Ok(body)) => body.to_bytes(),
         _ => Bytes::new(),
     };
     let text = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned();
-    text.lines().next().unwrap_or_default().to_owned()
+    with_status(status, text.lines().next().unwrap_or_default())
+}
+
+fn with_status(status: u16, line: &str) -> String {
+    let code = status.to_string();
+    match line.strip_prefix(code.as_str()) {
+        Some(rest) if rest.is_empty() || rest.starts_with(' ') => line.to_owned(),
+        _ if line.is_empty() => code,
+        _ => format!("{code} {line}"),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_names_its_status_once() {
+        assert_eq!(with_status(503, "503 not healthy"), "503 not healthy");
+        assert_eq!(with_status(503, "busy"), "503 busy");
+        assert_eq!(with_status(404, ""), "404");
+        assert_eq!(with_status(500, "5000 rows"), "500 5000 rows");
+    }
 
     #[test]
     fn a_restoring_first_ordinal_says_so_to_its_donor() {

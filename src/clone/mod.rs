@@ -35,12 +35,8 @@ pub enum CloneError {
     },
     #[error("donor {0} refused the clone token (401): every pod must mount the same clone token")]
     Unauthorized(String),
-    #[error("donor {donor} refused the clone: {status} {body}")]
-    Refused {
-        donor: String,
-        status: u16,
-        body: String,
-    },
+    #[error("donor {donor} refused the clone: {answer}")]
+    Refused { donor: String, answer: String },
     #[error("clone stream from {donor} broke after {bytes} bytes: {reason}")]
     Broken {
         donor: String,

@@ -259,10 +259,9 @@ async fn ask_donor_agent(settings: &PluginSettings, ip: IpAddr) -> Result<(), At
     .await?;
     match response.status() {
         StatusCode::OK => Ok(()),
-        status => Err(Attempt::Retry(format!(
-            "the donor's agent answers /donor with {}: {}",
-            status.as_u16(),
-            agent::short_body(response).await
+        _ => Err(Attempt::Retry(format!(
+            "the donor's agent answers /donor with {}",
+            agent::answer(response).await
         ))),
     }
 }

@@ -168,18 +168,17 @@ async fn request_clone(
     if status == StatusCode::OK {
         return Ok(response);
     }
-    let body = agent::short_body(response).await;
+    let answer = agent::answer(response).await;
     match status {
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(Attempt::Fatal(
             CloneError::Unauthorized(settings.donor.clone()),
         )),
         s if s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error() => {
-            Err(Attempt::Retry(format!("{} {body}", s.as_u16())))
+            Err(Attempt::Retry(answer))
         }
-        s => Err(Attempt::Fatal(CloneError::Refused {
+        _ => Err(Attempt::Fatal(CloneError::Refused {
             donor: settings.donor.clone(),
-            status: s.as_u16(),
-            body,
+            answer,
         })),
     }
 }
