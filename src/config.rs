@@ -12,6 +12,7 @@ use crate::dns::{RESOLV_CONF, ResolvConf};
 use crate::duration::parse_duration;
 use crate::identity::{Identity, IdentityError, Naming};
 use crate::secret::Secret;
+use crate::semisync::AckTimeout;
 
 #[derive(Debug, Parser)]
 #[command(name = "mysql-sts-agent", version, about, max_term_width = 100)]
@@ -158,6 +159,10 @@ pub struct CommonArgs {
         global = true
     )]
     pub mbstream: PathBuf,
+    /// Lossless writes: semi-synchronous replication (AFTER_SYNC, one replica acknowledges).
+    /// Init's fragment loads MySQL's plugins; the sidecar turns it on (`true` or the bare flag).
+    #[arg(long, env = "MYSQL_STS_SEMI_SYNC", global = true)]
+    pub semi_sync: bool,
 }
 
 #[derive(Debug, Args)]
@@ -226,6 +231,10 @@ pub struct SidecarArgs {
     /// Scratch space for backups served to other pods.
     #[arg(long, env = "MYSQL_STS_TMP_DIR", default_value = "/tmp")]
     pub tmp_dir: PathBuf,
+    /// With --semi-sync: how long a commit on the primary waits for a replica's acknowledgement
+    /// before the primary falls back to asynchronous replication; `forever`: writes block.
+    #[arg(long, env = "MYSQL_STS_SEMI_SYNC_TIMEOUT", default_value = "10s", value_parser = AckTimeout::parse)]
+    pub semi_sync_timeout: AckTimeout,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -304,6 +313,7 @@ pub struct Common {
     pub agent_port: u16,
     pub mysql_port: u16,
     pub clone: CloneChannel,
+    pub semi_sync: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -350,6 +360,7 @@ pub struct SidecarConfig {
     pub poll_interval: Duration,
     pub primary_outage_grace: Duration,
     pub tmp_dir: PathBuf,
+    pub semi_sync_timeout: AckTimeout,
 }
 
 pub enum Validated {
@@ -507,6 +518,7 @@ impl CommonArgs {
             agent_port: self.agent_port,
             mysql_port: self.mysql_port,
             clone,
+            semi_sync: self.semi_sync,
         })
     }
 }
@@ -553,6 +565,7 @@ impl SidecarArgs {
             poll_interval: self.poll_interval,
             primary_outage_grace: self.primary_outage_grace,
             tmp_dir: self.tmp_dir,
+            semi_sync_timeout: self.semi_sync_timeout,
             common,
         })
     }

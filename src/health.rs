@@ -13,6 +13,7 @@ use crate::db::gtid::{Binlogged, Gtids};
 use crate::db::status::{IoThread, ReplicaStatus, ThreadError};
 use crate::duration::seconds;
 use crate::identity::Role;
+use crate::semisync::SemiSyncFacts;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -57,6 +58,8 @@ pub struct Snapshot {
     pub last_error: Option<String>,
     pub server: Option<ServerFacts>,
     pub replica: Option<ReplicaFacts>,
+    /// With --semi-sync, as last read.
+    pub semi_sync: Option<SemiSyncFacts>,
 }
 
 impl Snapshot {
@@ -67,6 +70,7 @@ impl Snapshot {
             last_error,
             server: None,
             replica: None,
+            semi_sync: None,
         }
     }
 }
@@ -580,6 +584,7 @@ mod tests {
                 gtid_binlog: Binlogged::parse(Flavor::MariaDb, "0-100-10").unwrap(),
             }),
             replica,
+            semi_sync: None,
         }
     }
 

@@ -126,6 +126,8 @@ struct StatusView<'a> {
     source: Option<String>,
     server: Option<ServerFacts>,
     replication: Option<ReplicationView>,
+    /// With --semi-sync: the server's semi-sync switches and counters.
+    semi_sync: Option<crate::semisync::SemiSyncFacts>,
     last_error: Option<String>,
     clones_served: Option<&'a crate::clone::mariadb::donor::CloneCounters>,
 }
@@ -176,6 +178,7 @@ async fn status(State(state): State<AppState>) -> Response {
         source: (id.role == crate::identity::Role::Replica).then(|| id.primary_fqdn.clone()),
         server: snap.server,
         replication,
+        semi_sync: snap.semi_sync,
         last_error: snap.last_error,
         clones_served: state.clone_service.as_ref().map(|c| c.donor.counters()),
     };

@@ -23,4 +23,5 @@ pub mod mycnf;
 pub mod names;
 pub mod replication;
 pub mod secret;
+pub mod semisync;
 pub mod tool;

@@ -13,7 +13,8 @@ pub const BINLOG_BASE: &str = "mysql-bin";
 
 /// Only options every supported version of the flavor knows: an unknown one stops the server.
 /// `hold_writes`: a restored first ordinal starts read-only until its sidecar promoted it.
-pub fn render(identity: &Identity, flavor: Flavor, hold_writes: bool) -> String {
+/// `semi_sync`: MySQL loads semi-sync's plugins (MariaDB has it built in); the sidecar turns it on.
+pub fn render(identity: &Identity, flavor: Flavor, hold_writes: bool, semi_sync: bool) -> String {
     let read_only = match identity.role {
         Role::Primary if !hold_writes => "OFF",
         Role::Primary | Role::Replica => "ON",
@@ -28,7 +29,15 @@ pub fn render(identity: &Identity, flavor: Flavor, hold_writes: bool) -> String 
             "gtid_mode = ON\n\
              enforce_gtid_consistency = ON\n\
              super_read_only = {read_only}\n\
-             plugin_load_add = mysql_clone.so\n"
+             plugin_load_add = mysql_clone.so\n{}",
+            // Both on every pod: a pod's role is the same at every start, but loading both costs
+            // nothing and a missing library only logs an error, the server still starts.
+            if semi_sync {
+                "plugin_load_add = semisync_source.so\n\
+                 plugin_load_add = semisync_replica.so\n"
+            } else {
+                ""
+            }
         ),
     };
     format!(
@@ -57,9 +66,10 @@ pub fn write(
     identity: &Identity,
     flavor: Flavor,
     hold_writes: bool,
+    semi_sync: bool,
 ) -> std::io::Result<PathBuf> {
     let path = conf_dir.join(FRAGMENT_NAME);
-    let text = render(identity, flavor, hold_writes);
+    let text = render(identity, flavor, hold_writes, semi_sync);
     fsutil::write_atomic(&path, text.as_bytes(), 0o644)?;
     Ok(path)
 }
@@ -81,7 +91,7 @@ mod tests {
 
     #[test]
     fn replica_fragment_is_read_only_with_gtid_settings() {
-        let text = render(&identity("mysql-1"), Flavor::MariaDb, false);
+        let text = render(&identity("mysql-1"), Flavor::MariaDb, false, false);
         for line in [
             "[mysqld]",
             "server_id = 101",
@@ -101,17 +111,17 @@ mod tests {
 
     #[test]
     fn primary_fragment_is_writable() {
-        let text = render(&identity("mysql-0"), Flavor::MariaDb, false);
+        let text = render(&identity("mysql-0"), Flavor::MariaDb, false, false);
         assert!(text.contains("\nserver_id = 100\n"));
         assert!(text.contains("\nread_only = OFF\n"));
-        let restored = render(&identity("mysql-0"), Flavor::MySql, true);
+        let restored = render(&identity("mysql-0"), Flavor::MySql, true, false);
         assert!(restored.contains("\nread_only = ON\n"), "{restored}");
         assert!(restored.contains("\nsuper_read_only = ON\n"), "{restored}");
     }
 
     #[test]
     fn mysql_fragment_has_gtids_the_clone_plugin_and_super_read_only_replicas() {
-        let replica = render(&identity("mysql-2"), Flavor::MySql, false);
+        let replica = render(&identity("mysql-2"), Flavor::MySql, false, false);
         for line in [
             "server_id = 102",
             "gtid_mode = ON",
@@ -129,17 +139,37 @@ mod tests {
             !replica.contains("gtid_strict_mode"),
             "MariaDB only:\n{replica}"
         );
-        let primary = render(&identity("mysql-0"), Flavor::MySql, false);
+        let primary = render(&identity("mysql-0"), Flavor::MySql, false, false);
         assert!(primary.contains("\nsuper_read_only = OFF\n"));
+    }
+
+    #[test]
+    fn semi_sync_loads_mysqls_plugins_and_nothing_on_mariadb() {
+        let plugins = [
+            "plugin_load_add = semisync_source.so",
+            "plugin_load_add = semisync_replica.so",
+        ];
+        let mysql = render(&identity("mysql-1"), Flavor::MySql, false, true);
+        for line in plugins {
+            assert!(
+                mysql.lines().any(|l| l == line),
+                "missing {line:?} in\n{mysql}"
+            );
+        }
+        let off = render(&identity("mysql-1"), Flavor::MySql, false, false);
+        let mariadb = render(&identity("mysql-1"), Flavor::MariaDb, false, true);
+        for text in [off, mariadb] {
+            assert!(!text.contains("semisync"), "{text}");
+        }
     }
 
     #[test]
     fn writing_twice_gives_the_same_file() {
         let dir = tempfile::tempdir().unwrap();
         let id = identity("mysql-2");
-        let path = write(dir.path(), &id, Flavor::MySql, false).unwrap();
+        let path = write(dir.path(), &id, Flavor::MySql, false, false).unwrap();
         let first = std::fs::read(&path).unwrap();
-        write(dir.path(), &id, Flavor::MySql, false).unwrap();
+        write(dir.path(), &id, Flavor::MySql, false, false).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), first);
         assert_eq!(
             std::fs::read_dir(dir.path()).unwrap().count(),

@@ -92,14 +92,18 @@ pub async fn run(cfg: InitConfig, shutdown: CancellationToken) -> Result<(), Ini
 fn write_fragment(cfg: &InitConfig, promotion: Promotion) -> Result<(), InitError> {
     let (identity, flavor) = (&cfg.common.identity, cfg.common.flavor);
     let hold_writes = promotion.holds_writes();
-    let fragment =
-        mycnf::write(&cfg.conf_dir, identity, flavor, hold_writes).map_err(|source| {
-            InitError::Config {
-                dir: cfg.conf_dir.clone(),
-                source,
-            }
-        })?;
-    tracing::info!(path = %fragment.display(), server_id = identity.server_id, flavor = %flavor, read_only_until_promoted = hold_writes, "config fragment written");
+    let fragment = mycnf::write(
+        &cfg.conf_dir,
+        identity,
+        flavor,
+        hold_writes,
+        cfg.common.semi_sync,
+    )
+    .map_err(|source| InitError::Config {
+        dir: cfg.conf_dir.clone(),
+        source,
+    })?;
+    tracing::info!(path = %fragment.display(), server_id = identity.server_id, flavor = %flavor, read_only_until_promoted = hold_writes, semi_sync = cfg.common.semi_sync, "config fragment written");
     Ok(())
 }
 

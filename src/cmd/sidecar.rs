@@ -28,6 +28,7 @@ use crate::health::{
 use crate::http::{self, AppState, CloneService};
 use crate::identity::Role;
 use crate::replication::{self, Plan};
+use crate::semisync::{self, Action, Names, SemiSyncFacts};
 
 /// Long enough for any ?lag= a probe may ask about.
 const HISTORY: Duration = Duration::from_secs(600);
@@ -151,6 +152,9 @@ struct ControlLoop {
     link: PrimaryLink,
     local_errors: Repeats,
     primary_errors: Repeats,
+    semi_sync_errors: Repeats,
+    /// The primary's commits no longer waiting for a replica (a fallback to asynchronous).
+    semi_sync_fallback: Repeats,
 }
 
 impl ControlLoop {
@@ -171,6 +175,8 @@ impl ControlLoop {
             link: PrimaryLink::default(),
             local_errors: Repeats::default(),
             primary_errors: Repeats::default(),
+            semi_sync_errors: Repeats::default(),
+            semi_sync_fallback: Repeats::default(),
         }
     }
 
@@ -434,6 +440,11 @@ impl ControlLoop {
         .await;
         match result {
             Ok((facts, status)) => {
+                let io_thread_running = status
+                    .as_ref()
+                    .and_then(Option::as_ref)
+                    .is_some_and(|s| s.io_thread != IoThread::Stopped);
+                let semi_sync = self.semi_sync(&mut server, io_thread_running).await;
                 let applied = facts.gtid_applied.clone();
                 let replica = status.map(|status| {
                     // Compared with the primary's next sample, which is taken after it.
@@ -460,6 +471,7 @@ impl ControlLoop {
                     last_error: None,
                     server: Some(facts),
                     replica,
+                    semi_sync,
                 });
                 self.local_errors.recovered("local server");
                 Event::Polled(server)
@@ -474,10 +486,99 @@ impl ControlLoop {
                     last_error: Some(error),
                     server: None,
                     replica: None,
+                    semi_sync: None,
                 });
                 Event::PollFailed
             }
         }
+    }
+
+    /// With --semi-sync: reads the server's semi-sync state, turns it on where the decision says
+    /// so, and logs a fallback to asynchronous once. Its failures are logged, never fatal:
+    /// replication goes on without it.
+    async fn semi_sync(
+        &mut self,
+        server: &mut LocalServer,
+        io_thread_running: bool,
+    ) -> Option<SemiSyncFacts> {
+        if !self.cfg.common.semi_sync {
+            return None;
+        }
+        let Some(names) = Names::of(&server.version) else {
+            self.semi_sync_errors.warn(
+                "semi-sync not turned on",
+                &format!(
+                    "{} has other semi-sync plugins: it needs MySQL 8.0.26 or later",
+                    server.version
+                ),
+            );
+            return None;
+        };
+        let (role, timeout) = (self.cfg.common.identity.role, self.cfg.semi_sync_timeout);
+        let result = async {
+            let facts = db::semi_sync_facts(&mut server.conn, names).await?;
+            let action = semisync::decide(role, &facts, timeout, io_thread_running);
+            if let Some(action) = action {
+                self.turn_on_semi_sync(server, names, action).await?;
+            }
+            Ok::<_, DbError>(facts)
+        }
+        .await;
+        match result {
+            Ok(facts) => {
+                self.semi_sync_errors.recovered("semi-sync");
+                match semisync::fallen_back(role, &facts, timeout) {
+                    Some(reason) => self
+                        .semi_sync_fallback
+                        .warn("semi-sync fell back to asynchronous replication", &reason),
+                    None => self
+                        .semi_sync_fallback
+                        .recovered("semi-sync fell back to asynchronous replication"),
+                }
+                Some(facts)
+            }
+            Err(e) => {
+                self.semi_sync_errors.warn("semi-sync", &e.to_string());
+                None
+            }
+        }
+    }
+
+    async fn turn_on_semi_sync(
+        &self,
+        server: &mut LocalServer,
+        names: Names,
+        action: Action,
+    ) -> Result<(), DbError> {
+        let timeout = self.cfg.semi_sync_timeout;
+        match action {
+            Action::ConfigureSource { reason } => {
+                let statements = names.configure_source(timeout);
+                db::execute_all(&mut server.conn, &statements).await?;
+                tracing::info!(
+                    wait_point = semisync::WAIT_POINT, %timeout,
+                    "semi-sync on for the primary ({reason}): a commit returns once a replica \
+                     has it; {}", statements.join("; ")
+                );
+            }
+            Action::EnableReplica { restart_io_thread } => {
+                let mut statements = vec![names.enable_replica()];
+                if restart_io_thread {
+                    statements.extend(server.dialect.restart_io_thread());
+                }
+                db::execute_all(&mut server.conn, &statements).await?;
+                let when = if restart_io_thread {
+                    "the IO thread was restarted so that it acknowledges"
+                } else {
+                    "it takes effect when the IO thread, stopped now, starts"
+                };
+                tracing::info!(
+                    "semi-sync on for this replica: {when}; {}",
+                    statements.join("; ")
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Every pod of the StatefulSet runs the same server, so the local dialect fits the primary.

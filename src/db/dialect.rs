@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use crate::db::flavor::Dialect;
 use crate::db::gtid::Gtids;
 use crate::secret::Secret;
+use crate::semisync::{AckTimeout, Names, WAIT_POINT};
 
 /// MySQL's IO thread gives up after this many failed reconnects (the default is 10, so a primary
 /// down for 20 s would stop replication for good); 86400 tries, 2 s apart, is two days.
@@ -80,7 +81,46 @@ pub fn clone_instance(donor: SocketAddr, user: &str, password: &Secret) -> Vec<S
     ]
 }
 
+/// Semi-sync's global variables, then its status: rows of (name, value), the same on both servers.
+pub const SEMI_SYNC_FACTS: [&str; 2] = [
+    "SHOW GLOBAL VARIABLES LIKE 'rpl_semi_sync%'",
+    "SHOW GLOBAL STATUS LIKE 'rpl_semi_sync%'",
+];
+
+impl Names {
+    /// The primary's side: lossless wait point, the timeout, one replica to acknowledge (MariaDB
+    /// always waits for one), and on last, so the first waiting commit has all the settings.
+    pub fn configure_source(self, timeout: AckTimeout) -> Vec<String> {
+        let (source, replica) = self.sides();
+        let mut sql = vec![
+            format!("SET GLOBAL rpl_semi_sync_{source}_wait_point = {WAIT_POINT}"),
+            format!(
+                "SET GLOBAL rpl_semi_sync_{source}_timeout = {}",
+                timeout.millis()
+            ),
+        ];
+        if self == Names::Source {
+            sql.push(format!(
+                "SET GLOBAL rpl_semi_sync_{source}_wait_for_{replica}_count = 1"
+            ));
+        }
+        sql.push(format!("SET GLOBAL rpl_semi_sync_{source}_enabled = ON"));
+        sql
+    }
+
+    pub fn enable_replica(self) -> String {
+        let (_, replica) = self.sides();
+        format!("SET GLOBAL rpl_semi_sync_{replica}_enabled = ON")
+    }
+}
+
 impl Dialect {
+    /// The IO thread alone, so that it reads the semi-sync switch again; the applier goes on.
+    pub fn restart_io_thread(self) -> Vec<String> {
+        let (stop, start) = (self.stop_replica(), self.start_replica());
+        vec![format!("{stop} IO_THREAD"), format!("{start} IO_THREAD")]
+    }
+
     pub fn show_replica_status(self) -> &'static str {
         match self {
             Dialect::MariaDb | Dialect::MySqlMaster => "SHOW SLAVE STATUS",
@@ -251,6 +291,44 @@ mod tests {
                 "SET GLOBAL super_read_only = OFF",
                 "SET GLOBAL read_only = OFF"
             ]
+        );
+    }
+
+    #[test]
+    fn semi_sync_is_set_in_each_servers_words() {
+        let ten_s = AckTimeout::After(std::time::Duration::from_secs(10));
+        assert_eq!(
+            Names::Master.configure_source(ten_s),
+            [
+                "SET GLOBAL rpl_semi_sync_master_wait_point = AFTER_SYNC",
+                "SET GLOBAL rpl_semi_sync_master_timeout = 10000",
+                "SET GLOBAL rpl_semi_sync_master_enabled = ON",
+            ]
+        );
+        assert_eq!(
+            Names::Source.configure_source(AckTimeout::Forever),
+            [
+                "SET GLOBAL rpl_semi_sync_source_wait_point = AFTER_SYNC",
+                "SET GLOBAL rpl_semi_sync_source_timeout = 4294967295",
+                "SET GLOBAL rpl_semi_sync_source_wait_for_replica_count = 1",
+                "SET GLOBAL rpl_semi_sync_source_enabled = ON",
+            ]
+        );
+        assert_eq!(
+            Names::Master.enable_replica(),
+            "SET GLOBAL rpl_semi_sync_slave_enabled = ON"
+        );
+        assert_eq!(
+            Names::Source.enable_replica(),
+            "SET GLOBAL rpl_semi_sync_replica_enabled = ON"
+        );
+        assert_eq!(
+            Dialect::MariaDb.restart_io_thread(),
+            ["STOP SLAVE IO_THREAD", "START SLAVE IO_THREAD"]
+        );
+        assert_eq!(
+            Dialect::MySqlSource.restart_io_thread(),
+            ["STOP REPLICA IO_THREAD", "START REPLICA IO_THREAD"]
         );
     }
 

@@ -19,6 +19,8 @@ use flavor::{Dialect, ServerVersion, VersionError};
 use gtid::{Binlogged, GtidError, Gtids};
 use status::{ReplicaStatus, Row, StatusError};
 
+use crate::semisync::{MissingVariable, Names, SemiSyncFacts};
+
 /// Every statement the agent runs is short; anything slower means a stuck server.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
 /// Except stopping replication: it waits for the applier to finish the transaction in hand,
@@ -47,6 +49,8 @@ pub enum DbError {
     Gtid(#[from] GtidError),
     #[error(transparent)]
     Version(#[from] VersionError),
+    #[error(transparent)]
+    SemiSync(#[from] MissingVariable),
 }
 
 pub async fn bounded<T, E: Into<DbError>>(
@@ -148,6 +152,17 @@ pub async fn primary_state(conn: &mut Conn, dialect: Dialect) -> Result<PrimaryS
         position: Gtids::parse(flavor, &position)?,
         binlogged: Binlogged::parse(flavor, &binlogged)?,
     })
+}
+
+pub async fn semi_sync_facts(conn: &mut Conn, names: Names) -> Result<SemiSyncFacts, DbError> {
+    let mut rows: Vec<(String, String)> = Vec::new();
+    for query in dialect::SEMI_SYNC_FACTS {
+        rows.extend(
+            bounded::<Vec<(String, String)>, _>("reading semi-sync state", conn.query(query))
+                .await?,
+        );
+    }
+    Ok(SemiSyncFacts::from_rows(names, &rows)?)
 }
 
 fn row_by_name(row: &mysql_async::Row) -> Row {
