@@ -1225,6 +1225,153 @@ async fn replicas_stay_ready_through_a_short_primary_outage(version: DbVersion) 
     .await
 }
 
+/// Pod n's semi-sync counters and switches, as its server says them (the agent's /status only
+/// samples them): the yes/no transaction counters and the primary side's status.
+async fn semi_sync_status(c: &Cluster, n: usize) -> Result<(u64, u64, bool)> {
+    let mut conn = c.sql(n).await?;
+    let rows: Vec<(String, String)> = conn
+        .query("SHOW GLOBAL STATUS LIKE 'rpl_semi_sync%'")
+        .await?;
+    let get = |suffix: &str| {
+        rows.iter()
+            .find(|(name, _)| name.to_ascii_lowercase().ends_with(suffix))
+            .map(|(_, value)| value.clone())
+            .with_context(|| format!("no Rpl_semi_sync_*{suffix} in {rows:?}"))
+    };
+    let master_or_source = |rest: &str| match c.flavor() {
+        Flavor::MariaDb => format!("_master_{rest}"),
+        Flavor::MySql => format!("_source_{rest}"),
+    };
+    Ok((
+        get(&master_or_source("yes_tx"))?.parse()?,
+        get(&master_or_source("no_tx"))?.parse()?,
+        get(&master_or_source("status"))? == "ON",
+    ))
+}
+
+/// Pod n's `/status` `semi_sync`, once `wanted` holds for it.
+async fn semi_sync_until(
+    c: &Cluster,
+    n: usize,
+    what: &str,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+) -> Result<serde_json::Value> {
+    poll_until(what, READY, POLL, || async {
+        let status = status_json(&c.http_get(n, "/status", None).await?)?;
+        let semi_sync = status["semi_sync"].clone();
+        Ok(if wanted(&semi_sync) {
+            Check::Done(semi_sync)
+        } else {
+            Check::Pending(semi_sync.to_string())
+        })
+    })
+    .await
+}
+
+/// Lossless writes: with `--semi-sync` a lone primary keeps it off, turns it on once its replica
+/// connects, and then every commit's OK means a replica acknowledged it. With the only replica's
+/// IO thread stopped, a commit waits out the timeout and the primary falls back to asynchronous,
+/// saying so once; it switches back once the replica is back.
+async fn semi_sync_acknowledges_every_commit_on_a_replica(version: DbVersion) -> Result<()> {
+    const TIMEOUT: Duration = Duration::from_secs(3);
+    const COMMITS: u64 = 5;
+    let spec = ClusterSpec::new(env!("CARGO_BIN_EXE_mysql-sts-agent"), 2)
+        .version(version)
+        .agent_env("MYSQL_STS_SEMI_SYNC", "true")
+        .agent_env("MYSQL_STS_SEMI_SYNC_TIMEOUT", "3s");
+    Cluster::run_scenario(spec, async |c| {
+        primary_with_data(c).await?;
+        let alone =
+            semi_sync_until(c, 0, "a lone primary's semi-sync facts", |s| s.is_object()).await?;
+        ensure!(
+            alone["enabled"] == false,
+            "a lone primary turned it on: {alone}"
+        );
+
+        c.start_pod(1).await?;
+        c.wait_readyz(1, 200, READY).await?;
+        semi_sync_until(c, 0, "the primary's semi-sync to be active", |s| {
+            s["enabled"] == true && s["active"] == true && s["clients"] == 1
+        })
+        .await?;
+        semi_sync_until(c, 1, "the replica to acknowledge", |s| {
+            s["replica_enabled"] == true && s["replica_active"] == true
+        })
+        .await?;
+
+        let (yes, no, _) = semi_sync_status(c, 0).await?;
+        for i in 0..COMMITS {
+            insert(c, 0, &format!("acknowledged-{i}")).await?;
+        }
+        let (yes_after, no_after, active) = semi_sync_status(c, 0).await?;
+        ensure!(
+            yes_after == yes + COMMITS && no_after == no && active,
+            "{COMMITS} commits: acknowledged {yes} -> {yes_after}, not {no} -> {no_after}"
+        );
+        assert_same_data(c, 1).await?;
+
+        // The only replica stops acknowledging: the next commit waits out the timeout.
+        let stop_io = match c.flavor() {
+            Flavor::MariaDb => "STOP SLAVE IO_THREAD",
+            Flavor::MySql => "STOP REPLICA IO_THREAD",
+        };
+        c.sql(1).await?.query_drop(stop_io).await?;
+        let started = std::time::Instant::now();
+        insert(c, 0, "unacknowledged").await?;
+        let waited = started.elapsed();
+        ensure!(
+            waited >= TIMEOUT - Duration::from_millis(100),
+            "a commit nobody acknowledged returned after {waited:?}, before the {TIMEOUT:?} timeout"
+        );
+        let (_, no_fallback, active) = semi_sync_status(c, 0).await?;
+        ensure!(
+            !active && no_fallback == no + 1,
+            "after the timeout: active {active}, not {no_fallback}"
+        );
+        semi_sync_until(c, 0, "the primary's /status to say inactive", |s| {
+            s["enabled"] == true && s["active"] == false
+        })
+        .await?;
+        let started = std::time::Instant::now();
+        insert(c, 0, "asynchronous").await?;
+        ensure!(
+            started.elapsed() < TIMEOUT,
+            "fallen back, a commit still waited"
+        );
+
+        let start_io = match c.flavor() {
+            Flavor::MariaDb => "START SLAVE IO_THREAD",
+            Flavor::MySql => "START REPLICA IO_THREAD",
+        };
+        c.sql(1).await?.query_drop(start_io).await?;
+        assert_same_data(c, 1).await?;
+        insert(c, 0, "acknowledged-again").await?;
+        semi_sync_until(c, 0, "semi-sync to be active again", |s| {
+            s["active"] == true
+        })
+        .await?;
+
+        let log = c.log_text(0, "sidecar-1.log");
+        let fell_back = "semi-sync fell back to asynchronous replication: no replica acknowledged";
+        let recovered = "semi-sync fell back to asynchronous replication: recovered";
+        ensure!(
+            log.matches(fell_back).count() == 1 && log.matches(recovered).count() == 1,
+            "the fallback and the recovery each once:\n{log}"
+        );
+        ensure!(
+            log.matches("semi-sync on for the primary").count() == 1,
+            "{log}"
+        );
+        let replica_log = c.log_text(1, "sidecar-1.log");
+        ensure!(
+            replica_log.matches("semi-sync on for this replica").count() == 1,
+            "{replica_log}"
+        );
+        Ok(())
+    })
+    .await
+}
+
 /// One test per scenario and image: `mariadb::<scenario>` (10.11), `mariadb_11_8::<scenario>`
 /// and `mysql::<scenario>`.
 macro_rules! scenarios {
@@ -1266,6 +1413,7 @@ every_image!(
         a_donor_that_is_not_healthy_refuses_to_serve,
         losing_the_first_pods_volume_restores_it_from_the_most_advanced_peer,
         a_first_pod_that_cannot_ask_a_peer_does_not_start_empty,
+        semi_sync_acknowledges_every_commit_on_a_replica,
     ],
     // mariadb-backup runs in the donor's agent.
     mariadb: [

@@ -366,7 +366,11 @@ impl ControlLoop {
                 if let Plan::Blocked(reason) = plan {
                     return Ok(Some(reason));
                 }
-                replication::apply(conn, &plan, &source, dialect).await?;
+                // Before replication starts, so that a thread the plan starts acknowledges from
+                // its first event (a poll right after START may see it not running yet).
+                let io_thread_running = status.is_some_and(|s| s.io_thread != IoThread::Stopped);
+                self.semi_sync(server, io_thread_running).await;
+                replication::apply(&mut server.conn, &plan, &source, dialect).await?;
             }
         }
         Ok(None)

@@ -110,6 +110,8 @@ pub struct ClusterSpec {
     pub volumes: VolumeLayout,
     /// The StatefulSet's names, namespace, cluster domain and first ordinal.
     pub naming: Naming,
+    /// Added to every agent container's env, as a ConfigMap entry of the template would be.
+    pub agent_env: Vec<(String, String)>,
 }
 
 impl ClusterSpec {
@@ -122,6 +124,7 @@ impl ClusterSpec {
             version: DbVersion::MariaDb10_11,
             volumes: VolumeLayout::default(),
             naming: Naming::default(),
+            agent_env: Vec::new(),
         }
     }
 
@@ -147,6 +150,12 @@ impl ClusterSpec {
     /// resolv.conf, /etc/hosts and DNS records.
     pub fn names(mut self, naming: Naming) -> Self {
         self.naming = naming;
+        self
+    }
+
+    /// Sets `name` in every agent container (init and sidecar alike), e.g. a feature's switch.
+    pub fn agent_env(mut self, name: &str, value: &str) -> Self {
+        self.agent_env.push((name.to_owned(), value.to_owned()));
         self
     }
 }
@@ -315,11 +324,17 @@ impl Cluster {
         let pods = (0..spec.pods)
             .map(|n| {
                 let paths = PodPaths::new(&root, n);
+                let mut plan = template
+                    .plan(&paths, n)
+                    .with_context(|| format!("the {overlay} overlay's pod template"))?;
+                for container in &mut plan.containers {
+                    if container.agent_binary().is_some() {
+                        container.env.extend(spec.agent_env.iter().cloned());
+                    }
+                }
                 Ok(Pod {
                     ns: id.pod_ns(n),
-                    plan: template
-                        .plan(&paths, n)
-                        .with_context(|| format!("the {overlay} overlay's pod template"))?,
+                    plan,
                     paths,
                     created: None,
                     server: None,
