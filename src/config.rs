@@ -796,6 +796,33 @@ mod tests {
     }
 
     #[test]
+    fn semi_sync_is_off_by_default_and_its_timeout_may_be_forever() {
+        let sidecar = |extra: &[&'static str]| -> SidecarConfig {
+            let args: Vec<&str> = BASE
+                .iter()
+                .copied()
+                .chain(["sidecar", "--repl-password", "r"])
+                .chain(extra.iter().copied())
+                .collect();
+            let Ok(Validated::Sidecar(cfg)) = parse(&args) else {
+                panic!("sidecar config")
+            };
+            cfg
+        };
+        let default = sidecar(&[]);
+        assert!(!default.common.semi_sync);
+        assert_eq!(
+            default.semi_sync_timeout,
+            AckTimeout::After(Duration::from_secs(10))
+        );
+        let on = sidecar(&["--semi-sync", "--semi-sync-timeout", "forever"]);
+        assert!(on.common.semi_sync);
+        assert_eq!(on.semi_sync_timeout, AckTimeout::Forever);
+        let argv = ["mysql-sts-agent", "sidecar", "--semi-sync-timeout", "soon"];
+        assert!(Cli::try_parse_from(argv).is_err());
+    }
+
+    #[test]
     fn missing_settings_are_named() {
         let err = parse(&["--hostname", "mysql-1", "--clone-token", "t", "init"])
             .err()

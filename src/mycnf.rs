@@ -30,8 +30,8 @@ pub fn render(identity: &Identity, flavor: Flavor, hold_writes: bool, semi_sync:
              enforce_gtid_consistency = ON\n\
              super_read_only = {read_only}\n\
              plugin_load_add = mysql_clone.so\n{}",
-            // Both on every pod: a pod's role is the same at every start, but loading both costs
-            // nothing and a missing library only logs an error, the server still starts.
+            // Both on every pod, whatever its role: an unused plugin costs nothing, and a missing
+            // library only logs an error, the server still starts.
             if semi_sync {
                 "plugin_load_add = semisync_source.so\n\
                  plugin_load_add = semisync_replica.so\n"
