@@ -135,6 +135,26 @@ pub(crate) enum Attempt {
     Fatal(CloneError),
 }
 
+impl Attempt {
+    /// Why the attempt failed, for a log line or an error.
+    pub(crate) fn reason(&self) -> String {
+        match self {
+            Attempt::Unresolved(error) => error.to_string(),
+            Attempt::Retry(reason) => reason.clone(),
+            Attempt::Fatal(error) => error.to_string(),
+        }
+    }
+}
+
+/// How often another pod (a donor, a peer) is asked again: capped, jittered.
+pub(crate) fn peer_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+}
+
 impl From<DnsError> for Attempt {
     fn from(error: DnsError) -> Self {
         Attempt::Unresolved(error)
@@ -159,20 +179,11 @@ where
     let mut unresolved_since: Option<Instant> = None;
     let mut advised = false;
     let advise_after = UNRESOLVED_ADVICE_AFTER.min(deadline / 2);
-    let backoff = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(500))
-        .with_max_delay(Duration::from_secs(5))
-        .with_jitter()
-        .without_max_times();
     let attempts = attempt
-        .retry(backoff)
+        .retry(peer_backoff())
         .when(|e| !matches!(e, Attempt::Fatal(_)))
         .notify(|e, delay| {
-            let reason = match e {
-                Attempt::Unresolved(error) => error.to_string(),
-                Attempt::Retry(reason) => reason.clone(),
-                Attempt::Fatal(_) => return,
-            };
+            let reason = e.reason();
             if reason != last_reason {
                 tracing::info!(donor = %donor, retry_in = %seconds(delay), "donor not available yet: {reason}");
                 last_reason = reason;

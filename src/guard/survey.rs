@@ -1,17 +1,13 @@
 //! Finding the first ordinal's peers through their stable names and asking their agents.
 
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use backon::{ExponentialBuilder, Retryable};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::{Request, StatusCode, header};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use backon::Retryable;
+use http_body_util::BodyExt;
+use hyper::StatusCode;
 
 use super::{DataReport, PeerAnswer};
-use crate::clone::error_chain;
+use crate::clone::{agent, peer_backoff};
 use crate::db::flavor::Flavor;
 use crate::db::gtid::Gtids;
 use crate::dns::Resolver;
@@ -84,17 +80,14 @@ struct Peer<'a> {
 /// last reason); each new reason to wait is logged once.
 async fn until_answered(peer: &Peer<'_>, until: Instant) -> Result<Option<Gtids>, String> {
     let mut last = String::from("no attempt finished");
-    let backoff = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(500))
-        .with_max_delay(Duration::from_secs(5))
-        .with_jitter()
-        .without_max_times();
-    let attempts = (|| ask(peer)).retry(backoff).notify(|reason: &String, _| {
-        if *reason != last {
-            tracing::info!(peer = %peer.name, "peer not answering yet: {reason}");
-            last = reason.clone();
-        }
-    });
+    let attempts = (|| ask(peer))
+        .retry(peer_backoff())
+        .notify(|reason: &String, _| {
+            if *reason != last {
+                tracing::info!(peer = %peer.name, "peer not answering yet: {reason}");
+                last = reason.clone();
+            }
+        });
     let remaining = until.saturating_duration_since(Instant::now());
     match tokio::time::timeout(remaining, attempts).await {
         Ok(Ok(answer)) => Ok(answer),
@@ -114,49 +107,21 @@ async fn ask(peer: &Peer<'_>) -> Result<Option<Gtids>, String> {
     else {
         return Ok(None);
     };
-    let body = tokio::time::timeout(ASK_TIMEOUT, get_data(ip, peer))
-        .await
-        .map_err(|_| {
-            format!(
-                "GET /data on {ip}:{}: no answer in {}",
-                peer.port,
-                seconds(ASK_TIMEOUT)
-            )
-        })??;
-    let report: DataReport = serde_json::from_slice(&body)
-        .map_err(|e| format!("GET /data on {ip}:{}: not a data report: {e}", peer.port))?;
-    Gtids::parse(peer.flavor, &report.gtids)
-        .map(Some)
-        .map_err(|e| format!("its GTID set is not {}'s: {e}", peer.flavor))
-}
-
-async fn get_data(ip: IpAddr, peer: &Peer<'_>) -> Result<Bytes, String> {
     let at = format!("GET /data on {ip}:{}", peer.port);
-    let failed = |e: &dyn std::error::Error| format!("{at}: {}", error_chain(e));
-    let stream = TcpStream::connect((ip, peer.port))
+    let response = agent::get(peer.name, ip, peer.port, "/data", None, ASK_TIMEOUT)
         .await
-        .map_err(|e| failed(&e))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| failed(&e))?;
-    tokio::spawn(connection);
-    let request = Request::get("/data")
-        .header(header::HOST, format!("{}:{}", peer.name, peer.port))
-        .body(Empty::<Bytes>::new())
-        .expect("static request is valid");
-    let response = sender.send_request(request).await.map_err(|e| failed(&e))?;
-    let status = response.status();
+        .map_err(|attempt| attempt.reason())?;
+    if response.status() != StatusCode::OK {
+        return Err(format!("{at}: {}", agent::answer(response).await));
+    }
     let body = http_body_util::Limited::new(response.into_body(), MAX_REPORT)
         .collect()
         .await
         .map_err(|e| format!("{at}: {e}"))?
         .to_bytes();
-    if status != StatusCode::OK {
-        let text = String::from_utf8_lossy(&body);
-        return Err(format!(
-            "{at}: {}",
-            text.lines().next().unwrap_or(status.as_str())
-        ));
-    }
-    Ok(body)
+    let report: DataReport = serde_json::from_slice(&body)
+        .map_err(|e| format!("GET /data on {ip}:{}: not a data report: {e}", peer.port))?;
+    Gtids::parse(peer.flavor, &report.gtids)
+        .map(Some)
+        .map_err(|e| format!("its GTID set is not {}'s: {e}", peer.flavor))
 }
