@@ -1,5 +1,6 @@
 //! One typed configuration from flags and environment, validated before anything runs.
 
+use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -33,6 +34,9 @@ pub enum Command {
     Init(InitArgs),
     /// Sidecar: set up and watch replication, serve probes and clones.
     Sidecar(Box<SidecarArgs>),
+    /// The database container's command: carry out a re-clone the sidecar requested, if any,
+    /// then run ENTRYPOINT (the image's own) in this process's place.
+    Exec(ExecArgs),
     /// Copy this binary into DIR (a volume the database image's containers mount), atomically;
     /// nothing changes when the same binary is already there.
     Install(InstallArgs),
@@ -191,6 +195,15 @@ pub struct InitArgs {
     /// bring-up of a restored cluster whose other volumes are stale).
     #[arg(long, env = "MYSQL_STS_ALLOW_EMPTY_START")]
     pub allow_empty_start: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub init: InitArgs,
+    /// The image's entrypoint and its arguments, e.g. `-- docker-entrypoint.sh mariadbd`.
+    #[arg(last = true, required = true, value_name = "ENTRYPOINT")]
+    pub entrypoint: Vec<OsString>,
 }
 
 #[derive(Debug, Args)]
@@ -365,8 +378,12 @@ pub struct SidecarConfig {
 
 pub enum Validated {
     Init(InitConfig),
+    /// Init's settings (a re-clone is a clone), then the entrypoint to run.
+    Exec(InitConfig, Vec<OsString>),
     Sidecar(SidecarConfig),
-    Install { dir: PathBuf },
+    Install {
+        dir: PathBuf,
+    },
 }
 
 impl Validated {
@@ -404,6 +421,16 @@ impl Validated {
                 cfg.conf_dir.display(),
                 donor(&cfg.common)
             ),
+            Validated::Exec(cfg, entrypoint) => format!(
+                "exec for {}, a pending re-clone {}, then runs {}",
+                pod(&cfg.common),
+                donor(&cfg.common),
+                entrypoint
+                    .iter()
+                    .map(|word| word.to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
             Validated::Sidecar(cfg) => format!(
                 "sidecar for {}, listens on {}, server {}, primary {}:{}",
                 pod(&cfg.common),
@@ -430,18 +457,27 @@ impl Cli {
         Ok(match self.command {
             // Installing runs before anything is configured: it needs only its directory.
             Command::Install(args) => Validated::Install { dir: args.dir },
-            Command::Init(args) => Validated::Init(InitConfig {
-                common: common(self.common)?,
-                conf_dir: args.conf_dir,
-                clone_deadline: args.clone_deadline,
-                clone_stall_timeout: args.clone_stall_timeout,
-                mysqld: args.mysqld,
-                server_user: args.server_user,
-                peer_deadline: args.peer_deadline,
-                allow_empty_start: args.allow_empty_start,
-            }),
+            Command::Init(args) => Validated::Init(args.validate(common(self.common)?)),
+            Command::Exec(args) => {
+                Validated::Exec(args.init.validate(common(self.common)?), args.entrypoint)
+            }
             Command::Sidecar(args) => Validated::Sidecar(args.validate(common(self.common)?)?),
         })
+    }
+}
+
+impl InitArgs {
+    fn validate(self, common: Common) -> InitConfig {
+        InitConfig {
+            common,
+            conf_dir: self.conf_dir,
+            clone_deadline: self.clone_deadline,
+            clone_stall_timeout: self.clone_stall_timeout,
+            mysqld: self.mysqld,
+            server_user: self.server_user,
+            peer_deadline: self.peer_deadline,
+            allow_empty_start: self.allow_empty_start,
+        }
     }
 }
 

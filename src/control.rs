@@ -42,6 +42,8 @@ pub enum Event<S> {
     SetupFailed,
     Polled(S),
     PollFailed,
+    /// The replica cannot catch up: a re-clone was requested and the server shut down for it.
+    RecloneRequested,
 }
 
 /// How long the loop waits before the next action.
@@ -77,6 +79,10 @@ pub fn advance<S>(from: Stage<()>, event: Event<S>) -> (Stage<S>, Pause) {
         }
         (Stage::Running(()), Polled(s)) => (Stage::Running(s), Pause::Tick),
         (Stage::Running(()), PollFailed) => (Stage::Disconnected { set_up: true }, Pause::Backoff),
+        // The server comes back on new data: set up again, from the new clone's position.
+        (Stage::SettingUp(()) | Stage::Blocked(()) | Stage::Running(()), RecloneRequested) => {
+            (Stage::Disconnected { set_up: false }, Pause::Backoff)
+        }
         // Each stage's action yields only its own events; anything else starts over.
         (from, _) => {
             let set_up = matches!(
@@ -161,6 +167,20 @@ mod tests {
         assert_eq!(
             advance::<&str>(FRESH, Event::Unreachable),
             (fresh(), Pause::Backoff)
+        );
+    }
+
+    #[test]
+    fn a_requested_reclone_sets_up_again_on_the_new_data() {
+        for from in [Stage::SettingUp(()), Stage::Blocked(()), Stage::Running(())] {
+            assert_eq!(
+                advance::<&str>(from, Event::RecloneRequested),
+                (fresh(), Pause::Backoff)
+            );
+        }
+        assert_eq!(
+            advance(FRESH, Event::Connected("s")),
+            (Stage::SettingUp("s"), Pause::None)
         );
     }
 

@@ -23,6 +23,9 @@ pub enum Phase {
     Running,
     /// Needs a person: the reason is in `last_error`.
     Blocked,
+    /// The sidecar asked for a re-clone (the reason is in `last_error`); the database
+    /// container carries it out when it restarts.
+    Recloning,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -199,6 +202,7 @@ pub enum VerdictKind {
     WaitingForServer,
     Bootstrapping,
     Blocked,
+    Recloning,
     ServerDown,
     ReadOnlyPrimary,
     WritablePrimary,
@@ -254,6 +258,7 @@ pub fn readiness(snap: &Snapshot, rules: &Rules, now: Instant) -> Verdict {
         }
         Phase::Bootstrapping => return not_ready(Bootstrapping, detail("setting up")),
         Phase::Blocked => return not_ready(Blocked, detail("blocked")),
+        Phase::Recloning => return not_ready(Recloning, detail("re-cloning")),
         Phase::Running => {}
     }
     let Some(server) = snap.server.as_ref().filter(|_| snap.last_error.is_none()) else {
@@ -365,8 +370,9 @@ fn replica_readiness(facts: Option<&ReplicaFacts>, rules: &Rules, now: Instant) 
         let advice = if source_purged_needed_binlogs(e) {
             format!(
                 " (the primary purged binary logs this replica still needs: it cannot catch up \
-                 by replication; give it a new clone by deleting this pod's data volume, or \
-                 restore the missing transactions on {primary})"
+                 by replication; the agent re-clones a replica whose data is its clone and has \
+                 no errant transactions; otherwise give it a new clone by deleting this pod's \
+                 data volume, or restore the missing transactions on {primary})"
             )
         } else {
             String::new()
@@ -496,7 +502,7 @@ fn outage_readiness(
 
 /// The source answered the IO thread with error 1236 because the binlogs holding transactions
 /// this replica lacks are gone (MySQL wraps it in 13114; MariaDB reports 1236 itself).
-fn source_purged_needed_binlogs(error: &ThreadError) -> bool {
+pub fn source_purged_needed_binlogs(error: &ThreadError) -> bool {
     let message = error.message.to_ascii_lowercase();
     (error.errno == 1236 || message.contains("fatal error 1236")) && message.contains("purged")
 }

@@ -10,6 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 /// EX_USAGE: bad flags, env or hostname.
 const EXIT_BAD_CONFIG: u8 = 64;
+/// As shells say when a command cannot be run.
+const EXIT_CANNOT_EXEC: u8 = 126;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -62,6 +64,22 @@ fn main() -> ExitCode {
                     ExitCode::from(e.exit_code())
                 }
             })
+        }
+        Validated::Exec(cfg, entrypoint) => {
+            let prepared =
+                with_runtime(async |shutdown| match cmd::exec::run(cfg, shutdown).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        tracing::error!("exec: the data is not ready for the server: {e}");
+                        ExitCode::from(e.exit_code())
+                    }
+                });
+            if prepared != ExitCode::SUCCESS {
+                return prepared;
+            }
+            let error = cmd::exec::replace_process(&entrypoint);
+            tracing::error!("exec: cannot run {:?}: {error}", entrypoint.first());
+            ExitCode::from(EXIT_CANNOT_EXEC)
         }
         Validated::Sidecar(cfg) => {
             with_runtime(

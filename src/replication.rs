@@ -6,7 +6,7 @@ use mysql_async::Conn;
 use crate::clone::datadir::CloneMarker;
 use crate::db::dialect::{self, Source};
 use crate::db::flavor::{Dialect, Flavor};
-use crate::db::gtid::Gtids;
+use crate::db::gtid::{Binlogged, Gtids};
 use crate::db::status::{IoThread, ReplicaStatus};
 use crate::db::{self, DbError};
 use crate::secret::Secret;
@@ -64,6 +64,42 @@ pub fn plan(
 /// start). MySQL's gtid_executed comes with the clone: never.
 pub fn binlog_reset<'a>(flavor: Flavor, binlog: &Gtids, position: &'a Gtids) -> Option<&'a Gtids> {
     (flavor == Flavor::MariaDb && !binlog.contains(position)).then_some(position)
+}
+
+/// What to do about a replica that cannot resume because the primary purged binlogs it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GapAction {
+    Reclone {
+        reason: String,
+    },
+    /// A person decides: re-cloning would lose what only this replica has, or data the agent
+    /// cannot prove is its clone.
+    Blocked {
+        reason: String,
+    },
+}
+
+/// `needed`: what the primary purged that this replica lacks; `errant`: what it has that the
+/// primary lacks, read before the primary's state.
+pub fn gap_action(needed: &str, errant: &Binlogged, has_marker: bool) -> GapAction {
+    let gap = format!("the primary purged binary logs this replica still needs ({needed})");
+    if !errant.is_empty() {
+        return GapAction::Blocked {
+            reason: format!(
+                "{gap}, and it has errant transactions {errant}: not re-cloned, which would \
+                 lose them; bring them to the primary, or delete this pod's data volume"
+            ),
+        };
+    }
+    if !has_marker {
+        return GapAction::Blocked {
+            reason: format!(
+                "{gap}, and its data is not a clone the agent made (no clone marker): not \
+                 re-cloned; delete this pod's data volume to give it a new clone"
+            ),
+        };
+    }
+    GapAction::Reclone { reason: gap }
 }
 
 /// Carries out a plan; `Blocked` is the caller's to report.
@@ -204,6 +240,24 @@ mod tests {
         assert!(matches!(
             plan(MARIADB, None, Some(&marker("garbage")), PRIMARY),
             Plan::Blocked(_)
+        ));
+    }
+
+    #[test]
+    fn a_gap_is_recloned_only_without_errant_transactions_and_with_a_marker() {
+        let none = Binlogged::parse(MARIADB, "").unwrap();
+        let own = Binlogged::parse(MARIADB, "0-102-3").unwrap();
+        assert!(matches!(
+            gap_action("0-1-9", &none, true),
+            GapAction::Reclone { reason } if reason.contains("purged binary logs this replica still needs (0-1-9)")
+        ));
+        assert!(matches!(
+            gap_action("0-1-9", &own, true),
+            GapAction::Blocked { reason } if reason.contains("errant transactions 0-102-3")
+        ));
+        assert!(matches!(
+            gap_action("0-1-9", &none, false),
+            GapAction::Blocked { reason } if reason.contains("no clone marker")
         ));
     }
 }

@@ -721,60 +721,101 @@ async fn a_failing_backup_tool_is_reported_and_never_taken_for_a_clone(
     .await
 }
 
-/// Runs a replica down while the primary purges the binary logs it still needs: the replica
-/// cannot catch up, and says so in its probe, its /status and its log.
-async fn replica_behind_purged_binlogs_says_it_needs_a_new_clone(version: DbVersion) -> Result<()> {
+/// Pod 0 purges every binlog but the active one.
+async fn purge_binlogs(c: &Cluster) -> Result<()> {
+    let mut primary = c.sql(0).await?;
+    primary.query_drop("FLUSH BINARY LOGS").await?;
+    // MariaDB keeps a binlog until its crash-recovery checkpoint has passed: purge until only
+    // the active one is left.
+    let what = format!("{} to purge its old binlogs", pod(c, 0));
+    poll_until(&what, READY, POLL, || async {
+        let mut primary = c.sql(0).await?;
+        primary
+            .query_drop("PURGE BINARY LOGS BEFORE NOW() + INTERVAL 1 DAY")
+            .await?;
+        let logs: Vec<mysql_async::Row> = primary.query("SHOW BINARY LOGS").await?;
+        Ok(if logs.len() == 1 {
+            Check::Done(())
+        } else {
+            Check::Pending(format!("{} binlogs", logs.len()))
+        })
+    })
+    .await
+}
+
+/// Runs a replica down while the primary purges the binary logs it still needs. When it comes
+/// back, its sidecar finds the gap before resuming replication, asks for a re-clone and shuts
+/// the server down; the restarted database container (the agent's `exec`) clones pod 0 again,
+/// sets the old data aside until the new clone is in place, and the replica catches up. Then
+/// the same while it runs: replication stopped by hand, binlogs purged, replication started
+/// again: its IO thread's error leads to the same re-clone.
+async fn a_replica_behind_purged_binlogs_is_recloned(version: DbVersion) -> Result<()> {
     let naming = Naming::default()
         .cluster_domain("corp.internal")
         .first_ordinal(1);
     scenario(version, 2, VolumeLayout::RootTemplate, naming, async |c| {
         primary_and_a_replica_that_goes_down(c, 3).await?;
-        let mut primary = c.sql(0).await?;
-        primary.query_drop("FLUSH BINARY LOGS").await?;
-        // MariaDB keeps a binlog until its crash-recovery checkpoint has passed: purge until
-        // only the active one is left.
-        let what = format!("{} to purge its old binlogs", pod(c, 0));
-        poll_until(&what, READY, POLL, || async {
-            let mut primary = c.sql(0).await?;
-            primary
-                .query_drop("PURGE BINARY LOGS BEFORE NOW() + INTERVAL 1 DAY")
-                .await?;
-            let logs: Vec<mysql_async::Row> = primary.query("SHOW BINARY LOGS").await?;
-            Ok(if logs.len() == 1 {
-                Check::Done(())
-            } else {
-                Check::Pending(format!("{} binlogs", logs.len()))
-            })
-        })
-        .await?;
+        purge_binlogs(c).await?;
+        let marker_path = c.datadir(1).join("mysql-sts-agent-clone.json");
+        let first_clone: serde_json::Value = serde_json::from_slice(&std::fs::read(&marker_path)?)?;
 
         c.start_server(1).await?;
         c.start_sidecar(1).await?;
-        // Not ready from its first answer on; until then the agent may not be listening yet.
-        c.wait_readyz(1, 503, READY).await?;
-        let advice = "the primary purged binary logs this replica still needs";
-        let reply = readyz_until(c, "/readyz", |reply| reply.text().contains(advice)).await?;
-        ensure!(reply.status == 503, "{} {}", reply.status, reply.text());
+        let shut_down = c.wait_server_exit(1, READY).await?;
+        ensure!(shut_down.success(), "the server's exit: {shut_down}");
+        let requested = "re-clone requested: the primary purged binary logs this replica still \
+                         needs";
+        let log = c.log_text(1, "sidecar-2.log");
         ensure!(
-            reply.text().contains("deleting this pod's data volume"),
-            "{}",
-            reply.text()
+            log.matches(requested).count() == 1,
+            "the request should be logged once:\n{log}"
         );
-        let status = status_json(&c.http_get(1, "/status", None).await?)?;
+        let reply = readyz_until(c, "/readyz", |reply| reply.text().contains("re-cloning")).await?;
+        ensure!(reply.status == 503, "{} {}", reply.status, reply.text());
+
+        // The kubelet restarts the database container: its agent clones before the server starts.
+        c.start_server(1).await?;
+        let exec_log = c.log_text(1, "exec-3.log");
+        for want in [
+            "re-clone requested by the sidecar",
+            "the old data set aside was removed",
+        ] {
+            ensure!(exec_log.contains(want), "no {want:?} in\n{exec_log}");
+        }
+        c.wait_readyz(1, 200, READY).await?;
+        assert_same_data(c, 1).await?;
+        let new_clone: serde_json::Value = serde_json::from_slice(&std::fs::read(&marker_path)?)?;
         ensure!(
-            status["ready"] == false
-                && status["readiness"]
-                    .as_str()
-                    .is_some_and(|r| r.contains(advice)),
-            "{status}"
+            new_clone["completed_unix"].as_u64() >= first_clone["completed_unix"].as_u64()
+                && new_clone["gtid_position"] != first_clone["gtid_position"],
+            "the marker is not the new clone's: {new_clone} (first: {first_clone})"
+        );
+        let entries = datadir_entries(&c.datadir(1))?;
+        ensure!(
+            !entries
+                .iter()
+                .any(|e| e.starts_with(".mysql-sts-agent") || e.contains("reclone")),
+            "the re-clone left {entries:?}"
         );
         // Cloned by a root agent, started by a root entrypoint: the server's user owns it all.
         assert_datadir_is_the_servers(c, 1)?;
+
+        let mut replica = c.sql(1).await?;
+        replica.query_drop("STOP REPLICA").await?;
+        insert(c, 0, "while-stopped").await?;
+        purge_binlogs(c).await?;
+        replica.query_drop("START REPLICA").await?;
+        c.wait_server_exit(1, READY).await?;
         let log = c.log_text(1, "sidecar-2.log");
+        let after_io_error = "re-clone requested: the primary purged binary logs this replica \
+                              still needs (IO thread error";
         ensure!(
-            log.matches(advice).count() == 1,
-            "the advice should be logged once:\n{log}"
+            log.matches(after_io_error).count() == 1,
+            "the IO thread's error should request one re-clone:\n{log}"
         );
+        c.start_server(1).await?;
+        c.wait_readyz(1, 200, READY).await?;
+        assert_same_data(c, 1).await?;
         Ok(())
     })
     .await
@@ -1405,7 +1446,7 @@ every_image!(
         interrupted_clones_leave_nothing_usable_and_the_retry_succeeds,
         refuses_a_datadir_it_cannot_prove_is_its_own,
         replica_with_unexplained_data_is_blocked_and_liveness_ignores_the_database,
-        replica_behind_purged_binlogs_says_it_needs_a_new_clone,
+        a_replica_behind_purged_binlogs_is_recloned,
         an_unresolvable_donor_is_reported_with_the_pods_resolver,
         an_errant_transaction_fences_the_replica,
         a_writable_replica_is_not_ready,

@@ -4,6 +4,10 @@
 //! final move is a rename), prepared there, then moved into place; the completion marker is
 //! written last. Anything the agent deletes is first proven to be its own: the staging
 //! directory carries an owner file written before any data.
+//!
+//! A re-clone (see `reclone`) stages the new clone beside the old data, then moves the old data
+//! into a set-aside directory (its own owner file first, a `complete` file last), then moves
+//! the new clone into place; the set-aside data is removed only once the new marker is written.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -12,12 +16,18 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::reclone::{RecloneRequest, SetAsideState};
 use crate::fsutil;
 
 pub const STAGING_DIR: &str = ".mysql-sts-agent-clone";
 pub const MARKER_FILE: &str = "mysql-sts-agent-clone.json";
+pub const RECLONE_FILE: &str = "mysql-sts-agent-reclone.json";
+pub const SET_ASIDE_DIR: &str = ".mysql-sts-agent-set-aside";
 const OWNER_FILE: &str = "owner";
 const OWNER_TEXT: &str = "mysql-sts-agent clone staging: safe to delete while no clone runs\n";
+const SET_ASIDE_OWNER_TEXT: &str =
+    "mysql-sts-agent: the data a re-clone replaces, removed once the new clone is complete\n";
+const SET_ASIDE_COMPLETE: &str = "complete";
 const PREPARED_FILE: &str = "prepared.json";
 const STAGING_DATA: &str = "data";
 /// Created by mkfs on ext filesystems; never ours, never data.
@@ -90,6 +100,9 @@ pub struct Listing {
     pub entries: Vec<String>,
     pub has_marker: bool,
     pub staging: Option<StagingState>,
+    /// A re-clone the sidecar asked for, not finished yet.
+    pub reclone: Option<RecloneRequest>,
+    pub set_aside: Option<SetAsideState>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,6 +189,8 @@ impl DataDir {
             match name.as_str() {
                 MARKER_FILE => listing.has_marker = true,
                 STAGING_DIR => listing.staging = Some(self.staging_state()?),
+                RECLONE_FILE => listing.reclone = self.read_reclone()?,
+                SET_ASIDE_DIR => listing.set_aside = Some(self.set_aside_state()),
                 n if IGNORED.contains(&n) => {}
                 _ => listing.entries.push(name),
             }
@@ -195,6 +210,68 @@ impl DataDir {
             },
             None => StagingState::Partial,
         })
+    }
+
+    fn set_aside_state(&self) -> SetAsideState {
+        let dir = self.root.join(SET_ASIDE_DIR);
+        let owner = fs::read_to_string(dir.join(OWNER_FILE)).ok();
+        match owner.as_deref() == Some(SET_ASIDE_OWNER_TEXT) {
+            false => SetAsideState::Foreign,
+            true if dir.join(SET_ASIDE_COMPLETE).exists() => SetAsideState::Complete,
+            true => SetAsideState::Partial,
+        }
+    }
+
+    pub fn read_reclone(&self) -> io::Result<Option<RecloneRequest>> {
+        read_json(&self.root.join(RECLONE_FILE))
+    }
+
+    /// Records the sidecar's request; whoever starts the server next carries it out.
+    pub fn request_reclone(&self, request: &RecloneRequest) -> io::Result<()> {
+        let json = serde_json::to_vec_pretty(request).map_err(io::Error::other)?;
+        fsutil::write_atomic(&self.root.join(RECLONE_FILE), &json, 0o644)
+    }
+
+    /// The request is answered: the set-aside data goes first, then the request.
+    pub fn finish_reclone(&self) -> io::Result<()> {
+        match fs::remove_dir_all(self.root.join(SET_ASIDE_DIR)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        fs::remove_file(self.root.join(RECLONE_FILE))?;
+        fsutil::sync_dir(&self.root)
+    }
+
+    /// Moves every top-level entry but the agent's own into the set-aside directory (idempotent:
+    /// a run cut short goes on), then marks it complete. Called only while the new clone waits,
+    /// prepared, in staging, so nothing of it can be taken for the old data.
+    fn set_aside(&self) -> io::Result<()> {
+        let dir = self.root.join(SET_ASIDE_DIR);
+        let data = dir.join(STAGING_DATA);
+        if !dir.exists() {
+            fs::create_dir(&dir)?;
+            fsutil::write_atomic(
+                &dir.join(OWNER_FILE),
+                SET_ASIDE_OWNER_TEXT.as_bytes(),
+                0o644,
+            )?;
+        }
+        if !data.exists() {
+            fs::create_dir(&data)?;
+        }
+        for entry in fs::read_dir(&self.root)? {
+            let name = entry?.file_name();
+            let keep = [STAGING_DIR, SET_ASIDE_DIR, RECLONE_FILE]
+                .iter()
+                .chain(IGNORED)
+                .any(|own| name == *own);
+            if !keep {
+                fs::rename(self.root.join(&name), data.join(&name))?;
+            }
+        }
+        fsutil::sync_dir(&self.root)?;
+        fsutil::sync_dir(&data)?;
+        fsutil::write_atomic(&dir.join(SET_ASIDE_COMPLETE), b"", 0o644)
     }
 
     fn read_prepared(&self) -> io::Result<Option<Prepared>> {
@@ -254,6 +331,18 @@ impl DataDir {
         let prepared = Prepared { entries, marker };
         let json = serde_json::to_vec_pretty(&prepared).map_err(io::Error::other)?;
         fsutil::write_atomic(&self.staging().join(PREPARED_FILE), &json, 0o644)?;
+        if self.read_reclone()?.is_some() {
+            self.set_aside()?;
+        }
+        self.finish_prepared(owner)
+    }
+
+    /// Goes on with a re-clone whose new data was prepared: sets the rest of the old data aside
+    /// unless that was done, then moves the new data into place.
+    pub fn finish_prepared_reclone(&self, owner: Option<(u32, u32)>) -> io::Result<CloneMarker> {
+        if self.set_aside_state() != SetAsideState::Complete {
+            self.set_aside()?;
+        }
         self.finish_prepared(owner)
     }
 
@@ -305,6 +394,7 @@ mod tests {
             entries: entries.iter().map(|s| s.to_string()).collect(),
             has_marker,
             staging,
+            ..Listing::default()
         }
     }
 

@@ -9,6 +9,7 @@ pub mod datadir;
 pub mod mariadb;
 pub mod mysql;
 pub mod ownership;
+pub mod reclone;
 
 use std::future::Future;
 use std::path::Path;
@@ -76,8 +77,8 @@ pub(crate) fn sql_error(what: impl Into<String>) -> impl FnOnce(DbError) -> Clon
     move |source| CloneError::Sql { what, source }
 }
 
-/// Runs `work` in a fresh staging directory (the caller found the datadir empty); what it
-/// prepared there is then installed. If the work fails, the directory is removed, so that a retry
+/// Runs `work` in a fresh staging directory (the caller found the datadir empty, or holding the
+/// data a re-clone replaces); what it prepared there is then installed. If the work fails, the directory is removed, so that a retry
 /// starts clean. `work` may be cancelled (by shutdown); the install is not: once the move into
 /// place has begun it runs to its marker, since a half-moved clone without its marker would be
 /// taken for server data on the next start.

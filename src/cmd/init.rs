@@ -10,6 +10,7 @@ use crate::clone::datadir::{DataDir, DataDirState, classify};
 use crate::clone::mariadb::joiner::{self, JoinerSettings};
 use crate::clone::mysql::{self, PluginSettings};
 use crate::clone::ownership::{self, Ownership, OwnershipError};
+use crate::clone::reclone::{self, Step};
 use crate::config::{CloneChannel, InitConfig};
 use crate::dns::{DnsError, Resolver};
 use crate::guard::survey::{Unanswered, survey};
@@ -55,13 +56,17 @@ pub enum InitError {
     PeerUnanswered(#[from] Unanswered),
     #[error("refusing to start the first ordinal on an empty datadir: {0}")]
     Diverged(String),
+    #[error("refusing to carry out the re-clone requested in {dir}: {reason}; nothing was deleted")]
+    Reclone { dir: PathBuf, reason: String },
 }
 
 impl InitError {
     /// Data the agent will not touch is bad input, not a crash: EX_DATAERR.
     pub fn exit_code(&self) -> u8 {
         match self {
-            InitError::Unrecognized { .. } | InitError::Diverged(_) => 65,
+            InitError::Unrecognized { .. } | InitError::Diverged(_) | InitError::Reclone { .. } => {
+                65
+            }
             _ => 1,
         }
     }
@@ -115,6 +120,9 @@ async fn data(
     shutdown: CancellationToken,
 ) -> Result<(), InitError> {
     let dir = || datadir.path().to_owned();
+    if listing.reclone.is_some() {
+        return reclone_if_requested(cfg, shutdown).await.map(|_| ());
+    }
     match classify(listing) {
         DataDirState::CloneComplete => {
             let marker = datadir
@@ -161,6 +169,72 @@ async fn data(
             empty_datadir(cfg, datadir, shutdown).await
         }
         DataDirState::Empty => empty_datadir(cfg, datadir, shutdown).await,
+    }
+}
+
+/// Carries out a re-clone the sidecar requested, step by step as the datadir says (so a run cut
+/// short goes on); returns whether one was pending.
+pub async fn reclone_if_requested(
+    cfg: &InitConfig,
+    shutdown: CancellationToken,
+) -> Result<bool, InitError> {
+    let datadir = DataDir::new(&cfg.common.datadir);
+    let dir = || datadir.path().to_owned();
+    let read = |source| InitError::DataDir { dir: dir(), source };
+    loop {
+        let listing = datadir.list().map_err(read)?;
+        let Some(request) = &listing.reclone else {
+            return Ok(false);
+        };
+        let marker = match listing.has_marker {
+            true => datadir.read_marker().map_err(read)?,
+            false => None,
+        };
+        let step = match cfg.common.identity.donor_fqdn {
+            None => Step::Refuse("the first ordinal is never re-cloned".to_owned()),
+            Some(_) => reclone::next_step(
+                request,
+                marker.as_ref(),
+                listing.staging.as_ref(),
+                listing.set_aside,
+            ),
+        };
+        match step {
+            Step::Clone {
+                remove_partial_staging,
+            } => {
+                if remove_partial_staging {
+                    tracing::info!(staging = %datadir.staging().display(), "removing the staging directory of an interrupted re-clone");
+                    datadir.remove_staging().map_err(read)?;
+                }
+                tracing::warn!(
+                    requested_unix = request.requested_unix,
+                    "re-clone requested by the sidecar ({}): cloning again beside the old data, \
+                     which is set aside once the new clone is prepared and removed once it is in \
+                     place",
+                    request.reason
+                );
+                empty_datadir(cfg, &datadir, shutdown.clone()).await?;
+            }
+            Step::Install => {
+                tracing::info!(
+                    "the re-clone is prepared: setting the old data aside and moving the new clone into place"
+                );
+                let owner = ownership(cfg, &datadir)?.chown_to();
+                datadir
+                    .finish_prepared_reclone(owner)
+                    .map_err(|source| InitError::Finish { dir: dir(), source })?;
+            }
+            Step::Finish => {
+                datadir.finish_reclone().map_err(read)?;
+                let (donor, gtid) = marker
+                    .map(|m| (m.donor, m.gtid_position))
+                    .unwrap_or_default();
+                tracing::info!(donor = %donor, gtid = %gtid, "re-clone complete: the old data set aside was removed; replication starts at the new clone's position");
+                return Ok(true);
+            }
+            Step::Refuse(reason) => return Err(InitError::Reclone { dir: dir(), reason }),
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! The subcommands, each composing the lifecycle steps for one container.
 
+pub mod exec;
 pub mod init;
 pub mod sidecar;
 

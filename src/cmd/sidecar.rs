@@ -12,22 +12,23 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::clone::datadir::{CloneMarker, DataDir, Promotion};
+use crate::clone::datadir::{CloneMarker, DataDir, Promotion, RECLONE_FILE};
 use crate::clone::mariadb::donor::{Donor, DonorSettings};
 use crate::clone::now_unix;
+use crate::clone::reclone::RecloneRequest;
 use crate::config::{CloneChannel, Endpoint, SidecarConfig};
 use crate::control::{self, Event, Pause, Stage};
 use crate::db::dialect::{self, Source};
 use crate::db::flavor::{Dialect, ServerVersion};
-use crate::db::gtid::{Binlogged, Gtids};
-use crate::db::status::IoThread;
+use crate::db::gtid::{self, Binlogged, Gtids};
+use crate::db::status::{IoThread, ReplicaStatus};
 use crate::db::{self, DbError};
 use crate::health::{
     self, ErrantCheck, Phase, PrimaryHistory, PrimaryLink, ReplicaFacts, Rules, Snapshot,
 };
 use crate::http::{self, AppState, CloneService};
 use crate::identity::Role;
-use crate::replication::{self, Plan};
+use crate::replication::{self, GapAction, Plan};
 use crate::semisync::{self, Action, Names, SemiSyncFacts};
 
 /// Long enough for any ?lag= a probe may ask about.
@@ -138,6 +139,18 @@ struct LocalServer {
     dialect: Dialect,
 }
 
+/// What setting up came to.
+enum SetUp {
+    Done,
+    /// Set-up must not go on, for this reason.
+    Blocked(String),
+    /// The replica cannot catch up by replication: clone it again, for this reason.
+    Reclone(String),
+}
+
+/// A server that started within this long of the one a re-clone request names is that server.
+const SAME_SERVER_SLACK_SECS: u64 = 5;
+
 struct ControlLoop {
     cfg: SidecarConfig,
     marker: Option<CloneMarker>,
@@ -155,6 +168,8 @@ struct ControlLoop {
     semi_sync_errors: Repeats,
     /// The primary's commits no longer waiting for a replica (a fallback to asynchronous).
     semi_sync_fallback: Repeats,
+    /// The up-front check for purged binlogs could not ask the primary.
+    gap_check_errors: Repeats,
 }
 
 impl ControlLoop {
@@ -177,6 +192,7 @@ impl ControlLoop {
             primary_errors: Repeats::default(),
             semi_sync_errors: Repeats::default(),
             semi_sync_fallback: Repeats::default(),
+            gap_check_errors: Repeats::default(),
         }
     }
 
@@ -251,7 +267,16 @@ impl ControlLoop {
             Err(e) => {
                 self.local_errors
                     .warn("waiting for the local server", &e.to_string());
-                self.publish_phase(Phase::WaitingForServer, e.to_string());
+                match self.datadir().read_reclone() {
+                    Ok(Some(request)) => self.publish_phase(
+                        Phase::Recloning,
+                        format!(
+                            "{}; the database container clones again before its server starts",
+                            request.reason
+                        ),
+                    ),
+                    _ => self.publish_phase(Phase::WaitingForServer, e.to_string()),
+                }
                 return Event::Unreachable;
             }
         };
@@ -311,12 +336,13 @@ impl ControlLoop {
                 .send_replace(Snapshot::phase(Phase::Bootstrapping, None));
         }
         match self.bootstrap(&mut server).await {
-            Ok(None) => Event::SetUp(server),
-            Ok(Some(reason)) => {
+            Ok(SetUp::Done) => Event::SetUp(server),
+            Ok(SetUp::Blocked(reason)) => {
                 self.local_errors.warn("replication not set up", &reason);
                 self.publish_phase(Phase::Blocked, reason);
                 Event::SetupBlocked(server)
             }
+            Ok(SetUp::Reclone(reason)) => self.request_reclone(server, reason).await,
             Err(e) => {
                 self.local_errors.warn("setting up", &e.to_string());
                 self.publish_phase(Phase::Bootstrapping, e.to_string());
@@ -325,21 +351,24 @@ impl ControlLoop {
         }
     }
 
-    /// `Ok(Some(reason))`: set-up must not go on.
-    async fn bootstrap(&mut self, server: &mut LocalServer) -> Result<Option<String>, DbError> {
+    async fn bootstrap(&mut self, server: &mut LocalServer) -> Result<SetUp, DbError> {
         let source = self.source();
         let dialect = server.dialect;
+        // A re-clone may have replaced the data since the last set-up.
+        if let Ok(marker) = self.datadir().read_marker() {
+            self.marker = marker;
+        }
         let conn = &mut server.conn;
         match self.cfg.common.identity.role {
             Role::Primary => {
                 if let Some(reason) = self.promote(conn, dialect).await? {
-                    return Ok(Some(reason));
+                    return Ok(SetUp::Blocked(reason));
                 }
                 replication::ensure_user(
                     conn,
                     &source.user,
                     &source.password,
-                    dialect::REPLICATION_PRIVILEGE,
+                    dialect.replication_privileges(),
                     "replication",
                 )
                 .await?;
@@ -356,6 +385,9 @@ impl ControlLoop {
                 }
             }
             Role::Replica => {
+                if let Some(pending) = self.pending_reclone(conn).await? {
+                    return Ok(pending);
+                }
                 let status = db::replica_status(conn, dialect).await?;
                 let plan = replication::plan(
                     dialect.flavor(),
@@ -364,7 +396,15 @@ impl ControlLoop {
                     &source.host,
                 );
                 if let Plan::Blocked(reason) = plan {
-                    return Ok(Some(reason));
+                    return Ok(SetUp::Blocked(reason));
+                }
+                if plan != Plan::Keep
+                    && let Some(action) = self.check_gap(server, &plan, status.as_ref()).await
+                {
+                    return Ok(match action {
+                        GapAction::Reclone { reason } => SetUp::Reclone(reason),
+                        GapAction::Blocked { reason } => SetUp::Blocked(reason),
+                    });
                 }
                 // Before replication starts, so that a thread the plan starts acknowledges from
                 // its first event (a poll right after START may see it not running yet).
@@ -373,7 +413,134 @@ impl ControlLoop {
                 replication::apply(&mut server.conn, &plan, &source, dialect).await?;
             }
         }
-        Ok(None)
+        Ok(SetUp::Done)
+    }
+
+    fn datadir(&self) -> DataDir {
+        DataDir::new(&self.cfg.common.datadir)
+    }
+
+    /// A re-clone requested earlier: the server it was requested of was not shut down (ask
+    /// again), or a server started since on the same data without the `exec` wrapper, which
+    /// would carry it out (a person must act).
+    async fn pending_reclone(&mut self, conn: &mut Conn) -> Result<Option<SetUp>, DbError> {
+        let Ok(Some(request)) = self.datadir().read_reclone() else {
+            return Ok(None);
+        };
+        let started = now_unix().saturating_sub(db::uptime(conn).await?.as_secs());
+        if started.abs_diff(request.server_started_unix) <= SAME_SERVER_SLACK_SECS {
+            return Ok(Some(SetUp::Reclone(request.reason)));
+        }
+        Ok(Some(SetUp::Blocked(format!(
+            "a re-clone was requested ({}), but the server started again on the old data: the \
+             database container's command must be `mysql-sts-agent exec -- <the image's \
+             entrypoint>`, which carries it out (see the README); remove {} from the datadir \
+             to cancel the re-clone",
+            request.reason, RECLONE_FILE
+        ))))
+    }
+
+    /// Before replication starts or resumes: would the replica ask the primary for
+    /// transactions whose binlogs are purged? `None` when not, or when the primary cannot be
+    /// asked (then the IO thread's error tells, and the running loop acts on it).
+    async fn check_gap(
+        &mut self,
+        server: &mut LocalServer,
+        plan: &Plan,
+        status: Option<&ReplicaStatus>,
+    ) -> Option<GapAction> {
+        let dialect = server.dialect;
+        let result = async {
+            // The replica first: what it binlogged is compared with a later primary state.
+            let facts = db::server_facts(&mut server.conn, &server.version).await?;
+            let none = Gtids::parse(dialect.flavor(), "")?;
+            let (applied, received) = match plan {
+                Plan::Configure { start_at, .. } => (start_at.clone(), none),
+                _ => (
+                    facts.gtid_applied,
+                    status.map_or(none, |status| status.received.clone()),
+                ),
+            };
+            let primary = self.primary_conn().await?;
+            let purged = db::primary_purged(primary, dialect).await?;
+            let state = db::primary_state(primary, dialect).await?;
+            Ok::<_, DbError>(
+                gtid::purged_gap(&purged, &applied, &received)
+                    .map(|needed| (needed, facts.gtid_binlog.errant(&state.binlogged))),
+            )
+        }
+        .await;
+        match result {
+            Ok(gap) => {
+                self.gap_check_errors
+                    .recovered("checking the primary's purged binlogs");
+                let (needed, errant) = gap?;
+                Some(replication::gap_action(
+                    &needed,
+                    &errant,
+                    self.marker.is_some(),
+                ))
+            }
+            Err(e) => {
+                self.primary = None;
+                self.gap_check_errors.warn(
+                    "cannot check the primary's purged binlogs before replication starts; \
+                     starting it (its IO thread reports a gap)",
+                    &e.to_string(),
+                );
+                None
+            }
+        }
+    }
+
+    /// Records the request in the datadir, then shuts the server down: the database container
+    /// restarts, and its `exec` wrapper clones again before the server starts.
+    async fn request_reclone(
+        &mut self,
+        mut server: LocalServer,
+        reason: String,
+    ) -> Event<LocalServer> {
+        let requested = async {
+            let uptime = db::uptime(&mut server.conn).await?;
+            let now = now_unix();
+            Ok::<_, DbError>(RecloneRequest {
+                reason: reason.clone(),
+                requested_unix: now,
+                server_started_unix: now.saturating_sub(uptime.as_secs()),
+                agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            })
+        }
+        .await;
+        let written = requested.map_err(|e| e.to_string()).and_then(|request| {
+            self.datadir()
+                .request_reclone(&request)
+                .map_err(|e| format!("writing {RECLONE_FILE}: {e}"))
+        });
+        if let Err(e) = written {
+            let reason = format!("{reason}; cannot request a re-clone: {e}");
+            self.local_errors.warn("replication not set up", &reason);
+            self.publish_phase(Phase::Blocked, reason);
+            return Event::SetupBlocked(server);
+        }
+        tracing::warn!(
+            donor = self
+                .cfg
+                .common
+                .identity
+                .donor_fqdn
+                .as_deref()
+                .unwrap_or("none"),
+            "re-clone requested: {reason}; shutting the server down so that the database \
+             container clones again before it restarts (the old data is set aside until the new \
+             clone is in place)"
+        );
+        // The server closes the connection as it goes: no answer is expected.
+        let _ = db::execute_all(&mut server.conn, &["SHUTDOWN".to_owned()]).await;
+        // What was learnt about the old data says nothing about the new.
+        self.errant = ErrantCheck::default();
+        self.link = PrimaryLink::default();
+        self.publish_phase(Phase::Recloning, reason);
+        Event::RecloneRequested
     }
 
     /// A first ordinal restored from a peer (its marker says so) becomes the primary before it
@@ -469,6 +636,7 @@ impl ControlLoop {
                         errant_checked: self.errant.checked(),
                     }
                 });
+                let reclone = replica.as_ref().and_then(|r| self.reclone_after(r));
                 self.publish.send_replace(Snapshot {
                     taken_at,
                     phase: Phase::Running,
@@ -478,7 +646,10 @@ impl ControlLoop {
                     semi_sync,
                 });
                 self.local_errors.recovered("local server");
-                Event::Polled(server)
+                match reclone {
+                    Some(reason) => self.request_reclone(server, reason).await,
+                    None => Event::Polled(server),
+                }
             }
             Err(e) => {
                 let error = e.to_string();
@@ -587,21 +758,7 @@ impl ControlLoop {
 
     /// Every pod of the StatefulSet runs the same server, so the local dialect fits the primary.
     async fn sample_primary(&mut self, dialect: Dialect) -> Option<String> {
-        let result = async {
-            let conn = match &mut self.primary {
-                Some(conn) => conn,
-                None => {
-                    let endpoint = Endpoint::Tcp {
-                        host: self.cfg.common.identity.primary_fqdn.clone(),
-                        port: self.cfg.common.mysql_port,
-                    };
-                    self.primary
-                        .insert(db::connect(&endpoint, &self.cfg.repl).await?)
-                }
-            };
-            db::primary_state(conn, dialect).await
-        }
-        .await;
+        let result = async { db::primary_state(self.primary_conn().await?, dialect).await }.await;
         match result {
             Ok(state) => {
                 self.primary_errors
@@ -618,6 +775,42 @@ impl ControlLoop {
                     .warn("sampling the primary's GTID position", &e.to_string());
                 Some(e.to_string())
             }
+        }
+    }
+
+    /// The open connection to the primary, opened if there is none.
+    async fn primary_conn(&mut self) -> Result<&mut Conn, DbError> {
+        let conn = match self.primary.take() {
+            Some(conn) => conn,
+            None => {
+                let endpoint = Endpoint::Tcp {
+                    host: self.cfg.common.identity.primary_fqdn.clone(),
+                    port: self.cfg.common.mysql_port,
+                };
+                db::connect(&endpoint, &self.cfg.repl).await?
+            }
+        };
+        Ok(self.primary.insert(conn))
+    }
+
+    /// A running replica whose IO thread was told the binlogs it needs are purged (a gap the
+    /// up-front check could not see, e.g. purged while it was disconnected) is re-cloned once
+    /// the errant check has compared it with the primary; otherwise readiness reports it.
+    fn reclone_after(&self, replica: &ReplicaFacts) -> Option<String> {
+        let status = replica.status.as_ref()?;
+        let error = status
+            .io_error
+            .as_ref()
+            .filter(|e| health::source_purged_needed_binlogs(e))?;
+        if !replica.errant_checked {
+            return None;
+        }
+        let none = Binlogged::parse(self.cfg.common.flavor, "").ok()?;
+        let needed = format!("IO thread error {}: {}", error.errno, error.message);
+        let errant = replica.errant.as_ref().unwrap_or(&none);
+        match replication::gap_action(&needed, errant, self.marker.is_some()) {
+            GapAction::Reclone { reason } => Some(reason),
+            GapAction::Blocked { .. } => None,
         }
     }
 

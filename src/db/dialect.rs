@@ -43,8 +43,6 @@ pub fn account(user: &str) -> String {
     format!("{}@'%'", literal(user))
 }
 
-/// What a replica's IO thread needs on its source, and nothing else.
-pub const REPLICATION_PRIVILEGE: &str = "REPLICATION SLAVE";
 /// What a MySQL CLONE donor needs from the joiner's user, and nothing else.
 pub const CLONE_PRIVILEGE: &str = "BACKUP_ADMIN";
 
@@ -151,6 +149,25 @@ impl Dialect {
                 "SELECT @@read_only, @@super_read_only, @@GLOBAL.gtid_executed, \
                  @@GLOBAL.gtid_executed"
             }
+        }
+    }
+
+    /// What the replication user needs on the primary: the IO thread's privilege and, on
+    /// MariaDB, reading the oldest binlog's GTID list (replicas check for purged binlogs
+    /// before they start replication; MySQL's gtid_purged needs nothing).
+    pub fn replication_privileges(self) -> &'static str {
+        match self {
+            Dialect::MariaDb => "REPLICATION SLAVE, BINLOG MONITOR",
+            Dialect::MySqlMaster | Dialect::MySqlSource => "REPLICATION SLAVE",
+        }
+    }
+
+    /// What the primary no longer has binlogs for. MariaDB has no gtid_purged: the oldest
+    /// binlog's Gtid_list event (its second) holds the state before it.
+    pub fn primary_purged(self) -> &'static str {
+        match self {
+            Dialect::MariaDb => "SHOW BINLOG EVENTS LIMIT 2",
+            Dialect::MySqlMaster | Dialect::MySqlSource => "SELECT @@GLOBAL.gtid_purged",
         }
     }
 
@@ -412,8 +429,9 @@ mod tests {
     }
 
     #[test]
-    fn users_get_one_privilege_each() {
-        let sql = ensure_user("repl", &Secret::new("pw".into()), REPLICATION_PRIVILEGE);
+    fn users_get_only_what_they_need() {
+        let privileges = Dialect::MySqlSource.replication_privileges();
+        let sql = ensure_user("repl", &Secret::new("pw".into()), privileges);
         assert_eq!(
             sql,
             [
@@ -424,6 +442,12 @@ mod tests {
         );
         let sql = ensure_user("clone", &Secret::new("pw".into()), CLONE_PRIVILEGE);
         assert_eq!(sql[2], "GRANT BACKUP_ADMIN ON *.* TO 'clone'@'%'");
+        let privileges = Dialect::MariaDb.replication_privileges();
+        let sql = ensure_user("repl", &Secret::new("pw".into()), privileges);
+        assert_eq!(
+            sql[2],
+            "GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'repl'@'%'"
+        );
     }
 
     #[test]

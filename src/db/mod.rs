@@ -15,7 +15,7 @@ use mysql_async::{Conn, OptsBuilder, Value};
 use crate::config::{Credentials, Endpoint};
 use crate::duration::seconds;
 use facts::{PrimaryState, ServerFacts};
-use flavor::{Dialect, ServerVersion, VersionError};
+use flavor::{Dialect, Flavor, ServerVersion, VersionError};
 use gtid::{Binlogged, GtidError, Gtids};
 use status::{ReplicaStatus, Row, StatusError};
 
@@ -154,6 +154,46 @@ pub async fn primary_state(conn: &mut Conn, dialect: Dialect) -> Result<PrimaryS
     })
 }
 
+/// How long the server has been up.
+pub async fn uptime(conn: &mut Conn) -> Result<Duration, DbError> {
+    let row: Option<(String, u64)> = bounded(
+        "reading the server's uptime",
+        conn.query_first("SHOW GLOBAL STATUS LIKE 'Uptime'"),
+    )
+    .await?;
+    Ok(Duration::from_secs(row.map_or(0, |(_, secs)| secs)))
+}
+
+/// What the primary purged: MySQL's gtid_purged; MariaDB's state before its oldest binlog.
+pub async fn primary_purged(conn: &mut Conn, dialect: Dialect) -> Result<Gtids, DbError> {
+    let flavor = dialect.flavor();
+    let query = dialect.primary_purged();
+    if flavor == Flavor::MySql {
+        let purged: Option<String> = bounded(
+            "reading the primary's purged GTIDs",
+            conn.query_first(query),
+        )
+        .await?;
+        return Ok(Gtids::parse(flavor, &purged.unwrap_or_default())?);
+    }
+    let rows: Vec<mysql_async::Row> =
+        bounded("reading the primary's oldest binlog", conn.query(query)).await?;
+    let rows: Vec<Row> = rows.iter().map(row_by_name).collect();
+    Ok(Gtids::parse(flavor, gtid_list_of(&rows))?)
+}
+
+/// The GTIDs of the Gtid_list event among SHOW BINLOG EVENTS rows (`[0-1-5,1-2-7]`); none
+/// when the binlog has no such event.
+fn gtid_list_of(rows: &[Row]) -> &str {
+    fn value<'a>(row: &'a Row, column: &str) -> Option<&'a str> {
+        row.get(column).and_then(Option::as_deref)
+    }
+    rows.iter()
+        .find(|row| value(row, "Event_type") == Some("Gtid_list"))
+        .and_then(|row| value(row, "Info"))
+        .map_or("", |info| info.trim_matches(['[', ']']))
+}
+
 pub async fn semi_sync_facts(conn: &mut Conn, names: Names) -> Result<SemiSyncFacts, DbError> {
     let mut rows: Vec<(String, String)> = Vec::new();
     for query in dialect::SEMI_SYNC_FACTS {
@@ -201,5 +241,30 @@ mod tests {
         ] {
             assert_eq!(statement_timeout(statement), QUERY_TIMEOUT, "{statement}");
         }
+    }
+
+    #[test]
+    fn the_oldest_binlogs_gtid_list_is_what_was_purged() {
+        let row = |event: &str, info: &str| -> Row {
+            [
+                ("Event_type".to_owned(), Some(event.to_owned())),
+                ("Info".to_owned(), Some(info.to_owned())),
+            ]
+            .into()
+        };
+        let rows = [
+            row(
+                "Format_desc",
+                "Server ver: 10.11.14-MariaDB-log, Binlog ver: 4",
+            ),
+            row("Gtid_list", "[0-1-5,1-2-7]"),
+        ];
+        assert_eq!(gtid_list_of(&rows), "0-1-5,1-2-7");
+        assert_eq!(gtid_list_of(&[row("Gtid_list", "[]")]), "");
+        assert_eq!(
+            gtid_list_of(&rows[..1]),
+            "",
+            "no Gtid_list: nothing known purged"
+        );
     }
 }

@@ -73,6 +73,8 @@ pub const TEST_OVERRIDES: &[(&str, &str, &str)] = &[
     ("init", "MYSQL_STS_CLONE_DEADLINE", "60s"),
     // A test kills donors, and MySQL's plugin waits minutes for one.
     ("init", "MYSQL_STS_CLONE_STALL_TIMEOUT", "10s"),
+    ("exec", "MYSQL_STS_CLONE_DEADLINE", "60s"),
+    ("exec", "MYSQL_STS_CLONE_STALL_TIMEOUT", "10s"),
 ];
 
 /// The line `mysql-sts-agent --check ...` prints when the configuration is valid.
@@ -81,6 +83,7 @@ pub const CHECK_VALID: &str = "mysql-sts-agent: configuration is valid: ";
 /// What a `--check` line must agree with, by subcommand: the labels of the values it prints.
 const AGREES: &[(&str, &[&str])] = &[
     ("init", &["datadir ", "conf dir "]),
+    ("exec", &["datadir "]),
     ("sidecar", &["datadir ", "listens on ", "server "]),
 ];
 
@@ -92,6 +95,8 @@ const AGENT_IMAGE: &str = "mysql-sts-agent";
 /// Where the official database images keep what the harness's server needs: it uses the host
 /// dirs of the volumes the database container mounts there.
 const IMAGE_DATADIR: &str = "/var/lib/mysql";
+/// The official images' entrypoint, on their PATH.
+const IMAGE_ENTRYPOINT: &str = "docker-entrypoint.sh";
 const IMAGE_CONF_DIR: &str = "/etc/mysql/conf.d";
 const IMAGE_RUN_DIR: &str = "/var/run/mysqld";
 const IMAGE_TMP_DIR: &str = "/tmp";
@@ -198,6 +203,10 @@ pub enum Program {
     InstalledAgent(PathBuf),
     /// The database image's entrypoint: the harness starts the server its own way.
     Server,
+    /// The installed agent's `exec`, which then runs the image's entrypoint in its place: the
+    /// harness runs the agent's part as the template says (with `true` for the entrypoint),
+    /// then starts the server its own way.
+    WrappedServer(PathBuf),
 }
 
 /// An httpGet probe's target.
@@ -257,10 +266,17 @@ pub struct Resolved {
 }
 
 impl Resolved {
+    /// Whether this is the database container (its server, wrapped by the agent or not).
+    pub fn is_server(&self) -> bool {
+        matches!(self.program, Program::Server | Program::WrappedServer(_))
+    }
+
     /// The agent binary this container runs, if it runs the agent.
     pub fn agent_binary(&self) -> Option<&Path> {
         match &self.program {
-            Program::AgentImage(path) | Program::InstalledAgent(path) => Some(path),
+            Program::AgentImage(path)
+            | Program::InstalledAgent(path)
+            | Program::WrappedServer(path) => Some(path),
             Program::Server => None,
         }
     }
@@ -277,12 +293,23 @@ impl Resolved {
     }
 
     /// Its args, after `--check` when `check`: the agent then validates the configuration it
-    /// would run with and exits.
+    /// would run with and exits. A wrapped server's entrypoint becomes `true`: the harness
+    /// starts the server itself once the agent's part succeeded.
     pub fn argv(&self, check: bool) -> Vec<String> {
+        let args = match self.program {
+            Program::WrappedServer(_) => self
+                .args
+                .iter()
+                .take_while(|arg| *arg != "--")
+                .cloned()
+                .chain(["--".to_owned(), "true".to_owned()])
+                .collect(),
+            _ => self.args.clone(),
+        };
         check
             .then(|| "--check".to_owned())
             .into_iter()
-            .chain(self.args.iter().cloned())
+            .chain(args)
             .collect()
     }
 }
@@ -319,7 +346,7 @@ impl PodPlan {
     pub fn database(&self) -> &Resolved {
         self.containers
             .iter()
-            .find(|container| container.program == Program::Server)
+            .find(|container| container.is_server())
             .expect("a plan has its database container")
     }
 
@@ -370,6 +397,29 @@ impl PodPlan {
             );
         }
         Ok(())
+    }
+}
+
+/// A database container that runs the agent must run its `exec` and, after `--`, the image's
+/// entrypoint with the flavor's server: what the harness then starts its own way.
+fn check_wrapped_entrypoint(words: &[&String], flavor: Flavor) -> Result<()> {
+    let server = match flavor {
+        Flavor::MariaDb => "mariadbd",
+        Flavor::MySql => "mysqld",
+    };
+    match words {
+        [exec, dashes, entrypoint, command]
+            if *exec == "exec"
+                && *dashes == "--"
+                && *entrypoint == IMAGE_ENTRYPOINT
+                && *command == server =>
+        {
+            Ok(())
+        }
+        _ => bail!(
+            "the database container runs the agent with {words:?}: the harness simulates \
+             `exec -- {IMAGE_ENTRYPOINT} {server}` only"
+        ),
     }
 }
 
@@ -544,7 +594,7 @@ impl Resolver<'_> {
                 .container(container, role, installed.as_deref())
                 .with_context(|| format!("container {}", container.name))?;
             match (role, &resolved.program) {
-                (Role::Main, Program::Server) if server.is_none() => {
+                (Role::Main, Program::Server | Program::WrappedServer(_)) if server.is_none() => {
                     server = Some(
                         self.server(container, &resolved)
                             .with_context(|| format!("database container {}", container.name))?,
@@ -637,7 +687,13 @@ impl Resolver<'_> {
                     host.display(),
                     installed.map_or("none".into(), |path| path.display().to_string())
                 );
-                (Program::InstalledAgent(host), rest)
+                if role == Role::Main && image == Image::Database {
+                    let words: Vec<&String> = rest.iter().chain(&container.args).collect();
+                    check_wrapped_entrypoint(&words, flavor)?;
+                    (Program::WrappedServer(host), rest)
+                } else {
+                    (Program::InstalledAgent(host), rest)
+                }
             }
         };
         let args = leading_args
@@ -661,7 +717,7 @@ impl Resolver<'_> {
             for (name, value) in HARNESS_ENV {
                 env.insert((*name).into(), (*value).into());
             }
-            let subcommand = container.args.first().map(String::as_str);
+            let subcommand = args.first().map(String::as_str);
             for (_, name, value) in TEST_OVERRIDES
                 .iter()
                 .filter(|(sub, ..)| Some(*sub) == subcommand)
@@ -885,6 +941,12 @@ impl Resolver<'_> {
             .keys()
             .filter(|name| {
                 ![ROOT_PASSWORD_FILE_ENV, ROOT_PASSWORD_ENV, "PATH"].contains(&name.as_str())
+            })
+            // The agent's, when it wraps the entrypoint (which ignores them).
+            .filter(|name| {
+                resolved.program == Program::Server
+                    || !(name.starts_with("MYSQL_STS_")
+                        || HARNESS_ENV.iter().any(|(harness, _)| harness == name))
             })
             .collect();
         ensure!(

@@ -56,6 +56,7 @@ use std::fs::{self, Permissions};
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -717,9 +718,26 @@ impl Cluster {
     /// (mariadb-install-db, or mysqld --initialize-insecure) and after the first start do the
     /// root bootstrap with the root password the template gives it; otherwise (e.g. a clone)
     /// just start the server. Returns once it answers SELECT 1 over its socket.
+    ///
+    /// A database container whose command is the agent's `exec` runs that first, as the
+    /// template says, and must exit 0 (it carries out a re-clone the sidecar requested).
     pub async fn start_server(&mut self, n: usize) -> Result<()> {
         ensure_stopped(self.pods[n].server.as_mut(), n, "server")?;
         self.stop_probes(n, true);
+        let started = Instant::now();
+        let database = self.pod(n).plan.database().clone();
+        if let Program::WrappedServer(_) = database.program {
+            self.prepare(n, &database).await?;
+            let process = self.launch(n, &database).await?;
+            let run = InitHandle { process }.wait().await?;
+            ensure!(
+                run.code == Some(0),
+                "the agent's exec in the database container of pod {n} exited with {:?}; log \
+                 tail:\n{}",
+                run.code,
+                tail(&run.output, LOG_TAIL_LINES)
+            );
+        }
         let paths = self.pod(n).paths.clone();
         let setup = self.pod(n).plan.server.clone();
         let version = self.spec.version;
@@ -735,11 +753,9 @@ impl Cluster {
             self.initialize_datadir(n, as_root.then_some("mysql"))
                 .await?;
         }
-        let started = Instant::now();
         let server = self.spawn_step(n, &version.server(&paths))?;
         let id = server.id;
         self.pods[n].server = Some(server);
-        let database = self.pod(n).plan.database().clone();
         self.pods[n].server_probes = Some(self.probe(n, &database, started)?);
         let password = if fresh { "" } else { root_password.as_str() };
         let opts = server::root_opts(&setup.socket(), password);
@@ -793,6 +809,21 @@ impl Cluster {
             server.stop(SERVER_GRACE).await?;
         }
         Ok(())
+    }
+
+    /// Waits until pod n's server exits by itself (e.g. the agent shut it down for a re-clone);
+    /// its container is then restarted by `start_server`, as the kubelet restarts it.
+    pub async fn wait_server_exit(&mut self, n: usize, timeout: Duration) -> Result<ExitStatus> {
+        let server = self.pods[n]
+            .server
+            .as_mut()
+            .with_context(|| format!("pod {n} has no server"))?;
+        let status = tokio::time::timeout(timeout, server.wait())
+            .await
+            .with_context(|| format!("pod {n}'s server still runs after {timeout:?}"))??;
+        self.stop_probes(n, true);
+        self.pods[n].server = None;
+        Ok(status)
     }
 
     /// SIGKILLs the server (a crashed or killed pod, e.g. a donor mid-clone) and returns once

@@ -61,6 +61,22 @@ impl Gtids {
     }
 }
 
+/// What a replica that applied `applied` (and whose IO thread received `received`, which it
+/// asks for no more) would need that the primary purged, described; `None` when replication
+/// can resume. MariaDB: `purged` is the state before the primary's oldest binlog; MySQL:
+/// gtid_purged.
+pub fn purged_gap(purged: &Gtids, applied: &Gtids, received: &Gtids) -> Option<String> {
+    match (purged, applied, received) {
+        (Gtids::MySql(purged), Gtids::MySql(applied), Gtids::MySql(received)) => {
+            let needed = purged.difference(applied).difference(received);
+            (!needed.is_empty()).then(|| needed.to_string())
+        }
+        (Gtids::MariaDb(purged), Gtids::MariaDb(applied), _) => (!applied.contains(purged))
+            .then(|| format!("the transactions after {applied} up to {purged}")),
+        _ => None,
+    }
+}
+
 /// Everything a server has binlogged, in the form that tells errant transactions apart:
 /// MariaDB `@@gtid_binlog_state` (per domain and server id), MySQL `@@gtid_executed`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,5 +177,44 @@ mod tests {
         );
         assert!(mysql("1-10").errant(&mysql("1-12")).is_empty());
         assert!(replica.errant(&mysql("1-10")).is_empty());
+    }
+
+    #[test]
+    fn a_gap_is_what_the_primary_purged_that_the_replica_lacks() {
+        let mariadb = |t: &str| Gtids::parse(Flavor::MariaDb, t).unwrap();
+        let none = mariadb("");
+        // The oldest binlog starts after 0-1-9: a replica at 0-1-9 resumes, one at 0-1-5 cannot.
+        assert_eq!(
+            purged_gap(&mariadb("0-1-9"), &mariadb("0-1-9"), &none),
+            None
+        );
+        assert_eq!(
+            purged_gap(&mariadb("0-1-9"), &mariadb("0-1-12"), &none),
+            None
+        );
+        assert_eq!(
+            purged_gap(&mariadb("0-1-9"), &mariadb("0-1-5"), &none).as_deref(),
+            Some("the transactions after 0-1-5 up to 0-1-9")
+        );
+        assert!(
+            purged_gap(&mariadb("0-1-9,1-2-3"), &mariadb("0-1-9"), &none).is_some(),
+            "a domain the replica never saw"
+        );
+        assert_eq!(purged_gap(&none, &none, &none), None, "nothing purged yet");
+
+        let uuid = "83f00eb9-e579-11f1-a5e0-02fc00000001";
+        let mysql = |t: &str| Gtids::parse(Flavor::MySql, &format!("{uuid}:{t}")).unwrap();
+        let empty = Gtids::parse(Flavor::MySql, "").unwrap();
+        assert_eq!(purged_gap(&mysql("1-10"), &mysql("1-10"), &empty), None);
+        assert_eq!(
+            purged_gap(&mysql("1-10"), &mysql("1-4"), &empty),
+            Some(format!("{uuid}:5-10"))
+        );
+        assert_eq!(
+            purged_gap(&mysql("1-10"), &mysql("1-4"), &mysql("5-10")),
+            None,
+            "received into the relay log, not needed again"
+        );
+        assert_eq!(purged_gap(&mysql("1-10"), &mariadb("0-1-1"), &empty), None);
     }
 }
