@@ -36,7 +36,8 @@ pub struct AppState {
     /// /livez fails when the control loop has not published for this long.
     pub live_after: Duration,
     pub identity: Arc<Identity>,
-    pub marker: Option<Arc<CloneMarker>>,
+    /// The clone the data came from, as the control loop last read it (a re-clone replaces it).
+    pub marker: watch::Receiver<Option<Arc<CloneMarker>>>,
     /// MariaDB pods serve clones; MySQL joiners clone from the server itself.
     pub clone_service: Option<CloneService>,
 }
@@ -156,6 +157,7 @@ async fn status(State(state): State<AppState>) -> Response {
     let snap = state.snapshots.borrow().clone();
     let id = &state.identity;
     let now = Instant::now();
+    let marker = state.marker.borrow().clone();
     let replication = snap.replica.map(|r| ReplicationView {
         status: r.status,
         gtid_applied: r.applied,
@@ -173,8 +175,8 @@ async fn status(State(state): State<AppState>) -> Response {
         phase: snap.phase,
         ready: verdict.ready,
         readiness: verdict.reason,
-        donor: state.marker.as_deref().map(|m| m.donor.as_str()),
-        clone_gtid_position: state.marker.as_deref().map(|m| m.gtid_position.as_str()),
+        donor: marker.as_deref().map(|m| m.donor.as_str()),
+        clone_gtid_position: marker.as_deref().map(|m| m.gtid_position.as_str()),
         source: (id.role == crate::identity::Role::Replica).then(|| id.primary_fqdn.clone()),
         server: snap.server,
         replication,

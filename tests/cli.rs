@@ -249,3 +249,38 @@ fn check_validates_without_acting() {
     assert_eq!(bad.status.code(), Some(64));
     assert!(stderr_lines(&bad)[0].contains("--repl-password-file"));
 }
+
+/// Without a pending re-clone, `exec` runs the entrypoint in its own place: the exit code is
+/// the entrypoint's. Without an entrypoint it is bad input.
+#[test]
+fn exec_runs_the_entrypoint_in_its_place_and_needs_one() {
+    let datadir = tempfile::tempdir().unwrap();
+    let dir = datadir.path().to_str().unwrap();
+    let env = with(
+        &[
+            ("MYSQL_STS_DATADIR", dir),
+            ("MYSQL_STS_HOSTNAME", "mysql-1"),
+        ],
+        &[],
+    );
+    let out = agent(&["exec", "--", "sh", "-c", "echo entrypoint; exit 7"], &env);
+    assert_eq!(out.status.code(), Some(7), "{:?}", stderr_lines(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "entrypoint");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no re-clone pending"),
+        "{:?}",
+        stderr_lines(&out)
+    );
+
+    let out = agent(&["exec"], &env);
+    assert_eq!(out.status.code(), Some(64));
+    assert_eq!(stderr_lines(&out).len(), 1, "{:?}", stderr_lines(&out));
+
+    let out = agent(&["exec", "--", "/no/such/entrypoint"], &env);
+    assert_eq!(out.status.code(), Some(126));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot run"),
+        "{:?}",
+        stderr_lines(&out)
+    );
+}

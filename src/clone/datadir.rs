@@ -548,4 +548,104 @@ mod tests {
         assert!(listing.has_marker);
         assert_eq!(listing.staging, None);
     }
+
+    fn reclone_request() -> RecloneRequest {
+        RecloneRequest {
+            reason: "the primary purged binary logs this replica needs".into(),
+            requested_unix: 100,
+            server_started_unix: 50,
+            agent_version: "test".into(),
+        }
+    }
+
+    /// Old data with its marker and a request, and a new clone prepared in staging.
+    fn old_data_and_a_prepared_reclone(datadir: &DataDir) -> CloneMarker {
+        fs::write(datadir.path().join("ibdata1"), b"old").unwrap();
+        fs::create_dir(datadir.path().join("mysql")).unwrap();
+        fsutil::write_atomic(
+            &datadir.path().join(MARKER_FILE),
+            &serde_json::to_vec(&marker()).unwrap(),
+            0o644,
+        )
+        .unwrap();
+        datadir.request_reclone(&reclone_request()).unwrap();
+        datadir.create_staging().unwrap();
+        fs::write(datadir.staging_data().join("ibdata1"), b"new").unwrap();
+        CloneMarker {
+            completed_unix: 200,
+            ..marker()
+        }
+    }
+
+    #[test]
+    fn a_reclone_sets_the_old_data_aside_before_the_new_goes_in() {
+        use crate::clone::reclone::{Step, next_step};
+        let dir = tempfile::tempdir().unwrap();
+        let datadir = DataDir::new(dir.path());
+        let new = old_data_and_a_prepared_reclone(&datadir);
+        let listing = datadir.list().unwrap();
+        assert_eq!(listing.reclone, Some(reclone_request()));
+        assert_eq!(
+            listing.entries,
+            ["ibdata1", "mysql"],
+            "the request is the agent's"
+        );
+
+        datadir.commit_prepared(new.clone(), None).unwrap();
+        let listing = datadir.list().unwrap();
+        assert_eq!(listing.entries, ["ibdata1"]);
+        assert_eq!(listing.set_aside, Some(SetAsideState::Complete));
+        assert_eq!(fs::read(dir.path().join("ibdata1")).unwrap(), b"new");
+        let aside = dir.path().join(SET_ASIDE_DIR).join(STAGING_DATA);
+        assert_eq!(fs::read(aside.join("ibdata1")).unwrap(), b"old");
+        assert!(aside.join("mysql").is_dir() && aside.join(MARKER_FILE).exists());
+        let marker = datadir.read_marker().unwrap();
+        assert_eq!(marker.as_ref(), Some(&new));
+        assert_eq!(
+            next_step(&reclone_request(), marker.as_ref(), None, listing.set_aside),
+            Step::Finish
+        );
+
+        datadir.finish_reclone().unwrap();
+        let listing = datadir.list().unwrap();
+        assert_eq!((&listing.reclone, listing.set_aside), (&None, None));
+        assert_eq!(classify(&listing), DataDirState::CloneComplete);
+    }
+
+    #[test]
+    fn a_reclone_cut_short_while_setting_aside_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let datadir = DataDir::new(dir.path());
+        let new = old_data_and_a_prepared_reclone(&datadir);
+        // Prepared, and cut short after one old entry went aside.
+        let prepared = Prepared {
+            entries: vec!["ibdata1".into()],
+            marker: new.clone(),
+        };
+        fs::write(
+            datadir.staging().join(PREPARED_FILE),
+            serde_json::to_vec(&prepared).unwrap(),
+        )
+        .unwrap();
+        let aside = dir.path().join(SET_ASIDE_DIR);
+        fs::create_dir_all(aside.join(STAGING_DATA)).unwrap();
+        fs::write(aside.join(OWNER_FILE), SET_ASIDE_OWNER_TEXT).unwrap();
+        fs::rename(
+            dir.path().join("mysql"),
+            aside.join(STAGING_DATA).join("mysql"),
+        )
+        .unwrap();
+        assert_eq!(
+            datadir.list().unwrap().set_aside,
+            Some(SetAsideState::Partial)
+        );
+
+        assert_eq!(datadir.finish_prepared_reclone(None).unwrap(), new);
+        assert_eq!(fs::read(dir.path().join("ibdata1")).unwrap(), b"new");
+        assert_eq!(
+            fs::read(aside.join(STAGING_DATA).join("ibdata1")).unwrap(),
+            b"old"
+        );
+        assert_eq!(datadir.list().unwrap().entries, ["ibdata1"]);
+    }
 }

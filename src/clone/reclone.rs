@@ -21,6 +21,17 @@ pub struct RecloneRequest {
     pub agent_version: String,
 }
 
+/// A server started within this long of the one a request names is that server.
+const SAME_SERVER_SLACK_SECS: u64 = 5;
+
+impl RecloneRequest {
+    /// Whether the server that started at `started_unix` is the one the request was made of
+    /// (so it was never shut down), rather than one started since on the same data.
+    pub fn names_server_started_at(&self, started_unix: u64) -> bool {
+        started_unix.abs_diff(self.server_started_unix) <= SAME_SERVER_SLACK_SECS
+    }
+}
+
 /// The directory the old data is moved into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SetAsideState {
@@ -169,6 +180,20 @@ mod tests {
             ),
             Step::Install,
             "the old marker may already be aside"
+        );
+    }
+
+    #[test]
+    fn a_request_names_the_server_it_was_made_of() {
+        let request = request();
+        assert!(request.names_server_started_at(50));
+        assert!(
+            request.names_server_started_at(53),
+            "uptime is read to the second"
+        );
+        assert!(
+            !request.names_server_started_at(120),
+            "started again since, without the exec wrapper"
         );
     }
 

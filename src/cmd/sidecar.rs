@@ -49,6 +49,7 @@ pub async fn run(cfg: SidecarConfig, shutdown: CancellationToken) -> anyhow::Res
             )
         })?;
 
+    let marker_published = watch::Sender::new(marker.clone().map(Arc::new));
     let tracker = TaskTracker::new();
     let (publish, snapshots) = watch::channel(Snapshot::phase(Phase::WaitingForServer, None));
     let rules = Rules {
@@ -85,7 +86,7 @@ pub async fn run(cfg: SidecarConfig, shutdown: CancellationToken) -> anyhow::Res
         rules: rules.clone(),
         live_after: (cfg.poll_interval * 10).max(Duration::from_secs(60)),
         identity: identity.clone(),
-        marker: marker.clone().map(Arc::new),
+        marker: marker_published.subscribe(),
         clone_service,
     };
     let listener = TcpListener::bind(cfg.listen)
@@ -99,7 +100,7 @@ pub async fn run(cfg: SidecarConfig, shutdown: CancellationToken) -> anyhow::Res
         rules,
         shutdown.clone(),
     ));
-    tracker.spawn(ControlLoop::new(cfg, marker, publish).run(shutdown.clone()));
+    tracker.spawn(ControlLoop::new(cfg, marker, marker_published, publish).run(shutdown.clone()));
     tracker.close();
 
     shutdown.cancelled().await;
@@ -148,12 +149,11 @@ enum SetUp {
     Reclone(String),
 }
 
-/// A server that started within this long of the one a re-clone request names is that server.
-const SAME_SERVER_SLACK_SECS: u64 = 5;
-
 struct ControlLoop {
     cfg: SidecarConfig,
     marker: Option<CloneMarker>,
+    /// The marker as /status shows it.
+    marker_published: watch::Sender<Option<Arc<CloneMarker>>>,
     publish: watch::Sender<Snapshot>,
     stage: Stage<LocalServer>,
     /// What the local server was at the last connect, to log a change once.
@@ -176,11 +176,13 @@ impl ControlLoop {
     fn new(
         cfg: SidecarConfig,
         marker: Option<CloneMarker>,
+        marker_published: watch::Sender<Option<Arc<CloneMarker>>>,
         publish: watch::Sender<Snapshot>,
     ) -> Self {
         ControlLoop {
             cfg,
             marker,
+            marker_published,
             publish,
             stage: Stage::Disconnected { set_up: false },
             last_seen: None,
@@ -356,7 +358,7 @@ impl ControlLoop {
         let dialect = server.dialect;
         // A re-clone may have replaced the data since the last set-up.
         if let Ok(marker) = self.datadir().read_marker() {
-            self.marker = marker;
+            self.set_marker(marker);
         }
         let conn = &mut server.conn;
         match self.cfg.common.identity.role {
@@ -416,6 +418,14 @@ impl ControlLoop {
         Ok(SetUp::Done)
     }
 
+    fn set_marker(&mut self, marker: Option<CloneMarker>) {
+        if marker != self.marker {
+            self.marker_published
+                .send_replace(marker.clone().map(Arc::new));
+            self.marker = marker;
+        }
+    }
+
     fn datadir(&self) -> DataDir {
         DataDir::new(&self.cfg.common.datadir)
     }
@@ -428,7 +438,7 @@ impl ControlLoop {
             return Ok(None);
         };
         let started = now_unix().saturating_sub(db::uptime(conn).await?.as_secs());
-        if started.abs_diff(request.server_started_unix) <= SAME_SERVER_SLACK_SECS {
+        if request.names_server_started_at(started) {
             return Ok(Some(SetUp::Reclone(request.reason)));
         }
         Ok(Some(SetUp::Blocked(format!(
@@ -580,7 +590,7 @@ impl ControlLoop {
                         datadir.path().display()
                     )));
                 }
-                self.marker = Some(marker);
+                self.set_marker(Some(marker));
             }
         }
         db::execute_all(conn, &dialect.make_writable()).await?;
