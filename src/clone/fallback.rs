@@ -35,6 +35,36 @@ impl DonorFallback {
         }
         parse_duration(text).map(DonorFallback::After)
     }
+
+    /// How long ordinal-1 gets before the joiner asks other pods, if it ever does: not when
+    /// fallback is forbidden, nor when the clone deadline comes first.
+    fn falls_back_after(self, deadline: Duration) -> Option<Duration> {
+        match self {
+            DonorFallback::After(after) if after < deadline => Some(after),
+            _ => None,
+        }
+    }
+
+    /// What the joiner does while ordinal-1 is not a healthy donor, for the log.
+    pub fn plan(self, deadline: Duration) -> String {
+        match (self, self.falls_back_after(deadline)) {
+            (_, Some(after)) => format!(
+                "if it is not a healthy donor within {}, another healthy replica, then the primary",
+                seconds(after)
+            ),
+            (DonorFallback::Never, None) => format!(
+                "donor fallback is forbidden (--donor-fallback-after never): if it is not a healthy \
+                 donor, the joiner keeps waiting for it until the clone deadline ({})",
+                seconds(deadline)
+            ),
+            (DonorFallback::After(after), None) => format!(
+                "if it is not a healthy donor, the joiner waits for it until the clone deadline \
+                 ({}), which comes before --donor-fallback-after ({})",
+                seconds(deadline),
+                seconds(after)
+            ),
+        }
+    }
 }
 
 impl fmt::Display for DonorFallback {
@@ -109,9 +139,8 @@ where
 {
     let started = Instant::now();
     let ordinal_minus_one = DonorPod::of(identity, identity.ordinal - 1);
-    let after = match fallback {
-        DonorFallback::After(after) if after < deadline => after,
-        _ => return clone_from(ordinal_minus_one, deadline).await,
+    let Some(after) = fallback.falls_back_after(deadline) else {
+        return clone_from(ordinal_minus_one, deadline).await;
     };
     let last = match clone_from(ordinal_minus_one.clone(), after).await {
         Err(CloneError::Deadline { last, .. }) => last,
@@ -284,6 +313,21 @@ mod tests {
         assert_eq!(DonorFallback::parse("never"), Ok(DonorFallback::Never));
         assert!(DonorFallback::parse("forever").is_err());
         assert_eq!(DonorFallback::Never.to_string(), "never");
+        let deadline = Duration::from_secs(8);
+        assert_eq!(
+            DonorFallback::After(Duration::from_secs(3)).plan(deadline),
+            "if it is not a healthy donor within 3.0s, another healthy replica, then the primary"
+        );
+        assert!(
+            DonorFallback::After(Duration::from_secs(30))
+                .plan(deadline)
+                .ends_with("until the clone deadline (8.0s), which comes before --donor-fallback-after (30.0s)")
+        );
+        assert!(
+            DonorFallback::Never
+                .plan(deadline)
+                .starts_with("donor fallback is forbidden (--donor-fallback-after never)")
+        );
         assert_eq!(
             DonorFallback::After(Duration::from_millis(2500)).to_string(),
             "2.5s"

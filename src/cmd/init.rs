@@ -7,13 +7,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clone::CloneError;
 use crate::clone::datadir::{CloneMarker, DataDir, DataDirState, Promotion, classify};
-use crate::clone::fallback::{DonorFallback, DonorPod, clone_with_fallback};
+use crate::clone::fallback::{DonorPod, clone_with_fallback};
 use crate::clone::mariadb::joiner::{self, JoinerSettings};
 use crate::clone::mysql::{self, PluginSettings};
 use crate::clone::ownership::{self, Ownership, OwnershipError};
 use crate::config::{CloneChannel, InitConfig};
 use crate::dns::{DnsError, Resolver};
-use crate::duration::seconds;
 use crate::guard::survey::{Unanswered, survey};
 use crate::guard::{Decision, decide};
 use crate::mycnf;
@@ -179,16 +178,7 @@ async fn empty_datadir(
     };
     let restore_from = match &identity.donor_fqdn {
         Some(donor) => {
-            let fallback = match cfg.donor_fallback_after {
-                DonorFallback::Never => format!(
-                    "donor fallback is forbidden (--donor-fallback-after never): if it is not a \
-                     healthy donor, the joiner keeps waiting for it until the clone deadline ({})",
-                    seconds(cfg.clone_deadline)
-                ),
-                after => format!(
-                    "if it is not a healthy donor within {after}, another healthy replica, then the primary"
-                ),
-            };
+            let fallback = cfg.donor_fallback_after.plan(cfg.clone_deadline);
             tracing::info!(donor = %donor, "datadir is empty: cloning from ordinal {} (ordinal-1) with {method}; {fallback}", identity.ordinal - 1);
             None
         }
