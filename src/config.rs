@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::clone::fallback::DonorFallback;
 use crate::clone::ownership::ServerUser;
 use crate::db::flavor::Flavor;
 use crate::dns::{RESOLV_CONF, ResolvConf};
@@ -177,6 +178,10 @@ pub struct InitArgs {
     /// How long to wait for the donor to resolve and answer before giving up.
     #[arg(long, env = "MYSQL_STS_CLONE_DEADLINE", default_value = "10m", value_parser = parse_duration)]
     pub clone_deadline: Duration,
+    /// How long ordinal-1 may take to be a healthy donor before the joiner clones another
+    /// healthy replica, then the primary; `never`: wait for ordinal-1 until --clone-deadline.
+    #[arg(long, env = "MYSQL_STS_DONOR_FALLBACK_AFTER", default_value = "30s", value_parser = DonorFallback::parse)]
+    pub donor_fallback_after: DonorFallback,
     /// A clone that moves no data this long has lost its donor: give up (and retry fresh).
     #[arg(long, env = "MYSQL_STS_CLONE_STALL_TIMEOUT", default_value = "2m", value_parser = parse_duration)]
     pub clone_stall_timeout: Duration,
@@ -334,6 +339,7 @@ pub struct InitConfig {
     pub common: Common,
     pub conf_dir: PathBuf,
     pub clone_deadline: Duration,
+    pub donor_fallback_after: DonorFallback,
     pub clone_stall_timeout: Duration,
     pub mysqld: PathBuf,
     pub server_user: Option<ServerUser>,
@@ -416,10 +422,17 @@ impl Validated {
         };
         match self {
             Validated::Init(cfg) => format!(
-                "init for {}, conf dir {}, {}",
+                "init for {}, conf dir {}, {}{}",
                 pod(&cfg.common),
                 cfg.conf_dir.display(),
-                donor(&cfg.common)
+                donor(&cfg.common),
+                match (&cfg.common.identity.donor_fqdn, cfg.donor_fallback_after) {
+                    (None, _) => String::new(),
+                    (Some(_), DonorFallback::Never) => ", never falls back to another donor".into(),
+                    (Some(_), after) => format!(
+                        ", falls back to another healthy replica, then the primary, after {after}"
+                    ),
+                }
             ),
             Validated::Exec(cfg, entrypoint) => format!(
                 "exec for {}, a pending re-clone {}, then runs {}",
@@ -457,9 +470,9 @@ impl Cli {
         Ok(match self.command {
             // Installing runs before anything is configured: it needs only its directory.
             Command::Install(args) => Validated::Install { dir: args.dir },
-            Command::Init(args) => Validated::Init(args.validate(common(self.common)?)),
+            Command::Init(args) => Validated::Init(args.validate(common(self.common)?)?),
             Command::Exec(args) => {
-                Validated::Exec(args.init.validate(common(self.common)?), args.entrypoint)
+                Validated::Exec(args.init.validate(common(self.common)?)?, args.entrypoint)
             }
             Command::Sidecar(args) => Validated::Sidecar(args.validate(common(self.common)?)?),
         })
@@ -467,17 +480,25 @@ impl Cli {
 }
 
 impl InitArgs {
-    fn validate(self, common: Common) -> InitConfig {
-        InitConfig {
+    fn validate(self, common: Common) -> Result<InitConfig, ConfigError> {
+        Ok(InitConfig {
             common,
             conf_dir: self.conf_dir,
             clone_deadline: self.clone_deadline,
+            donor_fallback_after: match self.donor_fallback_after {
+                DonorFallback::After(after) if after.is_zero() => {
+                    return Err(ConfigError::Invalid(
+                        "--donor-fallback-after must be greater than zero (or never)".into(),
+                    ));
+                }
+                fallback => fallback,
+            },
             clone_stall_timeout: self.clone_stall_timeout,
             mysqld: self.mysqld,
             server_user: self.server_user,
             peer_deadline: self.peer_deadline,
             allow_empty_start: self.allow_empty_start,
-        }
+        })
     }
 }
 
@@ -856,6 +877,50 @@ mod tests {
         assert_eq!(on.semi_sync_timeout, AckTimeout::Forever);
         let argv = ["mysql-sts-agent", "sidecar", "--semi-sync-timeout", "soon"];
         assert!(Cli::try_parse_from(argv).is_err());
+    }
+
+    #[test]
+    fn donor_fallback_is_30s_by_default_may_be_never_and_is_not_zero() {
+        let init = |extra: &[&'static str]| -> Result<Validated, ConfigError> {
+            let args: Vec<&str> = BASE
+                .iter()
+                .copied()
+                .chain(["init"])
+                .chain(extra.iter().copied())
+                .collect();
+            parse(&args)
+        };
+        let fallback = |extra: &[&'static str]| match init(extra) {
+            Ok(Validated::Init(cfg)) => cfg.donor_fallback_after,
+            _ => panic!("init config"),
+        };
+        assert_eq!(fallback(&[]), DonorFallback::After(Duration::from_secs(30)));
+        assert_eq!(
+            fallback(&["--donor-fallback-after", "1.5s"]),
+            DonorFallback::After(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            fallback(&["--donor-fallback-after", "never"]),
+            DonorFallback::Never
+        );
+        let Ok(described) = init(&[]).map(|v| v.describe()) else {
+            panic!("init config")
+        };
+        assert!(
+            described.ends_with(
+                ", falls back to another healthy replica, then the primary, after 30.0s"
+            ),
+            "{described}"
+        );
+        let err = init(&["--donor-fallback-after", "0s"]).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "--donor-fallback-after must be greater than zero (or never)"
+        );
+        for bad in ["soon", "forever", "-3s"] {
+            let argv = ["mysql-sts-agent", "init", "--donor-fallback-after", bad];
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad}");
+        }
     }
 
     #[test]

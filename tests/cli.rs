@@ -137,6 +137,7 @@ fn unknown_flags_and_bad_values_exit_64_with_one_line() {
     for args in [
         &["init", "--no-such-flag"][..],
         &["sidecar", "--max-lag", "soon"],
+        &["init", "--donor-fallback-after", "later"],
         &["frobnicate"],
     ] {
         let out = agent(args, &with(&[], &[]));
@@ -240,7 +241,9 @@ fn check_validates_without_acting() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.starts_with("mysql-sts-agent: configuration is valid: init for mysql-2")
-            && stdout.contains("clones mysql-1.mysql.default.svc.cluster.local:8080"),
+            && stdout.contains("clones mysql-1.mysql.default.svc.cluster.local:8080")
+            && stdout
+                .contains("falls back to another healthy replica, then the primary, after 30.0s"),
         "{stdout}"
     );
     assert!(!stdout.contains("t0ken"), "{stdout}");

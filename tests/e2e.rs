@@ -1198,6 +1198,91 @@ async fn a_donor_that_is_not_healthy_refuses_to_serve(version: DbVersion) -> Res
     .await
 }
 
+/// Ordinal-1 is not a healthy donor (its SQL thread is stopped). With fallback forbidden the
+/// joiner waits for it until its deadline and leaves nothing behind; with it allowed, it falls
+/// back within the fallback time to the only other pod, the primary, says why, takes the
+/// primary's own binlog position, and joins with every row.
+async fn a_joiner_falls_back_from_an_unhealthy_ordinal_minus_one(version: DbVersion) -> Result<()> {
+    let naming = Naming::default()
+        .statefulset("orders-db")
+        .namespace("shop")
+        .first_ordinal(3);
+    scenario(version, 3, VolumeLayout::FsGroup, naming, async |c| {
+        primary_with_data(c).await?;
+        c.start_pod(1).await?;
+        c.sql(1).await?.query_drop("STOP REPLICA SQL_THREAD").await?;
+        c.wait_readyz(1, 503, READY).await?;
+        let (primary, ordinal_minus_one) = (c.naming().pod_fqdn(0), c.naming().pod_fqdn(1));
+        let why = "503 not healthy enough to donate: replica SQL thread is not running";
+
+        let waited = c
+            .spawn_init_with(
+                2,
+                &[
+                    ("MYSQL_STS_DONOR_FALLBACK_AFTER", "never"),
+                    ("MYSQL_STS_CLONE_DEADLINE", "6s"),
+                ],
+            )
+            .await?
+            .wait()
+            .await?;
+        ensure!(waited.code == Some(1), "{:?}\n{}", waited.code, waited.output);
+        for want in [
+            "donor fallback is forbidden (--donor-fallback-after never): if it is not a healthy \
+             donor, the joiner keeps waiting for it until the clone deadline (6.0s)"
+                .to_owned(),
+            format!("init failed: clone failed: donor {ordinal_minus_one} did not serve a clone within 6.0s"),
+            why.to_owned(),
+        ] {
+            ensure!(waited.output.contains(&want), "no {want:?} in\n{}", waited.output);
+        }
+        ensure!(!waited.output.contains("falling back"), "{}", waited.output);
+        ensure!(
+            datadir_entries(&c.datadir(2))?.is_empty(),
+            "{:?}",
+            datadir_entries(&c.datadir(2))?
+        );
+
+        let fell_back = c
+            .spawn_init_with(2, &[("MYSQL_STS_DONOR_FALLBACK_AFTER", "3s")])
+            .await?
+            .wait()
+            .await?;
+        ensure!(fell_back.code == Some(0), "{:?}\n{}", fell_back.code, fell_back.output);
+        let decision = format!("ordinal-1 {ordinal_minus_one} is not healthy or not answering after ");
+        let line = fell_back
+            .output
+            .lines()
+            .find(|line| line.contains(&decision))
+            .with_context(|| format!("no {decision:?} in\n{}", fell_back.output))?;
+        ensure!(
+            line.contains(why) && line.contains(&format!("; falling back to {primary} (the primary)")),
+            "{line}"
+        );
+        let marker: serde_json::Value = serde_json::from_slice(&std::fs::read(
+            c.datadir(2).join("mysql-sts-agent-clone.json"),
+        )?)?;
+        ensure!(marker["donor"] == primary.as_str(), "{marker}");
+        // The primary's backup holds its own position, not a replica's.
+        let from_primary = match version {
+            DbVersion::MariaDb10_11 => "xtrabackup_binlog_info",
+            DbVersion::MariaDb11_8 => "mariadb_backup_binlog_info",
+            DbVersion::MySql9_7 => "gtid_executed",
+        };
+        ensure!(marker["position_source"] == from_primary, "{marker}");
+
+        c.start_server(2).await?;
+        c.start_sidecar(2).await?;
+        c.wait_readyz(2, 200, READY).await?;
+        insert(c, 0, "after-fallback").await?;
+        assert_same_data(c, 2).await?;
+        let status = status_json(&c.http_get(2, "/status", None).await?)?;
+        ensure!(status["donor"] == primary.as_str(), "{status}");
+        Ok(())
+    })
+    .await
+}
+
 /// Pod 1's /readyz, fetched every 100 ms from the node namespace into a file, one answer a
 /// line, until killed: it sees what a kubelet would while the test stops and starts servers.
 fn watch_readyz(c: &Cluster, n: usize) -> Result<(tokio::process::Child, std::path::PathBuf)> {
@@ -1452,6 +1537,7 @@ every_image!(
         a_writable_replica_is_not_ready,
         replicas_stay_ready_through_a_short_primary_outage,
         a_donor_that_is_not_healthy_refuses_to_serve,
+        a_joiner_falls_back_from_an_unhealthy_ordinal_minus_one,
         losing_the_first_pods_volume_restores_it_from_the_most_advanced_peer,
         a_first_pod_that_cannot_ask_a_peer_does_not_start_empty,
         semi_sync_acknowledges_every_commit_on_a_replica,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
-use hyper::{Request, Response, header};
+use hyper::{Request, Response, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -59,6 +59,25 @@ pub(crate) async fn get(
         .await
         .map_err(|_| Attempt::Retry(format!("no answer to GET {path}")))?
         .map_err(|e| retry(&format!("GET {path}"), &e))
+}
+
+/// Whether `donor`'s agent says it may be cloned from now (`GET /donor`): a donor's server would
+/// serve a clone whatever its state, its agent knows whether it is in sync and not fenced.
+pub(crate) async fn ask_donor(
+    donor: &str,
+    ip: IpAddr,
+    port: u16,
+    promotion: Promotion,
+) -> Result<(), Attempt> {
+    let path = donor_path("/donor", promotion);
+    let response = get(donor, ip, port, &path, None, CONNECT_TIMEOUT).await?;
+    match response.status() {
+        StatusCode::OK => Ok(()),
+        _ => Err(Attempt::Retry(format!(
+            "the donor's agent answers /donor with {}",
+            answer(response).await
+        ))),
+    }
 }
 
 /// The status and the first line of the body, e.g. "503 not healthy enough to donate: ...";

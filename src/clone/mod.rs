@@ -1,11 +1,13 @@
-//! Cloning ordinal-1's data into an empty datadir, through a staging directory that is removed
-//! whenever the clone fails, so that nothing partial ever looks like data.
+//! Cloning ordinal-1's data (or, falling back, another healthy pod's) into an empty datadir,
+//! through a staging directory that is removed whenever the clone fails, so that nothing partial
+//! ever looks like data.
 //!
 //! MariaDB: the donor's agent streams a mariadb-backup, the joiner checks, extracts and
 //! prepares it. MySQL: a temporary local server pulls the donor's data with the CLONE plugin.
 
 pub(crate) mod agent;
 pub mod datadir;
+pub mod fallback;
 pub mod mariadb;
 pub mod mysql;
 pub mod ownership;
@@ -34,6 +36,8 @@ pub enum CloneError {
         deadline: String,
         last: String,
     },
+    #[error("no donor served a clone within {deadline}: {reasons}")]
+    NoDonor { deadline: String, reasons: String },
     #[error("donor {0} refused the clone token (401): every pod must mount the same clone token")]
     Unauthorized(String),
     #[error("donor {donor} refused the clone: {answer}")]

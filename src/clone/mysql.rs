@@ -2,12 +2,11 @@
 //! donor's data over its own datadir, then is started once more to finish the clone (recovery)
 //! and to prove it: `performance_schema.clone_status` must say Completed.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use hyper::StatusCode;
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 use tokio_util::sync::CancellationToken;
@@ -37,7 +36,8 @@ const LOG_TAIL_LINES: usize = 8;
 
 #[derive(Debug, Clone)]
 pub struct PluginSettings {
-    /// The donor's stable name (ordinal-1, or the peer a lost first ordinal restores from).
+    /// The donor's stable name (ordinal-1 or the pod fallback chose, or the peer a lost first
+    /// ordinal restores from).
     pub donor: String,
     pub port: u16,
     /// Where the donor's agent answers `/donor`.
@@ -212,7 +212,7 @@ async fn check_donor(
     resolver: &Resolver,
 ) -> Result<(SocketAddr, ServerVersion), Attempt> {
     let ip = resolver.resolve(&settings.donor).await?;
-    ask_donor_agent(settings, ip).await?;
+    agent::ask_donor(&settings.donor, ip, settings.agent_port, settings.promotion).await?;
     let address = SocketAddr::new(ip, settings.port);
     let endpoint = Endpoint::Tcp {
         host: ip.to_string(),
@@ -241,27 +241,6 @@ async fn check_donor(
         other => Err(Attempt::Retry(format!(
             "the donor's clone plugin is {}: its config must load mysql_clone.so",
             other.unwrap_or("not installed")
-        ))),
-    }
-}
-
-/// The donor's server would serve a clone whatever its state; its agent knows whether it is in
-/// sync and not fenced, and says so on `/donor`.
-async fn ask_donor_agent(settings: &PluginSettings, ip: IpAddr) -> Result<(), Attempt> {
-    let response = agent::get(
-        &settings.donor,
-        ip,
-        settings.agent_port,
-        &agent::donor_path("/donor", settings.promotion),
-        None,
-        agent::CONNECT_TIMEOUT,
-    )
-    .await?;
-    match response.status() {
-        StatusCode::OK => Ok(()),
-        _ => Err(Attempt::Retry(format!(
-            "the donor's agent answers /donor with {}",
-            agent::answer(response).await
         ))),
     }
 }

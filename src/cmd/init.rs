@@ -1,12 +1,13 @@
 //! `mysql-sts-agent init`: the config fragment, then the data the server will start on.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::clone::CloneError;
-use crate::clone::datadir::Promotion;
-use crate::clone::datadir::{DataDir, DataDirState, classify};
+use crate::clone::datadir::{CloneMarker, DataDir, DataDirState, Promotion, classify};
+use crate::clone::fallback::{DonorPod, clone_with_fallback};
 use crate::clone::mariadb::joiner::{self, JoinerSettings};
 use crate::clone::mysql::{self, PluginSettings};
 use crate::clone::ownership::{self, Ownership, OwnershipError};
@@ -166,9 +167,9 @@ async fn data(
             datadir
                 .remove_staging()
                 .map_err(|source| InitError::DataDir { dir: dir(), source })?;
-            empty_datadir(cfg, datadir, shutdown).await
+            clone_into(cfg, datadir, "datadir is empty", shutdown).await
         }
-        DataDirState::Empty => empty_datadir(cfg, datadir, shutdown).await,
+        DataDirState::Empty => clone_into(cfg, datadir, "datadir is empty", shutdown).await,
     }
 }
 
@@ -214,7 +215,7 @@ pub async fn reclone_if_requested(
                      place",
                     request.reason
                 );
-                empty_datadir(cfg, &datadir, shutdown.clone()).await?;
+                clone_into(cfg, &datadir, "re-clone", shutdown.clone()).await?;
             }
             Step::Install => {
                 tracing::info!(
@@ -238,9 +239,12 @@ pub async fn reclone_if_requested(
     }
 }
 
-async fn empty_datadir(
+/// Clones into the staging directory and installs the clone; `why` starts the log line that
+/// says from whom (the datadir is empty, or a re-clone replaces it).
+async fn clone_into(
     cfg: &InitConfig,
     datadir: &DataDir,
+    why: &str,
     shutdown: CancellationToken,
 ) -> Result<(), InitError> {
     let identity = &cfg.common.identity;
@@ -249,66 +253,108 @@ async fn empty_datadir(
         CloneChannel::BackupStream { .. } => "a mariadb-backup stream from its agent",
         CloneChannel::ClonePlugin { .. } => "the CLONE plugin into a temporary server",
     };
-    let (donor, promotion) = match identity.donor_fqdn.clone() {
+    let restore_from = match &identity.donor_fqdn {
         Some(donor) => {
-            tracing::info!(donor = %donor, "datadir is empty: cloning from ordinal {} (ordinal-1) with {method}", identity.ordinal - 1);
-            (donor, Promotion::None)
+            let fallback = cfg.donor_fallback_after.plan(cfg.clone_deadline);
+            tracing::info!(donor = %donor, "{why}: cloning from ordinal {} (ordinal-1) with {method}; {fallback}", identity.ordinal - 1);
+            None
         }
         None => match first_ordinal_guard(cfg, &resolver).await? {
             Some(peer) => {
-                tracing::info!(donor = %peer, "restoring the first ordinal's lost volume from that peer with {method}; the server starts read-only until the sidecar promoted it");
-                (peer, Promotion::Owed)
+                tracing::info!(donor = %peer.name, "restoring the first ordinal's lost volume from that peer with {method}; the server starts read-only until the sidecar promoted it");
+                Some(peer)
             }
             None => return Ok(()),
         },
     };
-    // Decided before any byte moves: a clone that cannot be installed must not be streamed.
-    let ownership = ownership(cfg, datadir)?;
-    let marker = match &cfg.common.clone {
-        CloneChannel::BackupStream {
-            token,
-            mariadb_backup,
-            mbstream,
-        } => {
-            let settings = JoinerSettings {
-                // Only the second ordinal clones the primary; a restoring first ordinal clones a
-                // replica, whose position is in slave_info.
-                donor_is_primary: identity.ordinal == identity.first_ordinal + 1,
-                donor,
-                port: cfg.common.agent_port,
-                token: token.clone(),
-                mbstream: mbstream.clone(),
-                mariadb_backup: mariadb_backup.clone(),
-                deadline: cfg.clone_deadline,
-                stall_timeout: cfg.clone_stall_timeout,
-                ownership,
-                promotion,
-            };
-            joiner::clone(datadir, &settings, &resolver, &shutdown).await?
-        }
-        CloneChannel::ClonePlugin { user } => {
-            let settings = PluginSettings {
-                donor,
-                port: cfg.common.mysql_port,
-                agent_port: cfg.common.agent_port,
-                user: user.clone(),
-                mysqld: cfg.mysqld.clone(),
-                deadline: cfg.clone_deadline,
-                stall_timeout: cfg.clone_stall_timeout,
-                ownership,
-                promotion,
-            };
-            mysql::clone(datadir, &settings, &resolver, &shutdown).await?
+    let cloning = Cloning {
+        cfg,
+        datadir,
+        // Decided before any byte moves: a clone that cannot be installed must not be streamed.
+        ownership: ownership(cfg, datadir)?,
+        promotion: match restore_from {
+            Some(_) => Promotion::Owed,
+            None => Promotion::None,
+        },
+        resolver: &resolver,
+        shutdown: &shutdown,
+    };
+    let marker = match restore_from {
+        Some(peer) => cloning.from(peer, cfg.clone_deadline).await?,
+        None => {
+            clone_with_fallback(
+                identity,
+                cfg.donor_fallback_after,
+                cfg.clone_deadline,
+                cfg.common.agent_port,
+                &resolver,
+                &shutdown,
+                |donor, wait| cloning.from(donor, wait),
+            )
+            .await?
         }
     };
     tracing::info!(
         donor = %marker.donor, gtid = %marker.gtid_position, position_from = %marker.position_source,
         "clone complete: replication will start at this GTID position"
     );
-    if promotion.holds_writes() {
-        write_fragment(cfg, promotion)?;
+    if cloning.promotion.holds_writes() {
+        write_fragment(cfg, cloning.promotion)?;
     }
     Ok(())
+}
+
+/// What every clone of this init shares, whichever pod donates.
+struct Cloning<'a> {
+    cfg: &'a InitConfig,
+    datadir: &'a DataDir,
+    ownership: Ownership,
+    promotion: Promotion,
+    resolver: &'a Resolver,
+    shutdown: &'a CancellationToken,
+}
+
+impl Cloning<'_> {
+    /// Clones `donor` with the flavor's channel, waiting `wait` for it to serve.
+    async fn from(&self, donor: DonorPod, wait: Duration) -> Result<CloneMarker, CloneError> {
+        let common = &self.cfg.common;
+        match &common.clone {
+            CloneChannel::BackupStream {
+                token,
+                mariadb_backup,
+                mbstream,
+            } => {
+                let settings = JoinerSettings {
+                    // The primary's backup holds its binlog position; a replica's, in slave_info.
+                    donor_is_primary: donor.is_primary,
+                    donor: donor.name,
+                    port: common.agent_port,
+                    token: token.clone(),
+                    mbstream: mbstream.clone(),
+                    mariadb_backup: mariadb_backup.clone(),
+                    deadline: wait,
+                    stall_timeout: self.cfg.clone_stall_timeout,
+                    ownership: self.ownership.clone(),
+                    promotion: self.promotion,
+                };
+                joiner::clone(self.datadir, &settings, self.resolver, self.shutdown).await
+            }
+            CloneChannel::ClonePlugin { user } => {
+                let settings = PluginSettings {
+                    donor: donor.name,
+                    port: common.mysql_port,
+                    agent_port: common.agent_port,
+                    user: user.clone(),
+                    mysqld: self.cfg.mysqld.clone(),
+                    deadline: wait,
+                    stall_timeout: self.cfg.clone_stall_timeout,
+                    ownership: self.ownership.clone(),
+                    promotion: self.promotion,
+                };
+                mysql::clone(self.datadir, &settings, self.resolver, self.shutdown).await
+            }
+        }
+    }
 }
 
 /// The first ordinal on an empty datadir: the peer to restore from, or `None` to let the server
@@ -316,7 +362,7 @@ async fn empty_datadir(
 async fn first_ordinal_guard(
     cfg: &InitConfig,
     resolver: &Resolver,
-) -> Result<Option<String>, InitError> {
+) -> Result<Option<DonorPod>, InitError> {
     let identity = &cfg.common.identity;
     if cfg.allow_empty_start {
         tracing::warn!(
@@ -346,7 +392,7 @@ async fn first_ordinal_guard(
         }
         Decision::Restore { peer, reason } => {
             tracing::warn!(peer = %peer.name, gtids = %peer.gtids, "the first ordinal lost its volume while peers hold data: restoring from the most advanced peer, since {reason}");
-            Ok(Some(peer.name))
+            Ok(Some(DonorPod::of(identity, peer.ordinal)))
         }
         Decision::Refuse { reason } => Err(InitError::Diverged(reason)),
     }
