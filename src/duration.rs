@@ -29,6 +29,11 @@ pub fn seconds(duration: Duration) -> String {
     format!("{:.1}s", duration.as_secs_f64())
 }
 
+/// Seconds with one decimal, rounded up: a time past a limit never reads as the limit itself.
+pub fn seconds_up(duration: Duration) -> String {
+    format!("{:.1}s", (duration.as_secs_f64() * 10.0).ceil() / 10.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,5 +59,12 @@ mod tests {
     #[test]
     fn formats_seconds() {
         assert_eq!(seconds(Duration::from_millis(1234)), "1.2s");
+    }
+
+    #[test]
+    fn a_time_past_a_limit_rounds_up() {
+        assert_eq!(seconds(Duration::from_millis(15_040)), "15.0s");
+        assert_eq!(seconds_up(Duration::from_millis(15_040)), "15.1s");
+        assert_eq!(seconds_up(Duration::from_secs(31)), "31.0s");
     }
 }

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::db::facts::ServerFacts;
 use crate::db::gtid::{Binlogged, Gtids};
 use crate::db::status::{IoThread, ReplicaStatus, ThreadError};
-use crate::duration::seconds;
+use crate::duration::{seconds, seconds_up};
 use crate::identity::Role;
 use crate::semisync::SemiSyncFacts;
 
@@ -493,7 +493,7 @@ fn outage_readiness(
             VerdictKind::PrimaryUnknown,
             format!(
                 "primary {primary} unreachable for {}, longer than the {} grace: {why}",
-                seconds(away),
+                seconds_up(away),
                 seconds(rules.outage_grace)
             ),
         )
