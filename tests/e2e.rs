@@ -861,8 +861,8 @@ async fn an_unresolvable_donor_is_reported_with_the_pods_resolver(
 }
 
 /// Pod 0's volume is lost while its replicas hold the data: the recreated pod 0 restores it from
-/// the most advanced peer instead of starting an empty primary, is promoted, and replication
-/// goes on from it.
+/// the most advanced peer instead of starting an empty primary, is promoted (by a second
+/// sidecar, the first having died halfway), and replication goes on from it.
 async fn losing_the_first_pods_volume_restores_it_from_the_most_advanced_peer(
     version: DbVersion,
 ) -> Result<()> {
@@ -888,7 +888,31 @@ async fn losing_the_first_pods_volume_restores_it_from_the_most_advanced_peer(
 
         c.lose_volume(0).await?;
         ensure!(datadir_entries(&c.datadir(0))?.is_empty());
-        c.start_pod(0).await?;
+        // The pod recreated, its containers one by one: the restored server starts read-only,
+        // and its sidecar dies after the promotion's first statement (run here by hand). The
+        // next sidecar finishes the promotion.
+        let restore = c.run_init(0).await?;
+        ensure!(
+            restore.code == Some(0),
+            "{:?}\n{}",
+            restore.code,
+            restore.output
+        );
+        c.start_server(0).await?;
+        let mut restored = c.sql(0).await?;
+        let read_only: Option<i64> = restored.query_first("SELECT @@read_only").await?;
+        ensure!(
+            read_only == Some(1),
+            "the restored server is writable before its promotion"
+        );
+        let reset = match flavor {
+            Flavor::MariaDb => "RESET SLAVE ALL",
+            Flavor::MySql => "RESET REPLICA ALL",
+        };
+        restored.query_drop("STOP REPLICA").await?;
+        restored.query_drop(reset).await?;
+        c.start_sidecar(0).await?;
+        c.wait_readyz(0, 200, READY).await?;
 
         // Both replicas hold the same data: the tie goes to the lowest ordinal.
         let init = c.log_text(0, "init-2.log");
@@ -910,10 +934,6 @@ async fn losing_the_first_pods_volume_restores_it_from_the_most_advanced_peer(
             "{marker}"
         );
         let sidecar = c.log_text(0, "sidecar-2.log");
-        let reset = match flavor {
-            Flavor::MariaDb => "RESET SLAVE ALL",
-            Flavor::MySql => "RESET REPLICA ALL",
-        };
         ensure!(
             sidecar.contains("restored primary promoted") && sidecar.contains(reset),
             "{sidecar}"
