@@ -669,7 +669,9 @@ impl Cluster {
     /// template's install container first while the agent is not installed.
     async fn prepare(&mut self, n: usize, container: &Resolved) -> Result<()> {
         self.create_pod(n).await?;
-        let Program::InstalledAgent(installed) = &container.program else {
+        let (Program::InstalledAgent(installed) | Program::WrappedServer(installed)) =
+            &container.program
+        else {
             return Ok(());
         };
         if installed.exists() {
