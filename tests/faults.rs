@@ -165,18 +165,28 @@ async fn a_joiner_killed_or_terminated_mid_clone_leaves_nothing_and_the_retry_jo
     .await
 }
 
-/// Delays the rename that writes pod n's clone marker, the last step of the move into place, by
-/// tracing init `pid` (and what it spawns) with strace: long enough for a signal to land while
-/// the data is in place and the marker is not.
-async fn hold_the_marker(c: &mut Cluster, n: usize, pid: u32) -> Result<()> {
-    let marker = c.datadir(n).join(MARKER);
+/// Holds init `pid` (and what it spawns) for a few seconds between moving pod n's clone into
+/// place and writing its marker: strace delays its first fsync of the datadir itself, which comes
+/// right after the moves (every earlier fsync is of a file or directory in staging). A signal
+/// then lands while the data is in place and the marker is not.
+async fn hold_before_the_marker(c: &mut Cluster, n: usize, pid: u32) -> Result<()> {
+    // strace matches an fd by its path as the host sees it: a chroot image's is below the chroot.
+    let datadir = c.datadir(n);
+    let seen = match c.chroot() {
+        Some(chroot) => chroot.join(datadir.strip_prefix("/")?),
+        None => datadir,
+    };
     let mut strace = c.pod_command(n, "strace");
     strace
         .args(["-f", "-qq", "-o", "/dev/null", "-p", &pid.to_string()])
-        .args(["-e", "trace=rename,renameat,renameat2"])
-        .args(["-e", "inject=rename,renameat,renameat2:delay_enter=5s"])
-        .arg("-P")
-        .arg(&marker);
+        .args([
+            "-e",
+            "trace=fsync",
+            "-e",
+            "inject=fsync:delay_enter=5s",
+            "-P",
+        ])
+        .arg(seen);
     c.spawn_in_pod(n, "strace", strace)?;
     let status = format!("/proc/{pid}/status");
     poll_until("strace to attach", CATCH_UP, POLL, || async {
@@ -236,7 +246,7 @@ async fn a_signal_during_the_final_move_never_leaves_unmarked_data(
         let writer = primary_and_writer(c).await?;
 
         let mut init = c.spawn_init(1).await?;
-        hold_the_marker(c, 1, init.pid()).await?;
+        hold_before_the_marker(c, 1, init.pid()).await?;
         wait_for_the_final_move(c, 1).await?;
         init.kill().await?;
         ensure!(init.wait().await?.code.is_none(), "init was not killed");
@@ -258,7 +268,7 @@ async fn a_signal_during_the_final_move_never_leaves_unmarked_data(
 
         c.lose_volume(1).await?;
         let init = c.spawn_init(1).await?;
-        hold_the_marker(c, 1, init.pid()).await?;
+        hold_before_the_marker(c, 1, init.pid()).await?;
         wait_for_the_final_move(c, 1).await?;
         let stopped = init.terminate().await?;
         ensure_exit(&stopped.run, 0)?;
@@ -448,7 +458,7 @@ async fn wait_semi_sync_active(c: &Cluster) -> Result<()> {
     .await
 }
 
-/// Pod 0 (with its agent) SIGKILLed and its volume lost while the replicas lag behind the
+/// Pod 0's node dies (`kill_pod`) and its volume is lost while the replicas lag behind the
 /// writer (the primary's egress throttled); the guard restores it from the most advanced
 /// replica. Returns the acknowledged ids the restored primary lacks.
 async fn lose_the_first_pods_volume_under_writes(
@@ -466,8 +476,7 @@ async fn lose_the_first_pods_volume_under_writes(
         .wait_acked(writer.acked_count(), 2 * ROWS_DURING)
         .await?;
     let acked_before = writer.acked_count();
-    c.kill_sidecar(0).await?;
-    c.kill_server(0).await?;
+    c.kill_pod(0).await?;
     c.throttle(0, None).await?;
     c.lose_volume(0).await?;
     c.start_pod(0).await?;
@@ -486,8 +495,49 @@ async fn lose_the_first_pods_volume_under_writes(
     let before: BTreeSet<u64> = written.acked.iter().copied().take(acked_before).collect();
     let lost: BTreeSet<u64> = before.difference(&restored).copied().collect();
     let kept: BTreeSet<u64> = written.acked.difference(&lost).copied().collect();
-    verify(c, &kept, &[0, 1, 2], &[]).await?;
+    let (ready, behind) = replicas_after_the_restore(c).await?;
+    verify(c, &kept, &ready, &behind).await?;
     Ok(lost)
+}
+
+/// After pod 0 was restored from one replica, the pods that can be Ready: pod 0, its donor, and
+/// the other replica unless it was behind the donor. The restored primary's binlogs start at the
+/// restore point, so a replica behind it cannot catch up by replication (it needs a new clone,
+/// which the agent does not make yet); it must say so. Returns (ready, not ready).
+async fn replicas_after_the_restore(c: &Cluster) -> Result<(Vec<usize>, Vec<usize>)> {
+    let marker: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(c.datadir(0).join(MARKER))?)?;
+    let donor = (1..=2)
+        .find(|&n| marker["donor"] == c.naming().pod_fqdn(n).as_str())
+        .with_context(|| format!("pod 0 was restored from neither replica: {marker}"))?;
+    let other = 3 - donor;
+    let what = format!(
+        "{} to be Ready or to ask for a new clone",
+        c.naming().hostname(other)
+    );
+    let behind = poll_until(&what, CATCH_UP, POLL, || async {
+        let reply = c.http_get(other, "/readyz", None).await?;
+        Ok(match reply.status {
+            200 => Check::Done(false),
+            503 if reply
+                .text()
+                .contains("purged binary logs this replica still needs") =>
+            {
+                Check::Done(true)
+            }
+            _ => Check::Pending(reply.text()),
+        })
+    })
+    .await?;
+    if behind {
+        eprintln!(
+            "[faults] {} was behind the restore point: the restored primary lacks the binlogs it \
+             needs, so it needs a new clone",
+            c.naming().hostname(other)
+        );
+        return Ok((vec![0, donor], vec![other]));
+    }
+    Ok((vec![0, 1, 2], Vec::new()))
 }
 
 /// With semi-sync (commits wait for a replica's acknowledgement, no timeout), losing pod 0's

@@ -933,6 +933,21 @@ impl Cluster {
         self.mount_volumes(n)
     }
 
+    /// Pod n's node dies: its agent and server are SIGKILLed and its TCP connections reset.
+    /// Sockets outlive a killed process here, still sending what it had written (through a
+    /// `throttle` for seconds); on a dead node, or in a recreated pod's new network namespace,
+    /// they do not.
+    pub async fn kill_pod(&mut self, n: usize) -> Result<()> {
+        if self.sidecar_pid(n).is_some() {
+            self.kill_sidecar(n).await?;
+        }
+        if self.server_pid(n).is_some() {
+            self.kill_server(n).await?;
+        }
+        self.exec_in_pod(n, &["ss", "--kill", "--tcp"]).await?;
+        Ok(())
+    }
+
     /// The running sidecar's PID.
     pub fn sidecar_pid(&self, n: usize) -> Option<u32> {
         live_pid(self.pod(n).sidecar.as_ref())
