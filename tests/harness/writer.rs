@@ -185,6 +185,7 @@ pub async fn verify(
     ready: &[usize],
     not_ready: &[usize],
 ) -> Result<()> {
+    ensure!(!acked.is_empty(), "the writer never got a commit through");
     for &n in not_ready {
         c.wait_readyz(n, 503, CATCH_UP).await?;
     }
@@ -233,6 +234,5 @@ pub async fn verify(
         })
         .await?;
     }
-    ensure!(!acked.is_empty(), "the writer never got a commit through");
     Ok(())
 }
