@@ -760,25 +760,32 @@ async fn a_replica_cut_off_the_network_is_unready_then_ready_with_every_row(
     .await
 }
 
+/// Runs `scenario` and says how long it took, for the suite's budget in CI.
+async fn timed(test: &str, scenario: impl Future<Output = Result<()>>) -> Result<()> {
+    let started = std::time::Instant::now();
+    let outcome = scenario.await;
+    eprintln!(
+        "[faults] {test} took {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    outcome
+}
+
 /// One test per scenario and database: `mariadb::<scenario>` (10.11) and `mysql::<scenario>`
 /// (9.7).
 macro_rules! faults {
     ($($name:ident),* $(,)?) => {
-        mod mariadb {
+        faults!(@flavor mariadb, DbVersion::MariaDb10_11, $($name),*);
+        faults!(@flavor mysql, DbVersion::MySql9_7, $($name),*);
+    };
+    (@flavor $module:ident, $version:expr, $($name:ident),*) => {
+        mod $module {
             use super::*;
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() -> Result<()> {
-                    super::$name(DbVersion::MariaDb10_11).await
-                }
-            )*
-        }
-        mod mysql {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() -> Result<()> {
-                    super::$name(DbVersion::MySql9_7).await
+                    let test = concat!(stringify!($module), "::", stringify!($name));
+                    timed(test, super::$name($version)).await
                 }
             )*
         }
