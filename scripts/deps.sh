@@ -6,7 +6,8 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 # util-linux: setpriv and unshare run the pods' containers as their securityContext says.
-packages=(mariadb-server mariadb-backup dnsmasq iproute2 util-linux curl python3 python3-venv binutils)
+# strace: the fault suite holds an init between two steps of its clone.
+packages=(mariadb-server mariadb-backup dnsmasq iproute2 util-linux curl python3 python3-venv binutils strace)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")

@@ -16,19 +16,23 @@
 
 mod harness;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
+use harness::data::{
+    POLL, assert_same_data, datadir_entries, insert, primary_with_data, row_count, set_writable,
+    wait_for_partial_clone,
+};
 use harness::{
     Check, Cluster, ClusterSpec, Credentials, DbVersion, Flavor, Naming, VolumeLayout, poll_until,
 };
 use mysql_async::prelude::Queryable;
 
 const READY: Duration = Duration::from_secs(60);
-const POLL: Duration = Duration::from_millis(50);
+/// Enough for a few MB in every clone.
+const INITIAL_ROWS: u64 = 20_000;
 
 /// Runs a scenario on a fresh cluster under `naming`; a failing one keeps its logs for reading.
 async fn scenario(
@@ -75,70 +79,6 @@ fn assert_datadir_is_the_servers(c: &Cluster, n: usize) -> Result<()> {
 /// Pod n's name, e.g. "billing-db-11" for harness pod 1 of a set whose ordinals start at 10.
 fn pod(c: &Cluster, n: usize) -> String {
     c.naming().hostname(n)
-}
-
-/// Pod 0 up, with a table holding a few MB so that clones carry real data.
-async fn primary_with_data(c: &mut Cluster) -> Result<()> {
-    c.start_pod(0).await?;
-    let mut conn = c.sql(0).await?;
-    conn.query_drop("CREATE DATABASE app").await?;
-    conn.query_drop(
-        "CREATE TABLE app.t (id BIGINT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(32) NOT NULL, \
-         pad CHAR(200) NOT NULL) ENGINE=InnoDB",
-    )
-    .await?;
-    // Any table with enough rows serves as a row source on both flavors.
-    conn.query_drop(
-        "INSERT INTO app.t (note, pad) SELECT 'initial', REPEAT('x', 200) \
-         FROM information_schema.COLLATIONS a, information_schema.COLLATIONS b LIMIT 20000",
-    )
-    .await?;
-    Ok(())
-}
-
-async fn insert(c: &Cluster, n: usize, note: &str) -> Result<()> {
-    let mut conn = c.sql(n).await?;
-    conn.exec_drop("INSERT INTO app.t (note, pad) VALUES (?, 'y')", (note,))
-        .await?;
-    Ok(())
-}
-
-async fn row_count(c: &Cluster, n: usize) -> Result<u64> {
-    let mut conn = c.sql(n).await?;
-    Ok(conn
-        .query_first("SELECT COUNT(*) FROM app.t")
-        .await?
-        .unwrap_or(0))
-}
-
-async fn checksum(c: &Cluster, n: usize) -> Result<u64> {
-    let mut conn = c.sql(n).await?;
-    let row: Option<(String, Option<u64>)> = conn.query_first("CHECKSUM TABLE app.t").await?;
-    row.and_then(|(_, sum)| sum)
-        .context("CHECKSUM TABLE gave no checksum")
-}
-
-/// Waits until replica `n` holds as many rows as the primary, then compares checksums.
-async fn assert_same_data(c: &Cluster, n: usize) -> Result<()> {
-    let want = row_count(c, 0).await?;
-    let what = format!("{} to hold the primary's {want} rows", pod(c, n));
-    poll_until(&what, Duration::from_secs(60), POLL, || async {
-        let have = row_count(c, n).await?;
-        Ok(if have == want {
-            Check::Done(())
-        } else {
-            Check::Pending(format!("{have} rows"))
-        })
-    })
-    .await?;
-    let (primary, replica) = (checksum(c, 0).await?, checksum(c, n).await?);
-    ensure!(
-        primary == replica,
-        "CHECKSUM TABLE differs: {} {primary}, {} {replica}",
-        pod(c, 0),
-        pod(c, n)
-    );
-    Ok(())
 }
 
 /// Polls pod 1's probe at `path` until its answer satisfies `wanted`; returns that answer.
@@ -213,7 +153,7 @@ async fn three_pods_come_up_in_order_and_hold_every_row(version: DbVersion) -> R
         .cluster_domain("k8s.example.net")
         .first_ordinal(10);
     scenario(version, 3, VolumeLayout::FsGroup, naming, async |c| {
-        primary_with_data(c).await?;
+        primary_with_data(c, INITIAL_ROWS).await?;
 
         let writer = Writer::start(c).await?;
         for n in [1, 2] {
@@ -328,7 +268,7 @@ async fn replica_is_unready_while_stopped_or_behind_and_ready_once_caught_up(
         .namespace("shop")
         .cluster_domain("k8s.example.net");
     scenario(version, 2, VolumeLayout::HostPath, naming, async |c| {
-        primary_with_data(c).await?;
+        primary_with_data(c, INITIAL_ROWS).await?;
         c.start_pod(1).await?;
 
         let mut replica = c.sql(1).await?;
@@ -385,7 +325,7 @@ async fn replica_is_unready_while_stopped_or_behind_and_ready_once_caught_up(
 /// Pods 0 and 1 up, then pod 1's sidecar and server stopped while pod 0 takes `rows` writes.
 /// Returns the sidecar's exit code.
 async fn primary_and_a_replica_that_goes_down(c: &mut Cluster, rows: usize) -> Result<Option<i32>> {
-    primary_with_data(c).await?;
+    primary_with_data(c, INITIAL_ROWS).await?;
     c.start_pod(1).await?;
     let exit = c.stop_sidecar(1).await?;
     c.stop_server(1).await?;
@@ -447,51 +387,6 @@ async fn restarted_replica_resumes_without_recloning(version: DbVersion) -> Resu
     .await
 }
 
-/// Entries a server or a retry could mistake for data: anything but `lost+found`.
-fn datadir_entries(dir: &Path) -> Result<Vec<String>> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)?
-        .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
-        .collect::<Result<_>>()?;
-    names.retain(|n| n != "lost+found");
-    names.sort();
-    Ok(names)
-}
-
-/// Waits until the init run writing `init_log` is receiving the clone and part of it is on disk.
-async fn wait_for_partial_clone(c: &Cluster, n: usize, init_log: &str) -> Result<()> {
-    let staged = c.datadir(n).join(".mysql-sts-agent-clone/data");
-    let receiving = match c.flavor() {
-        Flavor::MariaDb => "donor accepted: receiving the clone stream".to_owned(),
-        Flavor::MySql => format!(
-            "clone stage started donor={} stage=FILE COPY",
-            c.naming().pod_fqdn(n - 1)
-        ),
-    };
-    poll_until(
-        "part of the clone to arrive",
-        Duration::from_secs(60),
-        POLL,
-        || async {
-            if !c.log_text(n, init_log).contains(&receiving) {
-                return Ok(Check::Pending("the donor is not sending yet".to_owned()));
-            }
-            let size: u64 = match std::fs::read_dir(&staged) {
-                Ok(entries) => entries
-                    .filter_map(|e| e.ok()?.metadata().ok())
-                    .map(|m| m.len())
-                    .sum(),
-                Err(_) => 0,
-            };
-            Ok(if size > 0 {
-                Check::Done(())
-            } else {
-                Check::Pending("nothing staged yet".to_owned())
-            })
-        },
-    )
-    .await
-}
-
 async fn interrupted_clones_leave_nothing_usable_and_the_retry_succeeds(
     version: DbVersion,
 ) -> Result<()> {
@@ -503,7 +398,7 @@ async fn interrupted_clones_leave_nothing_usable_and_the_retry_succeeds(
         VolumeLayout::FsGroup,
         Naming::default(),
         async |c| {
-            primary_with_data(c).await?;
+            primary_with_data(c, INITIAL_ROWS).await?;
             // About 1 MB/s out of the donor: the clone takes long enough to be cut in the middle.
             c.throttle(0, Some("8mbit")).await?;
 
@@ -872,7 +767,7 @@ async fn losing_the_first_pods_volume_restores_it_from_the_most_advanced_peer(
         .namespace("shop")
         .first_ordinal(2);
     scenario(version, 3, VolumeLayout::FsGroup, naming, async |c| {
-        primary_with_data(c).await?;
+        primary_with_data(c, INITIAL_ROWS).await?;
         c.start_pod(1).await?;
         c.start_pod(2).await?;
         insert(c, 0, "before-the-loss").await?;
@@ -1009,28 +904,13 @@ async fn a_first_pod_that_cannot_ask_a_peer_does_not_start_empty(version: DbVers
     .await
 }
 
-/// Makes pod n's server writable for everyone (MySQL: `super_read_only` too) or read-only again.
-async fn set_writable(c: &Cluster, n: usize, writable: bool) -> Result<()> {
-    let mut conn = c.sql(n).await?;
-    let statements: &[&str] = match (c.flavor(), writable) {
-        (Flavor::MySql, true) => &["SET GLOBAL super_read_only=OFF", "SET GLOBAL read_only=OFF"],
-        (Flavor::MySql, false) => &["SET GLOBAL read_only=ON", "SET GLOBAL super_read_only=ON"],
-        (Flavor::MariaDb, true) => &["SET GLOBAL read_only=OFF"],
-        (Flavor::MariaDb, false) => &["SET GLOBAL read_only=ON"],
-    };
-    for statement in statements {
-        conn.query_drop(*statement).await?;
-    }
-    Ok(())
-}
-
 /// Someone writes a row on a replica: its GTID is errant (the primary never has it), the
 /// replica is fenced for good, and nothing clones from it.
 async fn an_errant_transaction_fences_the_replica(version: DbVersion) -> Result<()> {
     let flavor = version.flavor();
     let naming = Naming::default().namespace("shop");
     scenario(version, 2, VolumeLayout::FsGroup, naming, async |c| {
-        primary_with_data(c).await?;
+        primary_with_data(c, INITIAL_ROWS).await?;
         c.start_pod(1).await?;
         set_writable(c, 1, true).await?;
         let mut replica = c.sql(1).await?;
@@ -1162,7 +1042,7 @@ async fn a_donor_that_is_not_healthy_refuses_to_serve(version: DbVersion) -> Res
     let flavor = version.flavor();
     let naming = Naming::default().service("db-hl");
     scenario(version, 3, VolumeLayout::FsGroup, naming, async |c| {
-        primary_with_data(c).await?;
+        primary_with_data(c, INITIAL_ROWS).await?;
         c.start_pod(1).await?;
         let mut replica = c.sql(1).await?;
         replica.query_drop("STOP REPLICA SQL_THREAD").await?;
@@ -1326,7 +1206,7 @@ async fn replicas_stay_ready_through_a_short_primary_outage(version: DbVersion) 
     const GRACE: &str = "15s";
     let naming = Naming::default().namespace("shop").first_ordinal(4);
     scenario(version, 2, VolumeLayout::FsGroup, naming, async |c| {
-        primary_with_data(c).await?;
+        primary_with_data(c, INITIAL_ROWS).await?;
         c.start_pod(1).await?;
         c.stop_sidecar(1).await?;
         let mut sidecar = c.agent_command(1, "sidecar")?;
@@ -1426,7 +1306,7 @@ async fn semi_sync_acknowledges_every_commit_on_a_replica(version: DbVersion) ->
         .agent_env("MYSQL_STS_SEMI_SYNC", "true")
         .agent_env("MYSQL_STS_SEMI_SYNC_TIMEOUT", "3s");
     Cluster::run_scenario(spec, async |c| {
-        primary_with_data(c).await?;
+        primary_with_data(c, INITIAL_ROWS).await?;
         let alone =
             semi_sync_until(c, 0, "a lone primary's semi-sync facts", |s| s.is_object()).await?;
         ensure!(

@@ -78,6 +78,40 @@ pub fn add_pod_records(hosts_file: &Path, names: &Naming, n: usize) -> Result<()
         .with_context(|| format!("appending to {}", hosts_file.display()))
 }
 
+/// Makes pod n's own name resolve to `address` instead of what its records said (the service
+/// name keeps the pod's address).
+pub fn point_pod_record(
+    hosts_file: &Path,
+    names: &Naming,
+    n: usize,
+    address: Ipv4Addr,
+) -> Result<()> {
+    let fqdn = names.pod_fqdn(n);
+    let hosts = fs::read_to_string(hosts_file)
+        .with_context(|| format!("reading {}", hosts_file.display()))?;
+    let mut records: String = hosts
+        .lines()
+        .filter(|line| line.split_whitespace().nth(1) != Some(fqdn.as_str()))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    records.push_str(&format!("{address} {fqdn}\n"));
+    fs::write(hosts_file, records).with_context(|| format!("writing {}", hosts_file.display()))
+}
+
+/// Waits until `name` resolves to `address` alone inside `ns`.
+pub async fn wait_resolves(ns: &str, name: &str, address: Ipv4Addr) -> Result<()> {
+    let what = format!("{name} to resolve to {address}");
+    poll_until(&what, RESOLVE_TIMEOUT, POLL_INTERVAL, || async {
+        let seen = resolve(ns, name).await.unwrap_or_default();
+        Ok(if seen == [address] {
+            Check::Done(())
+        } else {
+            Check::Pending(format!("{seen:?}"))
+        })
+    })
+    .await
+}
+
 /// Resolves `name` from inside network namespace `ns` with the pod's resolv.conf and hosts, as the
 /// agent's libc would; every IPv4 address once, in answer order.
 pub async fn resolve(ns: &str, name: &str) -> Result<Vec<Ipv4Addr>> {

@@ -35,6 +35,7 @@
 
 mod chroot;
 mod cmd;
+pub mod data;
 mod dns;
 pub mod kubelet;
 pub mod layout;
@@ -45,10 +46,12 @@ mod mysql;
 mod net;
 mod poll;
 mod procs;
+pub mod proxy;
 mod registry;
 pub mod security;
 mod server;
 pub mod volumes;
+pub mod writer;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -170,6 +173,16 @@ pub struct InitRun {
     pub output: String,
 }
 
+/// An init container stopped with SIGTERM (`InitHandle::terminate`).
+#[derive(Debug)]
+pub struct Terminated {
+    pub run: InitRun,
+    /// From the signal to its exit.
+    pub took: Duration,
+    /// PIDs of processes it had spawned that still ran after it exited.
+    pub left_behind: Vec<u32>,
+}
+
 #[derive(Clone, Debug)]
 pub struct HttpReply {
     pub status: u16,
@@ -205,6 +218,25 @@ impl InitHandle {
         self.process.wait().await?;
         tokio::task::spawn_blocking(move || kill_and_wait(&spawned)).await?;
         Ok(())
+    }
+
+    /// SIGTERMs init alone, as the kubelet stops a container, and reaps it: its run, how long it
+    /// took to exit, and the processes it had spawned that outlived it (killed now; init must
+    /// stop its own).
+    pub async fn terminate(self) -> Result<Terminated> {
+        let spawned = descendants(self.pid());
+        let asked = Instant::now();
+        self.process.id.signal(Signal::SIGTERM);
+        let run = self.wait().await?;
+        let took = asked.elapsed();
+        let survivors: Vec<ProcId> = spawned.into_iter().filter(|id| id.is_alive()).collect();
+        let left_behind = survivors.iter().map(|id| id.pid).collect();
+        tokio::task::spawn_blocking(move || kill_and_wait(&survivors)).await?;
+        Ok(Terminated {
+            run,
+            took,
+            left_behind,
+        })
     }
 
     pub async fn wait(mut self) -> Result<InitRun> {
@@ -463,7 +495,9 @@ impl Cluster {
         net::add_netns(ns).await
     }
 
-    async fn start_dns(&mut self) -> Result<()> {
+    /// Starts cluster DNS (dnsmasq in the node namespace) with the records made so far.
+    pub async fn start_dns(&mut self) -> Result<()> {
+        ensure_stopped(self.dnsmasq.as_mut(), 0, "dnsmasq")?;
         let dns_log = self.root.join("logs/dnsmasq.log");
         let console_log = self.root.join("logs/dnsmasq-console.log");
         let mut dnsmasq = self.node_command("dnsmasq");
@@ -472,6 +506,38 @@ impl Cluster {
         let id = dnsmasq.id;
         self.dnsmasq = Some(dnsmasq);
         dns::wait_started(id, &dns_log, &console_log).await
+    }
+
+    /// Stops cluster DNS: every lookup in the pods fails (refused) until `start_dns`.
+    pub async fn stop_dns(&mut self) -> Result<()> {
+        let dnsmasq = self.dnsmasq.take().context("dnsmasq is not running")?;
+        dnsmasq.stop(DNS_GRACE).await?;
+        Ok(())
+    }
+
+    /// Points pod n's DNS name at `address` (e.g. a `proxy::FaultProxy`), or back at the pod's
+    /// own address with None, and waits until the other pods resolve it so.
+    pub async fn point_name(&mut self, n: usize, address: Option<Ipv4Addr>) -> Result<()> {
+        let address = address.unwrap_or(self.pod_ip(n));
+        dns::point_pod_record(&self.hosts_file(), &self.naming, n, address)?;
+        self.dnsmasq
+            .as_ref()
+            .context("dnsmasq is not running")?
+            .id
+            .signal(Signal::SIGHUP);
+        let from = self.pod(if n == 0 { 1 } else { 0 }).ns.clone();
+        dns::wait_resolves(&from, &self.naming.pod_fqdn(n), address).await
+    }
+
+    /// The address of the node namespace on the pods' bridge (where cluster DNS listens).
+    pub fn node_ip(&self) -> Ipv4Addr {
+        layout::BRIDGE_IP
+    }
+
+    /// Cuts pod n off the network (its eth0 down: nothing in or out, the kubelet's probes
+    /// included) or connects it again.
+    pub async fn set_connected(&self, n: usize, connected: bool) -> Result<()> {
+        net::set_link(&self.pod(n).ns, connected).await
     }
 
     fn hosts_file(&self) -> PathBuf {
@@ -900,6 +966,21 @@ impl Cluster {
         self.mount_volumes(n)
     }
 
+    /// Pod n's node dies: its agent and server are SIGKILLed and its TCP connections reset.
+    /// Sockets outlive a killed process here, still sending what it had written (through a
+    /// `throttle` for seconds); on a dead node, or in a recreated pod's new network namespace,
+    /// they do not.
+    pub async fn kill_pod(&mut self, n: usize) -> Result<()> {
+        if self.sidecar_pid(n).is_some() {
+            self.kill_sidecar(n).await?;
+        }
+        if self.server_pid(n).is_some() {
+            self.kill_server(n).await?;
+        }
+        self.exec_in_pod(n, &["ss", "--kill", "--tcp"]).await?;
+        Ok(())
+    }
+
     /// The running sidecar's PID.
     pub fn sidecar_pid(&self, n: usize) -> Option<u32> {
         live_pid(self.pod(n).sidecar.as_ref())
@@ -916,6 +997,11 @@ impl Cluster {
     /// The port the template's agent sidecar container declares.
     pub fn agent_port(&self) -> Result<u16> {
         self.pod(0).plan.agent_port()
+    }
+
+    /// The port the template's database container declares (the server's).
+    pub fn server_port(&self) -> u16 {
+        self.pod(0).plan.server.port
     }
 
     async fn http_get_port(
@@ -980,6 +1066,11 @@ impl Cluster {
             .plan
             .readiness()
             .context("the template's database container declares no readinessProbe")
+    }
+
+    /// Pod n's server socket.
+    pub fn socket(&self, n: usize) -> PathBuf {
+        self.pod(n).plan.server.socket()
     }
 
     /// A root session on pod n's server over its unix socket, with the root password.

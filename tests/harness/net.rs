@@ -42,6 +42,13 @@ pub async fn wire_pod(node_ns: &str, pod_ns: &str, n: usize) -> Result<()> {
     Ok(())
 }
 
+/// Sets the pod's eth0 up or down; up again, the kernel restores its route to the bridge.
+pub async fn set_link(pod_ns: &str, up: bool) -> Result<()> {
+    let state = if up { "up" } else { "down" };
+    ip(&["-n", pod_ns, "link", "set", "eth0", state]).await?;
+    Ok(())
+}
+
 /// `tc qdisc ARGS` inside namespace `ns`.
 pub async fn qdisc(ns: &str, args: &[&str]) -> Result<String> {
     run("tc", &[&["-n", ns, "qdisc"], args].concat()).await
