@@ -1108,7 +1108,7 @@ async fn a_joiner_falls_back_from_an_unhealthy_ordinal_minus_one(version: DbVers
         .namespace("shop")
         .first_ordinal(3);
     scenario(version, 3, VolumeLayout::FsGroup, naming, async |c| {
-        primary_with_data(c).await?;
+        primary_with_data(c, INITIAL_ROWS).await?;
         c.start_pod(1).await?;
         c.sql(1).await?.query_drop("STOP REPLICA SQL_THREAD").await?;
         c.wait_readyz(1, 503, READY).await?;
