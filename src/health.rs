@@ -76,6 +76,12 @@ impl Snapshot {
             semi_sync: None,
         }
     }
+
+    /// What the replica's IO thread received, if it is a configured replica.
+    pub fn received(&self) -> Option<&Gtids> {
+        let status = self.replica.as_ref()?.status.as_ref()?;
+        Some(&status.received)
+    }
 }
 
 /// The primary's GTID position over time, so a replica's position can be dated.
@@ -296,6 +302,21 @@ pub enum Joiner {
 pub fn donor_readiness(snap: &Snapshot, rules: &Rules, now: Instant, joiner: Joiner) -> Verdict {
     use VerdictKind::*;
     let verdict = readiness(snap, rules, now);
+    // What the relay log holds was acknowledged to clients (semi-sync) and counted by the
+    // guard's survey: a restore must carry it.
+    if joiner == Joiner::RestoringPrimary
+        && let (Some(replica), Some(received)) = (&snap.replica, snap.received())
+        && !replica.applied.contains(received)
+    {
+        return not_ready(
+            Behind,
+            format!(
+                "applying what its IO thread received before it serves a restore: received \
+                 {received}, applied {}",
+                replica.applied
+            ),
+        );
+    }
     let sql_error = snap
         .replica
         .as_ref()
@@ -901,6 +922,19 @@ mod tests {
             restore
                 .reason
                 .ends_with("; sound enough to restore the primary from")
+        );
+        // Its relay log holds what it has not applied yet: a restore waits for it.
+        let mut lagging = snap.clone();
+        let status = lagging.replica.as_mut().unwrap().status.as_mut().unwrap();
+        status.received = pos("0-100-12");
+        let wait = donor_readiness(&lagging, &r, now, Joiner::RestoringPrimary);
+        assert_eq!(
+            (wait.ready, wait.reason.as_str()),
+            (
+                false,
+                "applying what its IO thread received before it serves a restore: received \
+                 0-100-12, applied 0-100-10"
+            )
         );
         // Past the grace.
         let now = t0 + Duration::from_secs(32);

@@ -201,9 +201,9 @@ async fn data(State(state): State<AppState>) -> Response {
         snapshots.wait_for(|snap| snap.taken_at >= asked),
     )
     .await;
-    let facts = match fresh {
-        Ok(Ok(snap)) => snap.server.clone(),
-        _ => None,
+    let (facts, received) = match fresh {
+        Ok(Ok(snap)) => (snap.server.clone(), snap.received().cloned()),
+        _ => (None, None),
     };
     let Some(facts) = facts else {
         let reason = verdict(&state, None).reason;
@@ -215,8 +215,10 @@ async fn data(State(state): State<AppState>) -> Response {
     Json(DataReport {
         hostname: state.identity.hostname.clone(),
         ordinal: state.identity.ordinal,
-        holds_data: !facts.gtid_applied.is_empty(),
+        holds_data: !facts.gtid_applied.is_empty()
+            || received.as_ref().is_some_and(|r| !r.is_empty()),
         gtids: facts.gtid_applied.to_string(),
+        received: received.map(|r| r.to_string()).unwrap_or_default(),
     })
     .into_response()
 }

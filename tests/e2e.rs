@@ -850,6 +850,85 @@ async fn losing_the_first_pods_volume_restores_it_from_the_most_advanced_peer(
     .await
 }
 
+/// Pod 0's volume is lost while its replica has received transactions (in its relay log, which
+/// semi-sync acknowledges) that its applier has not applied yet: the survey counts them, the
+/// replica serves the restore only once it has applied them, and the restored primary holds
+/// every row.
+async fn a_restore_waits_for_what_the_donor_received_but_had_not_applied(
+    version: DbVersion,
+) -> Result<()> {
+    let naming = Naming::default().namespace("ledger");
+    scenario(version, 2, VolumeLayout::FsGroup, naming, async |c| {
+        primary_with_data(c, INITIAL_ROWS).await?;
+        c.start_pod(1).await?;
+        // The replica's applier waits for this lock; its IO thread goes on receiving.
+        let mut lock = c.sql(1).await?;
+        lock.query_drop("LOCK TABLES app.t READ").await?;
+        for i in 0..5 {
+            insert(c, 0, &format!("received-{i}")).await?;
+        }
+        let rows = row_count(c, 0).await?;
+        poll_until(
+            "the replica to receive what it cannot apply",
+            READY,
+            POLL,
+            || async {
+                let status = status_json(&c.http_get(1, "/status", None).await?)?;
+                let replication = &status["replication"];
+                let (applied, received) = (
+                    &replication["gtid_applied"],
+                    &replication["status"]["received"],
+                );
+                Ok(
+                    if received != applied && received.as_str().is_some_and(|r| !r.is_empty()) {
+                        Check::Done(())
+                    } else {
+                        Check::Pending(format!("applied {applied}, received {received}"))
+                    },
+                )
+            },
+        )
+        .await?;
+
+        c.lose_volume(0).await?;
+        let init = c.spawn_init(0).await?;
+        let waiting = "applying what its IO thread received before it serves a restore";
+        poll_until(
+            "the restore to wait for the relay log",
+            READY,
+            POLL,
+            || async {
+                Ok(if c.log_text(0, "init-2.log").contains(waiting) {
+                    Check::Done(())
+                } else {
+                    Check::Pending("not asked yet".to_owned())
+                })
+            },
+        )
+        .await?;
+        lock.query_drop("UNLOCK TABLES").await?;
+        let restore = init.wait().await?;
+        ensure!(
+            restore.code == Some(0),
+            "{:?}\n{}",
+            restore.code,
+            restore.output
+        );
+        c.start_server(0).await?;
+        c.start_sidecar(0).await?;
+        c.wait_readyz(0, 200, READY).await?;
+        ensure!(
+            row_count(c, 0).await? == rows,
+            "the restored primary lacks rows the replica had received"
+        );
+        c.wait_readyz(1, 200, READY).await?;
+        insert(c, 0, "after-the-restore").await?;
+        assert_same_data(c, 1).await?;
+        Ok(())
+    })
+    .await
+}
+
 /// A peer whose name resolves but whose agent does not answer might hold the data: pod 0 does
 /// not start empty, unless told to.
 async fn a_first_pod_that_cannot_ask_a_peer_does_not_start_empty(version: DbVersion) -> Result<()> {
@@ -1439,6 +1518,7 @@ every_image!(
         a_donor_that_is_not_healthy_refuses_to_serve,
         a_joiner_falls_back_from_an_unhealthy_ordinal_minus_one,
         losing_the_first_pods_volume_restores_it_from_the_most_advanced_peer,
+        a_restore_waits_for_what_the_donor_received_but_had_not_applied,
         a_first_pod_that_cannot_ask_a_peer_does_not_start_empty,
         semi_sync_acknowledges_every_commit_on_a_replica,
     ],

@@ -20,6 +20,10 @@ pub struct DataReport {
     pub holds_data: bool,
     /// What the server has applied (MariaDB `gtid_slave_pos`, MySQL `gtid_executed`).
     pub gtids: String,
+    /// What its IO thread received (in the relay log, applied or not): semi-sync acknowledges
+    /// a commit once it is there. Reports of earlier versions have none.
+    #[serde(default)]
+    pub received: String,
 }
 
 /// A peer that answered, with its parsed GTID state.
@@ -27,6 +31,8 @@ pub struct DataReport {
 pub struct PeerAnswer {
     pub ordinal: u32,
     pub name: String,
+    /// What it has applied and what it received: what it holds once its relay log is applied,
+    /// which a restore from it waits for (the donor serves only then).
     pub gtids: Gtids,
 }
 
@@ -184,5 +190,15 @@ mod tests {
             peer(2, Flavor::MariaDb, "0-100-10"),
         ];
         assert!(matches!(decide(&maria), Decision::Refuse { .. }));
+    }
+
+    #[test]
+    fn a_report_without_received_gtids_is_an_earlier_versions() {
+        let old = r#"{"hostname":"db-1","ordinal":1,"holds_data":true,"gtids":"0-100-5"}"#;
+        let report: DataReport = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            (report.gtids.as_str(), report.received.as_str()),
+            ("0-100-5", "")
+        );
     }
 }

@@ -121,7 +121,9 @@ async fn ask(peer: &Peer<'_>) -> Result<Option<Gtids>, String> {
         .to_bytes();
     let report: DataReport = serde_json::from_slice(&body)
         .map_err(|e| format!("GET /data on {ip}:{}: not a data report: {e}", peer.port))?;
-    Gtids::parse(peer.flavor, &report.gtids)
-        .map(Some)
-        .map_err(|e| format!("its GTID set is not {}'s: {e}", peer.flavor))
+    let parse = |text: &str| {
+        Gtids::parse(peer.flavor, text)
+            .map_err(|e| format!("its GTID set is not {}'s: {e}", peer.flavor))
+    };
+    Ok(Some(parse(&report.gtids)?.union(&parse(&report.received)?)))
 }

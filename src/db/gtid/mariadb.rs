@@ -53,6 +53,22 @@ impl GtidPosition {
         })
     }
 
+    /// The later GTID of each domain of `self` or `other`.
+    pub fn union(&self, other: &GtidPosition) -> GtidPosition {
+        let mut by_domain = self.by_domain.clone();
+        for theirs in other.by_domain.values() {
+            by_domain
+                .entry(theirs.domain)
+                .and_modify(|ours| {
+                    if theirs.seq > ours.seq {
+                        *ours = *theirs
+                    }
+                })
+                .or_insert(*theirs);
+        }
+        GtidPosition { by_domain }
+    }
+
     /// How many transactions of `ahead` are missing from `self`, counted by sequence numbers.
     pub fn missing_from(&self, ahead: &GtidPosition) -> u64 {
         ahead

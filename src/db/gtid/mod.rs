@@ -51,6 +51,15 @@ impl Gtids {
         }
     }
 
+    /// What `self` or `other` holds (`self` across flavors).
+    pub fn union(&self, other: &Gtids) -> Gtids {
+        match (self, other) {
+            (Gtids::MariaDb(ours), Gtids::MariaDb(theirs)) => Gtids::MariaDb(ours.union(theirs)),
+            (Gtids::MySql(ours), Gtids::MySql(theirs)) => Gtids::MySql(ours.union(theirs)),
+            _ => self.clone(),
+        }
+    }
+
     /// How many transactions of `ahead` `self` lacks (0 across flavors: nothing to compare).
     pub fn missing_from(&self, ahead: &Gtids) -> u64 {
         match (self, ahead) {
@@ -216,5 +225,18 @@ mod tests {
             "received into the relay log, not needed again"
         );
         assert_eq!(purged_gap(&mysql("1-10"), &mariadb("0-1-1"), &empty), None);
+    }
+
+    #[test]
+    fn a_union_holds_both() {
+        let mariadb = |t: &str| Gtids::parse(Flavor::MariaDb, t).unwrap();
+        assert_eq!(
+            mariadb("0-1-5,1-2-3").union(&mariadb("0-1-7")),
+            mariadb("0-1-7,1-2-3")
+        );
+        let uuid = "83f00eb9-e579-11f1-a5e0-02fc00000001";
+        let mysql = |t: &str| Gtids::parse(Flavor::MySql, &format!("{uuid}:{t}")).unwrap();
+        assert_eq!(mysql("1-5").union(&mysql("6-9:12")), mysql("1-9:12"));
+        assert_eq!(mysql("1-5").union(&mariadb("0-1-1")), mysql("1-5"));
     }
 }

@@ -74,6 +74,17 @@ impl GtidSet {
         self.missing_from(other) == 0
     }
 
+    /// Every transaction of `self` or `other`.
+    pub fn union(&self, other: &GtidSet) -> GtidSet {
+        let mut out = self.clone();
+        for ((uuid, tag), theirs) in &other.by_source {
+            for &range in theirs {
+                out.add(uuid, tag, range);
+            }
+        }
+        out
+    }
+
     /// The transactions of `self` that are not in `other`.
     pub fn difference(&self, other: &GtidSet) -> GtidSet {
         let mut out = GtidSet::default();
