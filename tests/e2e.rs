@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use harness::data::{
-    POLL, assert_same_data, datadir_entries, insert, primary_with_data, row_count, set_writable,
-    wait_for_partial_clone,
+    POLL, assert_same_data, datadir_entries, ensure_datadir_empty, insert, primary_with_data,
+    row_count, set_writable, wait_for_partial_clone,
 };
 use harness::{
     Check, Cluster, ClusterSpec, Credentials, DbVersion, Flavor, Naming, VolumeLayout, poll_until,
@@ -347,12 +347,7 @@ async fn restarted_replica_resumes_without_recloning(version: DbVersion) -> Resu
         ensure!(c.log_text(1, "sidecar-1.log").contains("SIGTERM received"));
 
         let init = c.run_init(1).await?;
-        ensure!(
-            init.code == Some(0),
-            "init after restart: {:?}\n{}",
-            init.code,
-            init.output
-        );
+        init.ensure_exit(0)?;
         ensure!(
             init.output
                 .contains("datadir holds a completed clone: leaving it as it is"),
@@ -459,11 +454,7 @@ async fn interrupted_clones_leave_nothing_usable_and_the_retry_succeeds(
                 error_lines.len() == 1 && error_lines[0].contains("clone failed"),
                 "{error_lines:?}"
             );
-            ensure!(
-                datadir_entries(&c.datadir(1))?.is_empty(),
-                "{:?}",
-                datadir_entries(&c.datadir(1))?
-            );
+            ensure_datadir_empty(c, 1)?;
 
             // The donor back: the retry clones and the pod joins.
             c.throttle(0, None).await?;
@@ -474,12 +465,7 @@ async fn interrupted_clones_leave_nothing_usable_and_the_retry_succeeds(
             }
             c.wait_readyz(0, 200, READY).await?;
             let retry = c.run_init(1).await?;
-            ensure!(
-                retry.code == Some(0),
-                "retry: {:?}\n{}",
-                retry.code,
-                retry.output
-            );
+            retry.ensure_exit(0)?;
             c.start_server(1).await?;
             c.start_sidecar(1).await?;
             c.wait_readyz(1, 200, READY).await?;
@@ -498,7 +484,7 @@ async fn refuses_a_datadir_it_cannot_prove_is_its_own(version: DbVersion) -> Res
         let stray = c.datadir(1).join("notes.txt");
         std::fs::write(&stray, "keep me")?;
         let run = c.run_init(1).await?;
-        ensure!(run.code == Some(65), "{:?}\n{}", run.code, run.output);
+        run.ensure_exit(65)?;
         ensure!(
             run.output.contains("refusing to touch the datadir")
                 && run.output.contains("notes.txt"),
@@ -526,7 +512,7 @@ async fn replica_with_unexplained_data_is_blocked_and_liveness_ignores_the_datab
         c.create_pod(1).await?;
         c.start_server(1).await?;
         let init = c.run_init(1).await?;
-        ensure!(init.code == Some(0), "{:?}\n{}", init.code, init.output);
+        init.ensure_exit(0)?;
         ensure!(
             init.output.contains("datadir holds the server's own data"),
             "{}",
@@ -596,7 +582,7 @@ async fn a_failing_backup_tool_is_reported_and_never_taken_for_a_clone(
         c.wait_readyz(0, 200, READY).await?;
 
         let run = c.run_init(1).await?;
-        ensure!(run.code == Some(1), "{:?}\n{}", run.code, run.output);
+        run.ensure_exit(1)?;
         ensure!(
             run.output.contains(
                 "the donor's backup failed: failing-backup failed (exit status: 2): disk on fire"
@@ -604,11 +590,7 @@ async fn a_failing_backup_tool_is_reported_and_never_taken_for_a_clone(
             "{}",
             run.output
         );
-        ensure!(
-            datadir_entries(&c.datadir(1))?.is_empty(),
-            "{:?}",
-            datadir_entries(&c.datadir(1))?
-        );
+        ensure_datadir_empty(c, 1)?;
         let donor_log = c.log_text(0, "failing-donor-1.log");
         ensure!(donor_log.contains("clone not served"), "{donor_log}");
         Ok(())
@@ -728,11 +710,9 @@ async fn an_unresolvable_donor_is_reported_with_the_pods_resolver(
     scenario(version, 2, VolumeLayout::FsGroup, naming, async |c| {
         // Pod 0 is never created: its name has no record.
         let run = c
-            .spawn_init_with(1, &[("MYSQL_STS_CLONE_DEADLINE", "6s")])
-            .await?
-            .wait()
+            .run_init_with(1, &[("MYSQL_STS_CLONE_DEADLINE", "6s")])
             .await?;
-        ensure!(run.code == Some(1), "{:?}\n{}", run.code, run.output);
+        run.ensure_exit(1)?;
         let asked = "ledger-db-0.mysql.shop.svc.k8s.example.net.";
         for want in [
             format!("{asked} does not resolve"),
@@ -745,11 +725,7 @@ async fn an_unresolvable_donor_is_reported_with_the_pods_resolver(
         ] {
             ensure!(run.output.contains(&want), "no {want:?} in\n{}", run.output);
         }
-        ensure!(
-            datadir_entries(&c.datadir(1))?.is_empty(),
-            "{:?}",
-            datadir_entries(&c.datadir(1))?
-        );
+        ensure_datadir_empty(c, 1)?;
         Ok(())
     })
     .await
@@ -782,17 +758,12 @@ async fn losing_the_first_pods_volume_restores_it_from_the_most_advanced_peer(
         );
 
         c.lose_volume(0).await?;
-        ensure!(datadir_entries(&c.datadir(0))?.is_empty());
+        ensure_datadir_empty(c, 0)?;
         // The pod recreated, its containers one by one: the restored server starts read-only,
         // and its sidecar dies after the promotion's first statement (run here by hand). The
         // next sidecar finishes the promotion.
         let restore = c.run_init(0).await?;
-        ensure!(
-            restore.code == Some(0),
-            "{:?}\n{}",
-            restore.code,
-            restore.output
-        );
+        restore.ensure_exit(0)?;
         c.start_server(0).await?;
         let mut restored = c.sql(0).await?;
         let read_only: Option<i64> = restored.query_first("SELECT @@read_only").await?;
@@ -908,12 +879,7 @@ async fn a_restore_waits_for_what_the_donor_received_but_had_not_applied(
         .await?;
         lock.query_drop("UNLOCK TABLES").await?;
         let restore = init.wait().await?;
-        ensure!(
-            restore.code == Some(0),
-            "{:?}\n{}",
-            restore.code,
-            restore.output
-        );
+        restore.ensure_exit(0)?;
         c.start_server(0).await?;
         c.start_sidecar(0).await?;
         c.wait_readyz(0, 200, READY).await?;
@@ -937,11 +903,9 @@ async fn a_first_pod_that_cannot_ask_a_peer_does_not_start_empty(version: DbVers
         // Pod 1 exists (its name resolves), but none of its containers runs.
         c.create_pod(1).await?;
         let run = c
-            .spawn_init_with(0, &[("MYSQL_STS_PEER_DEADLINE", "3s")])
-            .await?
-            .wait()
+            .run_init_with(0, &[("MYSQL_STS_PEER_DEADLINE", "3s")])
             .await?;
-        ensure!(run.code == Some(1), "{:?}\n{}", run.code, run.output);
+        run.ensure_exit(1)?;
         let peer = c.naming().pod_fqdn(1);
         let error_lines: Vec<&str> = run.output.lines().filter(|l| l.contains("ERROR")).collect();
         ensure!(
@@ -952,18 +916,12 @@ async fn a_first_pod_that_cannot_ask_a_peer_does_not_start_empty(version: DbVers
                 )),
             "{error_lines:?}"
         );
-        ensure!(
-            datadir_entries(&c.datadir(0))?.is_empty(),
-            "{:?}",
-            datadir_entries(&c.datadir(0))?
-        );
+        ensure_datadir_empty(c, 0)?;
 
         let run = c
-            .spawn_init_with(0, &[("MYSQL_STS_ALLOW_EMPTY_START", "true")])
-            .await?
-            .wait()
+            .run_init_with(0, &[("MYSQL_STS_ALLOW_EMPTY_START", "true")])
             .await?;
-        ensure!(run.code == Some(0), "{:?}\n{}", run.code, run.output);
+        run.ensure_exit(0)?;
         ensure!(
             run.output
                 .contains("--allow-empty-start is set: starting empty without asking the peers"),
@@ -1146,21 +1104,15 @@ async fn a_donor_that_is_not_healthy_refuses_to_serve(version: DbVersion) -> Res
         }
 
         let run = c
-            .spawn_init_with(2, &[("MYSQL_STS_CLONE_DEADLINE", "8s")])
-            .await?
-            .wait()
+            .run_init_with(2, &[("MYSQL_STS_CLONE_DEADLINE", "8s")])
             .await?;
-        ensure!(run.code == Some(1), "{:?}\n{}", run.code, run.output);
+        run.ensure_exit(1)?;
         ensure!(
             run.output.contains(&format!("503 {why}")) && !run.output.contains("503 503"),
             "{}",
             run.output
         );
-        ensure!(
-            datadir_entries(&c.datadir(2))?.is_empty(),
-            "{:?}",
-            datadir_entries(&c.datadir(2))?
-        );
+        ensure_datadir_empty(c, 2)?;
 
         replica.query_drop("START REPLICA SQL_THREAD").await?;
         c.wait_readyz(1, 200, READY).await?;
@@ -1194,18 +1146,14 @@ async fn a_joiner_falls_back_from_an_unhealthy_ordinal_minus_one(version: DbVers
         let (primary, ordinal_minus_one) = (c.naming().pod_fqdn(0), c.naming().pod_fqdn(1));
         let why = "503 not healthy enough to donate: replica SQL thread is not running";
 
-        let waited = c
-            .spawn_init_with(
+        let waited = c.run_init_with(
                 2,
                 &[
                     ("MYSQL_STS_DONOR_FALLBACK_AFTER", "never"),
                     ("MYSQL_STS_CLONE_DEADLINE", "6s"),
                 ],
-            )
-            .await?
-            .wait()
-            .await?;
-        ensure!(waited.code == Some(1), "{:?}\n{}", waited.code, waited.output);
+            ).await?;
+        waited.ensure_exit(1)?;
         for want in [
             "donor fallback is forbidden (--donor-fallback-after never): if it is not a healthy \
              donor, the joiner keeps waiting for it until the clone deadline (6.0s)"
@@ -1216,18 +1164,10 @@ async fn a_joiner_falls_back_from_an_unhealthy_ordinal_minus_one(version: DbVers
             ensure!(waited.output.contains(&want), "no {want:?} in\n{}", waited.output);
         }
         ensure!(!waited.output.contains("falling back"), "{}", waited.output);
-        ensure!(
-            datadir_entries(&c.datadir(2))?.is_empty(),
-            "{:?}",
-            datadir_entries(&c.datadir(2))?
-        );
+        ensure_datadir_empty(c, 2)?;
 
-        let fell_back = c
-            .spawn_init_with(2, &[("MYSQL_STS_DONOR_FALLBACK_AFTER", "3s")])
-            .await?
-            .wait()
-            .await?;
-        ensure!(fell_back.code == Some(0), "{:?}\n{}", fell_back.code, fell_back.output);
+        let fell_back = c.run_init_with(2, &[("MYSQL_STS_DONOR_FALLBACK_AFTER", "3s")]).await?;
+        fell_back.ensure_exit(0)?;
         let decision = format!("ordinal-1 {ordinal_minus_one} is not healthy or not answering after ");
         let line = fell_back
             .output

@@ -103,6 +103,13 @@ pub async fn set_writable(c: &Cluster, n: usize, writable: bool) -> Result<()> {
 }
 
 /// Entries a server or a retry could mistake for data: anything but `lost+found`.
+/// Pod n's datadir holds nothing (but `lost+found`): nothing of a failed clone is left.
+pub fn ensure_datadir_empty(c: &Cluster, n: usize) -> Result<()> {
+    let entries = datadir_entries(&c.datadir(n))?;
+    ensure!(entries.is_empty(), "pod {n}'s datadir holds {entries:?}");
+    Ok(())
+}
+
 pub fn datadir_entries(dir: &Path) -> Result<Vec<String>> {
     let mut names: Vec<String> = std::fs::read_dir(dir)?
         .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))

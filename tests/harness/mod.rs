@@ -173,6 +173,19 @@ pub struct InitRun {
     pub output: String,
 }
 
+impl InitRun {
+    /// Fails with the output unless it exited with `code`.
+    pub fn ensure_exit(&self, code: i32) -> Result<()> {
+        ensure!(
+            self.code == Some(code),
+            "init exited with {:?}, not {code}:\n{}",
+            self.code,
+            self.output
+        );
+        Ok(())
+    }
+}
+
 /// An init container stopped with SIGTERM (`InitHandle::terminate`).
 #[derive(Debug)]
 pub struct Terminated {
@@ -711,6 +724,11 @@ impl Cluster {
     /// Starts the template's `init` container for pod n in the background (see `run_init`).
     pub async fn spawn_init(&mut self, n: usize) -> Result<InitHandle> {
         self.spawn_init_with(n, &[]).await
+    }
+
+    /// `run_init` with `env` added to the template's (e.g. a shorter clone deadline).
+    pub async fn run_init_with(&mut self, n: usize, env: &[(&str, &str)]) -> Result<InitRun> {
+        self.spawn_init_with(n, env).await?.wait().await
     }
 
     /// `spawn_init` with `env` added to the template's (e.g. a shorter clone deadline).
