@@ -7,7 +7,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 # util-linux: setpriv and unshare run the pods' containers as their securityContext says.
 # strace: the fault suite holds an init between two steps of its clone.
-packages=(mariadb-server mariadb-backup dnsmasq iproute2 util-linux curl python3 python3-venv binutils strace)
+# prometheus: its promtool lints the agents' /metrics in the e2e suite.
+packages=(mariadb-server mariadb-backup dnsmasq iproute2 util-linux curl python3 python3-venv binutils strace prometheus)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")

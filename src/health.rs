@@ -54,6 +54,19 @@ pub struct ReplicaFacts {
     pub link_lost_since: Option<Instant>,
 }
 
+impl ReplicaFacts {
+    /// How long ago the primary last stood at a position this replica has wholly applied.
+    pub fn lag(&self, now: Instant) -> Option<Duration> {
+        self.applied_as_of.map(|t| now.saturating_duration_since(t))
+    }
+
+    /// Transactions the primary had at its last sample that this replica has not applied.
+    pub fn transactions_behind(&self) -> Option<u64> {
+        let primary = self.primary.as_ref()?;
+        Some(self.applied.missing_from(&primary.position))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub taken_at: Instant,
@@ -427,18 +440,15 @@ fn replica_readiness(facts: Option<&ReplicaFacts>, rules: &Rules, now: Instant) 
             "the replica's seconds behind its source are unknown (NULL)".to_owned(),
         );
     }
-    let Some(latest) = &facts.primary else {
+    let Some(behind) = facts.transactions_behind() else {
         let why = facts.primary_error.as_deref().unwrap_or("no sample yet");
         return not_ready(
             PrimaryUnknown,
             format!("GTID position of {primary} unknown: {why}"),
         );
     };
-    let behind = thousands(facts.applied.missing_from(&latest.position));
-    let lag = facts
-        .applied_as_of
-        .map(|t| now.saturating_duration_since(t));
-    match lag {
+    let behind = thousands(behind);
+    match facts.lag(now) {
         Some(lag) if lag <= rules.max_lag => verdict(
             true,
             InSync,

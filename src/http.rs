@@ -27,6 +27,7 @@ use crate::duration::{parse_duration, seconds};
 use crate::guard::DataReport;
 use crate::health::{self, Joiner, Phase, Rules, Snapshot, Verdict};
 use crate::identity::Identity;
+use crate::metrics::{self, Metrics};
 use crate::secret::Secret;
 
 #[derive(Clone)]
@@ -40,6 +41,7 @@ pub struct AppState {
     pub marker: watch::Receiver<Option<Arc<CloneMarker>>>,
     /// MariaDB pods serve clones; MySQL joiners clone from the server itself.
     pub clone_service: Option<CloneService>,
+    pub metrics: Arc<Metrics>,
 }
 
 #[derive(Clone)]
@@ -53,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
+        .route("/metrics", get(metrics))
         .route("/data", get(data))
         .route("/clone", get(clone))
         .route("/donor", get(donor))
@@ -182,9 +185,22 @@ async fn status(State(state): State<AppState>) -> Response {
         replication,
         semi_sync: snap.semi_sync,
         last_error: snap.last_error,
-        clones_served: state.clone_service.as_ref().map(|c| c.donor.counters()),
+        clones_served: state
+            .clone_service
+            .as_ref()
+            .map(|c| c.donor.counters().as_ref()),
     };
     Json(view).into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    match state.metrics.encode() {
+        Ok(body) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response(),
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("encoding the metrics: {e}"),
+        ),
+    }
 }
 
 /// How long `/data` waits for a snapshot taken after the request arrived.

@@ -19,6 +19,7 @@ pub mod http;
 pub mod identity;
 pub mod install;
 pub mod logging;
+pub mod metrics;
 pub mod mycnf;
 pub mod names;
 pub mod replication;

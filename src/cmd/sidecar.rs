@@ -28,6 +28,7 @@ use crate::health::{
 };
 use crate::http::{self, AppState, CloneService};
 use crate::identity::Role;
+use crate::metrics::{self, Metrics, Operation, Retries};
 use crate::replication::{self, GapAction, Plan};
 use crate::semisync::{self, Action, Names, SemiSyncFacts};
 
@@ -81,6 +82,16 @@ pub async fn run(cfg: SidecarConfig, shutdown: CancellationToken) -> anyhow::Res
         }),
         CloneChannel::ClonePlugin { .. } => None,
     };
+    let retries = Retries::default();
+    let metrics = Metrics::new(metrics::Sources {
+        snapshots: snapshots.clone(),
+        rules: rules.clone(),
+        flavor: cfg.common.flavor,
+        retries: retries.clone(),
+        clones: clone_service
+            .as_ref()
+            .map(|service| service.donor.counters().clone()),
+    });
     let state = AppState {
         snapshots: snapshots.clone(),
         rules: rules.clone(),
@@ -88,11 +99,12 @@ pub async fn run(cfg: SidecarConfig, shutdown: CancellationToken) -> anyhow::Res
         identity: identity.clone(),
         marker: marker_published.subscribe(),
         clone_service,
+        metrics: Arc::new(metrics),
     };
     let listener = TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("listening on {}", cfg.listen))?;
-    tracing::info!(address = %cfg.listen, flavor = %cfg.common.flavor, "serving /livez /readyz /status /data /clone /donor");
+    tracing::info!(address = %cfg.listen, flavor = %cfg.common.flavor, "serving /livez /readyz /status /metrics /data /clone /donor");
 
     tracker.spawn(http::serve(listener, state, shutdown.clone()));
     tracker.spawn(health::log_readiness_changes(
@@ -100,7 +112,9 @@ pub async fn run(cfg: SidecarConfig, shutdown: CancellationToken) -> anyhow::Res
         rules,
         shutdown.clone(),
     ));
-    tracker.spawn(ControlLoop::new(cfg, marker, marker_published, publish).run(shutdown.clone()));
+    tracker.spawn(
+        ControlLoop::new(cfg, marker, marker_published, publish, retries).run(shutdown.clone()),
+    );
     tracker.close();
 
     shutdown.cancelled().await;
@@ -170,6 +184,7 @@ struct ControlLoop {
     semi_sync_fallback: Repeats,
     /// The up-front check for purged binlogs could not ask the primary.
     gap_check_errors: Repeats,
+    retries: Retries,
 }
 
 impl ControlLoop {
@@ -178,6 +193,7 @@ impl ControlLoop {
         marker: Option<CloneMarker>,
         marker_published: watch::Sender<Option<Arc<CloneMarker>>>,
         publish: watch::Sender<Snapshot>,
+        retries: Retries,
     ) -> Self {
         ControlLoop {
             cfg,
@@ -195,6 +211,7 @@ impl ControlLoop {
             semi_sync_errors: Repeats::default(),
             semi_sync_fallback: Repeats::default(),
             gap_check_errors: Repeats::default(),
+            retries,
         }
     }
 
@@ -267,6 +284,7 @@ impl ControlLoop {
         let (conn, version) = match connected {
             Ok(connected) => connected,
             Err(e) => {
+                self.retries.record(Operation::ConnectLocal);
                 self.local_errors
                     .warn("waiting for the local server", &e.to_string());
                 match self.datadir().read_reclone() {
@@ -346,6 +364,7 @@ impl ControlLoop {
             }
             Ok(SetUp::Reclone(reason)) => self.request_reclone(server, reason).await,
             Err(e) => {
+                self.retries.record(Operation::SetUp);
                 self.local_errors.warn("setting up", &e.to_string());
                 self.publish_phase(Phase::Bootstrapping, e.to_string());
                 Event::SetupFailed
@@ -662,6 +681,7 @@ impl ControlLoop {
                 }
             }
             Err(e) => {
+                self.retries.record(Operation::PollLocal);
                 let error = e.to_string();
                 self.local_errors
                     .warn("the local server does not answer", &error);
@@ -723,6 +743,7 @@ impl ControlLoop {
                 Some(facts)
             }
             Err(e) => {
+                self.retries.record(Operation::SemiSync);
                 self.semi_sync_errors.warn("semi-sync", &e.to_string());
                 None
             }
@@ -780,6 +801,7 @@ impl ControlLoop {
                 None
             }
             Err(e) => {
+                self.retries.record(Operation::SamplePrimary);
                 self.primary = None;
                 self.primary_errors
                     .warn("sampling the primary's GTID position", &e.to_string());

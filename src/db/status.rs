@@ -17,6 +17,10 @@ pub enum IoThread {
     Stopped,
 }
 
+impl IoThread {
+    pub const ALL: [IoThread; 3] = [IoThread::Running, IoThread::Connecting, IoThread::Stopped];
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ThreadError {
     pub errno: u32,

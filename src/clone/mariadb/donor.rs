@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -32,11 +33,29 @@ pub struct DonorSettings {
     pub is_replica: bool,
 }
 
-#[derive(Debug, Default, serde::Serialize)]
+#[derive(Debug, serde::Serialize)]
 pub struct CloneCounters {
     pub active: AtomicU64,
     pub completed: AtomicU64,
     pub failed: AtomicU64,
+    /// Backup bytes streamed, as they go.
+    pub bytes: AtomicU64,
+    /// Seconds each clone took, for /metrics.
+    #[serde(skip)]
+    pub durations: Histogram,
+}
+
+impl Default for CloneCounters {
+    fn default() -> Self {
+        CloneCounters {
+            active: AtomicU64::default(),
+            completed: AtomicU64::default(),
+            failed: AtomicU64::default(),
+            bytes: AtomicU64::default(),
+            // From a second to about four hours.
+            durations: Histogram::new(exponential_buckets(1.0, 4.0, 8)),
+        }
+    }
 }
 
 pub struct Donor {
@@ -79,7 +98,7 @@ impl Donor {
         }
     }
 
-    pub fn counters(&self) -> &CloneCounters {
+    pub fn counters(&self) -> &Arc<CloneCounters> {
         &self.counters
     }
 
@@ -99,9 +118,11 @@ impl Donor {
             counters.active.fetch_add(1, Ordering::Relaxed);
             let started = Instant::now();
             tracing::info!(joiner = %joiner, "serving a clone: streaming a backup of this server");
-            match stream_backup(&settings, &tx, &shutdown).await {
+            let served = stream_backup(&settings, &tx, &counters.bytes, &shutdown).await;
+            let elapsed = started.elapsed();
+            counters.durations.observe(elapsed.as_secs_f64());
+            match served {
                 Ok(bytes) => {
-                    let elapsed = started.elapsed();
                     counters.completed.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(
                         joiner = %joiner, bytes, mib = super::super::mib(bytes), secs = elapsed.as_secs_f64(),
@@ -153,10 +174,12 @@ fn option_value(value: &str) -> String {
     format!("\"{escaped}\"")
 }
 
-/// Streams one backup into `tx`; returns the number of data bytes after sending the end frame.
+/// Streams one backup into `tx`, adding its data bytes to `streamed` as they go; returns their
+/// number after sending the end frame.
 async fn stream_backup(
     settings: &DonorSettings,
     tx: &mpsc::Sender<Bytes>,
+    streamed: &AtomicU64,
     shutdown: &CancellationToken,
 ) -> Result<u64, DonorError> {
     let scratch_error = |source| DonorError::Scratch {
@@ -208,6 +231,7 @@ async fn stream_backup(
         total += read as u64;
         frame::seal_data(&mut buf);
         send(buf.split().freeze()).await?;
+        streamed.fetch_add(read as u64, Ordering::Relaxed);
     }
     // The end frame goes out only once the tool has said it succeeded.
     backup.finish().await?;

@@ -1,0 +1,526 @@
+//! The sidecar's Prometheus metrics (`GET /metrics`), all named `mysql_sts_agent_*`. What
+//! describes the server is read from the control loop's latest snapshot when scraped, as the
+//! probes do: a scrape runs no SQL. Counters live where things happen: the control loop's
+//! retries, the donor's clones.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet, EncodeLabelValue, EncodeMetric,
+    LabelValueEncoder, prometheus_text,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::registry::{Registry, Unit};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::clone::mariadb::donor::CloneCounters;
+use crate::db::flavor::Flavor;
+use crate::db::status::IoThread;
+use crate::health::{self, Rules, Snapshot};
+
+/// The Prometheus text format (0.0.4): every Prometheus and promtool read it.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+const PREFIX: &str = "mysql_sts_agent";
+
+/// What the control loop tries again after it failed: the values of `operation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    ConnectLocal,
+    SetUp,
+    PollLocal,
+    SamplePrimary,
+    SemiSync,
+}
+
+impl Operation {
+    const ALL: [Operation; 5] = [
+        Operation::ConnectLocal,
+        Operation::SetUp,
+        Operation::PollLocal,
+        Operation::SamplePrimary,
+        Operation::SemiSync,
+    ];
+}
+
+impl EncodeLabelValue for Operation {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        fmt::Write::write_str(encoder, &serde_name(self))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OperationLabels {
+    operation: Operation,
+}
+
+/// The control loop's failures: how often it tried each operation again, and when one last
+/// failed.
+#[derive(Debug, Clone)]
+pub struct Retries {
+    by_operation: Family<OperationLabels, Counter>,
+    last_error: Gauge<f64, AtomicU64>,
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        let by_operation = Family::default();
+        // Every series exists from the start, so that rate() sees the first retry.
+        for operation in Operation::ALL {
+            by_operation.get_or_create_owned(&OperationLabels { operation });
+        }
+        Retries {
+            by_operation,
+            last_error: Gauge::default(),
+        }
+    }
+}
+
+impl Retries {
+    /// `operation` failed; the loop tries it again.
+    pub fn record(&self, operation: Operation) {
+        self.by_operation
+            .get_or_create(&OperationLabels { operation })
+            .inc();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH);
+        self.last_error.set(now.unwrap_or_default().as_secs_f64());
+    }
+}
+
+/// What the metrics are read from.
+pub struct Sources {
+    pub snapshots: watch::Receiver<Snapshot>,
+    /// Readiness as `/readyz` judges it without `?lag=`.
+    pub rules: Rules,
+    pub flavor: Flavor,
+    pub retries: Retries,
+    /// MariaDB pods serve clones; MySQL pods have none.
+    pub clones: Option<Arc<CloneCounters>>,
+}
+
+/// The registry `/metrics` encodes, one per sidecar.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+}
+
+impl Metrics {
+    pub fn new(sources: Sources) -> Self {
+        let mut registry = Registry::with_prefix(PREFIX);
+        registry.register(
+            "retries",
+            "Failed operations the control loop tried again, by operation",
+            sources.retries.by_operation,
+        );
+        registry.register_with_unit(
+            "last_error_timestamp",
+            "When an operation of the control loop last failed, in Unix time; 0: not since the \
+             agent started",
+            Unit::Seconds,
+            sources.retries.last_error,
+        );
+        registry.register_collector(Box::new(SnapshotCollector {
+            snapshots: sources.snapshots,
+            rules: sources.rules,
+            flavor: sources.flavor,
+        }));
+        if let Some(clones) = sources.clones {
+            registry.register_collector(Box::new(CloneCollector(clones)));
+        }
+        Metrics { registry }
+    }
+
+    pub fn encode(&self) -> Result<String, fmt::Error> {
+        let mut text = String::new();
+        prometheus_text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+/// The name serde gives a unit variant (snake_case here), so that labels read as `/status` does.
+fn serde_name(value: &impl Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => name,
+        _ => String::new(),
+    }
+}
+
+/// Help texts of metrics encoded at scrape time end with a period, as the registry makes those
+/// it holds.
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    value: impl EncodeGaugeValue,
+) -> fmt::Result {
+    let metric = ConstGauge::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, unit, metric.metric_type())?)
+}
+
+fn gauges<S: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: &[(S, i64)],
+) -> fmt::Result {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in series {
+        ConstGauge::new(*value).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+/// Build, readiness and replication, from the control loop's latest snapshot.
+#[derive(Debug)]
+struct SnapshotCollector {
+    snapshots: watch::Receiver<Snapshot>,
+    rules: Rules,
+    flavor: Flavor,
+}
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let snap = self.snapshots.borrow().clone();
+        let now = Instant::now();
+        let verdict = health::readiness(&snap, &self.rules, now);
+        let server_version = snap.server.as_ref().map(|s| s.version.as_str());
+        let build = [
+            ("version", env!("CARGO_PKG_VERSION").to_owned()),
+            ("flavor", serde_name(&self.flavor)),
+            (
+                "server_version",
+                server_version.unwrap_or_default().to_owned(),
+            ),
+        ];
+        gauges(
+            &mut encoder,
+            "build_info",
+            "The agent's version, its --flavor, and the local server's version as /status \
+             shows it (empty while unknown); always 1.",
+            &[(build, 1)],
+        )?;
+        gauge(
+            &mut encoder,
+            "ready",
+            "1 when the pod is ready as /readyz judges it, else 0.",
+            None,
+            i64::from(verdict.ready),
+        )?;
+        gauges(
+            &mut encoder,
+            "readiness_reason",
+            "Why the pod is ready or not, as a kind (the text is in /readyz); 1 for the current \
+             kind only.",
+            &[([("kind", serde_name(&verdict.kind))], 1)],
+        )?;
+        let Some(replica) = &snap.replica else {
+            return Ok(());
+        };
+        if let Some(lag) = replica.lag(now) {
+            gauge(
+                &mut encoder,
+                "replica_lag",
+                "Since the primary last stood at a position this replica has wholly applied \
+                 (/status lag_seconds); absent while unknown.",
+                Some(&Unit::Seconds),
+                lag.as_secs_f64(),
+            )?;
+        }
+        if let Some(behind) = replica.transactions_behind() {
+            gauge(
+                &mut encoder,
+                "replica_transactions_behind",
+                "Transactions the primary had at its last sample that this replica has not \
+                 applied; absent while the primary was never sampled.",
+                None,
+                behind,
+            )?;
+        }
+        gauge(
+            &mut encoder,
+            "replica_fenced",
+            "1 while this replica has transactions the primary does not (errant GTIDs): not \
+             ready and no donor until a person acts.",
+            None,
+            i64::from(replica.errant.is_some()),
+        )?;
+        let Some(status) = &replica.status else {
+            return Ok(());
+        };
+        let io_thread = IoThread::ALL.map(|state| {
+            (
+                [("state", serde_name(&state))],
+                i64::from(status.io_thread == state),
+            )
+        });
+        gauges(
+            &mut encoder,
+            "replica_io_thread",
+            "The replica's IO thread: 1 for its current state (running, connecting, stopped).",
+            &io_thread,
+        )?;
+        gauge(
+            &mut encoder,
+            "replica_sql_thread_running",
+            "1 while the replica's SQL thread runs, else 0.",
+            None,
+            i64::from(status.sql_running),
+        )
+    }
+}
+
+/// The clones this pod served (MariaDB), as the donor counts them.
+#[derive(Debug)]
+struct CloneCollector(Arc<CloneCounters>);
+
+impl Collector for CloneCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let counters = &self.0;
+        let read = |count: &AtomicU64| count.load(Ordering::Relaxed);
+        let outcomes = [
+            ("completed", read(&counters.completed)),
+            ("failed", read(&counters.failed)),
+        ];
+        let mut family = encoder.encode_descriptor(
+            "clones_served",
+            "Clones this pod streamed to a joiner, by outcome.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (outcome, count) in outcomes {
+            ConstCounter::new(count).encode(family.encode_family(&[("outcome", outcome)])?)?;
+        }
+        let bytes = ConstCounter::new(read(&counters.bytes));
+        bytes.encode(encoder.encode_descriptor(
+            "clone_served",
+            "Backup bytes streamed to joiners, failed clones included.",
+            Some(&Unit::Bytes),
+            bytes.metric_type(),
+        )?)?;
+        gauge(
+            &mut encoder,
+            "clones_serving",
+            "Clones being streamed now (one at a time).",
+            None,
+            read(&counters.active),
+        )?;
+        let durations = &counters.durations;
+        durations.encode(encoder.encode_descriptor(
+            "clone_serve_duration",
+            "How long serving a clone took, whatever its outcome.",
+            Some(&Unit::Seconds),
+            durations.metric_type(),
+        )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::db::facts::ServerFacts;
+    use crate::db::gtid::{Binlogged, Gtids};
+    use crate::db::status::ReplicaStatus;
+    use crate::health::{Phase, PrimarySample, ReplicaFacts};
+    use crate::identity::Role;
+
+    fn gtids(text: &str) -> Gtids {
+        Gtids::parse(Flavor::MariaDb, text).unwrap()
+    }
+
+    /// A MariaDB replica 3 transactions behind, whose primary was last at a position it
+    /// applied 2 s ago, with its SQL thread stopped.
+    fn replica(now: Instant) -> Snapshot {
+        Snapshot {
+            taken_at: now,
+            phase: Phase::Running,
+            last_error: None,
+            server: Some(ServerFacts {
+                version: "MariaDB 10.11.6-MariaDB-0+deb12u1".into(),
+                read_only: true,
+                super_read_only: None,
+                gtid_applied: gtids("0-100-7"),
+                gtid_binlog: Binlogged::parse(Flavor::MariaDb, "0-100-7").unwrap(),
+            }),
+            replica: Some(ReplicaFacts {
+                status: Some(ReplicaStatus {
+                    source_host: "mysql-0.mysql".into(),
+                    source_port: 3306,
+                    io_thread: IoThread::Connecting,
+                    sql_running: false,
+                    io_error: None,
+                    sql_error: None,
+                    seconds_behind: None,
+                    gtid_mode: "Slave_Pos".into(),
+                    received: gtids("0-100-10"),
+                }),
+                applied: gtids("0-100-7"),
+                primary: Some(PrimarySample {
+                    position: gtids("0-100-10"),
+                    at: now,
+                }),
+                primary_error: None,
+                applied_as_of: Some(now - Duration::from_secs(2)),
+                errant: None,
+                errant_checked: true,
+                link_lost_since: None,
+            }),
+            semi_sync: None,
+        }
+    }
+
+    fn replica_rules() -> Rules {
+        Rules {
+            role: Role::Replica,
+            primary_name: "mysql-0".into(),
+            max_lag: Duration::from_secs(5),
+            stale_after: Duration::from_secs(15),
+            outage_grace: Duration::from_secs(30),
+        }
+    }
+
+    fn metrics(snapshot: Snapshot, retries: Retries, clones: Option<Arc<CloneCounters>>) -> String {
+        Metrics::new(Sources {
+            snapshots: watch::channel(snapshot).1,
+            rules: replica_rules(),
+            flavor: Flavor::MariaDb,
+            retries,
+            clones,
+        })
+        .encode()
+        .unwrap()
+    }
+
+    /// The value of the one series named `series` (with its labels).
+    fn value(text: &str, series: &str) -> f64 {
+        let values: Vec<f64> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .collect();
+        assert_eq!(values.len(), 1, "{series} in:\n{text}");
+        values[0]
+    }
+
+    #[test]
+    fn a_replica_snapshot_is_encoded_with_bounded_labels() {
+        let now = Instant::now();
+        let retries = Retries::default();
+        retries.record(Operation::SamplePrimary);
+        retries.record(Operation::SamplePrimary);
+        let text = metrics(replica(now), retries, None);
+        let build = format!(
+            "mysql_sts_agent_build_info{{version=\"{}\",flavor=\"mariadb\",\
+             server_version=\"MariaDB 10.11.6-MariaDB-0+deb12u1\"}}",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert_eq!(value(&text, &build), 1.0);
+        assert_eq!(value(&text, "mysql_sts_agent_ready"), 0.0);
+        assert_eq!(
+            value(
+                &text,
+                "mysql_sts_agent_readiness_reason{kind=\"thread_stopped\"}"
+            ),
+            1.0
+        );
+        let lag = value(&text, "mysql_sts_agent_replica_lag_seconds");
+        assert!((2.0..3.0).contains(&lag), "{lag}");
+        assert_eq!(
+            value(&text, "mysql_sts_agent_replica_transactions_behind"),
+            3.0
+        );
+        assert_eq!(value(&text, "mysql_sts_agent_replica_fenced"), 0.0);
+        for (state, expected) in [("running", 0.0), ("connecting", 1.0), ("stopped", 0.0)] {
+            let series = format!("mysql_sts_agent_replica_io_thread{{state=\"{state}\"}}");
+            assert_eq!(value(&text, &series), expected);
+        }
+        assert_eq!(
+            value(&text, "mysql_sts_agent_replica_sql_thread_running"),
+            0.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                "mysql_sts_agent_retries_total{operation=\"sample_primary\"}"
+            ),
+            2.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                "mysql_sts_agent_retries_total{operation=\"connect_local\"}"
+            ),
+            0.0
+        );
+        assert!(value(&text, "mysql_sts_agent_last_error_timestamp_seconds") > 1.7e9);
+        assert!(text.contains("# TYPE mysql_sts_agent_retries_total counter\n"));
+        // The reason's text stays in /readyz: no label carries it.
+        let reason = health::readiness(&replica(now), &replica_rules(), now).reason;
+        assert_eq!(reason, "replica IO thread is connecting to mysql-0");
+        assert!(!text.contains("connecting to"), "{text}");
+        assert!(
+            !text.contains("clone"),
+            "no clone metrics on MySQL:\n{text}"
+        );
+    }
+
+    #[test]
+    fn unknown_values_are_absent_and_served_clones_are_counted() {
+        let now = Instant::now();
+        let mut snapshot = replica(now);
+        let facts = snapshot.replica.as_mut().unwrap();
+        facts.applied_as_of = None;
+        facts.primary = None;
+        facts.errant = Some(Binlogged::parse(Flavor::MariaDb, "0-101-1").unwrap());
+        let clones = Arc::new(CloneCounters::default());
+        clones.completed.store(2, Ordering::Relaxed);
+        clones.failed.store(1, Ordering::Relaxed);
+        clones.bytes.store(4096, Ordering::Relaxed);
+        clones.durations.observe(3.0);
+        let text = metrics(snapshot, Retries::default(), Some(clones));
+        assert!(!text.contains("replica_lag"), "{text}");
+        assert!(!text.contains("transactions_behind"), "{text}");
+        assert_eq!(value(&text, "mysql_sts_agent_replica_fenced"), 1.0);
+        assert_eq!(
+            value(&text, "mysql_sts_agent_readiness_reason{kind=\"fenced\"}"),
+            1.0
+        );
+        assert_eq!(
+            value(&text, "mysql_sts_agent_last_error_timestamp_seconds"),
+            0.0
+        );
+        let served = |outcome: &str| {
+            value(
+                &text,
+                &format!("mysql_sts_agent_clones_served_total{{outcome=\"{outcome}\"}}"),
+            )
+        };
+        assert_eq!((served("completed"), served("failed")), (2.0, 1.0));
+        assert_eq!(
+            value(&text, "mysql_sts_agent_clone_served_bytes_total"),
+            4096.0
+        );
+        assert_eq!(value(&text, "mysql_sts_agent_clones_serving"), 0.0);
+        assert_eq!(
+            value(
+                &text,
+                "mysql_sts_agent_clone_serve_duration_seconds_bucket{le=\"4\"}"
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(&text, "mysql_sts_agent_clone_serve_duration_seconds_count"),
+            1.0
+        );
+    }
+}
