@@ -104,6 +104,59 @@ fn status_json(reply: &harness::HttpReply) -> Result<serde_json::Value> {
     Ok(serde_json::from_slice(&reply.body)?)
 }
 
+/// Pod n's `/metrics` as Prometheus scrapes it, once `promtool check metrics` found it
+/// well-formed and without a lint problem.
+async fn scrape_metrics(c: &Cluster, n: usize) -> Result<String> {
+    let url = format!("http://{}:{}/metrics", c.pod_ip(n), c.agent_port()?);
+    let mut curl = c.node_command("curl");
+    curl.args(["-sS", "--fail", "--noproxy", "*", "--max-time", "10"])
+        .args(["-w", "%{content_type}"])
+        .arg(&url);
+    let fetched = curl.output().await.context("running curl")?;
+    ensure!(
+        fetched.status.success(),
+        "GET {url}: {}",
+        String::from_utf8_lossy(&fetched.stderr)
+    );
+    // The body ends with a newline; curl writes the content type after it.
+    let fetched = String::from_utf8(fetched.stdout)?;
+    let (text, content_type) = fetched.rsplit_once('\n').context("an empty /metrics")?;
+    ensure!(
+        content_type == "text/plain; version=0.0.4; charset=utf-8",
+        "{url} is {content_type:?}"
+    );
+    let mut promtool = tokio::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("running promtool (scripts/deps.sh installs it)")?;
+    let mut stdin = promtool.stdin.take().context("promtool's stdin")?;
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, format!("{text}\n").as_bytes()).await?;
+    drop(stdin);
+    let checked = promtool.wait_with_output().await?;
+    let problems = [checked.stdout, checked.stderr].concat();
+    ensure!(
+        checked.status.success() && problems.is_empty(),
+        "promtool check metrics on {}'s /metrics ({}): {}\n{text}",
+        pod(c, n),
+        checked.status,
+        String::from_utf8_lossy(&problems)
+    );
+    Ok(format!("{text}\n"))
+}
+
+/// The value of the one series `series` (name and labels) in a scrape.
+fn metric(text: &str, series: &str) -> Result<f64> {
+    let value = text
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .with_context(|| format!("no {series} in:\n{text}"))?;
+    Ok(value.parse()?)
+}
+
 /// Inserts a row every few milliseconds on pod 0 until stopped; counts what it wrote.
 struct Writer {
     stop: Arc<AtomicBool>,
@@ -182,6 +235,56 @@ async fn three_pods_come_up_in_order_and_hold_every_row(version: DbVersion) -> R
             assert_datadir_is_the_servers(c, n)?;
         }
         ensure!(row_count(c, 2).await? == 20_000 + during + 1);
+
+        // What Prometheus scrapes from a primary and a replica.
+        let (flavor_label, server) = match flavor {
+            Flavor::MariaDb => ("mariadb", "MariaDB "),
+            Flavor::MySql => ("mysql", "MySQL "),
+        };
+        let primary = scrape_metrics(c, 0).await?;
+        let replica = scrape_metrics(c, 1).await?;
+        for text in [&primary, &replica] {
+            let build = text
+                .lines()
+                .find(|line| line.starts_with("mysql_sts_agent_build_info{"))
+                .with_context(|| format!("no build info in:\n{text}"))?;
+            ensure!(
+                build.contains(&format!("flavor=\"{flavor_label}\""))
+                    && build.contains(&format!("server_version=\"{server}"))
+                    && build.ends_with("} 1"),
+                "{build}"
+            );
+            ensure!(metric(text, "mysql_sts_agent_ready")? == 1.0, "{text}");
+        }
+        let writable = "mysql_sts_agent_readiness_reason{kind=\"writable_primary\"}";
+        ensure!(metric(&primary, writable)? == 1.0);
+        ensure!(!primary.contains("mysql_sts_agent_replica_"), "{primary}");
+        for (series, value) in [
+            ("mysql_sts_agent_readiness_reason{kind=\"in_sync\"}", 1.0),
+            ("mysql_sts_agent_replica_io_thread{state=\"running\"}", 1.0),
+            (
+                "mysql_sts_agent_replica_io_thread{state=\"connecting\"}",
+                0.0,
+            ),
+            ("mysql_sts_agent_replica_sql_thread_running", 1.0),
+            ("mysql_sts_agent_replica_transactions_behind", 0.0),
+            ("mysql_sts_agent_replica_fenced", 0.0),
+        ] {
+            ensure!(metric(&replica, series)? == value, "{series}:\n{replica}");
+        }
+        ensure!(metric(&replica, "mysql_sts_agent_replica_lag_seconds")? < 5.0);
+        if flavor == Flavor::MariaDb {
+            // Pod 0 served pod 1's clone.
+            let completed = "mysql_sts_agent_clones_served_total{outcome=\"completed\"}";
+            ensure!(metric(&primary, completed)? == 1.0, "{primary}");
+            let bytes = metric(&primary, "mysql_sts_agent_clone_served_bytes_total")?;
+            ensure!(bytes > 1e6, "{bytes} bytes served");
+        } else {
+            ensure!(
+                !primary.contains("clone"),
+                "MySQL serves no clones:\n{primary}"
+            );
+        }
 
         // Each server names itself as the pod: its hostname, and the FQDN replicas report.
         for n in 0..3 {
@@ -280,6 +383,18 @@ async fn replica_is_unready_while_stopped_or_behind_and_ready_once_caught_up(
             "{}",
             reply.text()
         );
+        let stopped = scrape_metrics(c, 1).await?;
+        for (series, value) in [
+            ("mysql_sts_agent_ready", 0.0),
+            (
+                "mysql_sts_agent_readiness_reason{kind=\"thread_stopped\"}",
+                1.0,
+            ),
+            ("mysql_sts_agent_replica_sql_thread_running", 0.0),
+            ("mysql_sts_agent_replica_io_thread{state=\"running\"}", 1.0),
+        ] {
+            ensure!(metric(&stopped, series)? == value, "{series}:\n{stopped}");
+        }
         replica.query_drop("START REPLICA SQL_THREAD").await?;
         c.wait_readyz(1, 200, READY).await?;
         assert_same_data(c, 1).await?;
@@ -298,6 +413,9 @@ async fn replica_is_unready_while_stopped_or_behind_and_ready_once_caught_up(
                     .contains(&format!("3 transactions behind {}", pod(c, 0)))
         })
         .await?;
+        let locked = scrape_metrics(c, 1).await?;
+        let behind = metric(&locked, "mysql_sts_agent_replica_transactions_behind")?;
+        ensure!(behind == 3.0, "{behind} transactions behind:\n{locked}");
         let relaxed = c.http_get(1, "/readyz?lag=10m", None).await?;
         ensure!(
             relaxed.status == 200,
