@@ -154,8 +154,8 @@ fn serde_name(value: &impl Serialize) -> String {
     }
 }
 
-/// Help texts of metrics encoded at scrape time end with a period, as the registry makes those
-/// it holds.
+/// A gauge written at scrape time. Help texts written here end with a period: the registry adds
+/// one to those it holds.
 fn gauge(
     encoder: &mut DescriptorEncoder,
     name: &str,
