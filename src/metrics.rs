@@ -25,6 +25,7 @@ use crate::clone::mariadb::donor::CloneCounters;
 use crate::db::flavor::Flavor;
 use crate::db::status::IoThread;
 use crate::health::{self, Rules, Snapshot};
+use crate::identity::Role;
 
 /// The Prometheus text format (0.0.4): every Prometheus and promtool read it.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
@@ -223,6 +224,20 @@ impl Collector for SnapshotCollector {
              kind only.",
             &[([("kind", serde_name(&verdict.kind))], 1)],
         )?;
+        if let Some(semi_sync) = snap
+            .semi_sync
+            .as_ref()
+            .filter(|_| self.rules.role == Role::Primary)
+        {
+            gauge(
+                &mut encoder,
+                "semi_sync_clients",
+                "The primary's connected semi-sync replicas (Rpl_semi_sync_*_clients), with \
+                 --semi-sync only; 0: no replica can acknowledge a commit.",
+                None,
+                semi_sync.clients,
+            )?;
+        }
         let Some(replica) = &snap.replica else {
             return Ok(());
         };
@@ -333,7 +348,7 @@ mod tests {
     use crate::db::gtid::{Binlogged, Gtids};
     use crate::db::status::ReplicaStatus;
     use crate::health::{Phase, PrimarySample, ReplicaFacts};
-    use crate::identity::Role;
+    use crate::semisync::SemiSyncFacts;
 
     fn gtids(text: &str) -> Gtids {
         Gtids::parse(Flavor::MariaDb, text).unwrap()
@@ -391,9 +406,18 @@ mod tests {
     }
 
     fn metrics(snapshot: Snapshot, retries: Retries, clones: Option<Arc<CloneCounters>>) -> String {
+        metrics_with(snapshot, replica_rules(), retries, clones)
+    }
+
+    fn metrics_with(
+        snapshot: Snapshot,
+        rules: Rules,
+        retries: Retries,
+        clones: Option<Arc<CloneCounters>>,
+    ) -> String {
         Metrics::new(Sources {
             snapshots: watch::channel(snapshot).1,
-            rules: replica_rules(),
+            rules,
             flavor: Flavor::MariaDb,
             retries,
             clones,
@@ -522,5 +546,50 @@ mod tests {
             value(&text, "mysql_sts_agent_clone_serve_duration_seconds_count"),
             1.0
         );
+    }
+
+    #[test]
+    fn semi_sync_clients_are_the_primarys_only() {
+        let now = Instant::now();
+        let semi_sync = SemiSyncFacts {
+            enabled: true,
+            active: false,
+            clients: 0,
+            ..SemiSyncFacts::default()
+        };
+        let mut primary = replica(now);
+        primary.replica = None;
+        primary.semi_sync = Some(semi_sync.clone());
+        let primary_rules = Rules {
+            role: Role::Primary,
+            ..replica_rules()
+        };
+        let series = "mysql_sts_agent_semi_sync_clients";
+        let text = metrics_with(
+            primary.clone(),
+            primary_rules.clone(),
+            Retries::default(),
+            None,
+        );
+        assert_eq!(value(&text, series), 0.0);
+        primary.semi_sync = Some(SemiSyncFacts {
+            clients: 2,
+            ..semi_sync.clone()
+        });
+        let text = metrics_with(
+            primary.clone(),
+            primary_rules.clone(),
+            Retries::default(),
+            None,
+        );
+        assert_eq!(value(&text, series), 2.0);
+        // Without --semi-sync there are no facts, and a replica's side has no clients.
+        primary.semi_sync = None;
+        let text = metrics_with(primary, primary_rules, Retries::default(), None);
+        assert!(!text.contains(series), "{text}");
+        let mut replica = replica(now);
+        replica.semi_sync = Some(semi_sync);
+        let text = metrics(replica, Retries::default(), None);
+        assert!(!text.contains(series), "{text}");
     }
 }
