@@ -16,6 +16,7 @@
 
 mod harness;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -25,6 +26,7 @@ use harness::data::{
     POLL, assert_same_data, datadir_entries, ensure_datadir_empty, insert, primary_with_data,
     row_count, set_writable, wait_for_partial_clone,
 };
+use harness::prometheus::{JOB, Prometheus};
 use harness::{
     Check, Cluster, ClusterSpec, Credentials, DbVersion, Flavor, Naming, VolumeLayout, poll_until,
 };
@@ -1535,6 +1537,97 @@ async fn semi_sync_acknowledges_every_commit_on_a_replica(version: DbVersion) ->
     .await
 }
 
+/// Asks Prometheus `promql` until its value per pod (the `pod` label) satisfies `wanted`.
+async fn per_pod_until(
+    c: &Cluster,
+    prometheus: &Prometheus,
+    promql: &str,
+    wanted: impl Fn(&BTreeMap<String, f64>) -> bool,
+) -> Result<()> {
+    let per_pod = |samples: &[harness::prometheus::Sample]| -> Result<BTreeMap<String, f64>> {
+        samples
+            .iter()
+            .map(|sample| {
+                let pod = sample.labels.get("pod").context("a series without pod")?;
+                Ok((pod.clone(), sample.value()?))
+            })
+            .collect()
+    };
+    prometheus
+        .query_until(c, promql, READY, |samples| Ok(wanted(&per_pod(samples)?)))
+        .await?;
+    Ok(())
+}
+
+/// A real Prometheus scrapes every pod every second, with the README's job but static targets
+/// (the harness has no Kubernetes API for `kubernetes_sd_configs`), and its HTTP API shows what
+/// the agents say: every target up, the replicas ready with a small lag, and a replica's stopped
+/// SQL thread making it not ready until the thread runs again.
+async fn prometheus_scrapes_every_pod_and_sees_a_stopped_sql_thread(
+    version: DbVersion,
+) -> Result<()> {
+    let naming = Naming::default().namespace("shop");
+    scenario(version, 3, VolumeLayout::FsGroup, naming, async |c| {
+        // Prometheus needs no clone of size.
+        primary_with_data(c, 1_000).await?;
+        for n in [1, 2] {
+            c.start_pod(n).await?;
+        }
+        let prometheus = c.start_prometheus().await?;
+        let (primary, stopped, other) = (pod(c, 0), pod(c, 1), pod(c, 2));
+        let every_pod = |value: f64| {
+            let pods = [&primary, &stopped, &other];
+            move |seen: &BTreeMap<String, f64>| {
+                seen.len() == pods.len() && pods.iter().all(|pod| seen.get(*pod) == Some(&value))
+            }
+        };
+        per_pod_until(
+            c,
+            &prometheus,
+            &format!("up{{job=\"{JOB}\"}}"),
+            every_pod(1.0),
+        )
+        .await?;
+        per_pod_until(c, &prometheus, "mysql_sts_agent_ready", every_pod(1.0)).await?;
+        per_pod_until(
+            c,
+            &prometheus,
+            "mysql_sts_agent_replica_lag_seconds",
+            |lag| {
+                lag.len() == 2
+                    && [&stopped, &other]
+                        .iter()
+                        .all(|pod| lag.get(*pod) < Some(&5.0))
+            },
+        )
+        .await?;
+
+        let mut replica = c.sql(1).await?;
+        replica.query_drop("STOP REPLICA SQL_THREAD").await?;
+        let only_stopped_is = |value: f64| {
+            let (stopped, other) = (stopped.clone(), other.clone());
+            move |seen: &BTreeMap<String, f64>| {
+                seen.get(&stopped) == Some(&value) && seen.get(&other) == Some(&1.0)
+            }
+        };
+        for series in [
+            "mysql_sts_agent_replica_sql_thread_running",
+            "mysql_sts_agent_ready",
+        ] {
+            per_pod_until(c, &prometheus, series, only_stopped_is(0.0)).await?;
+        }
+        replica.query_drop("START REPLICA SQL_THREAD").await?;
+        for series in [
+            "mysql_sts_agent_replica_sql_thread_running",
+            "mysql_sts_agent_ready",
+        ] {
+            per_pod_until(c, &prometheus, series, only_stopped_is(1.0)).await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
 /// One test per scenario and image: `mariadb::<scenario>` (10.11), `mariadb_11_8::<scenario>`
 /// and `mysql::<scenario>`.
 macro_rules! scenarios {
@@ -1579,6 +1672,7 @@ every_image!(
         a_restore_waits_for_what_the_donor_received_but_had_not_applied,
         a_first_pod_that_cannot_ask_a_peer_does_not_start_empty,
         semi_sync_acknowledges_every_commit_on_a_replica,
+        prometheus_scrapes_every_pod_and_sees_a_stopped_sql_thread,
     ],
     // mariadb-backup runs in the donor's agent.
     mariadb: [

@@ -46,6 +46,7 @@ mod mysql;
 mod net;
 mod poll;
 mod procs;
+pub mod prometheus;
 pub mod proxy;
 mod registry;
 pub mod security;
@@ -314,6 +315,8 @@ pub struct Cluster {
     chroot: Option<PathBuf>,
     pods: Vec<Pod>,
     dnsmasq: Option<Tracked>,
+    /// Processes a test started in the node namespace (`spawn_on_node`).
+    node_helpers: Vec<Tracked>,
     namespaces: Vec<String>,
     uts_files: Vec<PathBuf>,
     /// Every process ever started, for reports and the self-test.
@@ -405,6 +408,7 @@ impl Cluster {
             chroot,
             pods,
             dnsmasq: None,
+            node_helpers: Vec::new(),
             namespaces: Vec::new(),
             uts_files: Vec::new(),
             ledger: Vec::new(),
@@ -1306,6 +1310,17 @@ impl Cluster {
         Ok(pid)
     }
 
+    /// Spawns a process in the node namespace (build it with `node_command`) under the harness's
+    /// tracking: it logs to `<root>/logs/<name>.log` and Drop stops it with the agents. Returns
+    /// its PID.
+    pub fn spawn_on_node(&mut self, name: &str, mut command: Command) -> Result<u32> {
+        let log = self.root.join("logs").join(format!("{name}.log"));
+        let helper = self.spawn_tracked(format!("node/{name}"), &mut command, &log)?;
+        let pid = helper.id.pid;
+        self.node_helpers.push(helper);
+        Ok(pid)
+    }
+
     /// IPv4 addresses `name` resolves to inside pod `from` (getent, so /etc/hosts, then DNS).
     pub async fn resolve(&self, from: usize, name: &str) -> Result<Vec<Ipv4Addr>> {
         dns::resolve(&self.pod(from).ns, name).await
@@ -1379,6 +1394,7 @@ impl Cluster {
             agents.extend(pod.inits.iter().copied().map(Victim::unreaped));
             agents.extend(pod.helpers.iter_mut().map(Victim::reaped));
         }
+        agents.extend(self.node_helpers.iter_mut().map(Victim::reaped));
         stop_group(&mut agents, AGENT_GRACE);
         drop(agents);
         for pod in self.pods.iter_mut().rev() {
