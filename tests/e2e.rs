@@ -24,7 +24,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use harness::data::{
     POLL, assert_same_data, datadir_entries, ensure_datadir_empty, insert, primary_with_data,
-    row_count, set_writable, wait_for_partial_clone,
+    purge_binlogs, row_count, set_writable, wait_for_partial_clone,
 };
 use harness::prometheus::{JOB, Prometheus};
 use harness::{
@@ -714,28 +714,6 @@ async fn a_failing_backup_tool_is_reported_and_never_taken_for_a_clone(
         let donor_log = c.log_text(0, "failing-donor-1.log");
         ensure!(donor_log.contains("clone not served"), "{donor_log}");
         Ok(())
-    })
-    .await
-}
-
-/// Pod 0 purges every binlog but the active one.
-async fn purge_binlogs(c: &Cluster) -> Result<()> {
-    let mut primary = c.sql(0).await?;
-    primary.query_drop("FLUSH BINARY LOGS").await?;
-    // MariaDB keeps a binlog until its crash-recovery checkpoint has passed: purge until only
-    // the active one is left.
-    let what = format!("{} to purge its old binlogs", pod(c, 0));
-    poll_until(&what, READY, POLL, || async {
-        let mut primary = c.sql(0).await?;
-        primary
-            .query_drop("PURGE BINARY LOGS BEFORE NOW() + INTERVAL 1 DAY")
-            .await?;
-        let logs: Vec<mysql_async::Row> = primary.query("SHOW BINARY LOGS").await?;
-        Ok(if logs.len() == 1 {
-            Check::Done(())
-        } else {
-            Check::Pending(format!("{} binlogs", logs.len()))
-        })
     })
     .await
 }

@@ -153,3 +153,26 @@ pub async fn wait_for_partial_clone(c: &Cluster, n: usize, init_log: &str) -> Re
     )
     .await
 }
+
+/// Pod 0 (the primary) purges every binlog but the active one: a replica behind it can no longer
+/// resume by replication.
+pub async fn purge_binlogs(c: &Cluster) -> Result<()> {
+    let mut primary = c.sql(0).await?;
+    primary.query_drop("FLUSH BINARY LOGS").await?;
+    // MariaDB keeps a binlog until its crash-recovery checkpoint has passed, and a binlog a
+    // replica is reading is kept too: purge until only the active one is left.
+    let what = format!("{} to purge its old binlogs", c.naming().hostname(0));
+    poll_until(&what, CATCH_UP, POLL, || async {
+        let mut primary = c.sql(0).await?;
+        primary
+            .query_drop("PURGE BINARY LOGS BEFORE NOW() + INTERVAL 1 DAY")
+            .await?;
+        let logs: Vec<mysql_async::Row> = primary.query("SHOW BINARY LOGS").await?;
+        Ok(if logs.len() == 1 {
+            Check::Done(())
+        } else {
+            Check::Pending(format!("{} binlogs", logs.len()))
+        })
+    })
+    .await
+}

@@ -916,6 +916,27 @@ impl Cluster {
         Ok(status)
     }
 
+    /// Restarts with `start_server` (so the template's `exec` runs first, e.g. a re-clone) the
+    /// database container of every pod whose server was started and has exited by itself, as the
+    /// kubelet restarts an exited container; servers the test stopped or killed are not. The
+    /// kubelet's restart backoff (10 s, doubling) is not simulated. Returns the pods restarted.
+    pub async fn restart_exited_servers(&mut self) -> Result<Vec<usize>> {
+        let mut restarted = Vec::new();
+        for n in 0..self.pods.len() {
+            let exited = self.pods[n]
+                .server
+                .as_mut()
+                .is_some_and(|server| server.try_exit().is_some());
+            if exited {
+                self.stop_probes(n, true);
+                self.pods[n].server = None;
+                self.start_server(n).await?;
+                restarted.push(n);
+            }
+        }
+        Ok(restarted)
+    }
+
     /// SIGKILLs the server (a crashed or killed pod, e.g. a donor mid-clone) and returns once
     /// it is gone.
     pub async fn kill_server(&mut self, n: usize) -> Result<()> {
