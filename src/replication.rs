@@ -102,6 +102,24 @@ pub fn gap_action(needed: &str, errant: &Binlogged, has_marker: bool) -> GapActi
     GapAction::Reclone { reason: gap }
 }
 
+/// MariaDB's error for an IO thread that cannot queue an event: after a primary's node died, the
+/// relay log can end in part of an event group whose GTID a restored primary reused.
+const RELAY_LOG_WRITE_FAILURE: u32 = 1595;
+
+/// Why the relay log should be discarded, if it should: it holds nothing applied, and what is
+/// complete in it the primary sends again from the applied position (MASTER_USE_GTID=slave_pos);
+/// a part of an event group from a former primary it never would, so the IO thread stays stuck.
+pub fn relay_log_to_discard(flavor: Flavor, status: &ReplicaStatus) -> Option<String> {
+    let error = status.io_error.as_ref()?;
+    (flavor == Flavor::MariaDb && error.errno == RELAY_LOG_WRITE_FAILURE).then(|| {
+        format!(
+            "replica IO thread error {}: {}: the relay log ends in part of an event group the \
+             primary does not continue",
+            error.errno, error.message
+        )
+    })
+}
+
 /// Carries out a plan; `Blocked` is the caller's to report.
 pub async fn apply(
     conn: &mut Conn,
@@ -259,5 +277,31 @@ mod tests {
             gap_action("0-1-9", &none, false),
             GapAction::Blocked { reason } if reason.contains("no clone marker")
         ));
+    }
+
+    #[test]
+    fn only_a_mariadb_relay_log_write_failure_discards_the_relay_log() {
+        let mut stuck = status(PRIMARY, IoThread::Stopped, true);
+        stuck.io_error = Some(crate::db::status::ThreadError {
+            errno: 1595,
+            message: "Relay log write failure: could not queue event from master".into(),
+        });
+        assert!(
+            relay_log_to_discard(MARIADB, &stuck)
+                .is_some_and(|reason| reason.starts_with("replica IO thread error 1595"))
+        );
+        assert_eq!(relay_log_to_discard(Flavor::MySql, &stuck), None);
+        let purged = ReplicaStatus {
+            io_error: Some(crate::db::status::ThreadError {
+                errno: 1236,
+                message: "purged".into(),
+            }),
+            ..stuck
+        };
+        assert_eq!(relay_log_to_discard(MARIADB, &purged), None);
+        assert_eq!(
+            relay_log_to_discard(MARIADB, &status(PRIMARY, IoThread::Running, true)),
+            None
+        );
     }
 }

@@ -26,7 +26,7 @@ use harness::data::{
 };
 use harness::proxy::{Fault, FaultProxy};
 use harness::writer::{AckedWriter, Written, create_app_table, ids, verify};
-use harness::{Check, Cluster, ClusterSpec, DbVersion, Flavor, HttpReply, InitRun, poll_until};
+use harness::{Check, Cluster, ClusterSpec, DbVersion, Flavor, InitRun, poll_until};
 use mysql_async::prelude::Queryable;
 
 const DEFAULT_ROWS: u64 = 5000;
@@ -466,8 +466,7 @@ async fn wait_semi_sync_active(c: &Cluster) -> Result<()> {
 
 /// Pod 0's node dies (`kill_pod`) and its volume is lost while the replicas lag behind the
 /// writer (the primary's egress throttled); the guard restores it from the most advanced
-/// replica, and every pod ends Ready (but one stuck on the known MariaDB bug of
-/// `stuck_on_a_partial_event_group`): a replica behind the restore point (the restored primary's
+/// replica, and every pod ends Ready: a replica behind the restore point (the restored primary's
 /// binlogs start there) is re-cloned, the peer restored from is not. Every acknowledged id the
 /// restored primary holds is on every Ready pod. Returns the acknowledged ids the restored
 /// primary lacks.
@@ -498,10 +497,7 @@ async fn lose_the_first_pods_volume_under_writes(
     let restored = ids(c, 0).await?;
     writer.wait_acked(writer.acked_count(), ROWS_DURING).await?;
     // The writer goes on while a replica behind the restore point is re-cloned.
-    let Settled {
-        restarted: recloned,
-        stuck,
-    } = wait_ready_restarting_exited_servers(c, &[0, 1, 2]).await?;
+    let recloned = wait_ready_restarting_exited_servers(c, &[0, 1, 2]).await?;
     let restored_from = clone_marker(c, 0)?["donor"].clone();
     ensure!(
         !recloned
@@ -528,51 +524,46 @@ async fn lose_the_first_pods_volume_under_writes(
     for &n in &recloned {
         ensure_logged(&c.log_text(n, "sidecar-1.log"), RECLONE_REQUESTED)?;
     }
-    for &n in &stuck {
-        eprintln!(
-            "[faults] KNOWN AGENT BUG: {} stays not ready after the restore: IO thread error 1595 \
-             on an event group relay-logged in part from the old primary",
-            c.naming().hostname(n)
-        );
+    // MariaDB: a replica whose relay log ended in part of an event group of the old primary
+    // (where the kill cut the stream) had it discarded rather than stay stuck on error 1595.
+    for n in 1..3 {
+        if c.log_text(n, "sidecar-1.log")
+            .contains("discarding the relay log")
+        {
+            eprintln!(
+                "[faults] {} discarded its relay log after the restore",
+                c.naming().hostname(n)
+            );
+        }
     }
-    let ready: Vec<usize> = (0..3).filter(|n| !stuck.contains(n)).collect();
     let kept: BTreeSet<u64> = written.acked.difference(&lost).copied().collect();
-    verify(c, &kept, &ready, &stuck).await?;
+    verify(c, &kept, &[0, 1, 2], &[]).await?;
     Ok(lost)
 }
 
-/// The pods once they settled after pod 0's restore.
-struct Settled {
-    /// Whose server exited and was restarted (re-cloned).
-    restarted: Vec<usize>,
-    /// Not Ready for a known agent bug (`stuck_on_a_partial_event_group`).
-    stuck: Vec<usize>,
-}
-
-/// Waits until each of `pods` answers `/readyz` 200 (or is stuck on the known bug below),
-/// restarting (as the kubelet would) every server that exits meanwhile: a replica that cannot
+/// Waits until each of `pods` answers `/readyz` 200, restarting (as the kubelet would) every server that exits meanwhile: a replica that cannot
 /// follow the primary asks for a re-clone and shuts its server down, and the restarted database
 /// container's `exec` clones again.
-async fn wait_ready_restarting_exited_servers(c: &mut Cluster, pods: &[usize]) -> Result<Settled> {
+/// Returns the pods whose servers were restarted.
+async fn wait_ready_restarting_exited_servers(
+    c: &mut Cluster,
+    pods: &[usize],
+) -> Result<Vec<usize>> {
     let deadline = tokio::time::Instant::now() + RECLONE_READY;
     let mut restarted = Vec::new();
     loop {
         restarted.extend(c.restart_exited_servers().await?);
-        let (mut stuck, mut waiting) = (Vec::new(), Vec::new());
+        let mut waiting = Vec::new();
         for &n in pods {
             let seen = match c.http_get(n, "/readyz", None).await {
                 Ok(reply) if reply.status == 200 => continue,
-                Ok(reply) if stuck_on_a_partial_event_group(c, &reply) => {
-                    stuck.push(n);
-                    continue;
-                }
                 Ok(reply) => format!("{} {}", reply.status, reply.text()),
                 Err(error) => format!("{error:#}"),
             };
             waiting.push(format!("{}: {seen}", c.naming().hostname(n)));
         }
         if waiting.is_empty() {
-            return Ok(Settled { restarted, stuck });
+            return Ok(restarted);
         }
         ensure!(
             tokio::time::Instant::now() < deadline,
@@ -582,20 +573,6 @@ async fn wait_ready_restarting_exited_servers(c: &mut Cluster, pods: &[usize]) -
         );
         tokio::time::sleep(READY_POLL).await;
     }
-}
-
-/// A known agent bug, accepted here (and reported by a `[faults] KNOWN AGENT BUG` line) until the
-/// agent handles it, because it depends on where the kill cuts the stream: on MariaDB, a replica
-/// whose IO thread had relay-logged only part of an event group when the primary's node died
-/// reconnects to the restored primary (after `slave_net_timeout`, 60 s) asking to skip the events
-/// of that group it already has; the restored primary reuses the group's GTID for another
-/// transaction, so the IO thread stops with error 1595 ("Unexpected break of being relay-logged
-/// GTID 0-100-N event group by the current GTID event 0-100-N+1") and the agent neither restarts
-/// replication nor re-clones: the replica stays `503 replica IO thread error 1595` for good.
-fn stuck_on_a_partial_event_group(c: &Cluster, reply: &HttpReply) -> bool {
-    c.flavor() == Flavor::MariaDb
-        && reply.status == 503
-        && reply.text().contains("replica IO thread error 1595")
 }
 
 /// With semi-sync (commits wait for a replica's acknowledgement, no timeout), losing pod 0's

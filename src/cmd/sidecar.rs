@@ -522,6 +522,21 @@ impl ControlLoop {
         }
     }
 
+    /// Restarts replication from the applied position with an empty relay log (MariaDB's CHANGE
+    /// MASTER discards it); the IO thread fetches again what the primary has.
+    async fn discard_relay_log(&mut self, server: &mut LocalServer, reason: &str) {
+        let statements = server.dialect.repoint_replica(&self.source());
+        match db::execute_all(&mut server.conn, &statements).await {
+            Ok(()) => tracing::warn!(
+                "{reason}: discarding the relay log and restarting replication from the applied \
+                 position, which the primary sends again"
+            ),
+            Err(e) => self
+                .local_errors
+                .warn("discarding the relay log", &e.to_string()),
+        }
+    }
+
     /// Records the request in the datadir, then shuts the server down: the database container
     /// restarts, and its `exec` wrapper clones again before the server starts.
     async fn request_reclone(
@@ -666,6 +681,11 @@ impl ControlLoop {
                     }
                 });
                 let reclone = replica.as_ref().and_then(|r| self.reclone_after(r));
+                let flavor = self.cfg.common.flavor;
+                let broken_relay_log = replica
+                    .as_ref()
+                    .and_then(|r| r.status.as_ref())
+                    .and_then(|status| replication::relay_log_to_discard(flavor, status));
                 self.publish.send_replace(Snapshot {
                     taken_at,
                     phase: Phase::Running,
@@ -675,9 +695,13 @@ impl ControlLoop {
                     semi_sync,
                 });
                 self.local_errors.recovered("local server");
-                match reclone {
-                    Some(reason) => self.request_reclone(server, reason).await,
-                    None => Event::Polled(server),
+                match (reclone, broken_relay_log) {
+                    (Some(reason), _) => self.request_reclone(server, reason).await,
+                    (None, Some(reason)) => {
+                        self.discard_relay_log(&mut server, &reason).await;
+                        Event::Polled(server)
+                    }
+                    (None, None) => Event::Polled(server),
                 }
             }
             Err(e) => {
