@@ -114,7 +114,8 @@ pub struct CommonArgs {
         global = true
     )]
     pub agent_port: u16,
-    /// MariaDB: bearer token that guards the clone endpoint (prefer --clone-token-file).
+    /// MariaDB: bearer token that guards the clone endpoint: from --clone-token-file or the
+    /// environment only, never the command line.
     #[arg(
         long,
         env = "MYSQL_STS_CLONE_TOKEN",
@@ -140,7 +141,7 @@ pub struct CommonArgs {
         global = true
     )]
     pub clone_user: String,
-    /// MySQL: the clone user's password (prefer --clone-password-file).
+    /// MySQL: the clone user's password: from --clone-password-file or the environment only.
     #[arg(
         long,
         env = "MYSQL_STS_CLONE_PASSWORD",
@@ -225,6 +226,7 @@ pub struct SidecarArgs {
     /// Administrative user for the local server.
     #[arg(long, env = "MYSQL_STS_ADMIN_USER", default_value = "root")]
     pub admin_user: String,
+    /// Its password: from --admin-password-file or the environment only.
     #[arg(long, env = "MYSQL_STS_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
     #[arg(long, env = "MYSQL_STS_ADMIN_PASSWORD_FILE")]
@@ -232,6 +234,7 @@ pub struct SidecarArgs {
     /// Replication user, created on ordinal 0.
     #[arg(long, env = "MYSQL_STS_REPL_USER", default_value = "repl")]
     pub repl_user: String,
+    /// Its password: from --repl-password-file or the environment only.
     #[arg(long, env = "MYSQL_STS_REPL_PASSWORD", hide_env_values = true)]
     pub repl_password: Option<String>,
     #[arg(long, env = "MYSQL_STS_REPL_PASSWORD_FILE")]
@@ -272,6 +275,14 @@ pub enum ConfigError {
     },
     #[error("{flag} is empty")]
     EmptySecret { flag: &'static str },
+    #[error(
+        "{flag} is a secret and is not accepted on the command line, which every process can \
+         read: set {env} or {flag}-file"
+    )]
+    SecretInArgv {
+        flag: &'static str,
+        env: &'static str,
+    },
     #[error("cannot read the hostname from {path}: {source} (set --hostname)")]
     Hostname {
         path: &'static str,
@@ -458,6 +469,43 @@ impl Validated {
 }
 
 const KERNEL_HOSTNAME: &str = "/proc/sys/kernel/hostname";
+
+/// The settings that hold secrets, by clap id, flag and variable: their values come from the
+/// environment or a file, never from argv (`/proc/<pid>/cmdline` is world-readable).
+const SECRETS: &[(&str, &str, &str)] = &[
+    ("clone_token", "--clone-token", "MYSQL_STS_CLONE_TOKEN"),
+    (
+        "clone_password",
+        "--clone-password",
+        "MYSQL_STS_CLONE_PASSWORD",
+    ),
+    (
+        "admin_password",
+        "--admin-password",
+        "MYSQL_STS_ADMIN_PASSWORD",
+    ),
+    (
+        "repl_password",
+        "--repl-password",
+        "MYSQL_STS_REPL_PASSWORD",
+    ),
+];
+
+/// Refuses a secret given on the command line, at any subcommand's level.
+pub fn refuse_secrets_in_argv(matches: &clap::ArgMatches) -> Result<(), ConfigError> {
+    let mut level = Some(matches);
+    while let Some(matches) = level {
+        for &(id, flag, env) in SECRETS {
+            let given = matches!(matches.try_contains_id(id), Ok(true))
+                && matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+            if given {
+                return Err(ConfigError::SecretInArgv { flag, env });
+            }
+        }
+        level = matches.subcommand().map(|(_, sub)| sub);
+    }
+    Ok(())
+}
 
 impl Cli {
     pub fn validate(self) -> Result<Validated, ConfigError> {
@@ -1012,5 +1060,29 @@ mod tests {
                 .starts_with("cannot read --clone-token-file /nonexistent/x"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_secret_on_the_command_line_is_refused_at_any_level() {
+        use clap::CommandFactory;
+        let matches = |args: &[&str]| {
+            Cli::command()
+                .try_get_matches_from(["mysql-sts-agent"].iter().chain(args))
+                .expect("clap accepts")
+        };
+        let refused = |args: &[&str]| {
+            refuse_secrets_in_argv(&matches(args))
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            refused(&["--clone-token", "t", "init"]),
+            "--clone-token is a secret and is not accepted on the command line, which every \
+             process can read: set MYSQL_STS_CLONE_TOKEN or --clone-token-file"
+        );
+        assert!(refused(&["init", "--clone-password", "p"]).starts_with("--clone-password "));
+        assert!(refused(&["sidecar", "--repl-password", "r"]).contains("MYSQL_STS_REPL_PASSWORD"));
+        assert!(refused(&["sidecar", "--admin-password", "a"]).contains("--admin-password-file"));
+        assert!(refuse_secrets_in_argv(&matches(&["--clone-token-file", "/t", "init"])).is_ok());
     }
 }

@@ -2,9 +2,9 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use mysql_sts_agent::cmd;
-use mysql_sts_agent::config::{Cli, Validated};
+use mysql_sts_agent::config::{self, Cli, Validated};
 use mysql_sts_agent::install;
 use tokio_util::sync::CancellationToken;
 
@@ -14,8 +14,17 @@ const EXIT_BAD_CONFIG: u8 = 64;
 const EXIT_CANNOT_EXEC: u8 = 126;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
+    let cli = match parsed {
+        Ok((cli, matches)) => {
+            if let Err(e) = config::refuse_secrets_in_argv(&matches) {
+                eprintln!("mysql-sts-agent: error: {e}");
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            }
+            cli
+        }
         Err(e) if !e.use_stderr() => {
             let _ = e.print();
             return ExitCode::SUCCESS;

@@ -287,3 +287,23 @@ fn exec_runs_the_entrypoint_in_its_place_and_needs_one() {
         stderr_lines(&out)
     );
 }
+
+/// A secret on the command line (readable by every process in /proc) exits 64 with one line;
+/// the same value from the environment is accepted.
+#[test]
+fn secrets_are_refused_on_the_command_line() {
+    let out = agent(
+        &["--check", "--clone-token", "t0ken", "init"],
+        &with(&[], &["MYSQL_STS_CLONE_TOKEN"]),
+    );
+    assert_eq!(out.status.code(), Some(64));
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("--clone-token is a secret and is not accepted on the command line"),
+        "{lines:?}"
+    );
+    assert!(!lines[0].contains("t0ken"), "{lines:?}");
+    let out = agent(&["--check", "init"], &with(&[], &[]));
+    assert_eq!(out.status.code(), Some(0), "{:?}", stderr_lines(&out));
+}
