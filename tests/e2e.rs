@@ -24,7 +24,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use harness::data::{
     POLL, assert_same_data, datadir_entries, ensure_datadir_empty, insert, primary_with_data,
-    purge_binlogs, row_count, set_writable, wait_for_partial_clone,
+    purge_binlogs, row_count, set_writable, wait_for_partial_clone, write_errant,
 };
 use harness::prometheus::{JOB, Prometheus};
 use harness::{
@@ -1047,21 +1047,7 @@ async fn an_errant_transaction_fences_the_replica(version: DbVersion) -> Result<
     scenario(version, 2, VolumeLayout::FsGroup, naming, async |c| {
         primary_with_data(c, INITIAL_ROWS).await?;
         c.start_pod(1).await?;
-        set_writable(c, 1, true).await?;
-        let mut replica = c.sql(1).await?;
-        replica
-            .query_drop("INSERT INTO app.t (note, pad) VALUES ('errant', 'e')")
-            .await?;
-        let errant: String = match flavor {
-            Flavor::MariaDb => replica.query_first("SELECT @@last_gtid").await?,
-            Flavor::MySql => {
-                replica
-                    .query_first("SELECT CONCAT(@@server_uuid, ':1')")
-                    .await?
-            }
-        }
-        .context("no GTID for the errant write")?;
-        set_writable(c, 1, false).await?;
+        let errant = write_errant(c, 1).await?;
 
         let fenced = readyz_until(c, "/readyz", |reply| reply.text().contains("fenced")).await?;
         ensure!(

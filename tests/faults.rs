@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use harness::data::{
-    CATCH_UP, POLL, datadir_entries, primary_with_data, purge_binlogs, set_writable,
-    wait_for_partial_clone,
+    CATCH_UP, POLL, datadir_entries, primary_with_data, purge_binlogs, wait_for_partial_clone,
+    write_errant,
 };
 use harness::proxy::{Fault, FaultProxy};
 use harness::writer::{AckedWriter, Written, create_app_table, ids, verify};
@@ -710,22 +710,7 @@ async fn an_errant_transaction_fences_its_replica_and_the_others_keep_every_row(
         c.start_pod(1).await?;
         c.start_pod(2).await?;
         let marker = std::fs::read(c.datadir(1).join(MARKER))?;
-        set_writable(c, 1, true).await?;
-        let mut replica = c.sql(1).await?;
-        replica
-            .query_drop("INSERT INTO app.t (note, pad) VALUES ('errant', 'e')")
-            .await?;
-        let errant: String = match c.flavor() {
-            Flavor::MariaDb => replica.query_first("SELECT @@last_gtid").await?,
-            Flavor::MySql => {
-                replica
-                    .query_first("SELECT CONCAT(@@server_uuid, ':1')")
-                    .await?
-            }
-        }
-        .context("no GTID for the errant write")?;
-        set_writable(c, 1, false).await?;
-        drop(replica);
+        let errant = write_errant(c, 1).await?;
 
         let fenced = c.wait_readyz(1, 503, CATCH_UP).await?;
         let reason = poll_until("the fence's reason", CATCH_UP, POLL, || async {

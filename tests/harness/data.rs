@@ -103,6 +103,26 @@ pub async fn set_writable(c: &Cluster, n: usize, writable: bool) -> Result<()> {
 }
 
 /// Entries a server or a retry could mistake for data: anything but `lost+found`.
+/// Writes a row on replica n (made writable for it, then read-only again), as a person would by
+/// mistake: an errant transaction. Returns its GTID.
+pub async fn write_errant(c: &Cluster, n: usize) -> Result<String> {
+    set_writable(c, n, true).await?;
+    let mut replica = c.sql(n).await?;
+    replica
+        .query_drop("INSERT INTO app.t (note, pad) VALUES ('errant', 'e')")
+        .await?;
+    let gtid = match c.flavor() {
+        Flavor::MariaDb => replica.query_first("SELECT @@last_gtid").await?,
+        Flavor::MySql => {
+            replica
+                .query_first("SELECT CONCAT(@@server_uuid, ':1')")
+                .await?
+        }
+    };
+    set_writable(c, n, false).await?;
+    gtid.context("no GTID for the errant write")
+}
+
 /// Pod n's datadir holds nothing (but `lost+found`): nothing of a failed clone is left.
 pub fn ensure_datadir_empty(c: &Cluster, n: usize) -> Result<()> {
     let entries = datadir_entries(&c.datadir(n))?;
