@@ -104,27 +104,30 @@ impl Running {
     }
 
     /// Waits for the tool to exit and turns failure into an error carrying its last words.
-    pub async fn finish(mut self) -> Result<(), ToolError> {
+    /// Called once; the tool stays here, already reaped, so that `stop` after it is harmless.
+    pub async fn finish(&mut self) -> Result<(), ToolError> {
         let status = self.child.wait().await.map_err(|source| ToolError::Wait {
             tool: self.name.clone(),
             source,
         })?;
-        let tail = self.stderr.await.unwrap_or_default();
+        let tail = (&mut self.stderr).await.unwrap_or_default();
         if status.success() {
             Ok(())
         } else {
             Err(ToolError::Failed {
-                tool: self.name,
+                tool: self.name.clone(),
                 status,
                 tail,
             })
         }
     }
-}
 
-/// Runs a tool to completion.
-pub async fn run(cmd: Command, program: &Path) -> Result<(), ToolError> {
-    spawn(cmd, program)?.finish().await
+    /// Kills the tool and waits until it is gone. Dropping it only sends SIGKILL: a tool still
+    /// dying could write into a directory its caller is already removing.
+    pub async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
 }
 
 #[cfg(test)]
@@ -142,11 +145,27 @@ mod tests {
         // 200 kB after the bad byte: more than a pipe holds, so an early reader exit is SIGPIPE.
         let noisy = sh("printf 'ok\\n\\377\\376 bad\\n' >&2; \
                         head -c 200000 /dev/zero | tr '\\0' x >&2; echo >&2; echo last >&2");
-        run(noisy, Path::new("noisy")).await.unwrap();
+        spawn(noisy, Path::new("noisy"))
+            .unwrap()
+            .finish()
+            .await
+            .unwrap();
         let failing = sh("printf '\\377 broken\\nthe end\\n' >&2; exit 3");
-        let Err(ToolError::Failed { tail, .. }) = run(failing, Path::new("failing")).await else {
+        let mut failing = spawn(failing, Path::new("failing")).unwrap();
+        let Err(ToolError::Failed { tail, .. }) = failing.finish().await else {
             panic!("exit 3 is a failure")
         };
         assert_eq!(tail, "\u{fffd} broken | the end");
+    }
+
+    #[tokio::test]
+    async fn a_stopped_tool_is_gone_when_stop_returns() {
+        let mut sleep = command(Path::new("sleep"));
+        sleep.arg("600");
+        let running = spawn(sleep, Path::new("sleep")).unwrap();
+        let pid = running.child.id().expect("running");
+        running.stop().await;
+        // Reaped, not a zombie: its /proc entry is gone.
+        assert!(!Path::new(&format!("/proc/{pid}")).exists());
     }
 }

@@ -244,7 +244,21 @@ async fn three_pods_come_up_in_order_and_hold_every_row(version: DbVersion) -> R
             Flavor::MySql => ("mysql", "MySQL "),
         };
         let primary = scrape_metrics(c, 0).await?;
-        let replica = scrape_metrics(c, 1).await?;
+        // The sidecar's last poll may predate the test's last write: wait for one that saw it.
+        let behind = "mysql_sts_agent_replica_transactions_behind";
+        let replica = poll_until(
+            "pod 1's metrics to count 0 transactions behind",
+            READY,
+            POLL,
+            || async {
+                let text = scrape_metrics(c, 1).await?;
+                Ok(match metric(&text, behind) {
+                    Ok(0.0) => Check::Done(text),
+                    seen => Check::Pending(format!("{seen:?}")),
+                })
+            },
+        )
+        .await?;
         for text in [&primary, &replica] {
             let build = text
                 .lines()
@@ -269,7 +283,6 @@ async fn three_pods_come_up_in_order_and_hold_every_row(version: DbVersion) -> R
                 0.0,
             ),
             ("mysql_sts_agent_replica_sql_thread_running", 1.0),
-            ("mysql_sts_agent_replica_transactions_behind", 0.0),
             ("mysql_sts_agent_replica_fenced", 0.0),
         ] {
             ensure!(metric(&replica, series)? == value, "{series}:\n{replica}");

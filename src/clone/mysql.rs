@@ -60,15 +60,15 @@ pub async fn clone(
     shutdown: &CancellationToken,
 ) -> Result<CloneMarker, CloneError> {
     in_staging(datadir, &settings.ownership, async {
-        // The server lives out here so that it is dead before staging is removed, however the
-        // clone ends.
+        // Each mysqld the clone starts lives out here from its spawn on, so that it is dead
+        // before staging is removed, however the clone ends.
         let mut server: Option<TempServer> = None;
         let result = tokio::select! {
             result = clone_in_staging(datadir, settings, resolver, &mut server) => result,
             () = shutdown.cancelled() => Err(CloneError::Cancelled),
         };
-        if let Some(server) = server.take() {
-            server.kill().await;
+        if let Some(server) = server {
+            server.process.stop().await;
         }
         result
     })
@@ -97,10 +97,10 @@ async fn clone_in_staging(
         }
     }
     let started = Instant::now();
-    TempServer::initialize(settings, &paths).await?;
+    TempServer::initialize(server, settings, &paths).await?;
     tracing::info!(secs = started.elapsed().as_secs_f64(), datadir = %paths.data.display(), "temporary server initialized in the staging directory");
 
-    let temp = server.insert(TempServer::start(settings, &paths, &[]).await?);
+    let temp = TempServer::start(server, settings, &paths, &[]).await?;
     let mut conn = temp.connect().await?;
     let version = db::server_version(&mut conn)
         .await
@@ -159,11 +159,7 @@ async fn clone_in_staging(
         }
     }
     drop(conn);
-    let status = server
-        .take()
-        .expect("started above")
-        .wait_exit(STOP_TIMEOUT)
-        .await?;
+    let status = temp.wait_exit(STOP_TIMEOUT).await?;
     if !status.success() {
         return Err(CloneError::TempServer(format!(
             "exited with {status} after the clone: {}",
@@ -172,7 +168,7 @@ async fn clone_in_staging(
     }
 
     // The second start applies the cloned redo and swaps the files in; only then is it a clone.
-    let temp = server.insert(TempServer::start(settings, &paths, &["--skip-grant-tables"]).await?);
+    let temp = TempServer::start(server, settings, &paths, &["--skip-grant-tables"]).await?;
     let mut conn = temp.connect().await?;
     let proof = read_proof(&mut conn).await?;
     if proof.state != "Completed" || proof.error_no != 0 {
@@ -190,7 +186,7 @@ async fn clone_in_staging(
         binlog_file = %proof.binlog_file, binlog_position = proof.binlog_position,
         "clone copied and recovered: clone_status says Completed"
     );
-    server.take().expect("started above").shutdown(conn).await?;
+    temp.shutdown(conn).await?;
 
     let marker = CloneMarker {
         donor: donor_name.to_owned(),
@@ -465,19 +461,31 @@ impl TempServer {
         cmd
     }
 
-    async fn initialize(settings: &PluginSettings, paths: &TempPaths) -> Result<(), CloneError> {
+    /// Runs `mysqld --initialize-insecure` in `slot`.
+    async fn initialize(
+        slot: &mut Option<TempServer>,
+        settings: &PluginSettings,
+        paths: &TempPaths,
+    ) -> Result<(), CloneError> {
         let mut cmd = Self::command(settings, paths);
         cmd.arg("--initialize-insecure");
-        tool::run(cmd, &settings.mysqld).await.map_err(|e| {
-            CloneError::TempServer(format!("failed to initialize: {e}: {}", paths.log_tail()))
-        })
+        let failed =
+            |e| CloneError::TempServer(format!("failed to initialize: {e}: {}", paths.log_tail()));
+        let initializing = slot.insert(TempServer {
+            process: tool::spawn(cmd, &settings.mysqld).map_err(failed)?,
+            socket: paths.socket.clone(),
+            log: paths.log.clone(),
+        });
+        initializing.process.finish().await.map_err(failed)
     }
 
-    async fn start(
+    /// Starts the server in `slot` and waits until it answers.
+    async fn start<'a>(
+        slot: &'a mut Option<TempServer>,
         settings: &PluginSettings,
         paths: &TempPaths,
         extra: &[&str],
-    ) -> Result<TempServer, CloneError> {
+    ) -> Result<&'a mut TempServer, CloneError> {
         let mut cmd = Self::command(settings, paths);
         cmd.arg(format!("--socket={}", paths.socket.display()))
             .arg(format!("--pid-file={}", paths.pid_file.display()))
@@ -492,12 +500,12 @@ impl TempServer {
                 "--loose-skip-slave-start",
             ])
             .args(extra);
-        let mut server = TempServer {
+        let server = slot.insert(TempServer {
             process: tool::spawn(cmd, &settings.mysqld)
                 .map_err(|e| CloneError::TempServer(format!("cannot start: {e}")))?,
             socket: paths.socket.clone(),
             log: paths.log.clone(),
-        };
+        });
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(status) = server.process.child.try_wait().ok().flatten() {
@@ -512,7 +520,6 @@ impl TempServer {
                     return Ok(server);
                 }
                 Err(e) if Instant::now() >= deadline => {
-                    server.kill().await;
                     return Err(CloneError::TempServer(format!(
                         "did not answer within {}: {e}: {}",
                         seconds(START_TIMEOUT),
@@ -534,22 +541,20 @@ impl TempServer {
             .map_err(sql_error("connecting to the temporary server"))
     }
 
-    async fn wait_exit(mut self, timeout: Duration) -> Result<ExitStatus, CloneError> {
+    /// Waits for the server to exit; one that does not is left to the slot's owner to kill.
+    async fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, CloneError> {
         match tokio::time::timeout(timeout, self.process.child.wait()).await {
             Ok(Ok(status)) => Ok(status),
             Ok(Err(e)) => Err(io_error("waiting for the temporary server")(e)),
-            Err(_) => {
-                self.kill().await;
-                Err(CloneError::TempServer(format!(
-                    "did not exit within {}",
-                    seconds(timeout)
-                )))
-            }
+            Err(_) => Err(CloneError::TempServer(format!(
+                "did not exit within {}",
+                seconds(timeout)
+            ))),
         }
     }
 
     /// A clean shutdown: the data it leaves must need no recovery.
-    async fn shutdown(self, mut conn: Conn) -> Result<(), CloneError> {
+    async fn shutdown(&mut self, mut conn: Conn) -> Result<(), CloneError> {
         db::execute_all(&mut conn, &["SHUTDOWN".to_owned()])
             .await
             .map_err(sql_error("shutting the temporary server down"))?;
@@ -564,10 +569,5 @@ impl TempServer {
                 tail_of(&log)
             )))
         }
-    }
-
-    async fn kill(mut self) {
-        let _ = self.process.child.start_kill();
-        let _ = self.process.child.wait().await;
     }
 }

@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use super::frame::{self, HEADER_LEN};
 use crate::config::{Credentials, Endpoint};
-use crate::tool::{self, ToolError};
+use crate::tool::{self, Running, ToolError};
 
 /// Large reads keep the per-frame overhead negligible; the pipe hands over at most 64 KiB anyway.
 const CHUNK: usize = 256 * 1024;
@@ -205,8 +205,23 @@ async fn stream_backup(
         cmd.arg("--slave-info");
     }
     let mut backup = tool::spawn(cmd, program)?;
-    let mut stdout = backup.child.stdout.take().expect("stdout is piped");
+    let result = stream(&mut backup, tx, streamed, shutdown).await;
+    if result.is_err() {
+        // Gone before the scratch directory it writes into is removed.
+        backup.stop().await;
+    }
+    result
+}
 
+/// Frames the running backup's output into `tx`; the end frame goes out only once the tool has
+/// said it succeeded.
+async fn stream(
+    backup: &mut Running,
+    tx: &mpsc::Sender<Bytes>,
+    streamed: &AtomicU64,
+    shutdown: &CancellationToken,
+) -> Result<u64, DonorError> {
+    let mut stdout = backup.child.stdout.take().expect("stdout is piped");
     let send = |bytes: Bytes| async {
         tokio::select! {
             sent = tx.send(bytes) => sent.map_err(|_| DonorError::JoinerGone),
@@ -233,7 +248,6 @@ async fn stream_backup(
         send(buf.split().freeze()).await?;
         streamed.fetch_add(read as u64, Ordering::Relaxed);
     }
-    // The end frame goes out only once the tool has said it succeeded.
     backup.finish().await?;
     send(frame::end(total, crc.finalize())).await?;
     Ok(total)

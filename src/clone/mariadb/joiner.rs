@@ -19,7 +19,7 @@ use crate::clone::{
 use crate::dns::Resolver;
 use crate::duration::seconds;
 use crate::secret::Secret;
-use crate::tool;
+use crate::tool::{self, Running};
 
 /// The donor answers headers at once; its backup tool may take a while to send the first bytes.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -50,10 +50,17 @@ pub async fn clone(
     shutdown: &CancellationToken,
 ) -> Result<CloneMarker, CloneError> {
     in_staging(datadir, &settings.ownership, async {
-        tokio::select! {
-            result = fetch_and_prepare(datadir, settings, resolver) => result,
+        // The running tool lives out here so that it is dead before staging is removed, however
+        // the clone ends.
+        let mut running = None;
+        let result = tokio::select! {
+            result = fetch_and_prepare(datadir, settings, resolver, &mut running) => result,
             () = shutdown.cancelled() => Err(CloneError::Cancelled),
+        };
+        if let Some(tool) = running {
+            tool.stop().await;
         }
+        result
     })
     .await
 }
@@ -63,11 +70,12 @@ async fn fetch_and_prepare(
     datadir: &DataDir,
     settings: &JoinerSettings,
     resolver: &Resolver,
+    running: &mut Option<Running>,
 ) -> Result<CloneMarker, CloneError> {
     let started = Instant::now();
     let response = start_clone(settings, resolver).await?;
     tracing::info!(donor = %settings.donor, "donor accepted: receiving the clone stream");
-    let bytes = receive(response, datadir, settings).await?;
+    let bytes = receive(response, datadir, settings, running).await?;
     let elapsed = started.elapsed();
     tracing::info!(
         donor = %settings.donor, bytes, mib = super::super::mib(bytes), secs = elapsed.as_secs_f64(),
@@ -85,7 +93,10 @@ async fn fetch_and_prepare(
         .arg("--prepare")
         .arg(format!("--target-dir={}", staged.display()));
     let prepare_started = Instant::now();
-    tool::run(prepare, &settings.mariadb_backup).await?;
+    running
+        .insert(tool::spawn(prepare, &settings.mariadb_backup)?)
+        .finish()
+        .await?;
     tracing::info!(
         secs = prepare_started.elapsed().as_secs_f64(),
         "backup prepared"
@@ -189,6 +200,7 @@ async fn receive(
     response: Response<Incoming>,
     datadir: &DataDir,
     settings: &JoinerSettings,
+    running: &mut Option<Running>,
 ) -> Result<u64, CloneError> {
     let program = &settings.mbstream;
     let staged = datadir.staging_data();
@@ -197,7 +209,7 @@ async fn receive(
         .arg("-C")
         .arg(&staged)
         .stdin(std::process::Stdio::piped());
-    let mut extractor = tool::spawn(cmd, program)?;
+    let extractor = running.insert(tool::spawn(cmd, program)?);
     let mut stdin = extractor.child.stdin.take().expect("stdin is piped");
 
     let broken = |bytes: u64, reason: String| CloneError::Broken {
