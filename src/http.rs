@@ -8,14 +8,20 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::{Service as _, service_fn};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
 use subtle::ConstantTimeEq;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::clone::datadir::CloneMarker;
@@ -62,14 +68,168 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) {
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await
-    {
-        tracing::error!("HTTP server failed: {e}");
-        shutdown.cancel();
+/// What one client can take of the HTTP server, so that probes are answered whatever other
+/// clients do. No total request time: a `/clone` response streams for as long as the backup runs.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// A connection must send a whole request head within this long of the server starting to
+    /// read one (at accept, and after each response: it is also the keep-alive idle time), or it
+    /// is closed unanswered. The clock does not restart on each byte, so dripping gains nothing.
+    pub header_read_timeout: Duration,
+    /// A connection's read buffer, which bounds a request head (request line and headers): a
+    /// larger one gets `431` and the connection is closed. At least 8 KiB, hyper's minimum.
+    pub max_head_bytes: usize,
+    /// Connections open at once; beyond it a new one is accepted and closed unanswered.
+    pub max_connections: usize,
+    /// How long responses in flight at shutdown may take before their connections are cut.
+    pub drain_within: Duration,
+}
+
+impl HttpLimits {
+    // 256 connections bound memory and descriptors (a task and a buffer of `max_head_bytes`
+    // each) far above what the port sees: a few probes, one scrape, one clone, a few `/donor`
+    // and `/data` asks. No room is reserved for probes, which cannot be told from other clients
+    // before their head is read; a connection that sends no request holds its place for at most
+    // `header_read_timeout`, and only the StatefulSet's pods and Prometheus reach the port
+    // (NetworkPolicy; the kubelet is exempt), so a flood ends within 5 s of its source stopping.
+    pub const PRODUCTION: HttpLimits = HttpLimits {
+        header_read_timeout: Duration::from_secs(5),
+        max_head_bytes: 16 * 1024,
+        max_connections: 256,
+        drain_within: Duration::from_secs(3),
+    };
+}
+
+/// How often the accept loop logs a condition that recurs per connection, at most.
+const REPORT_EVERY: Duration = Duration::from_secs(60);
+/// An accept that failed fails again at once while its cause lasts (e.g. no file descriptors).
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Counts a recurring event and says when to log it: the first time, then at most once per
+/// `REPORT_EVERY`, with how many happened since the last report.
+#[derive(Debug, Default)]
+struct Throttled {
+    last_report: Option<Instant>,
+    unreported: u64,
+}
+
+impl Throttled {
+    fn count(&mut self, now: Instant) -> Option<u64> {
+        self.unreported += 1;
+        if self
+            .last_report
+            .is_some_and(|at| now.saturating_duration_since(at) < REPORT_EVERY)
+        {
+            return None;
+        }
+        self.last_report = Some(now);
+        Some(std::mem::take(&mut self.unreported))
+    }
+}
+
+/// Serves HTTP/1.1 until `shutdown`, then stops accepting, lets responses in flight finish
+/// within `limits.drain_within` and cuts the connections still open.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    limits: HttpLimits,
+    shutdown: CancellationToken,
+) {
+    let app = TowerToHyperService::new(router(state));
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_head_bytes);
+    let mut connections = JoinSet::new();
+    let mut refused = Throttled::default();
+    let mut accept_errors = Throttled::default();
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                if let Some(count) = accept_errors.count(Instant::now()) {
+                    tracing::warn!(
+                        "accepting an HTTP connection failed ({count} times since the last \
+                         report), pausing {ACCEPT_ERROR_PAUSE:?} after each: {e}"
+                    );
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => continue,
+                }
+            }
+        };
+        while connections.try_join_next().is_some() {}
+        // Closed at once rather than left in the listen backlog: the client learns now, and the
+        // backlog keeps draining.
+        if connections.len() >= limits.max_connections {
+            drop(stream);
+            if let Some(count) = refused.count(Instant::now()) {
+                tracing::warn!(
+                    "HTTP connection cap reached ({} open): closed {count} new connections \
+                     unanswered since the last report (one that sends no request is closed \
+                     after {:?})",
+                    limits.max_connections,
+                    limits.header_read_timeout
+                );
+            }
+            continue;
+        }
+        connections.spawn(serve_connection(
+            &http,
+            stream,
+            peer,
+            app.clone(),
+            shutdown.clone(),
+        ));
+    }
+    drop(listener);
+    let drained = tokio::time::timeout(limits.drain_within, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            "{} HTTP connections still busy {:?} after shutdown began: cutting them",
+            connections.len(),
+            limits.drain_within
+        );
+        connections.shutdown().await;
+    }
+}
+
+/// One connection, in its own task so that a slow client holds up no other. At shutdown it
+/// finishes the response in flight and closes.
+fn serve_connection(
+    http: &http1::Builder,
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: TowerToHyperService<Router>,
+    shutdown: CancellationToken,
+) -> impl Future<Output = ()> + Send + 'static {
+    // `/clone` logs its joiner's address.
+    let service = service_fn(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        app.call(request)
+    });
+    let connection = http.serve_connection(TokioIo::new(stream), service);
+    async move {
+        let mut connection = std::pin::pin!(connection);
+        let ended = tokio::select! {
+            ended = connection.as_mut() => ended,
+            () = shutdown.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        // Per connection, so at debug: timeouts, oversized heads and resets are routine.
+        if let Err(e) = ended {
+            tracing::debug!(%peer, "HTTP connection closed: {e}");
+        }
     }
 }
 
@@ -351,5 +511,16 @@ mod tests {
         assert!(!with("bearer s3cret"));
         assert!(!with("s3cret"));
         assert!(!authorized(&HeaderMap::new(), &token));
+    }
+
+    #[test]
+    fn a_recurring_event_is_reported_at_once_then_at_most_once_per_interval() {
+        let start = Instant::now();
+        let mut events = Throttled::default();
+        assert_eq!(events.count(start), Some(1));
+        assert_eq!(events.count(start + Duration::from_secs(1)), None);
+        assert_eq!(events.count(start + REPORT_EVERY / 2), None);
+        assert_eq!(events.count(start + REPORT_EVERY), Some(3));
+        assert_eq!(events.count(start + REPORT_EVERY * 3), Some(1));
     }
 }

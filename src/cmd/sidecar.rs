@@ -26,7 +26,7 @@ use crate::db::{self, DbError};
 use crate::health::{
     self, ErrantCheck, Phase, PrimaryHistory, PrimaryLink, ReplicaFacts, Rules, Snapshot,
 };
-use crate::http::{self, AppState, CloneService};
+use crate::http::{self, AppState, CloneService, HttpLimits};
 use crate::identity::Role;
 use crate::metrics::{self, Metrics, Operation, Retries};
 use crate::replication::{self, GapAction, Plan};
@@ -35,6 +35,8 @@ use crate::semisync::{self, Action, Names, SemiSyncFacts};
 /// Long enough for any ?lag= a probe may ask about.
 const HISTORY: Duration = Duration::from_secs(600);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+// The HTTP server cuts the responses it cannot finish before the sidecar stops waiting for it.
+const _: () = assert!(HttpLimits::PRODUCTION.drain_within.as_millis() < SHUTDOWN_GRACE.as_millis());
 const CONNECT_RETRY_SECS: u32 = 2;
 
 pub async fn run(cfg: SidecarConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -106,7 +108,12 @@ pub async fn run(cfg: SidecarConfig, shutdown: CancellationToken) -> anyhow::Res
         .with_context(|| format!("listening on {}", cfg.listen))?;
     tracing::info!(address = %cfg.listen, flavor = %cfg.common.flavor, "serving /livez /readyz /status /metrics /data /clone /donor");
 
-    tracker.spawn(http::serve(listener, state, shutdown.clone()));
+    tracker.spawn(http::serve(
+        listener,
+        state,
+        HttpLimits::PRODUCTION,
+        shutdown.clone(),
+    ));
     tracker.spawn(health::log_readiness_changes(
         snapshots,
         rules,
