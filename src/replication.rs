@@ -180,6 +180,7 @@ mod tests {
             position_source: "xtrabackup_slave_info".into(),
             bytes: 1,
             completed_unix: 1,
+            duration_ms: None,
             agent_version: "test".into(),
             promotion: crate::clone::datadir::Promotion::None,
         }
