@@ -55,7 +55,7 @@ impl Transfer {
 #[serde(default)]
 pub struct TransferView {
     pub bytes: u64,
-    /// Always an estimate: MariaDB, the donor's datadir without its binary and relay logs (sent
+    /// Always an estimate: MariaDB, the donor's datadir without what a backup leaves out (sent
     /// before the stream); MySQL, the CLONE plugin's own (`performance_schema.clone_progress`).
     pub estimated_total_bytes: Option<u64>,
     /// The average since the data started to move.
@@ -195,7 +195,9 @@ impl Progress {
 
     /// The copy itself starts later than the clone (MySQL: after the temporary server's start).
     pub(crate) fn copy_starts(&mut self) {
-        self.copying = Some(Instant::now());
+        let now = Instant::now();
+        self.copying = Some(now);
+        self.next_log = now + LOG_EVERY;
     }
 
     /// `bytes` have moved so far; logs and rewrites the file when it is time.

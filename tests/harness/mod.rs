@@ -1228,6 +1228,19 @@ impl Cluster {
         self.container_command(n, self.pod(n).plan.agent(sub)?, false)
     }
 
+    /// `kubectl exec <pod n> -c <the container running the agent's sub> -- <its agent> <args>`:
+    /// the agent as that container runs it (image, user, env), e.g. `status`, to completion.
+    /// Its stdout; an error with its stderr when it exits non-zero.
+    pub async fn exec_agent(&self, n: usize, sub: &str, args: &[&str]) -> Result<String> {
+        let container = self.pod(n).plan.agent(sub)?;
+        let binary = container
+            .agent_binary()
+            .with_context(|| format!("container {} does not run the agent", container.name))?;
+        let mut command = self.container_exec(n, container, binary);
+        command.args(args).envs(&container.env);
+        cmd::output_text(command).await
+    }
+
     /// An agent container's command in pod n; with `check`, its `--check` run.
     fn container_command(&self, n: usize, container: &Resolved, check: bool) -> Result<Command> {
         let binary = container

@@ -227,9 +227,10 @@ impl Donor {
     }
 }
 
-/// What a backup of `datadir` streams, about: its files but the binary and relay logs (which
-/// mariadb-backup does not copy) and the agent's own. The redo log's copy depends on the writes
-/// during the backup, so this is an estimate, never a promise.
+/// What a backup of `datadir` streams, about: its files but those mariadb-backup does not copy
+/// (binary and relay logs, the temporary tablespace) and the agent's own. The redo log counts in
+/// full, though a backup copies only what was written since the last checkpoint: an estimate
+/// on the high side (by at most `innodb_log_file_size`), never a promise.
 fn backup_size(datadir: &Path) -> std::io::Result<u64> {
     let mut total = 0;
     let mut dirs = vec![datadir.to_owned()];
@@ -257,7 +258,11 @@ fn in_backup(name: &str) -> bool {
         name.strip_prefix(base)
             .is_some_and(|rest| rest.starts_with('.'))
     });
-    !(log || name.starts_with(".mysql-sts-agent") || [MARKER_FILE, RECLONE_FILE].contains(&name))
+    let temporary = name.starts_with("ibtmp");
+    !(log
+        || temporary
+        || name.starts_with(".mysql-sts-agent")
+        || [MARKER_FILE, RECLONE_FILE].contains(&name))
 }
 
 /// The option file for the backup tool: it keeps the password off the command line, and,
@@ -409,6 +414,7 @@ mod tests {
             "mysql-bin.state",
             "mysql-relay-bin.000002",
             "mysql-relay-bin.index",
+            "ibtmp1",
             ".mysql-sts-agent-clone",
             ".mysql-sts-agent-set-aside",
             MARKER_FILE,
