@@ -405,22 +405,12 @@ mod tests {
     }
 
     fn cloning(bytes: u64, total: Option<u64>, eta_secs: Option<u64>) -> ProgressRecord {
-        ProgressRecord {
-            hostname: "mysql-1".into(),
-            phase: ClonePhase::Cloning,
-            donor: "mysql-0.mysql.db.svc.cluster.local".into(),
-            donor_attempt: 1,
-            waiting: None,
-            transfer: TransferView {
-                bytes,
-                estimated_total_bytes: total,
-                mib_per_s: 160.0,
-                eta_secs,
-            },
-            stage: None,
-            started_unix: T,
-            updated_unix: T + 4,
-        }
+        ProgressRecord::example(TransferView {
+            bytes,
+            estimated_total_bytes: total,
+            mib_per_s: 160.0,
+            eta_secs,
+        })
     }
 
     #[test]

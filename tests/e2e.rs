@@ -920,6 +920,13 @@ async fn a_replica_behind_purged_binlogs_is_recloned(version: DbVersion) -> Resu
         );
         let reply = readyz_until(c, "/readyz", |reply| reply.text().contains("re-cloning")).await?;
         ensure!(reply.status == 503, "{} {}", reply.status, reply.text());
+        let status = status_json(&c.http_get(1, "/status", None).await?)?;
+        ensure!(status["phase"] == "recloning", "{status}");
+        let said = c.exec_agent(1, "sidecar", &["status"]).await?;
+        ensure!(
+            said.contains("  phase: recloning  ready: no (re-cloning: "),
+            "{said}"
+        );
 
         // The kubelet restarts the database container: its agent clones before the server starts.
         c.start_server(1).await?;

@@ -120,6 +120,24 @@ pub struct ProgressRecord {
     pub updated_unix: u64,
 }
 
+#[cfg(test)]
+impl ProgressRecord {
+    /// mysql-1 cloning mysql-0, started at 2026-11-30T01:02:03Z and updated 4 s later.
+    pub(crate) fn example(transfer: TransferView) -> Self {
+        ProgressRecord {
+            hostname: "mysql-1".into(),
+            phase: ClonePhase::Cloning,
+            donor: "mysql-0.mysql.db.svc.cluster.local".into(),
+            donor_attempt: 1,
+            waiting: None,
+            transfer,
+            stage: None,
+            started_unix: 1_796_000_523,
+            updated_unix: 1_796_000_527,
+        }
+    }
+}
+
 /// Who clones, for the record: the joiner, and which donor of its search this is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProgressLabel {
@@ -316,17 +334,7 @@ mod tests {
     }
 
     fn record() -> ProgressRecord {
-        ProgressRecord {
-            hostname: "mysql-1".into(),
-            phase: ClonePhase::Cloning,
-            donor: "mysql-0.mysql.db.svc.cluster.local".into(),
-            donor_attempt: 1,
-            waiting: None,
-            transfer: transfer(412 * MIB, Some(806 * MIB), 3).view(),
-            stage: None,
-            started_unix: 1_700_000_000,
-            updated_unix: 1_700_000_004,
-        }
+        ProgressRecord::example(transfer(412 * MIB, Some(806 * MIB), 3).view())
     }
 
     #[test]
