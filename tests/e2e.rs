@@ -928,7 +928,37 @@ async fn a_replica_behind_purged_binlogs_is_recloned(version: DbVersion) -> Resu
             "{said}"
         );
 
-        // The kubelet restarts the database container: its agent clones before the server starts.
+        // The kubelet restarts the database container: its agent clones before the server
+        // starts. Slowed down, so that the sidecar beside it is seen reporting the clone.
+        let rate = match c.flavor() {
+            Flavor::MariaDb => "16mbit",
+            Flavor::MySql => "64mbit",
+        };
+        c.throttle(0, Some(rate)).await?;
+        let exec = c.spawn_exec(1).await?.context("the template's exec")?;
+        let what = "the sidecar's /status to show the re-clone moving";
+        let seen = poll_until(what, READY, POLL, || async {
+            let status = status_json(&c.http_get(1, "/status", None).await?)?;
+            Ok(match status["clone_progress"]["bytes"].as_u64() {
+                Some(bytes) if bytes > 0 => Check::Done(status),
+                _ => Check::Pending(status["clone_progress"].to_string()),
+            })
+        })
+        .await?;
+        let progress = &seen["clone_progress"];
+        ensure!(
+            seen["phase"] == "recloning"
+                && progress["phase"] == "cloning"
+                && progress["donor"] == c.naming().pod_fqdn(0).as_str(),
+            "{seen}"
+        );
+        let said = c.exec_agent(1, "sidecar", &["status"]).await?;
+        ensure!(
+            said.contains(&format!("\nre-clone: cloning from {}: ", pod(c, 0))),
+            "{said}"
+        );
+        exec.wait().await?.ensure_exit(0)?;
+        c.throttle(0, None).await?;
         c.start_server(1).await?;
         let exec_log = c.log_text(1, "exec-3.log");
         for want in [

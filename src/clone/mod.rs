@@ -204,11 +204,15 @@ where
             failed += 1;
             let reason = e.reason();
             let unresolved = matches!(e, Attempt::Unresolved(_));
+            let phase = match unresolved {
+                true => ClonePhase::WaitingForDns,
+                false => ClonePhase::WaitingForDonor,
+            };
             tracing::info!(
-                donor = %donor, attempt = failed, next_delay_ms = millis(delay),
+                %phase, donor = %donor, attempt = failed, next_delay_ms = millis(delay),
                 "donor not available yet: {reason}"
             );
-            progress.waiting(unresolved, reason.clone(), failed, delay);
+            progress.waiting(phase, reason.clone(), failed, delay);
             last_reason = reason;
             if !unresolved {
                 unresolved_since = None;

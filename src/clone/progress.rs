@@ -186,12 +186,16 @@ impl Progress {
         progress
     }
 
-    /// One more retry while the donor does not serve: why, and when the next one comes.
-    pub(crate) fn waiting(&mut self, dns: bool, reason: String, attempt: u32, next: Duration) {
-        self.record.phase = match dns {
-            true => ClonePhase::WaitingForDns,
-            false => ClonePhase::WaitingForDonor,
-        };
+    /// One more retry while the donor does not serve (`phase`: a waiting one): why, and when
+    /// the next one comes.
+    pub(crate) fn waiting(
+        &mut self,
+        phase: ClonePhase,
+        reason: String,
+        attempt: u32,
+        next: Duration,
+    ) {
+        self.record.phase = phase;
         self.record.waiting = Some(Waiting {
             reason,
             attempt,
@@ -376,7 +380,8 @@ mod tests {
         let mut progress = Progress::start(path.clone(), &label, "mysql-0");
         assert_eq!(read().phase, ClonePhase::WaitingForDonor);
         assert_eq!(read().donor_attempt, 2);
-        progress.waiting(true, "no such name".into(), 3, Duration::from_millis(1500));
+        let (dns, reason) = (ClonePhase::WaitingForDns, "no such name".to_owned());
+        progress.waiting(dns, reason, 3, Duration::from_millis(1500));
         let waiting = read();
         assert_eq!(waiting.phase, ClonePhase::WaitingForDns);
         assert_eq!(

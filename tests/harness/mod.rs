@@ -816,10 +816,8 @@ impl Cluster {
         self.stop_probes(n, true);
         let started = Instant::now();
         let database = self.pod(n).plan.database().clone();
-        if let Program::WrappedServer(_) = database.program {
-            self.prepare(n, &database).await?;
-            let process = self.launch(n, &database).await?;
-            let run = InitHandle { process }.wait().await?;
+        if let Some(exec) = self.spawn_exec(n).await? {
+            let run = exec.wait().await?;
             ensure!(
                 run.code == Some(0),
                 "the agent's exec in the database container of pod {n} exited with {:?}; log \
@@ -860,6 +858,19 @@ impl Cluster {
             server::bootstrap_root(&opts, &root_password).await?;
         }
         Ok(())
+    }
+
+    /// Starts in the background the agent's `exec` that `start_server` runs first when the
+    /// template's database command is it (a pending re-clone is carried out there); `None` when
+    /// it is not. `start_server` afterwards runs it again, with nothing left to do.
+    pub async fn spawn_exec(&mut self, n: usize) -> Result<Option<InitHandle>> {
+        let database = self.pod(n).plan.database().clone();
+        let Program::WrappedServer(_) = database.program else {
+            return Ok(None);
+        };
+        self.prepare(n, &database).await?;
+        let process = self.launch(n, &database).await?;
+        Ok(Some(InitHandle { process }))
     }
 
     async fn initialize_datadir(&mut self, n: usize, user: Option<&str>) -> Result<()> {
