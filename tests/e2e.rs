@@ -394,7 +394,7 @@ async fn status_shows_a_clone_in_progress_then_the_replica_it_became(
         // Slow enough to be seen moving for several progress lines, fast enough to end soon:
         // MySQL's clone (undo and system tablespaces too) is several times MariaDB's stream.
         let rate = match flavor {
-            Flavor::MariaDb => "12mbit",
+            Flavor::MariaDb => "24mbit",
             Flavor::MySql => "64mbit",
         };
         c.throttle(0, Some(rate)).await?;
