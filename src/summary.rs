@@ -97,7 +97,7 @@ pub fn render_progress(progress: &ProgressRecord, now_unix: u64) -> String {
     );
     if progress.donor_attempt > 1 {
         detail.push_str(&format!(
-            "; donor {} of the search (ordinal-1 did not serve)",
+            "; donor attempt {} (chosen by a fallback search)",
             progress.donor_attempt
         ));
     }
@@ -440,7 +440,7 @@ mod tests {
         let text = render_progress(&stalled, T + 64);
         assert!(
             text.contains(", stage FILE COPY (no update for 1m00s: the clone may have stopped)")
-                && text.ends_with("; donor 2 of the search (ordinal-1 did not serve)"),
+                && text.ends_with("; donor attempt 2 (chosen by a fallback search)"),
             "{text}"
         );
     }

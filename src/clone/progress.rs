@@ -103,7 +103,8 @@ pub struct ProgressRecord {
     pub hostname: String,
     pub phase: ClonePhase,
     pub donor: String,
-    /// Which donor this is: 1 for the first one asked, 2 and on after falling back.
+    /// Which clone attempt this is: 1 from ordinal-1, 2 and on from a donor a fallback search
+    /// chose.
     #[serde(default)]
     pub donor_attempt: u32,
     #[serde(default)]

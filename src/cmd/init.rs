@@ -315,7 +315,8 @@ struct Cloning<'a> {
     promotion: Promotion,
     resolver: &'a Resolver,
     shutdown: &'a CancellationToken,
-    /// Donors cloned from so far (more than one after a fallback), for the progress record.
+    /// Clone attempts so far, for the progress record: the first is ordinal-1's, the next ones
+    /// each with the donor a fallback search chose.
     donors_asked: Cell<u32>,
 }
 

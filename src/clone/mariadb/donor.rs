@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use super::frame::{self, HEADER_LEN};
 use crate::clone::datadir::{MARKER_FILE, RECLONE_FILE};
 use crate::clone::progress::{LOG_EVERY, Transfer, TransferView, estimate_note};
-use crate::clone::{mib, now_unix};
+use crate::clone::{mib, now_unix, rate_mib_s};
 use crate::config::{Credentials, Endpoint};
 use crate::mycnf::{BINLOG_BASE, RELAY_LOG_BASE};
 use crate::tool::{self, Running, ToolError};
@@ -168,15 +168,13 @@ impl Donor {
             .try_acquire_owned()
             .map_err(|_| Busy)?;
         let datadir = self.settings.datadir.clone();
-        let estimated_total = match tokio::task::spawn_blocking(move || backup_size(&datadir)).await
-        {
-            Ok(Ok(bytes)) => Some(bytes),
-            Ok(Err(e)) => {
-                tracing::warn!(joiner = %joiner, "cannot estimate the backup's size from the datadir ({e}): the joiner gets no ETA");
-                None
-            }
+        let measured = tokio::task::spawn_blocking(move || backup_size(&datadir))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let estimated_total = match measured {
+            Ok(bytes) => Some(bytes),
             Err(e) => {
-                tracing::warn!(joiner = %joiner, "cannot estimate the backup's size ({e}): the joiner gets no ETA");
+                tracing::warn!(joiner = %joiner, "cannot estimate the backup's size from the datadir ({e}): the joiner gets no ETA");
                 None
             }
         };
@@ -208,7 +206,7 @@ impl Donor {
                     counters.completed.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(
                         joiner = %joiner, bytes, mib = mib(bytes), secs = elapsed.as_secs_f64(),
-                        mib_per_s = super::super::rate_mib_s(bytes, elapsed), "clone served"
+                        mib_per_s = rate_mib_s(bytes, elapsed), "clone served"
                     );
                 }
                 Err(e) => {
@@ -240,7 +238,12 @@ fn backup_size(datadir: &Path) -> std::io::Result<u64> {
             if !in_backup(&entry.file_name().to_string_lossy()) {
                 continue;
             }
-            let meta = entry.metadata()?;
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                // Dropped since it was listed (a table, a temporary file): not in the backup.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
             if meta.is_dir() {
                 dirs.push(entry.path());
             } else if meta.is_file() {
