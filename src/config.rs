@@ -41,6 +41,18 @@ pub enum Command {
     /// Copy this binary into DIR (a volume the database image's containers mount), atomically;
     /// nothing changes when the same binary is already there.
     Install(InstallArgs),
+    /// Print this pod's state for a person: role, phase, readiness, lag, threads, the last clone
+    /// and error; or a clone in progress. Asks the agent on 127.0.0.1:--agent-port, and when none
+    /// answers (an init container cloning), reads the clone's progress file in --datadir.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print the agent's /status JSON as it is (without an agent: {"clone_progress": <the
+    /// progress file>}).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -393,6 +405,14 @@ pub struct SidecarConfig {
     pub semi_sync_timeout: AckTimeout,
 }
 
+/// What `status` asks and reads.
+#[derive(Debug, Clone)]
+pub struct StatusConfig {
+    pub agent_port: u16,
+    pub datadir: PathBuf,
+    pub json: bool,
+}
+
 pub enum Validated {
     Init(InitConfig),
     /// Init's settings (a re-clone is a clone), then the entrypoint to run.
@@ -401,9 +421,19 @@ pub enum Validated {
     Install {
         dir: PathBuf,
     },
+    Status(StatusConfig),
 }
 
 impl Validated {
+    /// The pod the subcommand runs for, if it needs to know.
+    pub fn identity(&self) -> Option<&Identity> {
+        match self {
+            Validated::Init(cfg) | Validated::Exec(cfg, _) => Some(&cfg.common.identity),
+            Validated::Sidecar(cfg) => Some(&cfg.common.identity),
+            Validated::Install { .. } | Validated::Status(_) => None,
+        }
+    }
+
     /// One line saying what the configuration resolves to, secrets left out.
     pub fn describe(&self) -> String {
         let pod = |common: &Common| {
@@ -464,6 +494,11 @@ impl Validated {
                 cfg.common.mysql_port
             ),
             Validated::Install { dir } => format!("install into {}", dir.display()),
+            Validated::Status(cfg) => format!(
+                "status from the agent on 127.0.0.1:{}, else from a clone's progress in {}",
+                cfg.agent_port,
+                cfg.datadir.display()
+            ),
         }
     }
 }
@@ -518,6 +553,12 @@ impl Cli {
         Ok(match self.command {
             // Installing runs before anything is configured: it needs only its directory.
             Command::Install(args) => Validated::Install { dir: args.dir },
+            // A person asks in any container of the pod: only where to look is needed.
+            Command::Status(args) => Validated::Status(StatusConfig {
+                agent_port: self.common.agent_port,
+                datadir: self.common.datadir,
+                json: args.json,
+            }),
             Command::Init(args) => Validated::Init(args.validate(common(self.common)?)?),
             Command::Exec(args) => {
                 Validated::Exec(args.init.validate(common(self.common)?)?, args.entrypoint)
@@ -969,6 +1010,25 @@ mod tests {
             let argv = ["mysql-sts-agent", "init", "--donor-fallback-after", bad];
             assert!(Cli::try_parse_from(argv).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn status_needs_only_where_to_look() {
+        let Ok(Validated::Status(cfg)) = parse(&["--agent-port", "9090", "status", "--json"])
+        else {
+            panic!("status config without flavor, namespace or secrets")
+        };
+        assert_eq!(cfg.agent_port, 9090);
+        assert_eq!(cfg.datadir, PathBuf::from("/var/lib/mysql"));
+        assert!(cfg.json);
+        let Ok(status) = parse(&["status"]) else {
+            panic!("status config")
+        };
+        assert!(status.identity().is_none());
+        let Ok(init) = parse(&[BASE, &["init"]].concat()) else {
+            panic!("init config")
+        };
+        assert_eq!(init.identity().map(|id| id.ordinal), Some(1));
     }
 
     #[test]

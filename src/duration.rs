@@ -29,6 +29,11 @@ pub fn seconds(duration: Duration) -> String {
     format!("{:.1}s", duration.as_secs_f64())
 }
 
+/// Whole milliseconds, for log fields and files (`next_delay_ms`, `duration_ms`).
+pub fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Seconds with one decimal, rounded up: a time past a limit never reads as the limit itself.
 pub fn seconds_up(duration: Duration) -> String {
     format!("{:.1}s", (duration.as_secs_f64() * 10.0).ceil() / 10.0)

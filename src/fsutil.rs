@@ -8,6 +8,17 @@ use std::path::Path;
 /// Temp file in the same directory, fsync, rename over the target, fsync the directory:
 /// readers see the old content or the new one, never a torn file.
 pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> io::Result<()> {
+    replace(path, content, mode, true)
+}
+
+/// Like `write_atomic` without the fsyncs: readers never see a torn file, but a crash may lose
+/// it. For files rewritten every few seconds that only report (a clone's progress), where an
+/// fsync would also flush the clone's own data on the way.
+pub fn write_replacing(path: &Path, content: &[u8], mode: u32) -> io::Result<()> {
+    replace(path, content, mode, false)
+}
+
+fn replace(path: &Path, content: &[u8], mode: u32, durable: bool) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
@@ -19,9 +30,14 @@ pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> io::Result<()> {
             .mode(mode)
             .open(&tmp)?;
         file.write_all(content)?;
-        file.sync_all()?;
+        if durable {
+            file.sync_all()?;
+        }
         fs::rename(&tmp, path)?;
-        sync_dir(dir)
+        if durable {
+            sync_dir(dir)?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);

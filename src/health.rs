@@ -15,17 +15,70 @@ use crate::duration::{seconds, seconds_up};
 use crate::identity::Role;
 use crate::semisync::SemiSyncFacts;
 
+/// What the sidecar is doing. (A clone it serves is not a phase: a replica serves one while it
+/// replicates; `/status` shows it beside the phase.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
+    /// No session with the local server: it starts, or is down.
     WaitingForServer,
-    Bootstrapping,
-    Running,
+    /// Setting up replication (a replica) or the replication and clone users (the primary).
+    Configuring,
+    /// A replica set up: the agent watches its replication (readiness says how it goes).
+    Replicating,
+    /// The primary set up: it takes the writes.
+    Serving,
     /// Needs a person: the reason is in `last_error`.
     Blocked,
     /// The sidecar asked for a re-clone (the reason is in `last_error`); the database
     /// container carries it out when it restarts.
     Recloning,
+}
+
+impl Phase {
+    /// The phase of a pod whose set-up is done: what its role does from then on.
+    pub fn set_up(role: Role) -> Phase {
+        match role {
+            Role::Primary => Phase::Serving,
+            Role::Replica => Phase::Replicating,
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::metrics::serde_name(self))
+    }
+}
+
+/// When the agent started and when it last finished setting up, for `/status`.
+#[derive(Debug)]
+pub struct Timings {
+    pub agent_started_unix: u64,
+    /// 0 until the first set-up is done.
+    configured_unix: std::sync::atomic::AtomicU64,
+}
+
+impl Timings {
+    pub fn starting_now() -> Self {
+        Timings {
+            agent_started_unix: crate::clone::now_unix(),
+            configured_unix: Default::default(),
+        }
+    }
+
+    pub fn configured_now(&self) {
+        let now = crate::clone::now_unix();
+        self.configured_unix
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn configured_unix(&self) -> Option<u64> {
+        let at = self
+            .configured_unix
+            .load(std::sync::atomic::Ordering::Relaxed);
+        (at != 0).then_some(at)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -275,10 +328,10 @@ pub fn readiness(snap: &Snapshot, rules: &Rules, now: Instant) -> Verdict {
         Phase::WaitingForServer => {
             return not_ready(WaitingForServer, detail("waiting for the local server"));
         }
-        Phase::Bootstrapping => return not_ready(Bootstrapping, detail("setting up")),
+        Phase::Configuring => return not_ready(Bootstrapping, detail("setting up")),
         Phase::Blocked => return not_ready(Blocked, detail("blocked")),
         Phase::Recloning => return not_ready(Recloning, detail("re-cloning")),
-        Phase::Running => {}
+        Phase::Replicating | Phase::Serving => {}
     }
     let Some(server) = snap.server.as_ref().filter(|_| snap.last_error.is_none()) else {
         return not_ready(ServerDown, detail("the local server does not answer"));
@@ -559,13 +612,16 @@ pub async fn log_readiness_changes(
 ) {
     let mut last: Option<VerdictKind> = None;
     loop {
-        let verdict = readiness(&snapshots.borrow_and_update(), &rules, Instant::now());
+        let (verdict, phase) = {
+            let snap = snapshots.borrow_and_update();
+            (readiness(&snap, &rules, Instant::now()), snap.phase)
+        };
         if last != Some(verdict.kind) {
             last = Some(verdict.kind);
             if verdict.ready {
-                tracing::info!(kind = ?verdict.kind, "ready: {}", verdict.reason);
+                tracing::info!(kind = ?verdict.kind, %phase, "ready: {}", verdict.reason);
             } else {
-                tracing::info!(kind = ?verdict.kind, "not ready: {}", verdict.reason);
+                tracing::info!(kind = ?verdict.kind, %phase, "not ready: {}", verdict.reason);
             }
         }
         tokio::select! {
@@ -611,7 +667,10 @@ mod tests {
     fn running(now: Instant, read_only: bool, replica: Option<ReplicaFacts>) -> Snapshot {
         Snapshot {
             taken_at: now,
-            phase: Phase::Running,
+            phase: match replica {
+                Some(_) => Phase::Replicating,
+                None => Phase::Serving,
+            },
             last_error: None,
             server: Some(ServerFacts {
                 version: "MariaDB 10.11.19-MariaDB".into(),
@@ -654,6 +713,50 @@ mod tests {
         assert!(readiness(&running(now, false, None), &r, now).ready);
         let v = readiness(&running(now, true, None), &r, now);
         assert_eq!((v.ready, v.kind), (false, VerdictKind::ReadOnlyPrimary));
+    }
+
+    #[test]
+    fn each_phase_has_its_name_and_a_set_up_pod_serves_or_replicates_by_role() {
+        assert_eq!(Phase::set_up(Role::Primary), Phase::Serving);
+        assert_eq!(Phase::set_up(Role::Replica), Phase::Replicating);
+        for (phase, name) in [
+            (Phase::WaitingForServer, "waiting_for_server"),
+            (Phase::Configuring, "configuring"),
+            (Phase::Replicating, "replicating"),
+            (Phase::Serving, "serving"),
+            (Phase::Blocked, "blocked"),
+            (Phase::Recloning, "recloning"),
+        ] {
+            assert_eq!(serde_json::to_value(phase).unwrap(), name);
+            assert_eq!(phase.to_string(), name);
+        }
+    }
+
+    #[test]
+    fn a_pod_is_ready_only_in_the_phases_of_a_set_up_pod() {
+        let r = rules(Role::Primary);
+        for (phase, kind, reason) in [
+            (
+                Phase::WaitingForServer,
+                VerdictKind::WaitingForServer,
+                "waiting for the local server: e",
+            ),
+            (
+                Phase::Configuring,
+                VerdictKind::Bootstrapping,
+                "setting up: e",
+            ),
+            (Phase::Blocked, VerdictKind::Blocked, "blocked: e"),
+            (Phase::Recloning, VerdictKind::Recloning, "re-cloning: e"),
+        ] {
+            let snap = Snapshot::phase(phase, Some("e".into()));
+            let v = readiness(&snap, &r, snap.taken_at);
+            assert_eq!((v.ready, v.kind, v.reason.as_str()), (false, kind, reason));
+        }
+        let now = Instant::now();
+        let serving = running(now, false, None);
+        assert_eq!(serving.phase, Phase::Serving);
+        assert!(readiness(&serving, &r, now).ready);
     }
 
     #[test]

@@ -24,14 +24,16 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::clone::datadir::CloneMarker;
-use crate::clone::mariadb::donor::Donor;
+use crate::clone::datadir::{CloneMarker, DataDir};
+use crate::clone::mariadb::ESTIMATED_BYTES_HEADER;
+use crate::clone::mariadb::donor::{CloneCounters, Donor, ServingView};
+use crate::clone::progress::ProgressRecord;
 use crate::db::facts::ServerFacts;
 use crate::db::gtid::{Binlogged, Gtids};
 use crate::db::status::ReplicaStatus;
 use crate::duration::{parse_duration, seconds};
 use crate::guard::DataReport;
-use crate::health::{self, Joiner, Phase, Rules, Snapshot, Verdict};
+use crate::health::{self, Joiner, Phase, Rules, Snapshot, Timings, Verdict};
 use crate::identity::Identity;
 use crate::metrics::{self, Metrics};
 use crate::secret::Secret;
@@ -45,6 +47,9 @@ pub struct AppState {
     pub identity: Arc<Identity>,
     /// The clone the data came from, as the control loop last read it (a re-clone replaces it).
     pub marker: watch::Receiver<Option<Arc<CloneMarker>>>,
+    /// Where a re-clone's progress file is, while the database container carries it out.
+    pub datadir: DataDir,
+    pub timings: Arc<Timings>,
     /// MariaDB pods serve clones; MySQL joiners clone from the server itself.
     pub clone_service: Option<CloneService>,
     pub metrics: Arc<Metrics>,
@@ -287,13 +292,27 @@ struct StatusView<'a> {
     /// The pod this one was cloned from, and the position replication started at.
     donor: Option<&'a str>,
     clone_gtid_position: Option<&'a str>,
+    /// The clone marker, with its size and how long the clone took.
+    last_clone: Option<&'a CloneMarker>,
+    timings: TimingsView,
     source: Option<String>,
     server: Option<ServerFacts>,
     replication: Option<ReplicationView>,
     /// With --semi-sync: the server's semi-sync switches and counters.
     semi_sync: Option<crate::semisync::SemiSyncFacts>,
     last_error: Option<String>,
-    clones_served: Option<&'a crate::clone::mariadb::donor::CloneCounters>,
+    clones_served: Option<&'a CloneCounters>,
+    /// MariaDB: the clone this pod streams to a joiner now.
+    serving_clone: Option<ServingView>,
+    /// A re-clone in progress in the database container: its progress file.
+    clone_progress: Option<ProgressRecord>,
+}
+
+#[derive(Serialize)]
+struct TimingsView {
+    agent_started_unix: u64,
+    /// When replication (a replica) or the users (the primary) were last set up.
+    configured_unix: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -304,6 +323,8 @@ struct ReplicationView {
     primary_error: Option<String>,
     /// Seconds since the primary last stood at a position this replica has wholly applied.
     lag_seconds: Option<f64>,
+    /// Transactions the primary had at its last sample that this replica has not applied.
+    transactions_behind: Option<u64>,
     /// Transactions the primary does not have: the replica is fenced while there are any.
     errant_gtids: Option<Binlogged>,
     /// Seconds since the primary could not be sampled or the IO thread lost it.
@@ -322,6 +343,7 @@ async fn status(State(state): State<AppState>) -> Response {
     let now = Instant::now();
     let marker = state.marker.borrow().clone();
     let replication = snap.replica.map(|r| ReplicationView {
+        transactions_behind: r.transactions_behind(),
         status: r.status,
         gtid_applied: r.applied,
         primary_gtid: r.primary.map(|p| p.position),
@@ -340,6 +362,11 @@ async fn status(State(state): State<AppState>) -> Response {
         readiness: verdict.reason,
         donor: marker.as_deref().map(|m| m.donor.as_str()),
         clone_gtid_position: marker.as_deref().map(|m| m.gtid_position.as_str()),
+        last_clone: marker.as_deref(),
+        timings: TimingsView {
+            agent_started_unix: state.timings.agent_started_unix,
+            configured_unix: state.timings.configured_unix(),
+        },
         source: (id.role == crate::identity::Role::Replica).then(|| id.primary_fqdn.clone()),
         server: snap.server,
         replication,
@@ -349,6 +376,13 @@ async fn status(State(state): State<AppState>) -> Response {
             .clone_service
             .as_ref()
             .map(|c| c.donor.counters().as_ref()),
+        serving_clone: (state.clone_service.as_ref())
+            .and_then(|c| c.donor.serving())
+            .map(|serving| serving.view()),
+        clone_progress: state.datadir.read_progress().unwrap_or_else(|e| {
+            tracing::debug!("/status leaves the re-clone's progress out: {e}");
+            None
+        }),
     };
     Json(view).into_response()
 }
@@ -434,17 +468,24 @@ async fn clone(
         tracing::debug!(joiner = %joiner, "clone request refused: not healthy enough to donate: {}", health.reason);
         return not_a_donor(&health);
     }
-    match service.donor.start(joiner) {
+    match service.donor.start(joiner).await {
         Err(busy) => retry_later(StatusCode::TOO_MANY_REQUESTS, 10, &busy.to_string()),
-        Ok(frames) => {
-            let stream = futures_util::stream::unfold(frames, |mut frames| async move {
+        Ok(started) => {
+            let stream = futures_util::stream::unfold(started.frames, |mut frames| async move {
                 frames
                     .recv()
                     .await
                     .map(|bytes| (Ok::<_, Infallible>(bytes), frames))
             });
             let body = Body::from_stream(stream);
-            ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response()
+            let mut response =
+                ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response();
+            if let Some(bytes) = started.estimated_total {
+                response
+                    .headers_mut()
+                    .insert(ESTIMATED_BYTES_HEADER, header::HeaderValue::from(bytes));
+            }
+            response
         }
     }
 }

@@ -38,8 +38,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
-    mysql_sts_agent::logging::init(cli.common.log_format);
-    let check_only = cli.check;
+    let (check_only, log_format) = (cli.check, cli.common.log_format);
     let config = match cli.validate() {
         Ok(config) => config,
         Err(e) => {
@@ -47,6 +46,8 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
+    // Every JSON line names the pod: known once the configuration is.
+    mysql_sts_agent::logging::init(log_format, config.identity());
     if check_only {
         println!(
             "mysql-sts-agent: configuration is valid: {}",
@@ -90,6 +91,16 @@ fn main() -> ExitCode {
             tracing::error!("exec: cannot run {:?}: {error}", entrypoint.first());
             ExitCode::from(EXIT_CANNOT_EXEC)
         }
+        Validated::Status(cfg) => with_runtime(async |_| match cmd::status::run(&cfg).await {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("mysql-sts-agent: {e}");
+                ExitCode::FAILURE
+            }
+        }),
         Validated::Sidecar(cfg) => {
             with_runtime(
                 async |shutdown| match cmd::sidecar::run(cfg, shutdown).await {

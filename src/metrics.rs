@@ -147,8 +147,9 @@ impl Metrics {
     }
 }
 
-/// The name serde gives a unit variant (snake_case here), so that labels read as `/status` does.
-fn serde_name(value: &impl Serialize) -> String {
+/// The name serde gives a unit variant (snake_case here), so that labels and log fields read as
+/// `/status` does.
+pub(crate) fn serde_name(value: &impl Serialize) -> String {
     match serde_json::to_value(value) {
         Ok(serde_json::Value::String(name)) => name,
         _ => String::new(),
@@ -359,7 +360,7 @@ mod tests {
     fn replica(now: Instant) -> Snapshot {
         Snapshot {
             taken_at: now,
-            phase: Phase::Running,
+            phase: Phase::Replicating,
             last_error: None,
             server: Some(ServerFacts {
                 version: "MariaDB 10.11.6-MariaDB-0+deb12u1".into(),

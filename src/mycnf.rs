@@ -10,6 +10,8 @@ pub const FRAGMENT_NAME: &str = "mysql-sts-agent.cnf";
 /// The binary log's base name (`log_bin`); MariaDB reads `<base>.state` for its GTID state
 /// when it starts without binary logs.
 pub const BINLOG_BASE: &str = "mysql-bin";
+/// The relay log's base name (`relay_log`).
+pub const RELAY_LOG_BASE: &str = "mysql-relay-bin";
 
 /// Only options every supported version of the flavor knows: an unknown one stops the server.
 /// `hold_writes`: a restored first ordinal starts read-only until its sidecar promoted it.
@@ -48,8 +50,8 @@ pub fn render(identity: &Identity, flavor: Flavor, hold_writes: bool, semi_sync:
          report_host = {fqdn}\n\
          log_bin = {BINLOG_BASE}\n\
          log_bin_index = {BINLOG_BASE}.index\n\
-         relay_log = mysql-relay-bin\n\
-         relay_log_index = mysql-relay-bin.index\n\
+         relay_log = {RELAY_LOG_BASE}\n\
+         relay_log_index = {RELAY_LOG_BASE}.index\n\
          read_only = {read_only}\n\
          {flavor_specific}",
         host = identity.hostname,

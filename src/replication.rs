@@ -9,6 +9,7 @@ use crate::db::flavor::{Dialect, Flavor};
 use crate::db::gtid::{Binlogged, Gtids};
 use crate::db::status::{IoThread, ReplicaStatus};
 use crate::db::{self, DbError};
+use crate::health::Phase;
 use crate::secret::Secret;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,21 +131,22 @@ pub async fn apply(
     match plan {
         Plan::Configure { start_at, donor } => {
             tracing::info!(
-                source = %source.host, port = source.port, user = %source.user, gtid = %start_at, donor = %donor,
+                phase = %Phase::Configuring, source = %source.host, port = source.port, user = %source.user,
+                gtid = %start_at, donor = %donor,
                 "configuring replication from the primary, starting at the clone's GTID position"
             );
             db::execute_all(conn, &dialect.configure_replica(source, start_at)).await
         }
         Plan::Repoint { from } => {
-            tracing::info!(from = %from, source = %source.host, "replication points at another host: repointing it at the primary, keeping the applied position");
+            tracing::info!(phase = %Phase::Configuring, from = %from, source = %source.host, "replication points at another host: repointing it at the primary, keeping the applied position");
             db::execute_all(conn, &dialect.repoint_replica(source)).await
         }
         Plan::Resume => {
-            tracing::info!(source = %source.host, "replication is configured but stopped: resuming it (not reconfiguring)");
+            tracing::info!(phase = %Phase::Configuring, source = %source.host, "replication is configured but stopped: resuming it (not reconfiguring)");
             db::execute_all(conn, &[dialect.start_replica().to_owned()]).await
         }
         Plan::Keep => {
-            tracing::info!(source = %source.host, "replication is configured and running: leaving it as it is");
+            tracing::info!(phase = %Phase::Configuring, source = %source.host, "replication is configured and running: leaving it as it is");
             Ok(())
         }
         Plan::Blocked(_) => Ok(()),
@@ -180,6 +182,7 @@ mod tests {
             position_source: "xtrabackup_slave_info".into(),
             bytes: 1,
             completed_unix: 1,
+            duration_ms: None,
             agent_version: "test".into(),
             promotion: crate::clone::datadir::Promotion::None,
         }

@@ -188,15 +188,96 @@ fn primary_with_empty_datadir_writes_its_fragment_and_leaves_init_to_the_server(
         "init wrote nothing into the datadir"
     );
     let logs = String::from_utf8_lossy(&out.stderr);
-    let decision = logs
+    let lines: Vec<serde_json::Value> = logs
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("every log line is JSON"))
-        .find(|l| {
-            l["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("nothing to clone"))
-        });
+        .map(|l| serde_json::from_str(l).expect("every log line is JSON"))
+        .collect();
+    assert!(lines.len() > 2, "{logs}");
+    for line in &lines {
+        // The stable names every line has: the pod, and what happened.
+        assert_eq!(line["ordinal"], 0, "{line}");
+        assert_eq!(line["role"], "primary", "{line}");
+        for name in ["timestamp", "level", "message"] {
+            assert!(line[name].is_string(), "no {name} in {line}");
+        }
+    }
+    let decision = lines.iter().find(|l| {
+        l["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("nothing to clone"))
+    });
     assert!(decision.is_some(), "{logs}");
+    let identity = lines.iter().find(|l| l["hostname"] == "mysql-0");
+    assert!(
+        identity.is_some_and(|l| l["server_id"] == 100 && l["fqdn"].is_string()),
+        "{logs}"
+    );
+}
+
+/// A port on 127.0.0.1 where nothing listens (the kernel gave it, and it was let go).
+fn unused_local_port() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port().to_string()
+}
+
+/// `status` with no agent answering: a clone's progress file, else one line and exit 1. It
+/// needs no flavor, namespace or secret, as in any container of the pod.
+#[test]
+fn status_without_an_agent_reads_a_clones_progress_or_says_it_cannot_tell() {
+    let datadir = tempfile::tempdir().unwrap();
+    let port = unused_local_port();
+    let env: Vec<(String, String)> = [
+        ("MYSQL_STS_DATADIR", datadir.path().to_str().unwrap()),
+        ("MYSQL_STS_AGENT_PORT", port.as_str()),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let out = agent(&["status"], &env);
+    assert_eq!(out.status.code(), Some(1));
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "mysql-sts-agent: cannot tell this pod's state: no agent answers on 127.0.0.1:{port} ("
+        )) && lines[0].contains("no clone is in progress in "),
+        "{lines:?}"
+    );
+
+    let staging = datadir.path().join(".mysql-sts-agent-clone");
+    std::fs::create_dir(&staging).unwrap();
+    let mib = 1024 * 1024;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let progress = serde_json::json!({
+        "hostname": "mysql-1", "phase": "cloning", "donor": "mysql-0.mysql.db.svc.cluster.local",
+        "donor_attempt": 1, "bytes": 412 * mib, "estimated_total_bytes": 806 * mib,
+        "mib_per_s": 160.0, "eta_secs": 3, "started_unix": now, "updated_unix": now
+    });
+    std::fs::write(staging.join("progress.json"), progress.to_string()).unwrap();
+    let out = agent(&["status"], &env);
+    assert_eq!(out.status.code(), Some(0), "{:?}", stderr_lines(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with(
+            "mysql-1  cloning from mysql-0: 412 MiB of ~806 MiB (estimate), 160.0 MiB/s, ETA 3s\n"
+        ),
+        "{stdout}"
+    );
+    let out = agent(&["status", "--json"], &env);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["clone_progress"]["bytes"], 412 * mib);
+
+    std::fs::write(staging.join("progress.json"), "{\"phase\":").unwrap();
+    let out = agent(&["status"], &env);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr_lines(&out)[0].contains("the clone's progress file is unreadable: "),
+        "{:?}",
+        stderr_lines(&out)
+    );
 }
 
 #[test]

@@ -313,7 +313,7 @@ async fn three_pods_come_up_in_order_and_hold_every_row(version: DbVersion) -> R
         // Each replica cloned ordinal-1, and says so in /status and in its init log.
         let pod1 = status_json(&c.http_get(1, "/status", None).await?)?;
         ensure!(
-            pod1["role"] == "replica" && pod1["phase"] == "running",
+            pod1["role"] == "replica" && pod1["phase"] == "replicating",
             "{pod1}"
         );
         ensure!(pod1["donor"] == c.naming().pod_fqdn(0).as_str(), "{pod1}");
@@ -373,6 +373,166 @@ async fn three_pods_come_up_in_order_and_hold_every_row(version: DbVersion) -> R
         ensure!(
             c.log_text(1, "sidecar-1.log")
                 .contains("clone request refused: missing or wrong token")
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// A clone slowed down by a throttled donor is seen moving: in its progress file and in
+/// `mysql-sts-agent status` run in the init container (where no agent answers), with an ETA from
+/// the size estimate; on MariaDB the donor's `/status` shows the clone it serves. Once the pod is
+/// Ready, `status` in the agent container says what it does, and `/status` has the phase and the
+/// clone's timings.
+async fn status_shows_a_clone_in_progress_then_the_replica_it_became(
+    version: DbVersion,
+) -> Result<()> {
+    let flavor = version.flavor();
+    let naming = Naming::default().statefulset("orders-db").namespace("shop");
+    scenario(version, 2, VolumeLayout::FsGroup, naming, async |c| {
+        primary_with_data(c, INITIAL_ROWS).await?;
+        // Slow enough to be seen moving for several progress lines, fast enough to end soon:
+        // MySQL's clone (undo and system tablespaces too) is several times MariaDB's stream.
+        let rate = match flavor {
+            Flavor::MariaDb => "24mbit",
+            Flavor::MySql => "64mbit",
+        };
+        c.throttle(0, Some(rate)).await?;
+        let init = c.spawn_init(1).await?;
+
+        let progress_file = c.datadir(1).join(".mysql-sts-agent-clone/progress.json");
+        let moving = poll_until("the progress file to count bytes", READY, POLL, || async {
+            let record = std::fs::read(&progress_file)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok());
+            Ok(match record {
+                Some(r) if r["phase"] == "cloning" && r["bytes"].as_u64() > Some(0) => {
+                    Check::Done(r)
+                }
+                seen => Check::Pending(format!("{seen:?}")),
+            })
+        })
+        .await?;
+        ensure!(
+            moving["donor"] == c.naming().pod_fqdn(0).as_str()
+                && moving["hostname"] == pod(c, 1).as_str()
+                && moving["donor_attempt"] == 1,
+            "{moving}"
+        );
+        // As `kubectl exec <pod> -c init -- .../mysql-sts-agent status`.
+        let during = poll_until("status to show an ETA", READY, POLL, || async {
+            let text = c.exec_agent(1, "init", &["status"]).await?;
+            Ok(if text.contains(", ETA ") {
+                Check::Done(text)
+            } else {
+                Check::Pending(text)
+            })
+        })
+        .await?;
+        eprintln!(
+            "[e2e] status in the init container during the clone:
+{during}"
+        );
+        let head = format!("{}  cloning from {}: ", pod(c, 1), pod(c, 0));
+        ensure!(
+            during.starts_with(&head) && during.contains(" (estimate), "),
+            "{during}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&c.exec_agent(1, "init", &["status", "--json"]).await?)?;
+        let progress = &json["clone_progress"];
+        ensure!(
+            progress["bytes"].as_u64() > Some(0)
+                && progress["estimated_total_bytes"].as_u64() > Some(0),
+            "{json}"
+        );
+        if flavor == Flavor::MariaDb {
+            let donor = status_json(&c.http_get(0, "/status", None).await?)?;
+            let serving = &donor["serving_clone"];
+            ensure!(
+                donor["phase"] == "serving"
+                    && serving["bytes"].as_u64() > Some(0)
+                    && serving["estimated_total_bytes"].as_u64() > Some(0),
+                "{donor}"
+            );
+        }
+
+        let run = init.wait().await?;
+        run.ensure_exit(0)?;
+        let with_eta = run
+            .output
+            .lines()
+            .find(|line| line.contains("clone in progress") && line.contains(" eta_secs="));
+        ensure!(
+            with_eta.is_some(),
+            "no progress line with an ETA:
+{}",
+            run.output
+        );
+        ensure!(
+            !progress_file.exists(),
+            "the progress file outlived the clone"
+        );
+        if flavor == Flavor::MariaDb {
+            let donor_log = c.log_text(0, "sidecar-1.log");
+            ensure!(
+                donor_log.contains("serving a clone: in progress")
+                    && donor_log.contains("eta_secs="),
+                "{donor_log}"
+            );
+        }
+
+        c.throttle(0, None).await?;
+        c.start_server(1).await?;
+        c.start_sidecar(1).await?;
+        c.wait_readyz(1, 200, READY).await?;
+        let ready = c.exec_agent(1, "sidecar", &["status"]).await?;
+        eprintln!(
+            "[e2e] status in the agent container once Ready:
+{ready}"
+        );
+        let head = format!(
+            "{}  replica of {}  phase: replicating  ready: yes (in sync with {}",
+            pod(c, 1),
+            pod(c, 0),
+            pod(c, 0)
+        );
+        ensure!(
+            ready.starts_with(&head)
+                && ready.contains("IO thread: running   SQL thread: running")
+                && ready.contains(&format!("\ncloned from {} at ", pod(c, 0)))
+                && ready.ends_with("\nlast error: none\n"),
+            "{ready}"
+        );
+
+        let status = status_json(&c.http_get(1, "/status", None).await?)?;
+        let (clone, timings) = (&status["last_clone"], &status["timings"]);
+        let (completed, started, configured) = (
+            clone["completed_unix"].as_u64().context("completed_unix")?,
+            timings["agent_started_unix"]
+                .as_u64()
+                .context("agent_started_unix")?,
+            timings["configured_unix"]
+                .as_u64()
+                .context("configured_unix")?,
+        );
+        ensure!(
+            status["phase"] == "replicating"
+                && clone["bytes"].as_u64() > Some(1_000_000)
+                && clone["duration_ms"].as_u64() > Some(0)
+                && completed <= started
+                && started <= configured
+                && status["clone_progress"].is_null(),
+            "{status}"
+        );
+        eprintln!(
+            "[e2e] estimated {} bytes, cloned {} in {} ms",
+            progress["estimated_total_bytes"], clone["bytes"], clone["duration_ms"]
+        );
+        let primary = status_json(&c.http_get(0, "/status", None).await?)?;
+        ensure!(
+            primary["phase"] == "serving" && primary["serving_clone"].is_null(),
+            "{primary}"
         );
         Ok(())
     })
@@ -760,8 +920,45 @@ async fn a_replica_behind_purged_binlogs_is_recloned(version: DbVersion) -> Resu
         );
         let reply = readyz_until(c, "/readyz", |reply| reply.text().contains("re-cloning")).await?;
         ensure!(reply.status == 503, "{} {}", reply.status, reply.text());
+        let status = status_json(&c.http_get(1, "/status", None).await?)?;
+        ensure!(status["phase"] == "recloning", "{status}");
+        let said = c.exec_agent(1, "sidecar", &["status"]).await?;
+        ensure!(
+            said.contains("  phase: recloning  ready: no (re-cloning: "),
+            "{said}"
+        );
 
-        // The kubelet restarts the database container: its agent clones before the server starts.
+        // The kubelet restarts the database container: its agent clones before the server
+        // starts. Slowed down, so that the sidecar beside it is seen reporting the clone.
+        let rate = match c.flavor() {
+            Flavor::MariaDb => "16mbit",
+            Flavor::MySql => "64mbit",
+        };
+        c.throttle(0, Some(rate)).await?;
+        let exec = c.spawn_exec(1).await?.context("the template's exec")?;
+        let what = "the sidecar's /status to show the re-clone moving";
+        let seen = poll_until(what, READY, POLL, || async {
+            let status = status_json(&c.http_get(1, "/status", None).await?)?;
+            Ok(match status["clone_progress"]["bytes"].as_u64() {
+                Some(bytes) if bytes > 0 => Check::Done(status),
+                _ => Check::Pending(status["clone_progress"].to_string()),
+            })
+        })
+        .await?;
+        let progress = &seen["clone_progress"];
+        ensure!(
+            seen["phase"] == "recloning"
+                && progress["phase"] == "cloning"
+                && progress["donor"] == c.naming().pod_fqdn(0).as_str(),
+            "{seen}"
+        );
+        let said = c.exec_agent(1, "sidecar", &["status"]).await?;
+        ensure!(
+            said.contains(&format!("\nre-clone: cloning from {}: ", pod(c, 0))),
+            "{said}"
+        );
+        exec.wait().await?.ensure_exit(0)?;
+        c.throttle(0, None).await?;
         c.start_server(1).await?;
         let exec_log = c.log_text(1, "exec-3.log");
         for want in [
@@ -1634,6 +1831,7 @@ macro_rules! every_image {
 every_image!(
     [
         three_pods_come_up_in_order_and_hold_every_row,
+        status_shows_a_clone_in_progress_then_the_replica_it_became,
         replica_is_unready_while_stopped_or_behind_and_ready_once_caught_up,
         restarted_replica_resumes_without_recloning,
         interrupted_clones_leave_nothing_usable_and_the_retry_succeeds,

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::progress::{PROGRESS_FILE, ProgressRecord};
 use super::reclone::{RecloneRequest, SetAsideState};
 use crate::fsutil;
 
@@ -45,6 +46,9 @@ pub struct CloneMarker {
     pub position_source: String,
     pub bytes: u64,
     pub completed_unix: u64,
+    /// From the donor's acceptance to the clone prepared; markers of earlier versions have none.
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
     pub agent_version: String,
     /// The first ordinal restored from a peer owes a promotion before it takes writes; markers
     /// of earlier versions have no such field, hence the default.
@@ -180,6 +184,16 @@ impl DataDir {
     /// Where the backup is extracted and prepared.
     pub fn staging_data(&self) -> PathBuf {
         self.staging().join(STAGING_DATA)
+    }
+
+    /// Where a clone in staging reports its progress.
+    pub fn progress_file(&self) -> PathBuf {
+        self.staging().join(PROGRESS_FILE)
+    }
+
+    /// The progress of a clone in staging: `None` when none runs (or none was cut short).
+    pub fn read_progress(&self) -> io::Result<Option<ProgressRecord>> {
+        read_json(&self.progress_file())
     }
 
     pub fn list(&self) -> io::Result<Listing> {
@@ -457,16 +471,18 @@ mod tests {
             position_source: "xtrabackup_binlog_info".into(),
             bytes: 10,
             completed_unix: 1,
+            duration_ms: Some(1200),
             agent_version: "test".into(),
             promotion: Promotion::None,
         }
     }
 
     #[test]
-    fn markers_without_a_promotion_owe_none_and_a_rewrite_records_it() {
+    fn markers_of_earlier_versions_read_and_a_rewrite_records_a_promotion() {
         let old = r#"{"donor":"d","gtid_position":"0-100-5","position_source":"x","bytes":1,"completed_unix":1,"agent_version":"0.1.0"}"#;
         let parsed: CloneMarker = serde_json::from_str(old).unwrap();
         assert_eq!(parsed.promotion, Promotion::None);
+        assert_eq!(parsed.duration_ms, None);
         let dir = tempfile::tempdir().unwrap();
         let datadir = DataDir::new(dir.path());
         datadir.create_staging().unwrap();
@@ -489,6 +505,33 @@ mod tests {
         };
         datadir.rewrite_marker(&done).unwrap();
         assert_eq!(datadir.read_marker().unwrap(), Some(done));
+    }
+
+    #[test]
+    fn a_clones_progress_is_read_from_staging_and_a_broken_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let datadir = DataDir::new(dir.path());
+        assert_eq!(datadir.read_progress().unwrap(), None, "no staging");
+        datadir.create_staging().unwrap();
+        assert_eq!(
+            datadir.read_progress().unwrap(),
+            None,
+            "staging without a file"
+        );
+        fs::write(
+            datadir.progress_file(),
+            r#"{"phase":"cloning","donor":"mysql-0","bytes":5}"#,
+        )
+        .unwrap();
+        let read = datadir.read_progress().unwrap().unwrap();
+        assert_eq!((read.donor.as_str(), read.transfer.bytes), ("mysql-0", 5));
+        assert_eq!(
+            classify(&datadir.list().unwrap()),
+            DataDirState::InterruptedClone
+        );
+        fs::write(datadir.progress_file(), r#"{"phase":"cloning","#).unwrap();
+        let err = datadir.read_progress().unwrap_err();
+        assert!(err.to_string().contains("progress.json: "), "{err}");
     }
 
     #[test]

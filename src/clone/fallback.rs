@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::datadir::{CloneMarker, Promotion};
 use super::{CloneError, agent, peer_backoff};
 use crate::dns::Resolver;
-use crate::duration::{DurationError, parse_duration, seconds};
+use crate::duration::{DurationError, millis, parse_duration, seconds};
 use crate::identity::Identity;
 
 /// How long a joiner waits for ordinal-1 to be a healthy donor before it asks the other pods.
@@ -154,6 +154,7 @@ where
     };
     let until = started + deadline;
     let mut pauses = peer_backoff().build();
+    let mut round = 0u32;
     loop {
         let Some(order) = within(until, shutdown, search.order()).await? else {
             return Err(search.exhausted(deadline));
@@ -193,6 +194,12 @@ where
             }
         }
         let pause = pauses.next().unwrap_or(Duration::from_secs(5));
+        round += 1;
+        tracing::info!(
+            attempt = round,
+            next_delay_ms = millis(pause),
+            "no pod is a healthy donor now: asking them all again"
+        );
         if within(until, shutdown, tokio::time::sleep(pause))
             .await?
             .is_none()

@@ -11,6 +11,7 @@ pub mod fallback;
 pub mod mariadb;
 pub mod mysql;
 pub mod ownership;
+pub mod progress;
 pub mod reclone;
 
 use std::future::Future;
@@ -21,12 +22,13 @@ use backon::{ExponentialBuilder, Retryable};
 
 use crate::db::DbError;
 use crate::dns::{DnsError, RESOLV_CONF, ResolvConf, fully_qualified};
-use crate::duration::seconds;
+use crate::duration::{millis, seconds};
 use crate::tool::ToolError;
 use datadir::{CloneMarker, DataDir};
 use mariadb::frame::FrameError;
 use mariadb::position::PositionError;
 use ownership::Ownership;
+use progress::{ClonePhase, Progress, ProgressLabel};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CloneError {
@@ -82,21 +84,29 @@ pub(crate) fn sql_error(what: impl Into<String>) -> impl FnOnce(DbError) -> Clon
 }
 
 /// Runs `work` in a fresh staging directory (the caller found the datadir empty, or holding the
-/// data a re-clone replaces); what it prepared there is then installed. If the work fails, the directory is removed, so that a retry
-/// starts clean. `work` may be cancelled (by shutdown); the install is not: once the move into
-/// place has begun it runs to its marker, since a half-moved clone without its marker would be
-/// taken for server data on the next start.
+/// data a re-clone replaces); what it prepared there is then installed. If the work fails, the
+/// directory is removed, so that a retry starts clean. `work` may be cancelled (by shutdown);
+/// the install is not: once the move into place has begun it runs to its marker, since a
+/// half-moved clone without its marker would be taken for server data on the next start. The
+/// clone's progress file lives in staging, so it goes with it.
 pub(crate) async fn in_staging(
     datadir: &DataDir,
     ownership: &Ownership,
-    work: impl Future<Output = Result<CloneMarker, CloneError>>,
+    label: &ProgressLabel,
+    donor: &str,
+    work: impl AsyncFnOnce(&mut Progress) -> Result<CloneMarker, CloneError>,
 ) -> Result<CloneMarker, CloneError> {
     datadir.create_staging().map_err(io_error(format!(
         "creating {}",
         datadir.staging().display()
     )))?;
-    let result = match work.await {
-        Ok(marker) => install(datadir, marker, ownership).await,
+    let mut progress = Progress::start(datadir.progress_file(), label, donor);
+    let result = match work(&mut progress).await {
+        Ok(marker) => {
+            progress.phase(ClonePhase::Installing);
+            tracing::info!(phase = %ClonePhase::Installing, donor = %marker.donor, "clone prepared: syncing it and moving it into place");
+            install(datadir, marker, ownership).await
+        }
         Err(e) => Err(e),
     };
     if result.is_err() {
@@ -171,16 +181,19 @@ impl From<DnsError> for Attempt {
 const UNRESOLVED_ADVICE_AFTER: Duration = Duration::from_secs(30);
 
 /// Retries `attempt` with a capped, jittered backoff until it succeeds, fails for good, or the
-/// deadline passes; each new reason to wait is logged once.
+/// deadline passes; each retry is logged with its number and the delay before the next, and
+/// recorded in the clone's progress.
 pub(crate) async fn until_donor_answers<T, Fut>(
     donor: &str,
     deadline: Duration,
+    progress: &mut Progress,
     attempt: impl FnMut() -> Fut,
 ) -> Result<T, CloneError>
 where
     Fut: Future<Output = Result<T, Attempt>>,
 {
     let mut last_reason = String::from("no attempt finished");
+    let mut failed = 0u32;
     let mut unresolved_since: Option<Instant> = None;
     let mut advised = false;
     let advise_after = UNRESOLVED_ADVICE_AFTER.min(deadline / 2);
@@ -188,15 +201,23 @@ where
         .retry(peer_backoff())
         .when(|e| !matches!(e, Attempt::Fatal(_)))
         .notify(|e, delay| {
+            failed += 1;
             let reason = e.reason();
-            if reason != last_reason {
-                tracing::info!(donor = %donor, retry_in = %seconds(delay), "donor not available yet: {reason}");
-                last_reason = reason;
-            }
-            let Attempt::Unresolved(_) = e else {
+            let unresolved = matches!(e, Attempt::Unresolved(_));
+            let phase = match unresolved {
+                true => ClonePhase::WaitingForDns,
+                false => ClonePhase::WaitingForDonor,
+            };
+            tracing::info!(
+                %phase, donor = %donor, attempt = failed, next_delay_ms = millis(delay),
+                "donor not available yet: {reason}"
+            );
+            progress.waiting(phase, reason.clone(), failed, delay);
+            last_reason = reason;
+            if !unresolved {
                 unresolved_since = None;
                 return;
-            };
+            }
             let since = *unresolved_since.get_or_insert_with(Instant::now);
             if !advised && since.elapsed() >= advise_after {
                 advised = true;

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::datadir::{CloneMarker, DataDir, Promotion};
 use super::ownership::Ownership;
+use super::progress::{ClonePhase, Progress, ProgressLabel};
 use super::{
     Attempt, CloneError, agent, in_staging, io_error, mib, now_unix, rate_mib_s, sql_error,
     until_donor_answers,
@@ -30,7 +31,6 @@ use crate::tool;
 const RESTART_WITHOUT_SUPERVISOR: u16 = 3707;
 const START_TIMEOUT: Duration = Duration::from_secs(300);
 const STOP_TIMEOUT: Duration = Duration::from_secs(300);
-const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 const PROGRESS_POLL: Duration = Duration::from_secs(1);
 const LOG_TAIL_LINES: usize = 8;
 
@@ -50,6 +50,7 @@ pub struct PluginSettings {
     pub ownership: Ownership,
     /// `Owed` when the first ordinal restores its lost volume from a peer.
     pub promotion: Promotion,
+    pub label: ProgressLabel,
 }
 
 /// Clones the donor into `datadir` (which the caller has found empty).
@@ -59,12 +60,13 @@ pub async fn clone(
     resolver: &Resolver,
     shutdown: &CancellationToken,
 ) -> Result<CloneMarker, CloneError> {
-    in_staging(datadir, &settings.ownership, async {
+    let (label, donor) = (&settings.label, &settings.donor);
+    in_staging(datadir, &settings.ownership, label, donor, async |progress| {
         // Each mysqld the clone starts lives out here from its spawn on, so that it is dead
         // before staging is removed, however the clone ends.
         let mut server: Option<TempServer> = None;
         let result = tokio::select! {
-            result = clone_in_staging(datadir, settings, resolver, &mut server) => result,
+            result = clone_in_staging(datadir, settings, resolver, progress, &mut server) => result,
             () = shutdown.cancelled() => Err(CloneError::Cancelled),
         };
         if let Some(server) = server {
@@ -79,14 +81,17 @@ async fn clone_in_staging(
     datadir: &DataDir,
     settings: &PluginSettings,
     resolver: &Resolver,
+    progress: &mut Progress,
     server: &mut Option<TempServer>,
 ) -> Result<CloneMarker, CloneError> {
     let donor_name = settings.donor.as_str();
-    let (donor, donor_version) = until_donor_answers(donor_name, settings.deadline, || {
-        check_donor(settings, resolver)
-    })
-    .await?;
-    tracing::info!(donor = %donor_name, address = %donor, version = %donor_version, "donor answers as the clone user and its CLONE plugin is active");
+    let (donor, donor_version) =
+        until_donor_answers(donor_name, settings.deadline, progress, || {
+            check_donor(settings, resolver)
+        })
+        .await?;
+    progress.cloning(None);
+    tracing::info!(phase = %ClonePhase::Cloning, donor = %donor_name, address = %donor, version = %donor_version, "donor answers as the clone user and its CLONE plugin is active");
 
     let paths = TempPaths::new(datadir);
     if let Some((uid, gid)) = settings.ownership.chown_to() {
@@ -114,13 +119,14 @@ async fn clone_in_staging(
     ensure_plugin(&mut conn).await?;
 
     let watcher = temp.connect().await?;
+    progress.copy_starts();
     let copy_started = Instant::now();
     let password =
         (settings.user.password.as_ref()).expect("validated: MySQL needs a clone password");
     let statements = dialect::clone_instance(donor, &settings.user.user, password);
     let outcome = tokio::select! {
         outcome = run_clone(&mut conn, &statements) => outcome,
-        stalled = watch_progress(watcher, donor_name, settings.stall_timeout) => Err(ServerEnd::Stalled(stalled)),
+        stalled = watch_progress(watcher, donor_name, settings.stall_timeout, progress) => Err(ServerEnd::Stalled(stalled)),
     };
     let copy_secs = copy_started.elapsed();
     match outcome {
@@ -159,6 +165,7 @@ async fn clone_in_staging(
         }
     }
     drop(conn);
+    progress.phase(ClonePhase::Preparing);
     let status = temp.wait_exit(STOP_TIMEOUT).await?;
     if !status.success() {
         return Err(CloneError::TempServer(format!(
@@ -181,7 +188,8 @@ async fn clone_in_staging(
         });
     }
     tracing::info!(
-        donor = %donor_name, source = %proof.source, bytes = proof.bytes, mib = mib(proof.bytes),
+        phase = %ClonePhase::Preparing, donor = %donor_name, source = %proof.source,
+        bytes = proof.bytes, mib = mib(proof.bytes),
         secs = copy_secs.as_secs_f64(), mib_per_s = rate_mib_s(proof.bytes, copy_secs),
         binlog_file = %proof.binlog_file, binlog_position = proof.binlog_position,
         "clone copied and recovered: clone_status says Completed"
@@ -194,6 +202,7 @@ async fn clone_in_staging(
         position_source: "gtid_executed".to_owned(),
         bytes: proof.bytes,
         completed_unix: now_unix(),
+        duration_ms: Some(progress.clone_ms()),
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         promotion: settings.promotion,
     };
@@ -284,14 +293,18 @@ async fn run_clone(conn: &mut Conn, statements: &[String]) -> Result<(), ServerE
     Ok(())
 }
 
-/// Logs the plugin's progress from a second session, and returns (with the reason) only when
-/// nothing has moved for `stall`: the plugin itself waits minutes for a donor that is gone.
-async fn watch_progress(mut conn: Conn, donor: &str, stall: Duration) -> String {
+/// Reports the plugin's progress from a second session, and returns (with the reason) only
+/// when nothing has moved for `stall`: the plugin itself waits minutes for a donor that is gone.
+async fn watch_progress(
+    mut conn: Conn,
+    donor: &str,
+    stall: Duration,
+    progress: &mut Progress,
+) -> String {
     // stage, state, estimate, data, network: any of them moving is progress.
     type Stage = (String, String, u64, u64, u64);
     let mut last: Vec<Stage> = Vec::new();
     let mut moved_at = Instant::now();
-    let mut logged_at = Instant::now();
     let mut current_stage = String::new();
     loop {
         tokio::time::sleep(PROGRESS_POLL).await;
@@ -321,20 +334,19 @@ async fn watch_progress(mut conn: Conn, donor: &str, stall: Duration) -> String 
                 mib(moved)
             );
         }
-        if let Some((stage, _, estimate, data, _)) =
-            stages.iter().find(|(_, state, ..)| state == "In Progress")
+        let in_progress = stages.iter().find(|(_, state, ..)| state == "In Progress");
+        if let Some((stage, ..)) = in_progress
+            && *stage != current_stage
         {
-            if *stage != current_stage {
-                tracing::info!(donor = %donor, stage = %stage, "clone stage started");
-                current_stage.clone_from(stage);
-            }
-            if logged_at.elapsed() >= PROGRESS_EVERY {
-                logged_at = Instant::now();
-                tracing::info!(
-                    donor = %donor, stage = %stage, mib = mib(*data), estimate_mib = mib(*estimate),
-                    "clone in progress"
-                );
-            }
+            tracing::info!(donor = %donor, stage = %stage, "clone stage started");
+            current_stage.clone_from(stage);
+        }
+        if !stages.is_empty() {
+            // The plugin estimates each stage as it starts; the sum is what it expects in all.
+            let data = stages.iter().map(|(_, _, _, data, _)| data).sum();
+            let estimate: u64 = stages.iter().map(|(_, _, estimate, ..)| estimate).sum();
+            let stage = in_progress.map(|(stage, ..)| stage.as_str());
+            progress.moved(data, (estimate > 0).then_some(estimate), stage);
         }
         last = stages;
     }

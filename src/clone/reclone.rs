@@ -109,6 +109,7 @@ mod tests {
             position_source: "xtrabackup_binlog_info".into(),
             bytes: 1,
             completed_unix,
+            duration_ms: None,
             agent_version: "test".into(),
             promotion: Promotion::None,
         }

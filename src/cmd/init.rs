@@ -1,5 +1,6 @@
 //! `mysql-sts-agent init`: the config fragment, then the data the server will start on.
 
+use std::cell::Cell;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use crate::clone::fallback::{DonorPod, clone_with_fallback};
 use crate::clone::mariadb::joiner::{self, JoinerSettings};
 use crate::clone::mysql::{self, PluginSettings};
 use crate::clone::ownership::{self, Ownership, OwnershipError};
+use crate::clone::progress::ProgressLabel;
 use crate::clone::reclone::{self, Step};
 use crate::config::{CloneChannel, InitConfig};
 use crate::dns::{DnsError, Resolver};
@@ -278,6 +280,7 @@ async fn clone_into(
         },
         resolver: &resolver,
         shutdown: &shutdown,
+        donors_asked: Cell::new(0),
     };
     let marker = match restore_from {
         Some(peer) => cloning.from(peer, cfg.clone_deadline).await?,
@@ -312,12 +315,20 @@ struct Cloning<'a> {
     promotion: Promotion,
     resolver: &'a Resolver,
     shutdown: &'a CancellationToken,
+    /// Clone attempts so far, for the progress record: the first is ordinal-1's, the next ones
+    /// each with the donor a fallback search chose.
+    donors_asked: Cell<u32>,
 }
 
 impl Cloning<'_> {
     /// Clones `donor` with the flavor's channel, waiting `wait` for it to serve.
     async fn from(&self, donor: DonorPod, wait: Duration) -> Result<CloneMarker, CloneError> {
         let common = &self.cfg.common;
+        self.donors_asked.set(self.donors_asked.get() + 1);
+        let label = ProgressLabel {
+            hostname: common.identity.hostname.clone(),
+            donor_attempt: self.donors_asked.get(),
+        };
         match &common.clone {
             CloneChannel::BackupStream {
                 token,
@@ -336,6 +347,7 @@ impl Cloning<'_> {
                     stall_timeout: self.cfg.clone_stall_timeout,
                     ownership: self.ownership.clone(),
                     promotion: self.promotion,
+                    label,
                 };
                 joiner::clone(self.datadir, &settings, self.resolver, self.shutdown).await
             }
@@ -350,6 +362,7 @@ impl Cloning<'_> {
                     stall_timeout: self.cfg.clone_stall_timeout,
                     ownership: self.ownership.clone(),
                     promotion: self.promotion,
+                    label,
                 };
                 mysql::clone(self.datadir, &settings, self.resolver, self.shutdown).await
             }

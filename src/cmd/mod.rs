@@ -3,6 +3,7 @@
 pub mod exec;
 pub mod init;
 pub mod sidecar;
+pub mod status;
 
 use tokio_util::sync::CancellationToken;
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use backon::{BackoffBuilder, ExponentialBuilder};
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use mysql_async::Conn;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -23,8 +23,9 @@ use crate::db::flavor::{Dialect, ServerVersion};
 use crate::db::gtid::{self, Binlogged, Gtids};
 use crate::db::status::{IoThread, ReplicaStatus};
 use crate::db::{self, DbError};
+use crate::duration::millis;
 use crate::health::{
-    self, ErrantCheck, Phase, PrimaryHistory, PrimaryLink, ReplicaFacts, Rules, Snapshot,
+    self, ErrantCheck, Phase, PrimaryHistory, PrimaryLink, ReplicaFacts, Rules, Snapshot, Timings,
 };
 use crate::http::{self, AppState, CloneService, HttpLimits};
 use crate::identity::Role;
@@ -40,6 +41,7 @@ const _: () = assert!(HttpLimits::PRODUCTION.drain_within.as_millis() < SHUTDOWN
 const CONNECT_RETRY_SECS: u32 = 2;
 
 pub async fn run(cfg: SidecarConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let timings = Arc::new(Timings::starting_now());
     let identity = Arc::new(cfg.common.identity.clone());
     super::log_identity(&cfg.common);
     // A replica starts replication from its marker; a restored primary owes a promotion.
@@ -100,6 +102,8 @@ pub async fn run(cfg: SidecarConfig, shutdown: CancellationToken) -> anyhow::Res
         live_after: (cfg.poll_interval * 10).max(Duration::from_secs(60)),
         identity: identity.clone(),
         marker: marker_published.subscribe(),
+        datadir: DataDir::new(&cfg.common.datadir),
+        timings: timings.clone(),
         clone_service,
         metrics: Arc::new(metrics),
     };
@@ -119,9 +123,13 @@ pub async fn run(cfg: SidecarConfig, shutdown: CancellationToken) -> anyhow::Res
         rules,
         shutdown.clone(),
     ));
-    tracker.spawn(
-        ControlLoop::new(cfg, marker, marker_published, publish, retries).run(shutdown.clone()),
-    );
+    let shared = Shared {
+        marker_published,
+        publish,
+        retries,
+        timings,
+    };
+    tracker.spawn(ControlLoop::new(cfg, marker, shared).run(shutdown.clone()));
     tracker.close();
 
     shutdown.cancelled().await;
@@ -140,10 +148,31 @@ pub async fn run(cfg: SidecarConfig, shutdown: CancellationToken) -> anyhow::Res
 struct Repeats(Option<String>);
 
 impl Repeats {
-    fn warn(&mut self, what: &str, error: &str) {
-        if self.0.as_deref() != Some(error) {
-            tracing::warn!("{what}: {error}");
+    /// Whether `error` is not the one last logged; remembers it.
+    fn is_new(&mut self, error: &str) -> bool {
+        let new = self.0.as_deref() != Some(error);
+        if new {
             self.0 = Some(error.to_owned());
+        }
+        new
+    }
+
+    fn warn(&mut self, what: &str, error: &str) {
+        if self.is_new(error) {
+            tracing::warn!("{what}: {error}");
+        }
+    }
+
+    /// A failure retried after the reconnect backoff's next delay: with its attempt number.
+    fn warn_retry(&mut self, failed: &Failed, attempt: u32, next_delay: Duration) {
+        if self.is_new(&failed.error) {
+            tracing::warn!(
+                attempt,
+                next_delay_ms = millis(next_delay),
+                "{}: {}",
+                failed.what,
+                failed.error
+            );
         }
     }
 
@@ -161,6 +190,47 @@ struct LocalServer {
     dialect: Dialect,
 }
 
+/// A failure of the loop's last action, which the loop retries after its backoff.
+struct Failed {
+    what: &'static str,
+    error: String,
+}
+
+/// The reconnect backoff, counting the retries since the last good poll.
+struct Reconnect {
+    delays: ExponentialBackoff,
+    attempts: u32,
+}
+
+impl Reconnect {
+    fn new() -> Self {
+        Reconnect {
+            delays: ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(5))
+                .without_max_times()
+                .build(),
+            attempts: 0,
+        }
+    }
+
+    /// The next retry's number and the delay before it.
+    fn next(&mut self) -> (u32, Duration) {
+        self.attempts += 1;
+        let delay = self.delays.next().unwrap_or(Duration::from_secs(5));
+        (self.attempts, delay)
+    }
+}
+
+/// What the control loop shares with the rest of the sidecar.
+struct Shared {
+    /// The marker as /status shows it.
+    marker_published: watch::Sender<Option<Arc<CloneMarker>>>,
+    publish: watch::Sender<Snapshot>,
+    retries: Retries,
+    timings: Arc<Timings>,
+}
+
 /// What setting up came to.
 enum SetUp {
     Done,
@@ -173,9 +243,7 @@ enum SetUp {
 struct ControlLoop {
     cfg: SidecarConfig,
     marker: Option<CloneMarker>,
-    /// The marker as /status shows it.
-    marker_published: watch::Sender<Option<Arc<CloneMarker>>>,
-    publish: watch::Sender<Snapshot>,
+    shared: Shared,
     stage: Stage<LocalServer>,
     /// What the local server was at the last connect, to log a change once.
     last_seen: Option<(ServerVersion, Dialect)>,
@@ -191,22 +259,16 @@ struct ControlLoop {
     semi_sync_fallback: Repeats,
     /// The up-front check for purged binlogs could not ask the primary.
     gap_check_errors: Repeats,
-    retries: Retries,
+    /// What the last action failed at, if the loop retries it.
+    failed: Option<Failed>,
 }
 
 impl ControlLoop {
-    fn new(
-        cfg: SidecarConfig,
-        marker: Option<CloneMarker>,
-        marker_published: watch::Sender<Option<Arc<CloneMarker>>>,
-        publish: watch::Sender<Snapshot>,
-        retries: Retries,
-    ) -> Self {
+    fn new(cfg: SidecarConfig, marker: Option<CloneMarker>, shared: Shared) -> Self {
         ControlLoop {
             cfg,
             marker,
-            marker_published,
-            publish,
+            shared,
             stage: Stage::Disconnected { set_up: false },
             last_seen: None,
             primary: None,
@@ -218,29 +280,50 @@ impl ControlLoop {
             semi_sync_errors: Repeats::default(),
             semi_sync_fallback: Repeats::default(),
             gap_check_errors: Repeats::default(),
-            retries,
+            failed: None,
         }
     }
 
+    fn publish(&self, snapshot: Snapshot) {
+        self.shared.publish.send_replace(snapshot);
+    }
+
     fn publish_phase(&self, phase: Phase, error: String) {
-        self.publish
-            .send_replace(Snapshot::phase(phase, Some(error)));
+        self.publish(Snapshot::phase(phase, Some(error)));
+    }
+
+    /// `operation` failed: counted, and logged with its retry once the loop knows the delay.
+    fn failed(&mut self, operation: Operation, what: &'static str, error: String) {
+        self.shared.retries.record(operation);
+        self.failed = Some(Failed { what, error });
+    }
+
+    /// What the pod does once set up, by its role.
+    fn set_up_phase(&self) -> Phase {
+        Phase::set_up(self.cfg.common.identity.role)
     }
 
     async fn run(mut self, shutdown: CancellationToken) {
         let mut ticker = tokio::time::interval(self.cfg.poll_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut reconnect_delays = connect_backoff();
+        let mut reconnect = Reconnect::new();
         let mut pause = Pause::Tick;
         loop {
+            let failed = self.failed.take();
             let delay = match pause {
                 Pause::None => None,
                 Pause::Tick => {
-                    reconnect_delays = connect_backoff();
+                    reconnect = Reconnect::new();
                     Some(Duration::ZERO)
                 }
                 Pause::Recheck => Some(self.cfg.poll_interval),
-                Pause::Backoff => Some(reconnect_delays.next().unwrap_or(Duration::from_secs(5))),
+                Pause::Backoff => {
+                    let (attempt, delay) = reconnect.next();
+                    if let Some(failed) = &failed {
+                        self.local_errors.warn_retry(failed, attempt, delay);
+                    }
+                    Some(delay)
+                }
             };
             if let Some(delay) = delay {
                 tokio::select! {
@@ -291,9 +374,11 @@ impl ControlLoop {
         let (conn, version) = match connected {
             Ok(connected) => connected,
             Err(e) => {
-                self.retries.record(Operation::ConnectLocal);
-                self.local_errors
-                    .warn("waiting for the local server", &e.to_string());
+                self.failed(
+                    Operation::ConnectLocal,
+                    "waiting for the local server",
+                    e.to_string(),
+                );
                 match self.datadir().read_reclone() {
                     Ok(Some(request)) => self.publish_phase(
                         Phase::Recloning,
@@ -359,11 +444,13 @@ impl ControlLoop {
     /// poll and stays reported as blocked meanwhile.
     async fn set_up(&mut self, mut server: LocalServer, blocked: bool) -> Event<LocalServer> {
         if !blocked {
-            self.publish
-                .send_replace(Snapshot::phase(Phase::Bootstrapping, None));
+            self.publish(Snapshot::phase(Phase::Configuring, None));
         }
         match self.bootstrap(&mut server).await {
-            Ok(SetUp::Done) => Event::SetUp(server),
+            Ok(SetUp::Done) => {
+                self.shared.timings.configured_now();
+                Event::SetUp(server)
+            }
             Ok(SetUp::Blocked(reason)) => {
                 self.local_errors.warn("replication not set up", &reason);
                 self.publish_phase(Phase::Blocked, reason);
@@ -371,9 +458,8 @@ impl ControlLoop {
             }
             Ok(SetUp::Reclone(reason)) => self.request_reclone(server, reason).await,
             Err(e) => {
-                self.retries.record(Operation::SetUp);
-                self.local_errors.warn("setting up", &e.to_string());
-                self.publish_phase(Phase::Bootstrapping, e.to_string());
+                self.failed(Operation::SetUp, "setting up", e.to_string());
+                self.publish_phase(Phase::Configuring, e.to_string());
                 Event::SetupFailed
             }
         }
@@ -446,7 +532,8 @@ impl ControlLoop {
 
     fn set_marker(&mut self, marker: Option<CloneMarker>) {
         if marker != self.marker {
-            self.marker_published
+            self.shared
+                .marker_published
                 .send_replace(marker.clone().map(Arc::new));
             self.marker = marker;
         }
@@ -693,9 +780,9 @@ impl ControlLoop {
                     .as_ref()
                     .and_then(|r| r.status.as_ref())
                     .and_then(|status| replication::relay_log_to_discard(flavor, status));
-                self.publish.send_replace(Snapshot {
+                self.publish(Snapshot {
                     taken_at,
-                    phase: Phase::Running,
+                    phase: self.set_up_phase(),
                     last_error: None,
                     server: Some(facts),
                     replica,
@@ -712,13 +799,15 @@ impl ControlLoop {
                 }
             }
             Err(e) => {
-                self.retries.record(Operation::PollLocal);
                 let error = e.to_string();
-                self.local_errors
-                    .warn("the local server does not answer", &error);
-                self.publish.send_replace(Snapshot {
+                self.failed(
+                    Operation::PollLocal,
+                    "the local server does not answer",
+                    error.clone(),
+                );
+                self.publish(Snapshot {
                     taken_at,
-                    phase: Phase::Running,
+                    phase: self.set_up_phase(),
                     last_error: Some(error),
                     server: None,
                     replica: None,
@@ -774,7 +863,7 @@ impl ControlLoop {
                 Some(facts)
             }
             Err(e) => {
-                self.retries.record(Operation::SemiSync);
+                self.shared.retries.record(Operation::SemiSync);
                 self.semi_sync_errors.warn("semi-sync", &e.to_string());
                 None
             }
@@ -832,7 +921,7 @@ impl ControlLoop {
                 None
             }
             Err(e) => {
-                self.retries.record(Operation::SamplePrimary);
+                self.shared.retries.record(Operation::SamplePrimary);
                 self.primary = None;
                 self.primary_errors
                     .warn("sampling the primary's GTID position", &e.to_string());
@@ -894,12 +983,4 @@ impl ControlLoop {
             _ => {}
         }
     }
-}
-
-fn connect_backoff() -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(5))
-        .without_max_times()
-        .build()
 }

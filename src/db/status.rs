@@ -9,7 +9,7 @@ use crate::db::gtid::{GtidError, Gtids};
 /// One result row, by column name; SQL NULL is `None`.
 pub type Row = HashMap<String, Option<String>>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IoThread {
     Running,
@@ -21,7 +21,7 @@ impl IoThread {
     pub const ALL: [IoThread; 3] = [IoThread::Running, IoThread::Connecting, IoThread::Stopped];
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ThreadError {
     pub errno: u32,
     pub message: String,

@@ -11,7 +11,7 @@ use crate::clone::{agent, peer_backoff};
 use crate::db::flavor::Flavor;
 use crate::db::gtid::Gtids;
 use crate::dns::Resolver;
-use crate::duration::seconds;
+use crate::duration::{millis, seconds};
 use crate::identity::Identity;
 
 /// The peer answers from its next snapshot, within 5 s.
@@ -77,16 +77,19 @@ struct Peer<'a> {
 }
 
 /// Retries until the peer answered, turned out not to exist (`None`), or `until` passed (the
-/// last reason); each new reason to wait is logged once.
+/// last reason); each retry is logged with its number and the delay before the next.
 async fn until_answered(peer: &Peer<'_>, until: Instant) -> Result<Option<Gtids>, String> {
     let mut last = String::from("no attempt finished");
+    let mut failed = 0u32;
     let attempts = (|| ask(peer))
         .retry(peer_backoff())
-        .notify(|reason: &String, _| {
-            if *reason != last {
-                tracing::info!(peer = %peer.name, "peer not answering yet: {reason}");
-                last = reason.clone();
-            }
+        .notify(|reason: &String, delay| {
+            failed += 1;
+            tracing::info!(
+                peer = %peer.name, attempt = failed, next_delay_ms = millis(delay),
+                "peer not answering yet: {reason}"
+            );
+            last.clone_from(reason);
         });
     let remaining = until.saturating_duration_since(Instant::now());
     match tokio::time::timeout(remaining, attempts).await {

@@ -816,10 +816,8 @@ impl Cluster {
         self.stop_probes(n, true);
         let started = Instant::now();
         let database = self.pod(n).plan.database().clone();
-        if let Program::WrappedServer(_) = database.program {
-            self.prepare(n, &database).await?;
-            let process = self.launch(n, &database).await?;
-            let run = InitHandle { process }.wait().await?;
+        if let Some(exec) = self.spawn_exec(n).await? {
+            let run = exec.wait().await?;
             ensure!(
                 run.code == Some(0),
                 "the agent's exec in the database container of pod {n} exited with {:?}; log \
@@ -860,6 +858,19 @@ impl Cluster {
             server::bootstrap_root(&opts, &root_password).await?;
         }
         Ok(())
+    }
+
+    /// Starts in the background the agent's `exec` that `start_server` runs first when the
+    /// template's database command is it (a pending re-clone is carried out there); `None` when
+    /// it is not. `start_server` afterwards runs it again, with nothing left to do.
+    pub async fn spawn_exec(&mut self, n: usize) -> Result<Option<InitHandle>> {
+        let database = self.pod(n).plan.database().clone();
+        let Program::WrappedServer(_) = database.program else {
+            return Ok(None);
+        };
+        self.prepare(n, &database).await?;
+        let process = self.launch(n, &database).await?;
+        Ok(Some(InitHandle { process }))
     }
 
     async fn initialize_datadir(&mut self, n: usize, user: Option<&str>) -> Result<()> {
@@ -1226,6 +1237,19 @@ impl Cluster {
     /// remove env and args before spawning it themselves.
     pub fn agent_command(&self, n: usize, sub: &str) -> Result<Command> {
         self.container_command(n, self.pod(n).plan.agent(sub)?, false)
+    }
+
+    /// `kubectl exec <pod n> -c <the container running the agent's sub> -- <its agent> <args>`:
+    /// the agent as that container runs it (image, user, env), e.g. `status`, to completion.
+    /// Its stdout; an error with its stderr when it exits non-zero.
+    pub async fn exec_agent(&self, n: usize, sub: &str, args: &[&str]) -> Result<String> {
+        let container = self.pod(n).plan.agent(sub)?;
+        let binary = container
+            .agent_binary()
+            .with_context(|| format!("container {} does not run the agent", container.name))?;
+        let mut command = self.container_exec(n, container, binary);
+        command.args(args).envs(&container.env);
+        cmd::output_text(command).await
     }
 
     /// An agent container's command in pod n; with `check`, its `--check` run.

@@ -1,9 +1,9 @@
 //! The donor side of a clone: one `mariadb-backup --stream` at a time, framed onto an HTTP body.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -14,7 +14,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::frame::{self, HEADER_LEN};
+use crate::clone::datadir::{MARKER_FILE, RECLONE_FILE};
+use crate::clone::progress::{LOG_EVERY, Transfer, TransferView, estimate_note};
+use crate::clone::{mib, now_unix, rate_mib_s};
 use crate::config::{Credentials, Endpoint};
+use crate::mycnf::{BINLOG_BASE, RELAY_LOG_BASE};
 use crate::tool::{self, Running, ToolError};
 
 /// Large reads keep the per-frame overhead negligible; the pipe hands over at most 64 KiB anyway.
@@ -58,10 +62,54 @@ impl Default for CloneCounters {
     }
 }
 
+/// The clone being served now.
+#[derive(Debug)]
+pub struct Serving {
+    joiner: SocketAddr,
+    started: Instant,
+    started_unix: u64,
+    estimated_total: Option<u64>,
+    bytes: AtomicU64,
+}
+
+impl Serving {
+    fn transfer(&self) -> Transfer {
+        Transfer {
+            bytes: self.bytes.load(Ordering::Relaxed),
+            estimated_total: self.estimated_total,
+            elapsed: self.started.elapsed(),
+        }
+    }
+
+    pub fn view(&self) -> ServingView {
+        ServingView {
+            joiner: self.joiner.to_string(),
+            started_unix: self.started_unix,
+            transfer: self.transfer().view(),
+        }
+    }
+}
+
+/// The clone being served, as `/status` shows it (`serving_clone`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ServingView {
+    pub joiner: String,
+    pub started_unix: u64,
+    #[serde(flatten)]
+    pub transfer: TransferView,
+}
+
+/// A backup being streamed, and what the donor expects it to weigh.
+pub struct Stream {
+    pub frames: mpsc::Receiver<Bytes>,
+    pub estimated_total: Option<u64>,
+}
+
 pub struct Donor {
     settings: DonorSettings,
     one_at_a_time: Arc<Semaphore>,
     counters: Arc<CloneCounters>,
+    serving: Arc<Mutex<Option<Arc<Serving>>>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -93,6 +141,7 @@ impl Donor {
             settings,
             one_at_a_time: Arc::new(Semaphore::new(1)),
             counters: Arc::default(),
+            serving: Arc::default(),
             tracker,
             shutdown,
         }
@@ -102,31 +151,62 @@ impl Donor {
         &self.counters
     }
 
-    /// Starts a backup for `joiner`; the receiver yields the framed stream.
-    pub fn start(&self, joiner: SocketAddr) -> Result<mpsc::Receiver<Bytes>, Busy> {
+    /// The clone being served now, if one is.
+    pub fn serving(&self) -> Option<Arc<Serving>> {
+        self.serving
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Starts a backup for `joiner`, once its size is estimated (before the backup starts, so
+    /// the joiner can tell its ETA); the stream yields the framed backup.
+    pub async fn start(&self, joiner: SocketAddr) -> Result<Stream, Busy> {
         let permit = self
             .one_at_a_time
             .clone()
             .try_acquire_owned()
             .map_err(|_| Busy)?;
+        let datadir = self.settings.datadir.clone();
+        let measured = tokio::task::spawn_blocking(move || backup_size(&datadir))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let estimated_total = match measured {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                tracing::warn!(joiner = %joiner, "cannot estimate the backup's size from the datadir ({e}): the joiner gets no ETA");
+                None
+            }
+        };
+        let serving = Arc::new(Serving {
+            joiner,
+            started: Instant::now(),
+            started_unix: now_unix(),
+            estimated_total,
+            bytes: AtomicU64::new(0),
+        });
         let (tx, rx) = mpsc::channel(QUEUE);
         let settings = self.settings.clone();
         let counters = self.counters.clone();
         let shutdown = self.shutdown.clone();
+        let now_serving = self.serving.clone();
         self.tracker.spawn(async move {
             let _permit = permit;
             counters.active.fetch_add(1, Ordering::Relaxed);
-            let started = Instant::now();
-            tracing::info!(joiner = %joiner, "serving a clone: streaming a backup of this server");
-            let served = stream_backup(&settings, &tx, &counters.bytes, &shutdown).await;
-            let elapsed = started.elapsed();
+            *now_serving.lock().unwrap_or_else(PoisonError::into_inner) = Some(serving.clone());
+            tracing::info!(
+                joiner = %joiner, estimated_total_bytes = estimated_total,
+                "serving a clone: streaming a backup of this server{}", estimate_note(estimated_total)
+            );
+            let served = stream_backup(&settings, &tx, &counters.bytes, &serving, &shutdown).await;
+            let elapsed = serving.started.elapsed();
             counters.durations.observe(elapsed.as_secs_f64());
             match served {
                 Ok(bytes) => {
                     counters.completed.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(
-                        joiner = %joiner, bytes, mib = super::super::mib(bytes), secs = elapsed.as_secs_f64(),
-                        mib_per_s = super::super::rate_mib_s(bytes, elapsed), "clone served"
+                        joiner = %joiner, bytes, mib = mib(bytes), secs = elapsed.as_secs_f64(),
+                        mib_per_s = rate_mib_s(bytes, elapsed), "clone served"
                     );
                 }
                 Err(e) => {
@@ -135,10 +215,57 @@ impl Donor {
                     tracing::warn!(joiner = %joiner, "clone not served: {e}");
                 }
             }
+            *now_serving.lock().unwrap_or_else(PoisonError::into_inner) = None;
             counters.active.fetch_sub(1, Ordering::Relaxed);
         });
-        Ok(rx)
+        Ok(Stream {
+            frames: rx,
+            estimated_total,
+        })
     }
+}
+
+/// What a backup of `datadir` streams, about: its files but those mariadb-backup does not copy
+/// (binary and relay logs, the temporary tablespace) and the agent's own. The redo log counts in
+/// full, though a backup copies only what was written since the last checkpoint: an estimate
+/// on the high side (by at most `innodb_log_file_size`), never a promise.
+fn backup_size(datadir: &Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    let mut dirs = vec![datadir.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            if !in_backup(&entry.file_name().to_string_lossy()) {
+                continue;
+            }
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                // Dropped since it was listed (a table, a temporary file): not in the backup.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if meta.is_dir() {
+                dirs.push(entry.path());
+            } else if meta.is_file() {
+                total += meta.len();
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// Whether a datadir entry of this name is part of a backup.
+fn in_backup(name: &str) -> bool {
+    let logs = [BINLOG_BASE, RELAY_LOG_BASE];
+    let log = logs.iter().any(|base| {
+        name.strip_prefix(base)
+            .is_some_and(|rest| rest.starts_with('.'))
+    });
+    let temporary = name.starts_with("ibtmp");
+    !(log
+        || temporary
+        || name.starts_with(".mysql-sts-agent")
+        || [MARKER_FILE, RECLONE_FILE].contains(&name))
 }
 
 /// The option file for the backup tool: it keeps the password off the command line, and,
@@ -174,12 +301,13 @@ fn option_value(value: &str) -> String {
     format!("\"{escaped}\"")
 }
 
-/// Streams one backup into `tx`, adding its data bytes to `streamed` as they go; returns their
-/// number after sending the end frame.
+/// Streams one backup into `tx`, adding its data bytes to `streamed` and to `serving` as they
+/// go; returns their number after sending the end frame.
 async fn stream_backup(
     settings: &DonorSettings,
     tx: &mpsc::Sender<Bytes>,
     streamed: &AtomicU64,
+    serving: &Serving,
     shutdown: &CancellationToken,
 ) -> Result<u64, DonorError> {
     let scratch_error = |source| DonorError::Scratch {
@@ -205,7 +333,7 @@ async fn stream_backup(
         cmd.arg("--slave-info");
     }
     let mut backup = tool::spawn(cmd, program)?;
-    let result = stream(&mut backup, tx, streamed, shutdown).await;
+    let result = stream(&mut backup, tx, streamed, serving, shutdown).await;
     if result.is_err() {
         // Gone before the scratch directory it writes into is removed.
         backup.stop().await;
@@ -213,12 +341,13 @@ async fn stream_backup(
     result
 }
 
-/// Frames the running backup's output into `tx`; the end frame goes out only once the tool has
-/// said it succeeded.
+/// Frames the running backup's output into `tx`, logging its progress every few seconds; the
+/// end frame goes out only once the tool has said it succeeded.
 async fn stream(
     backup: &mut Running,
     tx: &mpsc::Sender<Bytes>,
     streamed: &AtomicU64,
+    serving: &Serving,
     shutdown: &CancellationToken,
 ) -> Result<u64, DonorError> {
     let mut stdout = backup.child.stdout.take().expect("stdout is piped");
@@ -232,6 +361,7 @@ async fn stream(
     let mut crc = crc32fast::Hasher::new();
     let mut total = 0u64;
     let mut buf = BytesMut::new();
+    let mut next_log = Instant::now() + LOG_EVERY;
     loop {
         buf.reserve(HEADER_LEN + CHUNK);
         frame::begin_data(&mut buf);
@@ -247,6 +377,17 @@ async fn stream(
         frame::seal_data(&mut buf);
         send(buf.split().freeze()).await?;
         streamed.fetch_add(read as u64, Ordering::Relaxed);
+        serving.bytes.fetch_add(read as u64, Ordering::Relaxed);
+        if Instant::now() >= next_log {
+            next_log += LOG_EVERY;
+            let view = serving.transfer().view();
+            tracing::info!(
+                joiner = %serving.joiner, bytes = view.bytes, mib = mib(view.bytes),
+                estimated_total_bytes = view.estimated_total_bytes, mib_per_s = view.mib_per_s,
+                eta_secs = view.eta_secs,
+                "serving a clone: in progress{}", estimate_note(view.estimated_total_bytes)
+            );
+        }
     }
     backup.finish().await?;
     send(frame::end(total, crc.finalize())).await?;
@@ -257,6 +398,40 @@ async fn stream(
 mod tests {
     use super::*;
     use crate::secret::Secret;
+
+    #[test]
+    fn a_backup_estimate_counts_the_data_but_not_the_logs_it_does_not_copy() {
+        for name in [
+            "ibdata1",
+            "ib_logfile0",
+            "app",
+            "t.ibd",
+            "mysql-bin",
+            "aria_log.00000001",
+        ] {
+            assert!(in_backup(name), "{name}");
+        }
+        for name in [
+            "mysql-bin.000001",
+            "mysql-bin.index",
+            "mysql-bin.state",
+            "mysql-relay-bin.000002",
+            "mysql-relay-bin.index",
+            "ibtmp1",
+            ".mysql-sts-agent-clone",
+            ".mysql-sts-agent-set-aside",
+            MARKER_FILE,
+            RECLONE_FILE,
+        ] {
+            assert!(!in_backup(name), "{name}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ibdata1"), vec![0; 1000]).unwrap();
+        std::fs::write(dir.path().join("mysql-bin.000001"), vec![0; 5000]).unwrap();
+        std::fs::create_dir(dir.path().join("app")).unwrap();
+        std::fs::write(dir.path().join("app/t.ibd"), vec![0; 300]).unwrap();
+        assert_eq!(backup_size(dir.path()).unwrap(), 1300);
+    }
 
     #[test]
     fn option_file_quotes_values_and_holds_the_password() {

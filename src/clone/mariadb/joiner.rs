@@ -10,11 +10,13 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use super::frame::{Decoder, Event, FrameError};
-use super::position;
+use super::{ESTIMATED_BYTES_HEADER, position};
 use crate::clone::datadir::{CloneMarker, DataDir, Promotion};
 use crate::clone::ownership::Ownership;
+use crate::clone::progress::{ClonePhase, Progress, ProgressLabel, estimate_note};
 use crate::clone::{
-    Attempt, CloneError, agent, error_chain, in_staging, io_error, now_unix, until_donor_answers,
+    Attempt, CloneError, agent, error_chain, in_staging, io_error, mib, now_unix,
+    until_donor_answers,
 };
 use crate::dns::Resolver;
 use crate::duration::seconds;
@@ -23,7 +25,6 @@ use crate::tool::{self, Running};
 
 /// The donor answers headers at once; its backup tool may take a while to send the first bytes.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
-const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct JoinerSettings {
@@ -39,6 +40,7 @@ pub struct JoinerSettings {
     pub ownership: Ownership,
     /// `Owed` when the first ordinal restores its lost volume from a peer.
     pub promotion: Promotion,
+    pub label: ProgressLabel,
 }
 
 /// Clones the donor into `datadir` (which the caller has found empty). On any failure the
@@ -49,12 +51,13 @@ pub async fn clone(
     resolver: &Resolver,
     shutdown: &CancellationToken,
 ) -> Result<CloneMarker, CloneError> {
-    in_staging(datadir, &settings.ownership, async {
+    let (label, donor) = (&settings.label, &settings.donor);
+    in_staging(datadir, &settings.ownership, label, donor, async |progress| {
         // The running tool lives out here so that it is dead before staging is removed, however
         // the clone ends.
         let mut running = None;
         let result = tokio::select! {
-            result = fetch_and_prepare(datadir, settings, resolver, &mut running) => result,
+            result = fetch_and_prepare(datadir, settings, resolver, progress, &mut running) => result,
             () = shutdown.cancelled() => Err(CloneError::Cancelled),
         };
         if let Some(tool) = running {
@@ -70,19 +73,26 @@ async fn fetch_and_prepare(
     datadir: &DataDir,
     settings: &JoinerSettings,
     resolver: &Resolver,
+    progress: &mut Progress,
     running: &mut Option<Running>,
 ) -> Result<CloneMarker, CloneError> {
-    let started = Instant::now();
-    let response = start_clone(settings, resolver).await?;
-    tracing::info!(donor = %settings.donor, "donor accepted: receiving the clone stream");
-    let bytes = receive(response, datadir, settings, running).await?;
-    let elapsed = started.elapsed();
+    let response = start_clone(settings, resolver, progress).await?;
+    let estimated = estimated_bytes(&response);
+    progress.cloning(estimated);
     tracing::info!(
-        donor = %settings.donor, bytes, mib = super::super::mib(bytes), secs = elapsed.as_secs_f64(),
-        mib_per_s = super::super::rate_mib_s(bytes, elapsed),
+        phase = %ClonePhase::Cloning, donor = %settings.donor, estimated_total_bytes = estimated,
+        "donor accepted: receiving the clone stream{}", estimate_note(estimated)
+    );
+    let bytes = receive(response, datadir, settings, progress, running).await?;
+    let streamed = progress.transfer();
+    tracing::info!(
+        phase = %ClonePhase::Cloning, donor = %settings.donor, bytes, mib = mib(bytes),
+        secs = streamed.elapsed.as_secs_f64(), mib_per_s = streamed.view().mib_per_s,
+        estimated_total_bytes = estimated,
         "clone stream complete: the donor's end-of-stream signal arrived and the checksum matches"
     );
 
+    progress.phase(ClonePhase::Preparing);
     let staged = datadir.staging_data();
     let mut prepare = tool::command(&settings.mariadb_backup);
     prepare
@@ -98,7 +108,7 @@ async fn fetch_and_prepare(
         .finish()
         .await?;
     tracing::info!(
-        secs = prepare_started.elapsed().as_secs_f64(),
+        phase = %ClonePhase::Preparing, secs = prepare_started.elapsed().as_secs_f64(),
         "backup prepared"
     );
 
@@ -140,6 +150,7 @@ async fn fetch_and_prepare(
         position_source: source_file.to_owned(),
         bytes,
         completed_unix: now_unix(),
+        duration_ms: Some(progress.clone_ms()),
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         promotion: settings.promotion,
     };
@@ -154,11 +165,18 @@ fn as_info_file<'a>(info: &'a Option<(&'static str, String)>) -> Option<position
 async fn start_clone(
     settings: &JoinerSettings,
     resolver: &Resolver,
+    progress: &mut Progress,
 ) -> Result<Response<Incoming>, CloneError> {
-    until_donor_answers(&settings.donor, settings.deadline, || {
+    until_donor_answers(&settings.donor, settings.deadline, progress, || {
         request_clone(settings, resolver)
     })
     .await
+}
+
+/// What the donor expects to stream, if it said (`ESTIMATED_BYTES_HEADER`).
+fn estimated_bytes(response: &Response<Incoming>) -> Option<u64> {
+    let value = response.headers().get(ESTIMATED_BYTES_HEADER)?;
+    value.to_str().ok()?.parse().ok()
 }
 
 async fn request_clone(
@@ -200,6 +218,7 @@ async fn receive(
     response: Response<Incoming>,
     datadir: &DataDir,
     settings: &JoinerSettings,
+    progress: &mut Progress,
     running: &mut Option<Running>,
 ) -> Result<u64, CloneError> {
     let program = &settings.mbstream;
@@ -219,8 +238,6 @@ async fn receive(
     };
     let mut body = response.into_body();
     let mut decoder = Decoder::default();
-    let started = Instant::now();
-    let mut next_progress = started + PROGRESS_EVERY;
     let mut ended = false;
     while !ended {
         let frame = match tokio::time::timeout(settings.stall_timeout, body.frame()).await {
@@ -258,14 +275,7 @@ async fn receive(
                 Some(Event::Failed(reason)) => return Err(CloneError::DonorFailed(reason)),
             }
         }
-        if Instant::now() >= next_progress {
-            next_progress += PROGRESS_EVERY;
-            let received = decoder.received();
-            tracing::info!(
-                donor = %settings.donor, bytes = received, mib = super::super::mib(received),
-                mib_per_s = super::super::rate_mib_s(received, started.elapsed()), "clone in progress"
-            );
-        }
+        progress.moved(decoder.received(), None, None);
     }
     decoder.finish().map_err(|source| match source {
         FrameError::Truncated { received } => broken(received, source.to_string()),

@@ -5,3 +5,7 @@ pub mod donor;
 pub mod frame;
 pub mod joiner;
 pub mod position;
+
+/// The donor's estimate of the bytes it streams, as a response header of `/clone`: out of band,
+/// so the frames are unchanged, and a joiner of a donor without it only has no ETA.
+pub const ESTIMATED_BYTES_HEADER: &str = "x-mysql-sts-agent-estimated-bytes";
