@@ -7,8 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mysql_sts_agent::clone::datadir::DataDir;
 use mysql_sts_agent::db::flavor::Flavor;
-use mysql_sts_agent::health::{Phase, Rules, Snapshot};
+use mysql_sts_agent::health::{Phase, Rules, Snapshot, Timings};
 use mysql_sts_agent::http::{self, AppState, HttpLimits};
 use mysql_sts_agent::identity::{Identity, Naming, Role};
 use mysql_sts_agent::metrics::{Metrics, Retries, Sources};
@@ -61,6 +62,9 @@ async fn start(limits: HttpLimits) -> Server {
         live_after: Duration::from_secs(60),
         identity: Arc::new(identity),
         marker: watch::channel(None).1,
+        // No re-clone runs here: nothing is ever at this path.
+        datadir: DataDir::new("/nonexistent/mysql-sts-agent-http-bounds"),
+        timings: Arc::new(Timings::starting_now()),
         clone_service: None,
         metrics: Arc::new(metrics),
     };
