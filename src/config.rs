@@ -134,7 +134,7 @@ pub struct CommonArgs {
         hide_env_values = true,
         global = true
     )]
-    pub clone_token: Option<String>,
+    pub clone_token: Option<Secret>,
     #[arg(long, env = "MYSQL_STS_CLONE_TOKEN_FILE", global = true)]
     pub clone_token_file: Option<PathBuf>,
     /// Port of every pod's server: the local one, the primary, a MySQL clone donor.
@@ -160,7 +160,7 @@ pub struct CommonArgs {
         hide_env_values = true,
         global = true
     )]
-    pub clone_password: Option<String>,
+    pub clone_password: Option<Secret>,
     #[arg(long, env = "MYSQL_STS_CLONE_PASSWORD_FILE", global = true)]
     pub clone_password_file: Option<PathBuf>,
     #[arg(
@@ -240,7 +240,7 @@ pub struct SidecarArgs {
     pub admin_user: String,
     /// Its password: from --admin-password-file or the environment only.
     #[arg(long, env = "MYSQL_STS_ADMIN_PASSWORD", hide_env_values = true)]
-    pub admin_password: Option<String>,
+    pub admin_password: Option<Secret>,
     #[arg(long, env = "MYSQL_STS_ADMIN_PASSWORD_FILE")]
     pub admin_password_file: Option<PathBuf>,
     /// Replication user, created on ordinal 0.
@@ -248,7 +248,7 @@ pub struct SidecarArgs {
     pub repl_user: String,
     /// Its password: from --repl-password-file or the environment only.
     #[arg(long, env = "MYSQL_STS_REPL_PASSWORD", hide_env_values = true)]
-    pub repl_password: Option<String>,
+    pub repl_password: Option<Secret>,
     #[arg(long, env = "MYSQL_STS_REPL_PASSWORD_FILE")]
     pub repl_password_file: Option<PathBuf>,
     /// /readyz on a replica fails when it has not applied what the primary had this long ago.
@@ -274,6 +274,11 @@ pub struct SidecarArgs {
 pub enum ConfigError {
     #[error("missing required setting {flag} (env {env})")]
     Missing {
+        flag: &'static str,
+        env: &'static str,
+    },
+    #[error("missing required setting {flag}-file (env {env}_FILE)")]
+    MissingSecret {
         flag: &'static str,
         env: &'static str,
     },
@@ -603,32 +608,24 @@ impl CommonArgs {
         })?;
         let clone = match flavor {
             Flavor::MariaDb => CloneChannel::BackupStream {
-                token: secret(
+                token: header_safe(required_secret(
                     self.clone_token,
                     self.clone_token_file.as_deref(),
                     "--clone-token",
-                )?
-                .ok_or(ConfigError::Missing {
-                    flag: "--clone-token-file",
-                    env: "MYSQL_STS_CLONE_TOKEN_FILE",
-                })?,
+                    "MYSQL_STS_CLONE_TOKEN",
+                )?)?,
                 mariadb_backup: self.mariadb_backup,
                 mbstream: self.mbstream,
             },
             Flavor::MySql => CloneChannel::ClonePlugin {
                 user: Credentials {
                     user: self.clone_user,
-                    password: Some(
-                        secret(
-                            self.clone_password,
-                            self.clone_password_file.as_deref(),
-                            "--clone-password",
-                        )?
-                        .ok_or(ConfigError::Missing {
-                            flag: "--clone-password-file",
-                            env: "MYSQL_STS_CLONE_PASSWORD_FILE",
-                        })?,
-                    ),
+                    password: Some(required_secret(
+                        self.clone_password,
+                        self.clone_password_file.as_deref(),
+                        "--clone-password",
+                        "MYSQL_STS_CLONE_PASSWORD",
+                    )?),
                 },
             },
         };
@@ -671,15 +668,12 @@ impl CommonArgs {
 
 impl SidecarArgs {
     fn validate(self, common: Common) -> Result<SidecarConfig, ConfigError> {
-        let repl_password = secret(
+        let repl_password = required_secret(
             self.repl_password,
             self.repl_password_file.as_deref(),
             "--repl-password",
-        )?
-        .ok_or(ConfigError::Missing {
-            flag: "--repl-password-file",
-            env: "MYSQL_STS_REPL_PASSWORD_FILE",
-        })?;
+            "MYSQL_STS_REPL_PASSWORD",
+        )?;
         let admin_password = secret(
             self.admin_password,
             self.admin_password_file.as_deref(),
@@ -732,27 +726,56 @@ fn domain_from_search_list(path: &Path, namespace: &str) -> Result<String, Confi
 /// A secret given inline or, better, as a file (a mounted Kubernetes Secret). A file's trailing
 /// newline is dropped: `kubectl create secret --from-file` keeps the one editors add.
 fn secret(
-    inline: Option<String>,
+    inline: Option<Secret>,
     file: Option<&Path>,
     flag: &'static str,
 ) -> Result<Option<Secret>, ConfigError> {
-    let value = match (inline, file) {
+    let secret = match (inline, file) {
         (Some(_), Some(_)) => return Err(ConfigError::Conflict { flag }),
-        (Some(value), None) => value,
-        (None, Some(path)) => std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::SecretFile {
-                flag,
-                path: path.to_owned(),
-                source,
-            })?
-            .trim_end_matches(['\n', '\r'])
-            .to_owned(),
+        (Some(secret), None) => secret,
+        (None, Some(path)) => Secret::new(
+            std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::SecretFile {
+                    flag,
+                    path: path.to_owned(),
+                    source,
+                })?
+                .trim_end_matches(['\n', '\r'])
+                .to_owned(),
+        ),
         (None, None) => return Ok(None),
     };
-    if value.is_empty() {
+    if secret.expose().is_empty() {
         return Err(ConfigError::EmptySecret { flag });
     }
-    Ok(Some(Secret::new(value)))
+    Ok(Some(secret))
+}
+
+/// `secret` of a setting that must be given: missing, the error names its file setting.
+fn required_secret(
+    inline: Option<Secret>,
+    file: Option<&Path>,
+    flag: &'static str,
+    env: &'static str,
+) -> Result<Secret, ConfigError> {
+    secret(inline, file, flag)?.ok_or(ConfigError::MissingSecret { flag, env })
+}
+
+/// The clone token travels in an `Authorization` header, whose value the donor reads only when it
+/// is visible ASCII and spaces (other bytes are obsolete text, control characters are refused
+/// when the request is built), and loses spaces at either end in transit: refused at start
+/// rather than as a 401 on every clone.
+fn header_safe(token: Secret) -> Result<Secret, ConfigError> {
+    let value = token.expose();
+    let visible = value.bytes().all(|byte| (b' '..=b'~').contains(&byte));
+    if !visible || value.starts_with(' ') || value.ends_with(' ') {
+        return Err(ConfigError::Invalid(
+            "--clone-token goes in an HTTP header: it may hold visible ASCII characters and \
+             spaces, but no other character and no space at either end"
+                .into(),
+        ));
+    }
+    Ok(token)
 }
 
 #[cfg(test)]
@@ -1120,6 +1143,85 @@ mod tests {
                 .starts_with("cannot read --clone-token-file /nonexistent/x"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn debug_output_carries_no_secret() {
+        const SECRETS: [&str; 4] = ["token-value", "clone-value", "admin-value", "repl-value"];
+        let leaked = |debug: &str| -> Vec<&str> {
+            SECRETS
+                .into_iter()
+                .filter(|secret| debug.contains(secret))
+                .collect()
+        };
+        let sidecar = [
+            "sidecar",
+            "--admin-password",
+            SECRETS[2],
+            "--repl-password",
+            SECRETS[3],
+        ];
+        for flavor in ["mariadb", "mysql"] {
+            for sub in [&["init"][..], &sidecar, &["exec", "--", "true"]] {
+                let common = [
+                    "mysql-sts-agent",
+                    "--flavor",
+                    flavor,
+                    "--hostname",
+                    "mysql-1",
+                    "--namespace",
+                    "db",
+                    "--cluster-domain",
+                    "cluster.local",
+                    "--clone-token",
+                    SECRETS[0],
+                    "--clone-password",
+                    SECRETS[1],
+                ];
+                let cli = Cli::try_parse_from(common.iter().chain(sub)).expect("clap accepts");
+                let debug = format!("{cli:?}");
+                assert_eq!(leaked(&debug), [] as [&str; 0], "{debug}");
+                let debug = match cli.validate_with(Path::new("/nonexistent")) {
+                    Ok(Validated::Init(cfg) | Validated::Exec(cfg, _)) => format!("{cfg:?}"),
+                    Ok(Validated::Sidecar(cfg)) => format!("{cfg:?}"),
+                    Ok(Validated::Install { .. } | Validated::Status(_)) => {
+                        unreachable!("only init, exec and sidecar here")
+                    }
+                    Err(e) => panic!("{flavor} {sub:?}: {e}"),
+                };
+                assert_eq!(leaked(&debug), [] as [&str; 0], "{debug}");
+                assert!(debug.contains("Secret(***)"), "{debug}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_clone_token_that_cannot_be_a_header_value_is_refused() {
+        let with_token = |token: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("token");
+            std::fs::write(&file, format!("{token}\n")).unwrap();
+            // BASE but its inline token.
+            let args: Vec<&str> = (BASE[..6].iter().copied())
+                .chain(["--clone-token-file", file.to_str().unwrap(), "init"])
+                .collect();
+            parse(&args).map(|_| ())
+        };
+        assert!(with_token("to\"ken'\\ ;#=$w`%+/~ token").is_ok());
+        for bad in [
+            "tök-en-value",
+            "tab\tinside",
+            "bell\u{7}",
+            " leading",
+            "trailing ",
+        ] {
+            let err = with_token(bad).unwrap_err().to_string();
+            assert!(
+                err.starts_with("--clone-token goes in an HTTP header"),
+                "{err}"
+            );
+            assert!(!err.contains(bad.trim()), "{err}");
+        }
     }
 
     #[test]

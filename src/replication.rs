@@ -157,12 +157,13 @@ pub async fn apply(
 /// statements are binlogged, so every replica gets the same user.
 pub async fn ensure_user(
     conn: &mut Conn,
+    dialect: Dialect,
     user: &str,
     password: &Secret,
     privilege: &str,
     purpose: &str,
 ) -> Result<(), DbError> {
-    db::execute_all(conn, &dialect::ensure_user(user, password, privilege)).await?;
+    db::execute_all(conn, &dialect.ensure_user(user, password, privilege)).await?;
     tracing::info!(user = %dialect::account(user), privilege, "{purpose} user ensured with this privilege only");
     Ok(())
 }

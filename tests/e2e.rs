@@ -16,7 +16,8 @@
 
 mod harness;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -28,7 +29,8 @@ use harness::data::{
 };
 use harness::prometheus::{JOB, Prometheus};
 use harness::{
-    Check, Cluster, ClusterSpec, Credentials, DbVersion, Flavor, Naming, VolumeLayout, poll_until,
+    Check, Cluster, ClusterSpec, Credentials, DbVersion, Finding, Flavor, Naming, SecretSearch,
+    Secrets, VolumeLayout, poll_until,
 };
 use mysql_async::prelude::Queryable;
 
@@ -1498,7 +1500,7 @@ async fn a_joiner_falls_back_from_an_unhealthy_ordinal_minus_one(version: DbVers
 
 /// Pod 1's /readyz, fetched every 100 ms from the node namespace into a file, one answer a
 /// line, until killed: it sees what a kubelet would while the test stops and starts servers.
-fn watch_readyz(c: &Cluster, n: usize) -> Result<(tokio::process::Child, std::path::PathBuf)> {
+fn watch_readyz(c: &Cluster, n: usize) -> Result<(tokio::process::Child, PathBuf)> {
     let out = c.root_dir().join(format!("readyz-{n}.txt"));
     let url = format!("http://{}:{}/readyz", c.pod_ip(n), c.agent_port()?);
     let mut command = c.node_command("sh");
@@ -1803,6 +1805,141 @@ async fn prometheus_scrapes_every_pod_and_sees_a_stopped_sql_thread(
     .await
 }
 
+/// Secrets as awkward as a user's may be: quotes, a backslash, spaces, `;#=$` and a backtick
+/// (SQL, option files and shells treat them specially) and non-ASCII characters, each one
+/// distinct and long enough that no accidental match is possible. The clone token travels in an
+/// HTTP header, whose value may hold visible ASCII and spaces only (bytes above 0x7E are obsolete
+/// text that `HeaderValue::to_str` refuses), so it has no non-ASCII. MySQL's root password has
+/// no quote or backslash: the mysql image's entrypoint pastes it into SQL and an option file
+/// unescaped (see the harness's `refused_by_entrypoint`); MariaDB's escapes it.
+fn awkward_secrets(flavor: Flavor) -> Secrets {
+    Secrets {
+        root_password: match flavor {
+            Flavor::MariaDb => "Ro\"ot'\\s ä ∂;#=$y`§ root".into(),
+            Flavor::MySql => "Ro-ot ä ∂;#=$y`§ root".into(),
+        },
+        repl_password: "re\"pl'\\ ü ß;#=$x`✓ repl".into(),
+        clone_password: "cl\"one'\\ ñ ☃;#=$z` clone".into(),
+        clone_token: "to\"ken'\\ ;#=$w`%+/~ token".into(),
+    }
+}
+
+/// Whether `finding` is the replication password where a replica's server keeps it to connect
+/// to its source with (it cannot do without): MariaDB's master.info; MySQL's
+/// mysql.slave_master_info table, in mysql.ibd and the redo, undo and doublewrite pages InnoDB
+/// writes it through. A clone copies its donor's.
+fn keeps_replication_credentials(finding: &Finding, datadirs: &[PathBuf]) -> bool {
+    let path = Path::new(&finding.place);
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let in_redo_log = path.parent().and_then(Path::file_name) == Some("#innodb_redo".as_ref());
+    finding.key == "repl-password"
+        && datadirs.iter().any(|datadir| path.starts_with(datadir))
+        && (["master.info", "mysql.ibd", "ibdata1"].contains(&name.as_ref())
+            || name.ends_with(".dblwr")
+            || name.starts_with("undo_")
+            || in_redo_log)
+}
+
+/// No secret leaks, in any encoding, while secrets with quotes, backslashes, spaces and non-ASCII
+/// characters meet real servers: pod 2 clones pod 1 (MariaDB: a donor's backup option file with
+/// the root password and the clone token's header; MySQL: the clone user), replication runs as
+/// the replication user, and each account takes exactly its secret (a quoting bug that mangled
+/// it the same way everywhere would pass the rest). Then every command line seen in any pod
+/// while they came up, every log and file the cluster left (but the mounted Secret) and every
+/// endpoint of every pod are searched for each secret.
+async fn secrets_with_quotes_backslashes_and_non_ascii_work_and_never_leak(
+    version: DbVersion,
+) -> Result<()> {
+    let flavor = version.flavor();
+    let secrets = awkward_secrets(flavor);
+    let spec = ClusterSpec::new(env!("CARGO_BIN_EXE_mysql-sts-agent"), 3)
+        .version(version)
+        .names(Naming::default().namespace("vault"))
+        .secrets(secrets.clone())
+        // Every crate's debug lines too, not only the agent's.
+        .agent_env("MYSQL_STS_LOG", "debug");
+    Cluster::run_scenario(spec, async |c| {
+        let watch = c.watch_command_lines()?;
+        primary_with_data(c, 2_000).await?;
+        for n in [1, 2] {
+            c.start_pod(n).await?;
+        }
+        insert(c, 0, "after").await?;
+        for n in [1, 2] {
+            assert_same_data(c, n).await?;
+        }
+        let pod2 = status_json(&c.http_get(2, "/status", None).await?)?;
+        ensure!(pod2["donor"] == c.naming().pod_fqdn(1).as_str(), "{pod2}");
+
+        // Root takes its secret: every `c.sql` logs in with it.
+        let mut accounts = vec![("repl", &secrets.repl_password)];
+        if flavor == Flavor::MySql {
+            accounts.push(("clone", &secrets.clone_password));
+        }
+        for (user, password) in accounts {
+            let mut conn = c.sql_as(1, user, password).await?;
+            let me: Option<String> = conn.query_first("SELECT CURRENT_USER()").await?;
+            ensure!(me.as_deref() == Some(&format!("{user}@%")[..]), "{me:?}");
+        }
+
+        let command_lines: Vec<(usize, String)> = (watch.finish().await?.into_iter())
+            .map(|(n, line)| (n, String::from_utf8_lossy(&line).replace('\0', " ")))
+            .collect();
+        // The watch saw the clone's short-lived tools too: the donor's backup, the temporary server.
+        let (tool_pod, tool_arg) = match flavor {
+            Flavor::MariaDb => (1, "--backup"),
+            Flavor::MySql => (2, "--initialize-insecure"),
+        };
+        ensure!(
+            (command_lines.iter()).any(|(n, line)| *n == tool_pod && line.contains(tool_arg)),
+            "no process with {tool_arg} seen in {}: {command_lines:#?}",
+            pod(c, tool_pod)
+        );
+        let search = SecretSearch::new(&secrets)?;
+        // The search sees a secret where it is: in the mounted Secret, each one.
+        let secrets_dir = c.root_dir().join("secrets");
+        let mounted = search.scan_tree(&secrets_dir, &|_| false)?;
+        let keys: BTreeSet<&str> = mounted.iter().map(|found| found.key.as_str()).collect();
+        ensure!(keys.len() == 4, "in the Secret's files: {mounted:?}");
+        let mut found = Vec::new();
+        for (n, line) in &command_lines {
+            found.extend(search.scan(&format!("{} process", pod(c, *n)), line.as_bytes()));
+        }
+        for n in 0..3 {
+            for path in [
+                "/status", "/metrics", "/readyz", "/livez", "/data", "/donor", "/clone",
+            ] {
+                let reply = c.http_get(n, path, None).await?;
+                found.extend(search.scan(&format!("{} GET {path}", pod(c, n)), &reply.body));
+            }
+        }
+        found.extend(search.scan_tree(c.root_dir(), &|path| {
+            // The mounted Secret itself; the pods' UTS namespace files (bind mounts, not data).
+            path == secrets_dir || path.file_name() == Some("uts".as_ref())
+        })?);
+        let datadirs: Vec<PathBuf> = (0..3).map(|n| c.datadir(n)).collect();
+        found.retain(|finding| !keeps_replication_credentials(finding, &datadirs));
+        ensure!(
+            found.is_empty(),
+            "secrets found:\n{}",
+            (found.iter().map(ToString::to_string))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+
+        // A MariaDB donor's backup option file (and its scratch directory) is gone after the clone.
+        for n in [0, 1] {
+            let left: Vec<String> = datadir_entries(&c.tmp_dir(n))?
+                .into_iter()
+                .filter(|name| name.starts_with("mysql-sts-agent-backup-"))
+                .collect();
+            ensure!(left.is_empty(), "{}'s /tmp still holds {left:?}", pod(c, n));
+        }
+        Ok(())
+    })
+    .await
+}
+
 /// One test per scenario and image: `mariadb::<scenario>` (10.11), `mariadb_11_8::<scenario>`
 /// and `mysql::<scenario>`.
 macro_rules! scenarios {
@@ -1849,6 +1986,7 @@ every_image!(
         a_first_pod_that_cannot_ask_a_peer_does_not_start_empty,
         semi_sync_acknowledges_every_commit_on_a_replica,
         prometheus_scrapes_every_pod_and_sees_a_stopped_sql_thread,
+        secrets_with_quotes_backslashes_and_non_ascii_work_and_never_leak,
     ],
     // mariadb-backup runs in the donor's agent.
     mariadb: [

@@ -480,6 +480,7 @@ impl ControlLoop {
                 }
                 replication::ensure_user(
                     conn,
+                    dialect,
                     &source.user,
                     &source.password,
                     dialect.replication_privileges(),
@@ -490,6 +491,7 @@ impl ControlLoop {
                     let password = user.password.as_ref().expect("validated: required");
                     replication::ensure_user(
                         conn,
+                        dialect,
                         &user.user,
                         password,
                         dialect::CLONE_PRIVILEGE,

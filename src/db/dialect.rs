@@ -2,6 +2,8 @@
 
 use std::net::SocketAddr;
 
+use sha1::{Digest, Sha1};
+
 use crate::db::flavor::Dialect;
 use crate::db::gtid::Gtids;
 use crate::secret::Secret;
@@ -46,16 +48,12 @@ pub fn account(user: &str) -> String {
 /// What a MySQL CLONE donor needs from the joiner's user, and nothing else.
 pub const CLONE_PRIVILEGE: &str = "BACKUP_ADMIN";
 
-/// Creates a user if missing, (re)sets its password so a rotated secret applies, and grants it
-/// one global privilege.
-pub fn ensure_user(user: &str, password: &Secret, privilege: &str) -> Vec<String> {
-    let account = account(user);
-    let password = literal(password.expose());
-    vec![
-        format!("CREATE USER IF NOT EXISTS {account} IDENTIFIED BY {password}"),
-        format!("ALTER USER {account} IDENTIFIED BY {password}"),
-        format!("GRANT {privilege} ON *.* TO {account}"),
-    ]
+/// MariaDB's `mysql_native_password` hash of `password` (its UTF-8 bytes), as `PASSWORD()`
+/// computes it: `*` and the hex of SHA1(SHA1(password)).
+fn native_password_hash(password: &Secret) -> String {
+    let twice = Sha1::digest(Sha1::digest(password.expose().as_bytes()));
+    let hex: String = twice.iter().map(|byte| format!("{byte:02X}")).collect();
+    format!("*{hex}")
 }
 
 /// `ACTIVE` when the CLONE plugin is loaded; no row when it is not installed.
@@ -113,6 +111,33 @@ impl Names {
 }
 
 impl Dialect {
+    /// Creates a user if missing, (re)sets its password so a rotated secret applies, and grants
+    /// it one global privilege.
+    pub fn ensure_user(self, user: &str, password: &Secret, privilege: &str) -> Vec<String> {
+        let account = account(user);
+        let password = self.identified_by(password);
+        vec![
+            format!("CREATE USER IF NOT EXISTS {account} {password}"),
+            format!("ALTER USER {account} {password}"),
+            format!("GRANT {privilege} ON *.* TO {account}"),
+        ]
+    }
+
+    /// MariaDB writes `IDENTIFIED BY '<password>'` into its binlog as sent, and replicas copy
+    /// the binlog: it gets the hash that clause would store instead. MySQL's binlog has the
+    /// hash already.
+    fn identified_by(self, password: &Secret) -> String {
+        match self {
+            Dialect::MariaDb => format!(
+                "IDENTIFIED BY PASSWORD {}",
+                literal(&native_password_hash(password))
+            ),
+            Dialect::MySqlMaster | Dialect::MySqlSource => {
+                format!("IDENTIFIED BY {}", literal(password.expose()))
+            }
+        }
+    }
+
     /// The IO thread alone, so that it reads the semi-sync switch again; the applier goes on.
     pub fn restart_io_thread(self) -> Vec<String> {
         let (stop, start) = (self.stop_replica(), self.start_replica());
@@ -430,23 +455,46 @@ mod tests {
 
     #[test]
     fn users_get_only_what_they_need() {
-        let privileges = Dialect::MySqlSource.replication_privileges();
-        let sql = ensure_user("repl", &Secret::new("pw".into()), privileges);
+        let mysql = Dialect::MySqlSource;
+        let sql = mysql.ensure_user(
+            "repl",
+            &Secret::new("p'w".into()),
+            mysql.replication_privileges(),
+        );
         assert_eq!(
             sql,
             [
-                "CREATE USER IF NOT EXISTS 'repl'@'%' IDENTIFIED BY 'pw'",
-                "ALTER USER 'repl'@'%' IDENTIFIED BY 'pw'",
+                "CREATE USER IF NOT EXISTS 'repl'@'%' IDENTIFIED BY 'p''w'",
+                "ALTER USER 'repl'@'%' IDENTIFIED BY 'p''w'",
                 "GRANT REPLICATION SLAVE ON *.* TO 'repl'@'%'",
             ]
         );
-        let sql = ensure_user("clone", &Secret::new("pw".into()), CLONE_PRIVILEGE);
+        let sql = mysql.ensure_user("clone", &Secret::new("pw".into()), CLONE_PRIVILEGE);
         assert_eq!(sql[2], "GRANT BACKUP_ADMIN ON *.* TO 'clone'@'%'");
-        let privileges = Dialect::MariaDb.replication_privileges();
-        let sql = ensure_user("repl", &Secret::new("pw".into()), privileges);
+        let mariadb = Dialect::MariaDb;
+        let sql = mariadb.ensure_user(
+            "repl",
+            &Secret::new("password".into()),
+            mariadb.replication_privileges(),
+        );
         assert_eq!(
-            sql[2],
-            "GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'repl'@'%'"
+            sql,
+            [
+                "CREATE USER IF NOT EXISTS 'repl'@'%' \
+                 IDENTIFIED BY PASSWORD '*2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19'",
+                "ALTER USER 'repl'@'%' \
+                 IDENTIFIED BY PASSWORD '*2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19'",
+                "GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'repl'@'%'",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_native_password_hash_is_of_the_utf8_bytes() {
+        // What SELECT PASSWORD('re"pl''\\ ü ✓') answers on MariaDB 10.11 over utf8mb4.
+        assert_eq!(
+            native_password_hash(&Secret::new("re\"pl'\\ ü ✓".into())),
+            "*D1563B6222378DA419C5AEC189599C88D2A3F19F"
         );
     }
 

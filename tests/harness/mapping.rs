@@ -14,7 +14,7 @@
 //! | volume `agent-bin` (emptyDir) | `<pod>/agent-bin` |
 //! | volume `tmp` (emptyDir) | `<pod>/tmp` |
 //! | volume `run` (emptyDir) | `<pod>/run` |
-//! | volume `secrets` (Secret) | `<root>/secrets`: a file per key of the manifest's Secret, with values generated per cluster, root's with `defaultMode` and group fsGroup |
+//! | volume `secrets` (Secret) | `<root>/secrets`: a file per key of the manifest's Secret, with values generated per cluster (or the scenario's, `ClusterSpec::secrets`), root's with `defaultMode` and group fsGroup |
 //! | fieldRef `metadata.namespace`, `metadata.name` | the StatefulSet's namespace in the build (`default` without one, as `kubectl apply` does), which the harness's DNS serves; the pod's name `<statefulset>-<ordinal>` |
 //! | probes (httpGet, tcpSocket) | run by the harness's kubelet (`kubelet.rs`) from the node namespace to the pod's IP |
 //!
@@ -501,6 +501,22 @@ impl Template {
     pub fn with_layout(mut self, layout: VolumeLayout) -> Template {
         self.layout = layout;
         self
+    }
+
+    /// `values` (by key) in place of the random values of the mounted Secret, as a user's own
+    /// Secret would hold them; a key the Secret does not have is an error.
+    pub fn with_secret_values(mut self, values: &BTreeMap<String, String>) -> Result<Template> {
+        let (name, secret) = self
+            .secret
+            .as_mut()
+            .context("the template mounts no Secret to give values to")?;
+        for (key, value) in values {
+            let slot = secret
+                .get_mut(key)
+                .with_context(|| format!("Secret {name} has no key {key}"))?;
+            slot.clone_from(value);
+        }
+        Ok(self)
     }
 
     /// The pod's securityContext, unless the layout removed it.

@@ -49,6 +49,7 @@ mod procs;
 pub mod prometheus;
 pub mod proxy;
 mod registry;
+pub mod secrets;
 pub mod security;
 mod server;
 pub mod volumes;
@@ -74,7 +75,7 @@ use layout::{ClusterId, MAX_PODS, PodPaths};
 use mapping::{
     CHECK_VALID, HttpProbe, Image, POD_PATH, PodPlan, Program, Resolved, Role, Template, VolumeType,
 };
-use procs::{Tracked, Victim, descendants, kill_and_wait, stop_group};
+use procs::{CommandLineWatch, Tracked, Victim, descendants, kill_and_wait, stop_group};
 use registry::Registry;
 use server::Step;
 
@@ -87,6 +88,8 @@ pub use net::list_netns;
 pub use poll::{Check, poll_until};
 #[allow(unused_imports)]
 pub use procs::{Credentials, ProcId, ProcessInfo};
+#[allow(unused_imports)]
+pub use secrets::{Finding, SecretSearch, Secrets};
 #[allow(unused_imports)]
 pub use server::{DbVersion, Flavor};
 #[allow(unused_imports)]
@@ -117,6 +120,8 @@ pub struct ClusterSpec {
     pub naming: Naming,
     /// Added to every agent container's env, as a ConfigMap entry of the template would be.
     pub agent_env: Vec<(String, String)>,
+    /// The Secret's values; None: random alphanumeric ones.
+    pub secrets: Option<Secrets>,
 }
 
 impl ClusterSpec {
@@ -130,6 +135,7 @@ impl ClusterSpec {
             volumes: VolumeLayout::default(),
             naming: Naming::default(),
             agent_env: Vec::new(),
+            secrets: None,
         }
     }
 
@@ -161,6 +167,12 @@ impl ClusterSpec {
     /// Sets `name` in every agent container (init and sidecar alike), e.g. a feature's switch.
     pub fn agent_env(mut self, name: &str, value: &str) -> Self {
         self.agent_env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// The mounted Secret holds `secrets` instead of random values, as a user's own would.
+    pub fn secrets(mut self, secrets: Secrets) -> Self {
+        self.secrets = Some(secrets);
         self
     }
 }
@@ -369,6 +381,10 @@ impl Cluster {
             &spec.naming.cluster_domain,
         )?
         .with_layout(spec.volumes);
+        let template = match &spec.secrets {
+            Some(secrets) => template.with_secret_values(&secrets.by_key())?,
+            None => template,
+        };
         // Anything the harness cannot map fails here, before a namespace exists.
         let pods = (0..spec.pods)
             .map(|n| {
@@ -846,7 +862,7 @@ impl Cluster {
         self.pods[n].server = Some(server);
         self.pods[n].server_probes = Some(self.probe(n, &database, started)?);
         let password = if fresh { "" } else { root_password.as_str() };
-        let opts = server::root_opts(&setup.socket(), password);
+        let opts = server::socket_opts(&setup.socket(), "root", password);
         server::wait_answers(id, &opts, &paths.error_log())
             .await
             .with_context(|| format!("starting the server of pod {n}"))?;
@@ -855,7 +871,7 @@ impl Cluster {
             started.elapsed().as_secs_f64()
         );
         if fresh {
-            server::bootstrap_root(&opts, &root_password).await?;
+            server::bootstrap_root(&opts, &root_password, version.flavor()).await?;
         }
         Ok(())
     }
@@ -1129,11 +1145,16 @@ impl Cluster {
 
     /// A root session on pod n's server over its unix socket, with the root password.
     pub async fn sql(&self, n: usize) -> Result<mysql_async::Conn> {
-        let setup = &self.pod(n).plan.server;
-        let opts = server::root_opts(&setup.socket(), &setup.root_password()?);
+        let password = self.pod(n).plan.server.root_password()?;
+        self.sql_as(n, "root", &password).await
+    }
+
+    /// A session of `user` with `password` on pod n's server over its unix socket.
+    pub async fn sql_as(&self, n: usize, user: &str, password: &str) -> Result<mysql_async::Conn> {
+        let opts = server::socket_opts(&self.pod(n).plan.server.socket(), user, password);
         mysql_async::Conn::new(opts)
             .await
-            .with_context(|| format!("connecting to pod {n}'s server as root"))
+            .with_context(|| format!("connecting to pod {n}'s server as {user}"))
     }
 
     /// Shapes pod n's egress: Some("8mbit") sets a token bucket on its eth0, None removes it.
@@ -1165,6 +1186,22 @@ impl Cluster {
 
     pub fn pod_dir(&self, n: usize) -> PathBuf {
         self.pod(n).paths.dir.clone()
+    }
+
+    /// Pod n's `tmp` volume (the containers' /tmp).
+    pub fn tmp_dir(&self, n: usize) -> PathBuf {
+        self.pod(n).paths.tmp()
+    }
+
+    /// Records the command line of every process in any pod from now until `finish`, which
+    /// returns them by harness pod index.
+    pub fn watch_command_lines(&self) -> Result<CommandLineWatch> {
+        let netns: Vec<PathBuf> = self
+            .pods
+            .iter()
+            .map(|pod| Path::new("/run/netns").join(&pod.ns))
+            .collect();
+        CommandLineWatch::start(&netns)
     }
 
     pub fn root_dir(&self) -> &Path {

@@ -1,10 +1,13 @@
 //! Process bookkeeping: identities that survive PID reuse, liveness read from /proc,
 //! and stopping processes the way a container runtime stops a container.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -331,5 +334,53 @@ impl Credentials {
             cap_eff: u64::from_str_radix(&single("CapEff")?, 16)?,
             no_new_privs: single("NoNewPrivs")? == "1",
         })
+    }
+}
+
+/// How often `CommandLineWatch` looks: a tool a clone runs for a fraction of a second is seen.
+const WATCH_INTERVAL: Duration = Duration::from_millis(20);
+
+/// The command lines (raw `/proc/PID/cmdline`, which every user can read) of every process that
+/// ran in some network namespaces while it watched, by the index of the namespace.
+pub struct CommandLineWatch {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<BTreeSet<(usize, Vec<u8>)>>,
+}
+
+impl CommandLineWatch {
+    /// Watches the processes of `netns` (files under /run/netns) until `finish`.
+    pub fn start(netns: &[PathBuf]) -> Result<CommandLineWatch> {
+        let inodes: HashMap<u64, usize> = netns
+            .iter()
+            .enumerate()
+            .map(|(index, path)| Ok((fs::metadata(path)?.ino(), index)))
+            .collect::<Result<_>>()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let mut seen = BTreeSet::new();
+            loop {
+                // One more look once asked to stop: what runs then counts too.
+                let last = stopped.load(Ordering::Relaxed);
+                for pid in all_pids() {
+                    let netns = fs::metadata(format!("/proc/{pid}/ns/net")).map(|meta| meta.ino());
+                    if let Some(&index) = netns.ok().and_then(|ino| inodes.get(&ino))
+                        && let Ok(line) = fs::read(format!("/proc/{pid}/cmdline"))
+                    {
+                        seen.insert((index, line));
+                    }
+                }
+                if last {
+                    return seen;
+                }
+                thread::sleep(WATCH_INTERVAL);
+            }
+        });
+        Ok(CommandLineWatch { stop, task })
+    }
+
+    pub async fn finish(self) -> Result<BTreeSet<(usize, Vec<u8>)>> {
+        self.stop.store(true, Ordering::Relaxed);
+        Ok(self.task.await?)
     }
 }

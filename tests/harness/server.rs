@@ -212,11 +212,12 @@ pub fn is_fresh(datadir: &Path) -> bool {
     !datadir.join("mysql").exists()
 }
 
-/// A root session over the server's unix socket (not namespaced: works from the test process).
-pub fn root_opts(socket: &Path, password: &str) -> Opts {
+/// A session of `user` over the server's unix socket (not namespaced: works from the test
+/// process).
+pub fn socket_opts(socket: &Path, user: &str, password: &str) -> Opts {
     OptsBuilder::default()
         .socket(Some(socket.to_string_lossy()))
-        .user(Some("root"))
+        .user(Some(user))
         .pass(Some(password).filter(|password| !password.is_empty()))
         .into()
 }
@@ -252,8 +253,16 @@ async fn select_one(opts: &Opts) -> Result<()> {
 /// What the official images do on a fresh datadir: drop the passwordless root accounts other than
 /// root@localhost that mariadb-install-db makes (a TCP login from 127.0.0.1 would match them
 /// rather than root@'%'), give root@localhost the admin password and add root@'%', without
-/// writing to the binlog. The same SQL works on MariaDB and MySQL.
-pub async fn bootstrap_root(passwordless_root: &Opts, admin_password: &str) -> Result<()> {
+/// writing to the binlog. The same SQL works on MariaDB and MySQL, for any password MariaDB's
+/// entrypoint takes; MySQL's takes fewer (`refused_by_entrypoint`).
+pub async fn bootstrap_root(
+    passwordless_root: &Opts,
+    admin_password: &str,
+    flavor: Flavor,
+) -> Result<()> {
+    if let Some(reason) = refused_by_entrypoint(flavor, admin_password) {
+        bail!("the root password {reason}");
+    }
     let password = sql_string(admin_password);
     let mut conn = Conn::new(passwordless_root.clone()).await?;
     let hostname: String = conn
@@ -276,6 +285,23 @@ pub async fn bootstrap_root(passwordless_root: &Opts, admin_password: &str) -> R
     }
     conn.disconnect().await?;
     Ok(())
+}
+
+/// Why the official image's entrypoint cannot take `password` as its root password, if it cannot.
+/// MariaDB's (mariadb-docker) escapes it into its SQL (`docker_sql_escape_string_literal`, as
+/// `sql_string` does) and hands it to the client in MYSQL_PWD: any password works. MySQL's
+/// (docker-library/mysql 8.4) pastes it unescaped into `IDENTIFIED BY '...'`, where a quote is
+/// a syntax error and a backslash starts an escape that changes the password, and into the
+/// `password="..."` option file its temporary server is shut down with, where a backslash is
+/// an escape and a double quote can end the value.
+fn refused_by_entrypoint(flavor: Flavor, password: &str) -> Option<String> {
+    let breaks = password
+        .chars()
+        .find(|c| flavor == Flavor::MySql && matches!(c, '\'' | '\\' | '"'))?;
+    Some(format!(
+        "holds {breaks:?}, which the mysql image's entrypoint puts unescaped into SQL and an \
+         option file: its first start would fail or set another password"
+    ))
 }
 
 /// A quoted SQL string literal.

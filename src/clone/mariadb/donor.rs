@@ -1,6 +1,9 @@
 //! The donor side of a clone: one `mariadb-backup --stream` at a time, framed onto an HTTP body.
 
+use std::fs::OpenOptions;
+use std::io::Write;
 use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -292,6 +295,16 @@ fn backup_options(settings: &DonorSettings) -> String {
     text
 }
 
+/// A new file only this user may read: the option file holds the admin password.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(text.as_bytes())
+}
+
 /// Option-file values are quoted so that `#`, `;` and spaces survive; backslash escapes.
 fn option_value(value: &str) -> String {
     let escaped = value
@@ -320,7 +333,7 @@ async fn stream_backup(
         .map_err(scratch_error)?;
     let options = scratch.path().join("backup.cnf");
     let target = scratch.path().join("target");
-    std::fs::write(&options, backup_options(settings)).map_err(scratch_error)?;
+    write_private(&options, &backup_options(settings)).map_err(scratch_error)?;
     std::fs::create_dir(&target).map_err(scratch_error)?;
 
     let program = &settings.mariadb_backup;
@@ -454,5 +467,18 @@ mod tests {
             "[mariadb-backup]\nuser=\"root\"\npassword=\"p#ss \\\"w\\\\d\"\n\
              host=\"127.0.0.1\"\nport=3306\ndatadir=\"/var/lib/mysql\"\n"
         );
+    }
+
+    #[test]
+    fn the_option_file_is_the_agents_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("backup.cnf");
+        write_private(&path, "password=\"x\"\n").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "password=\"x\"\n");
+        // Never through a file someone else put there first.
+        assert!(write_private(&path, "again").is_err());
     }
 }
