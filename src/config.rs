@@ -169,6 +169,21 @@ pub struct CommonArgs {
     /// Init's fragment loads MySQL's plugins; the sidecar turns it on (`true` or the bare flag).
     #[arg(long, env = "MYSQL_STS_SEMI_SYNC", global = true)]
     pub semi_sync: bool,
+    /// The pod's TLS certificate (PEM), e.g. `tls.crt` of a cert-manager Secret; with its key
+    /// and CA the server's own TLS is rendered into the config fragment.
+    #[arg(long, env = "MYSQL_STS_TLS_CERT_FILE", global = true)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, env = "MYSQL_STS_TLS_KEY_FILE", global = true)]
+    pub tls_key_file: Option<PathBuf>,
+    /// The CA that signed every pod's certificate (PEM): the only one peers are verified against.
+    #[arg(long, env = "MYSQL_STS_TLS_CA_FILE", global = true)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Replication over TLS: replicas verify the primary's certificate and host name, the
+    /// replication user is created REQUIRE SSL, and the agent's connections to the primary use
+    /// TLS too (needs the three --tls-*-file settings).
+    #[arg(long, env = "MYSQL_STS_REPLICATION_TLS", global = true)]
+    pub replication_tls: bool,
 }
 
 #[derive(Debug, Args)]
@@ -299,6 +314,12 @@ pub enum ConfigError {
         namespace: String,
         found: String,
     },
+    #[error("cannot read {flag} {path}: {source}")]
+    TlsFile {
+        flag: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -314,6 +335,54 @@ pub enum CloneChannel {
     },
     /// MySQL: the CLONE plugin, from the donor's server to a temporary local one.
     ClonePlugin { user: Credentials },
+}
+
+/// The pod's certificate, key and CA, as PEM files every container that uses them mounts at
+/// the same paths (the server reads them from the fragment init renders).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
+impl TlsFiles {
+    /// All three or none; each readable now, and a path the option file can hold.
+    fn from_settings(
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+        ca: Option<PathBuf>,
+    ) -> Result<Option<TlsFiles>, ConfigError> {
+        let settings = [
+            ("--tls-cert-file", cert),
+            ("--tls-key-file", key),
+            ("--tls-ca-file", ca),
+        ];
+        if settings.iter().all(|(_, path)| path.is_none()) {
+            return Ok(None);
+        }
+        let mut paths = Vec::with_capacity(3);
+        for (flag, path) in settings {
+            let Some(path) = path else {
+                return Err(ConfigError::Invalid(format!(
+                    "--tls-cert-file, --tls-key-file and --tls-ca-file go together: {flag} is missing"
+                )));
+            };
+            if path.to_string_lossy().contains(['\n', '\r']) {
+                return Err(ConfigError::Invalid(format!(
+                    "{flag} {path:?} contains a line break, which the server's option file cannot hold"
+                )));
+            }
+            std::fs::File::open(&path).map_err(|source| ConfigError::TlsFile {
+                flag,
+                path: path.clone(),
+                source,
+            })?;
+            paths.push(path);
+        }
+        let [cert, key, ca] = <[PathBuf; 3]>::try_from(paths).expect("three settings");
+        Ok(Some(TlsFiles { cert, key, ca }))
+    }
 }
 
 /// Where the cluster domain came from, for the log.
@@ -343,6 +412,18 @@ pub struct Common {
     pub mysql_port: u16,
     pub clone: CloneChannel,
     pub semi_sync: bool,
+    pub tls: Option<TlsFiles>,
+    pub replication_tls: bool,
+}
+
+impl Common {
+    /// The CA replicas and the agent verify the primary with, when replication uses TLS.
+    pub fn replication_ca(&self) -> Option<&Path> {
+        self.tls
+            .as_ref()
+            .filter(|_| self.replication_tls)
+            .map(|tls| tls.ca.as_path())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -419,7 +500,15 @@ impl Validated {
                 common.flavor,
                 common.domain_source,
                 common.datadir.display()
-            )
+            ) + &match &common.tls {
+                None => String::new(),
+                Some(tls) => format!(
+                    ", TLS certificate {} (CA {}), replication over TLS {}",
+                    tls.cert.display(),
+                    tls.ca.display(),
+                    if common.replication_tls { "on" } else { "off" }
+                ),
+            }
         };
         let donor = |common: &Common| match (&common.identity.donor_fqdn, &common.clone) {
             (None, _) => "no donor (the first ordinal)".to_owned(),
@@ -591,6 +680,12 @@ impl CommonArgs {
                 },
             },
         };
+        let tls = TlsFiles::from_settings(self.tls_cert_file, self.tls_key_file, self.tls_ca_file)?;
+        if self.replication_tls && tls.is_none() {
+            return Err(ConfigError::Invalid(
+                "--replication-tls needs --tls-cert-file, --tls-key-file and --tls-ca-file".into(),
+            ));
+        }
         let hostname = match self.hostname {
             Some(hostname) => hostname,
             None => std::fs::read_to_string(KERNEL_HOSTNAME)
@@ -624,6 +719,8 @@ impl CommonArgs {
             mysql_port: self.mysql_port,
             clone,
             semi_sync: self.semi_sync,
+            tls,
+            replication_tls: self.replication_tls,
         })
     }
 }
@@ -925,6 +1022,67 @@ mod tests {
         assert_eq!(on.semi_sync_timeout, AckTimeout::Forever);
         let argv = ["mysql-sts-agent", "sidecar", "--semi-sync-timeout", "soon"];
         assert!(Cli::try_parse_from(argv).is_err());
+    }
+
+    #[test]
+    fn tls_files_go_together_exist_and_replication_tls_needs_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, "PEM").unwrap();
+            path.to_str().unwrap().to_owned()
+        };
+        let (cert, key, ca) = (file("tls.crt"), file("tls.key"), file("ca.crt"));
+        let with = |extra: &[&str]| {
+            let args: Vec<&str> = BASE
+                .iter()
+                .copied()
+                .chain(extra.iter().copied())
+                .chain(["init"])
+                .collect();
+            parse(&args)
+        };
+        let all = [
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-file",
+            &ca,
+        ];
+        let Ok(Validated::Init(cfg)) = with(&[&all[..], &["--replication-tls"]].concat()) else {
+            panic!("init config")
+        };
+        let tls = cfg.common.tls.as_ref().expect("TLS files");
+        assert_eq!(tls.key, PathBuf::from(&key));
+        assert_eq!(cfg.common.replication_ca(), Some(Path::new(&ca)));
+        let Ok(Validated::Init(cfg)) = with(&all) else {
+            panic!("init config")
+        };
+        assert_eq!(cfg.common.replication_ca(), None, "the server's TLS only");
+        let Ok(Validated::Init(cfg)) = with(&[]) else {
+            panic!("init config")
+        };
+        assert_eq!(cfg.common.tls, None);
+
+        let err = with(&all[..4]).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "--tls-cert-file, --tls-key-file and --tls-ca-file go together: --tls-ca-file is missing"
+        );
+        let err = with(&["--replication-tls"]).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "--replication-tls needs --tls-cert-file, --tls-key-file and --tls-ca-file"
+        );
+        let err = with(&[&all[..2], &["--tls-key-file", "/nonexistent/k"], &all[4..]].concat())
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string()
+                .starts_with("cannot read --tls-key-file /nonexistent/k: "),
+            "{err}"
+        );
     }
 
     #[test]

@@ -158,10 +158,15 @@ pub async fn ensure_user(
     user: &str,
     password: &Secret,
     privilege: &str,
+    require_tls: bool,
     purpose: &str,
 ) -> Result<(), DbError> {
-    db::execute_all(conn, &dialect::ensure_user(user, password, privilege)).await?;
-    tracing::info!(user = %dialect::account(user), privilege, "{purpose} user ensured with this privilege only");
+    db::execute_all(
+        conn,
+        &dialect::ensure_user(user, password, privilege, require_tls),
+    )
+    .await?;
+    tracing::info!(user = %dialect::account(user), privilege, require_tls, "{purpose} user ensured with this privilege only");
     Ok(())
 }
 

@@ -1606,6 +1606,75 @@ async fn prometheus_scrapes_every_pod_and_sees_a_stopped_sql_thread(
     .await
 }
 
+/// Replication over TLS: with the set's certificate (`*.<service>.<namespace>.svc.<domain>`)
+/// every server serves it, each replica's IO thread connects with TLS and verifies the
+/// primary's certificate and host name, the replication user requires TLS (so the IO thread and
+/// the agent's own sampling of the primary, without which a replica is never ready, both use
+/// it), and every replica holds every row.
+async fn replication_runs_over_tls_with_verified_certificates(version: DbVersion) -> Result<()> {
+    let naming = Naming::default()
+        .statefulset("orders-db")
+        .service("orders-db-hl")
+        .namespace("shop")
+        .cluster_domain("k8s.example.net");
+    let spec = ClusterSpec::new(env!("CARGO_BIN_EXE_mysql-sts-agent"), 3)
+        .version(version)
+        .names(naming)
+        .tls();
+    Cluster::run_scenario(spec, async |c| {
+        primary_with_data(c, INITIAL_ROWS).await?;
+        for n in [1, 2] {
+            c.start_pod(n).await?;
+            c.wait_readyz(n, 200, READY).await?;
+        }
+        insert(c, 0, "over tls").await?;
+        for n in [1, 2] {
+            assert_same_data(c, n).await?;
+        }
+
+        let (status, words) = match c.flavor() {
+            Flavor::MariaDb => ("SHOW SLAVE STATUS", "Master"),
+            Flavor::MySql => ("SHOW REPLICA STATUS", "Source"),
+        };
+        for n in [1, 2] {
+            let row: mysql_async::Row = c
+                .sql(n)
+                .await?
+                .query_first(status)
+                .await?
+                .context("no replica status")?;
+            for column in [
+                format!("{words}_SSL_Allowed"),
+                format!("{words}_SSL_Verify_Server_Cert"),
+            ] {
+                let value: Option<String> = row.get(column.as_str());
+                ensure!(
+                    value.as_deref() == Some("Yes"),
+                    "{}: {column} is {value:?}",
+                    pod(c, n)
+                );
+            }
+            let ca: Option<String> = row.get(format!("{words}_SSL_CA_File").as_str());
+            ensure!(
+                ca.as_deref().is_some_and(|ca| ca.ends_with("/ca.crt")),
+                "{}: {words}_SSL_CA_File is {ca:?}",
+                pod(c, n)
+            );
+        }
+        let ssl_type: Option<String> = c
+            .sql(0)
+            .await?
+            .query_first("SELECT ssl_type FROM mysql.user WHERE user = 'repl'")
+            .await?;
+        ensure!(
+            ssl_type.as_deref() == Some("ANY"),
+            "the replication user requires {ssl_type:?}, not SSL"
+        );
+        Ok(())
+    })
+    .await
+}
+
 /// One test per scenario and image: `mariadb::<scenario>` (10.11), `mariadb_11_8::<scenario>`
 /// and `mysql::<scenario>`.
 macro_rules! scenarios {
@@ -1651,6 +1720,7 @@ every_image!(
         a_first_pod_that_cannot_ask_a_peer_does_not_start_empty,
         semi_sync_acknowledges_every_commit_on_a_replica,
         prometheus_scrapes_every_pod_and_sees_a_stopped_sql_thread,
+        replication_runs_over_tls_with_verified_certificates,
     ],
     // mariadb-backup runs in the donor's agent.
     mariadb: [

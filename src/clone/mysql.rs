@@ -215,7 +215,8 @@ async fn check_donor(
         port: settings.port,
     };
     let retry = |e: DbError| Attempt::Retry(format!("{address} as {}: {e}", settings.user.user));
-    let mut conn = db::connect(&endpoint, &settings.user)
+    // The clone user requires no TLS (ensured REQUIRE NONE), and the address is an IP.
+    let mut conn = db::connect(&endpoint, &settings.user, None)
         .await
         .map_err(retry)?;
     let version = db::server_version(&mut conn).await.map_err(retry)?;
@@ -536,7 +537,7 @@ impl TempServer {
             user: "root".into(),
             password: None,
         };
-        db::connect(&Endpoint::Socket(self.socket.clone()), &root)
+        db::connect(&Endpoint::Socket(self.socket.clone()), &root, None)
             .await
             .map_err(sql_error("connecting to the temporary server"))
     }

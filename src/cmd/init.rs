@@ -104,12 +104,13 @@ fn write_fragment(cfg: &InitConfig, promotion: Promotion) -> Result<(), InitErro
         flavor,
         hold_writes,
         cfg.common.semi_sync,
+        cfg.common.tls.as_ref(),
     )
     .map_err(|source| InitError::Config {
         dir: cfg.conf_dir.clone(),
         source,
     })?;
-    tracing::info!(path = %fragment.display(), server_id = identity.server_id, flavor = %flavor, read_only_until_promoted = hold_writes, semi_sync = cfg.common.semi_sync, "config fragment written");
+    tracing::info!(path = %fragment.display(), server_id = identity.server_id, flavor = %flavor, read_only_until_promoted = hold_writes, semi_sync = cfg.common.semi_sync, server_tls = cfg.common.tls.is_some(), "config fragment written");
     Ok(())
 }
 

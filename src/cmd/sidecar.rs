@@ -283,7 +283,8 @@ impl ControlLoop {
     /// Connects and learns what the server is; refuses a server the agent must not manage.
     async fn connect_local(&mut self) -> Event<LocalServer> {
         let connected = async {
-            let mut conn = db::connect(&self.cfg.local_server, &self.cfg.admin).await?;
+            // The local server is on loopback or a socket: nothing leaves the pod.
+            let mut conn = db::connect(&self.cfg.local_server, &self.cfg.admin, None).await?;
             let version = db::server_version(&mut conn).await?;
             Ok::<_, DbError>((conn, version))
         }
@@ -352,6 +353,11 @@ impl ControlLoop {
                 .clone()
                 .expect("validated: the replication password is required"),
             connect_retry_secs: CONNECT_RETRY_SECS,
+            tls_ca: self
+                .cfg
+                .common
+                .replication_ca()
+                .map(|ca| ca.display().to_string()),
         }
     }
 
@@ -397,6 +403,7 @@ impl ControlLoop {
                     &source.user,
                     &source.password,
                     dialect.replication_privileges(),
+                    self.cfg.common.replication_tls,
                     "replication",
                 )
                 .await?;
@@ -407,6 +414,7 @@ impl ControlLoop {
                         &user.user,
                         password,
                         dialect::CLONE_PRIVILEGE,
+                        false,
                         "clone",
                     )
                     .await?;
@@ -850,7 +858,7 @@ impl ControlLoop {
                     host: self.cfg.common.identity.primary_fqdn.clone(),
                     port: self.cfg.common.mysql_port,
                 };
-                db::connect(&endpoint, &self.cfg.repl).await?
+                db::connect(&endpoint, &self.cfg.repl, self.cfg.common.replication_ca()).await?
             }
         };
         Ok(self.primary.insert(conn))

@@ -19,6 +19,9 @@ pub struct Source {
     pub user: String,
     pub password: Secret,
     pub connect_retry_secs: u32,
+    /// Replication over TLS: the CA (a path the server reads) that the primary's certificate
+    /// and host name are verified against.
+    pub tls_ca: Option<String>,
 }
 
 /// A SQL string literal. Backslashes are escaped too, so the session must not use
@@ -46,14 +49,21 @@ pub fn account(user: &str) -> String {
 /// What a MySQL CLONE donor needs from the joiner's user, and nothing else.
 pub const CLONE_PRIVILEGE: &str = "BACKUP_ADMIN";
 
-/// Creates a user if missing, (re)sets its password so a rotated secret applies, and grants it
-/// one global privilege.
-pub fn ensure_user(user: &str, password: &Secret, privilege: &str) -> Vec<String> {
+/// Creates a user if missing, (re)sets its password so a rotated secret applies, requires TLS
+/// of its connections or not (so turning the setting off applies too), and grants it one global
+/// privilege.
+pub fn ensure_user(
+    user: &str,
+    password: &Secret,
+    privilege: &str,
+    require_tls: bool,
+) -> Vec<String> {
     let account = account(user);
     let password = literal(password.expose());
+    let require = if require_tls { "SSL" } else { "NONE" };
     vec![
         format!("CREATE USER IF NOT EXISTS {account} IDENTIFIED BY {password}"),
-        format!("ALTER USER {account} IDENTIFIED BY {password}"),
+        format!("ALTER USER {account} IDENTIFIED BY {password} REQUIRE {require}"),
         format!("GRANT {privilege} ON *.* TO {account}"),
     ]
 }
@@ -190,7 +200,18 @@ impl Dialect {
             literal(source.password.expose()),
         );
         let retry = source.connect_retry_secs;
-        match self {
+        let words = match self {
+            Dialect::MariaDb | Dialect::MySqlMaster => "MASTER",
+            Dialect::MySqlSource => "SOURCE",
+        };
+        // Both flavors, all versions: the certificate chains to the CA and names the host.
+        let tls = source.tls_ca.as_deref().map_or_else(String::new, |ca| {
+            format!(
+                ", {words}_SSL=1, {words}_SSL_CA={}, {words}_SSL_VERIFY_SERVER_CERT=1",
+                literal(ca)
+            )
+        });
+        let statement = match self {
             Dialect::MariaDb => format!(
                 "CHANGE MASTER TO MASTER_HOST={host}, MASTER_PORT={port}, MASTER_USER={user}, \
                  MASTER_PASSWORD={password}, MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY={retry}"
@@ -206,7 +227,8 @@ impl Dialect {
                  GET_SOURCE_PUBLIC_KEY=1, SOURCE_CONNECT_RETRY={retry}, \
                  SOURCE_RETRY_COUNT={SOURCE_RETRY_COUNT}"
             ),
-        }
+        };
+        statement + &tls
     }
 
     /// First configuration of a fresh replica. MariaDB starts at the clone's position; MySQL's
@@ -275,6 +297,7 @@ mod tests {
             user: "repl".into(),
             password: Secret::new("pa'ss\\word".into()),
             connect_retry_secs: 2,
+            tls_ca: None,
         }
     }
 
@@ -420,6 +443,42 @@ mod tests {
     }
 
     #[test]
+    fn replication_over_tls_verifies_the_primary_in_each_dialects_words() {
+        let tls = Source {
+            tls_ca: Some("/etc/tls/ca.crt".into()),
+            ..source()
+        };
+        let change = |dialect: Dialect| dialect.repoint_replica(&tls)[1].clone();
+        assert!(
+            change(Dialect::MariaDb).ends_with(
+                "MASTER_CONNECT_RETRY=2, MASTER_SSL=1, MASTER_SSL_CA='/etc/tls/ca.crt', \
+                 MASTER_SSL_VERIFY_SERVER_CERT=1"
+            ),
+            "{}",
+            change(Dialect::MariaDb)
+        );
+        assert!(
+            change(Dialect::MySqlMaster).ends_with(
+                "MASTER_RETRY_COUNT=86400, MASTER_SSL=1, MASTER_SSL_CA='/etc/tls/ca.crt', \
+                 MASTER_SSL_VERIFY_SERVER_CERT=1"
+            ),
+            "{}",
+            change(Dialect::MySqlMaster)
+        );
+        assert!(
+            change(Dialect::MySqlSource).ends_with(
+                "SOURCE_RETRY_COUNT=86400, SOURCE_SSL=1, SOURCE_SSL_CA='/etc/tls/ca.crt', \
+                 SOURCE_SSL_VERIFY_SERVER_CERT=1"
+            ),
+            "{}",
+            change(Dialect::MySqlSource)
+        );
+        for dialect in [Dialect::MariaDb, Dialect::MySqlMaster, Dialect::MySqlSource] {
+            assert!(!dialect.repoint_replica(&source())[1].contains("SSL"));
+        }
+    }
+
+    #[test]
     fn repointing_keeps_the_position() {
         for dialect in [Dialect::MariaDb, Dialect::MySqlMaster, Dialect::MySqlSource] {
             let sql = dialect.repoint_replica(&source());
@@ -431,19 +490,23 @@ mod tests {
     #[test]
     fn users_get_only_what_they_need() {
         let privileges = Dialect::MySqlSource.replication_privileges();
-        let sql = ensure_user("repl", &Secret::new("pw".into()), privileges);
+        let sql = ensure_user("repl", &Secret::new("pw".into()), privileges, false);
         assert_eq!(
             sql,
             [
                 "CREATE USER IF NOT EXISTS 'repl'@'%' IDENTIFIED BY 'pw'",
-                "ALTER USER 'repl'@'%' IDENTIFIED BY 'pw'",
+                "ALTER USER 'repl'@'%' IDENTIFIED BY 'pw' REQUIRE NONE",
                 "GRANT REPLICATION SLAVE ON *.* TO 'repl'@'%'",
             ]
         );
-        let sql = ensure_user("clone", &Secret::new("pw".into()), CLONE_PRIVILEGE);
+        let sql = ensure_user("clone", &Secret::new("pw".into()), CLONE_PRIVILEGE, false);
         assert_eq!(sql[2], "GRANT BACKUP_ADMIN ON *.* TO 'clone'@'%'");
         let privileges = Dialect::MariaDb.replication_privileges();
-        let sql = ensure_user("repl", &Secret::new("pw".into()), privileges);
+        let sql = ensure_user("repl", &Secret::new("pw".into()), privileges, true);
+        assert_eq!(
+            sql[1],
+            "ALTER USER 'repl'@'%' IDENTIFIED BY 'pw' REQUIRE SSL"
+        );
         assert_eq!(
             sql[2],
             "GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'repl'@'%'"

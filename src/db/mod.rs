@@ -7,10 +7,11 @@ pub mod gtid;
 pub mod status;
 
 use std::future::Future;
+use std::path::Path;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, OptsBuilder, Value};
+use mysql_async::{Conn, OptsBuilder, SslOpts, Value};
 
 use crate::config::{Credentials, Endpoint};
 use crate::duration::seconds;
@@ -71,7 +72,13 @@ async fn bounded_by<T, E: Into<DbError>>(
     }
 }
 
-pub async fn connect(endpoint: &Endpoint, credentials: &Credentials) -> Result<Conn, DbError> {
+/// `tls_ca`: TLS, with the server's certificate verified against this CA (only) and its name
+/// against the endpoint's host name.
+pub async fn connect(
+    endpoint: &Endpoint,
+    credentials: &Credentials,
+    tls_ca: Option<&Path>,
+) -> Result<Conn, DbError> {
     let builder = OptsBuilder::default()
         .user(Some(credentials.user.clone()))
         .pass(credentials.password.as_ref().map(|p| p.expose().to_owned()))
@@ -84,6 +91,11 @@ pub async fn connect(endpoint: &Endpoint, credentials: &Credentials) -> Result<C
         Endpoint::Tcp { host, port } => builder.ip_or_hostname(host.clone()).tcp_port(*port),
         Endpoint::Socket(path) => builder.socket(Some(path.to_string_lossy().into_owned())),
     };
+    let builder = builder.ssl_opts(tls_ca.map(|ca| {
+        SslOpts::default()
+            .with_root_certs(vec![ca.to_owned().into()])
+            .with_disable_built_in_roots(true)
+    }));
     bounded("connecting", Conn::new(builder)).await
 }
 

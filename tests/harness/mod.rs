@@ -51,6 +51,7 @@ pub mod proxy;
 mod registry;
 pub mod security;
 mod server;
+mod tls;
 pub mod volumes;
 pub mod writer;
 
@@ -117,6 +118,8 @@ pub struct ClusterSpec {
     pub naming: Naming,
     /// Added to every agent container's env, as a ConfigMap entry of the template would be.
     pub agent_env: Vec<(String, String)>,
+    /// Issue the set's certificate and give the agent the TLS settings (`tls.rs`).
+    pub tls: bool,
 }
 
 impl ClusterSpec {
@@ -130,6 +133,7 @@ impl ClusterSpec {
             volumes: VolumeLayout::default(),
             naming: Naming::default(),
             agent_env: Vec::new(),
+            tls: false,
         }
     }
 
@@ -155,6 +159,12 @@ impl ClusterSpec {
     /// resolv.conf, /etc/hosts and DNS records.
     pub fn names(mut self, naming: Naming) -> Self {
         self.naming = naming;
+        self
+    }
+
+    /// TLS: a CA and the set's certificate, the servers' own TLS and replication over it.
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
         self
     }
 
@@ -369,6 +379,11 @@ impl Cluster {
             &spec.naming.cluster_domain,
         )?
         .with_layout(spec.volumes);
+        let mut agent_env = spec.agent_env.clone();
+        if spec.tls {
+            let files = tls::issue(&root.join("tls"), &spec.naming)?;
+            agent_env.extend(files.agent_env());
+        }
         // Anything the harness cannot map fails here, before a namespace exists.
         let pods = (0..spec.pods)
             .map(|n| {
@@ -378,7 +393,7 @@ impl Cluster {
                     .with_context(|| format!("the {overlay} overlay's pod template"))?;
                 for container in &mut plan.containers {
                     if container.agent_binary().is_some() {
-                        container.env.extend(spec.agent_env.iter().cloned());
+                        container.env.extend(agent_env.iter().cloned());
                     }
                 }
                 Ok(Pod {
