@@ -3,10 +3,12 @@
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::clone::agent::PeerClient;
 use crate::clone::fallback::DonorFallback;
 use crate::clone::ownership::ServerUser;
 use crate::db::flavor::Flavor;
@@ -15,6 +17,7 @@ use crate::duration::parse_duration;
 use crate::identity::{Identity, IdentityError, Naming};
 use crate::secret::Secret;
 use crate::semisync::AckTimeout;
+use crate::tls::{CertSummary, ServerTls};
 
 #[derive(Debug, Parser)]
 #[command(name = "mysql-sts-agent", version, about, max_term_width = 100)]
@@ -184,6 +187,23 @@ pub struct CommonArgs {
     /// TLS too (needs the three --tls-*-file settings).
     #[arg(long, env = "MYSQL_STS_REPLICATION_TLS", global = true)]
     pub replication_tls: bool,
+    /// The peer channel over TLS: agents serve /clone, /donor and /data over HTTPS on
+    /// --peer-port (the probes, /status and /metrics stay plain HTTP on --agent-port) and
+    /// joiners verify the donor's certificate and name (needs the three --tls-*-file settings).
+    #[arg(long, env = "MYSQL_STS_CLONE_TLS", global = true)]
+    pub clone_tls: bool,
+    /// With --clone-tls: require a client certificate signed by the CA (mutual TLS), on top of
+    /// the clone token.
+    #[arg(long, env = "MYSQL_STS_CLONE_TLS_CLIENT_AUTH", global = true)]
+    pub clone_tls_client_auth: bool,
+    /// With --clone-tls: the port of the peer channel.
+    #[arg(
+        long,
+        env = "MYSQL_STS_PEER_PORT",
+        default_value_t = 8443,
+        global = true
+    )]
+    pub peer_port: u16,
 }
 
 #[derive(Debug, Args)]
@@ -385,6 +405,47 @@ impl TlsFiles {
     }
 }
 
+/// How pods' agents reach each other (`/clone`, `/donor`, `/data`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerChannel {
+    /// Plain HTTP on --agent-port, beside the probes.
+    Http { port: u16 },
+    /// HTTPS on --peer-port with the pod's certificate; `client_auth`: mutual TLS.
+    Https {
+        port: u16,
+        files: TlsFiles,
+        client_auth: bool,
+    },
+}
+
+impl PeerChannel {
+    pub fn port(&self) -> u16 {
+        match self {
+            PeerChannel::Http { port } | PeerChannel::Https { port, .. } => *port,
+        }
+    }
+}
+
+impl PeerChannel {
+    fn scheme(&self) -> &'static str {
+        match self {
+            PeerChannel::Http { .. } => "HTTP",
+            PeerChannel::Https {
+                client_auth: false, ..
+            } => "HTTPS",
+            PeerChannel::Https {
+                client_auth: true, ..
+            } => "HTTPS with client certificates",
+        }
+    }
+}
+
+impl std::fmt::Display for PeerChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} on port {}", self.scheme(), self.port())
+    }
+}
+
 /// Where the cluster domain came from, for the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DomainSource {
@@ -414,6 +475,7 @@ pub struct Common {
     pub semi_sync: bool,
     pub tls: Option<TlsFiles>,
     pub replication_tls: bool,
+    pub peer: PeerChannel,
 }
 
 impl Common {
@@ -437,6 +499,8 @@ pub struct InitConfig {
     pub server_user: Option<ServerUser>,
     pub peer_deadline: Duration,
     pub allow_empty_start: bool,
+    /// How init reaches other pods' agents (over HTTPS: its TLS files, read at start).
+    pub peer_client: PeerClient,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -460,9 +524,19 @@ pub struct Credentials {
     pub password: Option<Secret>,
 }
 
+/// The peer channel's server side, loaded at start.
+#[derive(Debug, Clone)]
+pub struct PeerServerTls {
+    pub tls: Arc<ServerTls>,
+    /// What the certificate first loaded says, for the log.
+    pub certificate: Option<CertSummary>,
+}
+
 #[derive(Debug, Clone)]
 pub struct SidecarConfig {
     pub common: Common,
+    /// With --clone-tls.
+    pub peer_tls: Option<PeerServerTls>,
     pub listen: SocketAddr,
     pub local_server: Endpoint,
     pub admin: Credentials,
@@ -513,7 +587,11 @@ impl Validated {
         let donor = |common: &Common| match (&common.identity.donor_fqdn, &common.clone) {
             (None, _) => "no donor (the first ordinal)".to_owned(),
             (Some(donor), CloneChannel::BackupStream { .. }) => {
-                format!("clones {donor}:{} (agent)", common.agent_port)
+                format!(
+                    "clones {donor}:{} (agent, {})",
+                    common.peer.port(),
+                    common.peer.scheme()
+                )
             }
             (Some(donor), CloneChannel::ClonePlugin { user }) => format!(
                 "clones {donor}:{} (CLONE plugin, user {})",
@@ -545,9 +623,10 @@ impl Validated {
                     .join(" ")
             ),
             Validated::Sidecar(cfg) => format!(
-                "sidecar for {}, listens on {}, server {}, primary {}:{}",
+                "sidecar for {}, listens on {}, peers over {}, server {}, primary {}:{}",
                 pod(&cfg.common),
                 cfg.listen,
+                cfg.common.peer,
                 cfg.local_server,
                 cfg.common.identity.primary_fqdn,
                 cfg.common.mysql_port
@@ -618,7 +697,10 @@ impl Cli {
 
 impl InitArgs {
     fn validate(self, common: Common) -> Result<InitConfig, ConfigError> {
+        let peer_client = PeerClient::new(&common.peer)
+            .map_err(|e| ConfigError::Invalid(format!("the peer channel's TLS files: {e}")))?;
         Ok(InitConfig {
+            peer_client,
             common,
             conf_dir: self.conf_dir,
             clone_deadline: self.clone_deadline,
@@ -686,6 +768,34 @@ impl CommonArgs {
                 "--replication-tls needs --tls-cert-file, --tls-key-file and --tls-ca-file".into(),
             ));
         }
+        let peer = match (self.clone_tls, self.clone_tls_client_auth, &tls) {
+            (false, false, _) => PeerChannel::Http {
+                port: self.agent_port,
+            },
+            (false, true, _) => {
+                return Err(ConfigError::Invalid(
+                    "--clone-tls-client-auth needs --clone-tls".into(),
+                ));
+            }
+            (true, _, None) => {
+                return Err(ConfigError::Invalid(
+                    "--clone-tls needs --tls-cert-file, --tls-key-file and --tls-ca-file".into(),
+                ));
+            }
+            (true, client_auth, Some(files)) => {
+                if self.peer_port == self.agent_port {
+                    return Err(ConfigError::Invalid(format!(
+                        "--peer-port {} is --agent-port's: the peer channel needs a port of its own",
+                        self.peer_port
+                    )));
+                }
+                PeerChannel::Https {
+                    port: self.peer_port,
+                    files: files.clone(),
+                    client_auth,
+                }
+            }
+        };
         let hostname = match self.hostname {
             Some(hostname) => hostname,
             None => std::fs::read_to_string(KERNEL_HOSTNAME)
@@ -721,6 +831,7 @@ impl CommonArgs {
             semi_sync: self.semi_sync,
             tls,
             replication_tls: self.replication_tls,
+            peer,
         })
     }
 }
@@ -746,7 +857,23 @@ impl SidecarArgs {
                 "--poll-interval must be greater than zero".into(),
             ));
         }
+        let peer_tls = match &common.peer {
+            PeerChannel::Http { .. } => None,
+            PeerChannel::Https {
+                files, client_auth, ..
+            } => {
+                let (tls, certificate) =
+                    ServerTls::load(files.clone(), *client_auth).map_err(|e| {
+                        ConfigError::Invalid(format!("the peer channel's TLS files: {e}"))
+                    })?;
+                Some(PeerServerTls {
+                    tls: Arc::new(tls),
+                    certificate,
+                })
+            }
+        };
         Ok(SidecarConfig {
+            peer_tls,
             listen: SocketAddr::new(self.listen_address, common.agent_port),
             local_server: match self.mysql_socket {
                 Some(path) => Endpoint::Socket(path),
@@ -1027,12 +1154,17 @@ mod tests {
     #[test]
     fn tls_files_go_together_exist_and_replication_tls_needs_them() {
         let dir = tempfile::tempdir().unwrap();
-        let file = |name: &str| {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+        let file = |name: &str, fixture: &str| {
             let path = dir.path().join(name);
-            std::fs::write(&path, "PEM").unwrap();
+            std::fs::copy(fixtures.join(fixture), &path).unwrap();
             path.to_str().unwrap().to_owned()
         };
-        let (cert, key, ca) = (file("tls.crt"), file("tls.key"), file("ca.crt"));
+        let (cert, key, ca) = (
+            file("tls.crt", "tls1.crt"),
+            file("tls.key", "tls1.key"),
+            file("ca.crt", "ca.crt"),
+        );
         let with = |extra: &[&str]| {
             let args: Vec<&str> = BASE
                 .iter()
@@ -1053,7 +1185,7 @@ mod tests {
         let Ok(Validated::Init(cfg)) = with(&[&all[..], &["--replication-tls"]].concat()) else {
             panic!("init config")
         };
-        let tls = cfg.common.tls.as_ref().expect("TLS files");
+        let tls = cfg.common.tls.clone().expect("TLS files");
         assert_eq!(tls.key, PathBuf::from(&key));
         assert_eq!(cfg.common.replication_ca(), Some(Path::new(&ca)));
         let Ok(Validated::Init(cfg)) = with(&all) else {
@@ -1064,6 +1196,53 @@ mod tests {
             panic!("init config")
         };
         assert_eq!(cfg.common.tls, None);
+
+        assert_eq!(cfg.common.peer, PeerChannel::Http { port: 8080 });
+        let Ok(Validated::Init(cfg)) = with(&[&all[..], &["--clone-tls"]].concat()) else {
+            panic!("init config")
+        };
+        assert_eq!(
+            cfg.common.peer,
+            PeerChannel::Https {
+                port: 8443,
+                files: tls.clone(),
+                client_auth: false
+            }
+        );
+        let mtls = [&all[..], &["--clone-tls", "--clone-tls-client-auth"]].concat();
+        let Ok(Validated::Init(cfg)) = with(&mtls) else {
+            panic!("init config")
+        };
+        assert_eq!(
+            cfg.common.peer.to_string(),
+            "HTTPS with client certificates on port 8443"
+        );
+        for (extra, error) in [
+            (
+                &["--clone-tls-client-auth"][..],
+                "--clone-tls-client-auth needs --clone-tls",
+            ),
+            (
+                &["--clone-tls"][..],
+                "--clone-tls needs --tls-cert-file, --tls-key-file and --tls-ca-file",
+            ),
+        ] {
+            assert_eq!(with(extra).err().unwrap().to_string(), error);
+        }
+        let same_port = [&all[..], &["--clone-tls", "--peer-port", "8080"]].concat();
+        assert_eq!(
+            with(&same_port).err().unwrap().to_string(),
+            "--peer-port 8080 is --agent-port's: the peer channel needs a port of its own"
+        );
+
+        std::fs::write(&ca, "not PEM").unwrap();
+        let err = with(&[&all[..], &["--clone-tls"]].concat()).err().unwrap();
+        assert!(
+            err.to_string()
+                .starts_with("the peer channel's TLS files: "),
+            "{err}"
+        );
+        std::fs::copy(fixtures.join("ca.crt"), &ca).unwrap();
 
         let err = with(&all[..4]).err().unwrap();
         assert_eq!(

@@ -25,4 +25,5 @@ pub mod names;
 pub mod replication;
 pub mod secret;
 pub mod semisync;
+pub mod tls;
 pub mod tool;

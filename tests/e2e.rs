@@ -1606,12 +1606,83 @@ async fn prometheus_scrapes_every_pod_and_sees_a_stopped_sql_thread(
     .await
 }
 
-/// Replication over TLS: with the set's certificate (`*.<service>.<namespace>.svc.<domain>`)
-/// every server serves it, each replica's IO thread connects with TLS and verifies the
-/// primary's certificate and host name, the replication user requires TLS (so the IO thread and
-/// the agent's own sampling of the primary, without which a replica is never ready, both use
-/// it), and every replica holds every row.
-async fn replication_runs_over_tls_with_verified_certificates(version: DbVersion) -> Result<()> {
+/// The peer channel's port under `MYSQL_STS_CLONE_TLS` (the default `--peer-port`).
+const PEER_PORT: u16 = 8443;
+
+/// `curl` from the node to pod n's peer channel: over HTTPS with the CA and the pod's name,
+/// presenting the set's certificate or none; or over plain HTTP. Returns curl's success and its
+/// output (the body, or curl's error).
+async fn curl_peer(
+    c: &Cluster,
+    n: usize,
+    path: &str,
+    how: PeerClient,
+    bearer: Option<&str>,
+) -> Result<(bool, String)> {
+    let (ip, fqdn) = (c.pod_ip(n), c.naming().pod_fqdn(n));
+    let tls = c.tls()?;
+    let file = |key: &str| tls.file(key).to_string_lossy().into_owned();
+    let mut curl = c.node_command("curl");
+    curl.args(["-sS", "--noproxy", "*", "--max-time", "10"]);
+    match how {
+        PeerClient::PlainHttp => {
+            curl.arg(format!("http://{ip}:{PEER_PORT}{path}"));
+        }
+        PeerClient::WithoutCertificate | PeerClient::WithCertificate => {
+            curl.args(["--cacert", &file("ca.crt")])
+                .args(["--resolve", &format!("{fqdn}:{PEER_PORT}:{ip}")])
+                .arg(format!("https://{fqdn}:{PEER_PORT}{path}"));
+            if how == PeerClient::WithCertificate {
+                curl.args(["--cert", &file("tls.crt"), "--key", &file("tls.key")]);
+            }
+        }
+    }
+    if let Some(token) = bearer {
+        curl.args(["-H", &format!("Authorization: Bearer {token}")]);
+    }
+    let out = curl.output().await.context("running curl")?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    Ok((out.status.success(), text))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PeerClient {
+    PlainHttp,
+    WithoutCertificate,
+    WithCertificate,
+}
+
+/// The serial of the certificate pod n's peer channel serves, as `openssl s_client` sees it.
+async fn served_serial(c: &Cluster, n: usize) -> Result<String> {
+    let (ip, fqdn) = (c.pod_ip(n), c.naming().pod_fqdn(n));
+    let tls = c.tls()?;
+    let file = |key: &str| tls.file(key).to_string_lossy().into_owned();
+    let script = format!(
+        "openssl s_client -connect {ip}:{PEER_PORT} -servername {fqdn} -CAfile {ca} \
+         -cert {cert} -key {key} </dev/null 2>/dev/null | openssl x509 -noout -serial",
+        ca = file("ca.crt"),
+        cert = file("tls.crt"),
+        key = file("tls.key"),
+    );
+    let out = c.node_command("sh").args(["-c", &script]).output().await?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.trim().trim_start_matches("serial=").to_owned())
+}
+
+/// Every channel over TLS, with the set's one certificate (`*.<service>.<namespace>.svc.<domain>`):
+/// - replication: each replica's IO thread connects with TLS and verifies the primary's
+///   certificate and host name; the replication user requires TLS, so the IO thread and the
+///   agent's own sampling of the primary (without which a replica is never ready) both use it;
+///   every replica holds every row;
+/// - the peer channel (`/clone` on MariaDB, `/donor` and `/data` on both): the pods cloned
+///   through it, the plain port refuses it naming the TLS port, plain HTTP and a client without
+///   a certificate are refused on the TLS port, a client with the set's certificate is served
+///   (on MariaDB a wrong token still gets `401`), and a rotated certificate (a new serial, swapped
+///   in as the kubelet updates a Secret) is served without a restart, logged once.
+async fn every_channel_runs_over_tls_and_a_rotated_certificate_is_served(
+    version: DbVersion,
+) -> Result<()> {
     let naming = Naming::default()
         .statefulset("orders-db")
         .service("orders-db-hl")
@@ -1670,6 +1741,60 @@ async fn replication_runs_over_tls_with_verified_certificates(version: DbVersion
             ssl_type.as_deref() == Some("ANY"),
             "the replication user requires {ssl_type:?}, not SSL"
         );
+
+        let plain = c.http_get(1, "/donor", None).await?;
+        ensure!(
+            plain.status == 403
+                && plain
+                    .text()
+                    .contains(&format!("over TLS on port {PEER_PORT}")),
+            "/donor on the plain port: {}",
+            plain.text()
+        );
+        let (ok, text) = curl_peer(c, 1, "/donor", PeerClient::PlainHttp, None).await?;
+        ensure!(!ok, "plain HTTP on the TLS port was answered: {text}");
+        let (ok, text) = curl_peer(c, 1, "/donor", PeerClient::WithoutCertificate, None).await?;
+        ensure!(!ok, "a client without a certificate was answered: {text}");
+        let (ok, text) = curl_peer(c, 1, "/donor", PeerClient::WithCertificate, None).await?;
+        ensure!(
+            ok && text.starts_with("200 healthy donor"),
+            "a client with the set's certificate: {text}"
+        );
+        let (ok, text) = curl_peer(c, 1, "/data", PeerClient::WithCertificate, None).await?;
+        ensure!(ok && text.contains("\"holds_data\":true"), "/data: {text}");
+        if c.flavor() == Flavor::MariaDb {
+            let bearer = Some("not-the-token");
+            let (_, text) = curl_peer(c, 1, "/clone", PeerClient::WithCertificate, bearer).await?;
+            ensure!(text.starts_with("401"), "a wrong token over mTLS: {text}");
+        }
+
+        let before = served_serial(c, 1).await?;
+        let rotated = c.rotate_tls()?;
+        ensure!(
+            rotated != before,
+            "the rotation issued serial {rotated} again"
+        );
+        poll_until(
+            "pod 1 to serve the rotated certificate",
+            READY,
+            POLL,
+            || async {
+                let serial = served_serial(c, 1).await?;
+                Ok(if serial == rotated {
+                    Check::Done(())
+                } else {
+                    Check::Pending(format!("serves serial {serial:?}, not {rotated}"))
+                })
+            },
+        )
+        .await?;
+        let log = c.log_text(1, "sidecar-1.log");
+        let reloads = log
+            .matches("the certificate files changed, new connections get")
+            .count();
+        ensure!(reloads == 1, "{reloads} reloads logged, not 1:\n{log}");
+        let (ok, text) = curl_peer(c, 1, "/donor", PeerClient::WithCertificate, None).await?;
+        ensure!(ok, "the rotated certificate: {text}");
         Ok(())
     })
     .await
@@ -1720,7 +1845,7 @@ every_image!(
         a_first_pod_that_cannot_ask_a_peer_does_not_start_empty,
         semi_sync_acknowledges_every_commit_on_a_replica,
         prometheus_scrapes_every_pod_and_sees_a_stopped_sql_thread,
-        replication_runs_over_tls_with_verified_certificates,
+        every_channel_runs_over_tls_and_a_rotated_certificate_is_served,
     ],
     // mariadb-backup runs in the donor's agent.
     mariadb: [

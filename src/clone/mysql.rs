@@ -11,6 +11,7 @@ use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 use tokio_util::sync::CancellationToken;
 
+use super::agent::PeerClient;
 use super::datadir::{CloneMarker, DataDir, Promotion};
 use super::ownership::Ownership;
 use super::{
@@ -40,8 +41,8 @@ pub struct PluginSettings {
     /// ordinal restores from).
     pub donor: String,
     pub port: u16,
-    /// Where the donor's agent answers `/donor`.
-    pub agent_port: u16,
+    /// How the donor's agent is asked `/donor`.
+    pub peer: PeerClient,
     pub user: Credentials,
     pub mysqld: PathBuf,
     pub deadline: Duration,
@@ -208,7 +209,7 @@ async fn check_donor(
     resolver: &Resolver,
 ) -> Result<(SocketAddr, ServerVersion), Attempt> {
     let ip = resolver.resolve(&settings.donor).await?;
-    agent::ask_donor(&settings.donor, ip, settings.agent_port, settings.promotion).await?;
+    agent::ask_donor(&settings.donor, ip, &settings.peer, settings.promotion).await?;
     let address = SocketAddr::new(ip, settings.port);
     let endpoint = Endpoint::Tcp {
         host: ip.to_string(),

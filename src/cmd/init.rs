@@ -287,7 +287,7 @@ async fn clone_into(
                 identity,
                 cfg.donor_fallback_after,
                 cfg.clone_deadline,
-                cfg.common.agent_port,
+                &cfg.peer_client,
                 &resolver,
                 &shutdown,
                 |donor, wait| cloning.from(donor, wait),
@@ -329,7 +329,7 @@ impl Cloning<'_> {
                     // The primary's backup holds its binlog position; a replica's, in slave_info.
                     donor_is_primary: donor.is_primary,
                     donor: donor.name,
-                    port: common.agent_port,
+                    peer: self.cfg.peer_client.clone(),
                     token: token.clone(),
                     mbstream: mbstream.clone(),
                     mariadb_backup: mariadb_backup.clone(),
@@ -344,7 +344,7 @@ impl Cloning<'_> {
                 let settings = PluginSettings {
                     donor: donor.name,
                     port: common.mysql_port,
-                    agent_port: common.agent_port,
+                    peer: self.cfg.peer_client.clone(),
                     user: user.clone(),
                     mysqld: self.cfg.mysqld.clone(),
                     deadline: wait,
@@ -379,7 +379,7 @@ async fn first_ordinal_guard(
     let peers = survey(
         identity,
         cfg.common.flavor,
-        cfg.common.agent_port,
+        &cfg.peer_client,
         cfg.peer_deadline,
         resolver,
     )

@@ -26,11 +26,12 @@ use crate::db::{self, DbError};
 use crate::health::{
     self, ErrantCheck, Phase, PrimaryHistory, PrimaryLink, ReplicaFacts, Rules, Snapshot,
 };
-use crate::http::{self, AppState, CloneService, HttpLimits};
+use crate::http::{self, AppState, CloneService, Endpoints, HttpLimits};
 use crate::identity::Role;
 use crate::metrics::{self, Metrics, Operation, Retries};
 use crate::replication::{self, GapAction, Plan};
 use crate::semisync::{self, Action, Names, SemiSyncFacts};
+use crate::tls;
 
 /// Long enough for any ?lag= a probe may ask about.
 const HISTORY: Duration = Duration::from_secs(600);
@@ -102,15 +103,48 @@ pub async fn run(cfg: SidecarConfig, shutdown: CancellationToken) -> anyhow::Res
         marker: marker_published.subscribe(),
         clone_service,
         metrics: Arc::new(metrics),
+        peer_port: cfg.common.peer.port(),
     };
     let listener = TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("listening on {}", cfg.listen))?;
-    tracing::info!(address = %cfg.listen, flavor = %cfg.common.flavor, "serving /livez /readyz /status /metrics /data /clone /donor");
-
+    let local = match &cfg.peer_tls {
+        None => {
+            tracing::info!(address = %cfg.listen, flavor = %cfg.common.flavor, "serving /livez /readyz /status /metrics /data /clone /donor over HTTP");
+            Endpoints::All
+        }
+        Some(peer_tls) => {
+            let address = std::net::SocketAddr::new(cfg.listen.ip(), cfg.common.peer.port());
+            let peers = TcpListener::bind(address)
+                .await
+                .with_context(|| format!("listening on {address}"))?;
+            let certificate = peer_tls.certificate.as_ref();
+            tracing::info!(
+                address = %cfg.listen, peer_address = %address, channel = %cfg.common.peer,
+                serial = certificate.map_or("?", |c| c.serial.as_str()),
+                not_after = certificate.map_or("?", |c| c.not_after.as_str()),
+                "serving /livez /readyz /status /metrics over HTTP (the kubelet and Prometheus need no certificate) and the peer endpoints /data /clone /donor over TLS only, the certificate reloaded when its files change"
+            );
+            tracker.spawn(http::serve(
+                peers,
+                http::router(state.clone(), Endpoints::Peers),
+                Some(peer_tls.tls.clone()),
+                HttpLimits::PRODUCTION,
+                shutdown.clone(),
+            ));
+            tracker.spawn(
+                peer_tls
+                    .tls
+                    .clone()
+                    .watch(tls::RELOAD_CHECK_EVERY, shutdown.clone()),
+            );
+            Endpoints::Local
+        }
+    };
     tracker.spawn(http::serve(
         listener,
-        state,
+        http::router(state, local),
+        None,
         HttpLimits::PRODUCTION,
         shutdown.clone(),
     ));

@@ -52,6 +52,7 @@ mod registry;
 pub mod security;
 mod server;
 mod tls;
+pub use tls::TlsSecret;
 pub mod volumes;
 pub mod writer;
 
@@ -335,6 +336,8 @@ pub struct Cluster {
     /// failureThreshold), from probers already stopped.
     probe_failures: Vec<String>,
     keep_files: bool,
+    /// With `ClusterSpec::tls`: the mounted certificate Secret and its CA.
+    tls: Option<TlsSecret>,
 }
 
 // Tests may move a cluster into spawned tasks.
@@ -380,10 +383,13 @@ impl Cluster {
         )?
         .with_layout(spec.volumes);
         let mut agent_env = spec.agent_env.clone();
-        if spec.tls {
-            let files = tls::issue(&root.join("tls"), &spec.naming)?;
-            agent_env.extend(files.agent_env());
-        }
+        let tls = if spec.tls {
+            let secret = TlsSecret::create(&root.join("tls"), &spec.naming)?;
+            agent_env.extend(secret.agent_env());
+            Some(secret)
+        } else {
+            None
+        };
         // Anything the harness cannot map fails here, before a namespace exists.
         let pods = (0..spec.pods)
             .map(|n| {
@@ -429,6 +435,7 @@ impl Cluster {
             ledger: Vec::new(),
             probe_failures: Vec::new(),
             keep_files: false,
+            tls,
         };
         eprintln!(
             "[msa-harness] cluster {}: files in {}",
@@ -1050,6 +1057,21 @@ impl Cluster {
     pub async fn http_get(&self, n: usize, path: &str, bearer: Option<&str>) -> Result<HttpReply> {
         self.http_get_port(n, self.agent_port()?, path, bearer)
             .await
+    }
+
+    /// The certificate Secret of a cluster made with `ClusterSpec::tls`.
+    pub fn tls(&self) -> Result<&TlsSecret> {
+        self.tls
+            .as_ref()
+            .context("the cluster has no TLS (ClusterSpec::tls)")
+    }
+
+    /// Issues a new certificate into the Secret (`TlsSecret::rotate`); returns its serial.
+    pub fn rotate_tls(&mut self) -> Result<String> {
+        self.tls
+            .as_mut()
+            .context("the cluster has no TLS (ClusterSpec::tls)")?
+            .rotate()
     }
 
     /// The port the template's agent sidecar container declares.

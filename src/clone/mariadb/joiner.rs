@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::frame::{Decoder, Event, FrameError};
 use super::position;
+use crate::clone::agent::PeerClient;
 use crate::clone::datadir::{CloneMarker, DataDir, Promotion};
 use crate::clone::ownership::Ownership;
 use crate::clone::{
@@ -29,7 +30,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 pub struct JoinerSettings {
     pub donor: String,
     pub donor_is_primary: bool,
-    pub port: u16,
+    pub peer: PeerClient,
     pub token: Secret,
     pub mbstream: PathBuf,
     pub mariadb_backup: PathBuf,
@@ -169,7 +170,7 @@ async fn request_clone(
     let response = agent::get(
         &settings.donor,
         ip,
-        settings.port,
+        &settings.peer,
         &agent::donor_path("/clone", settings.promotion),
         Some(&settings.token),
         RESPONSE_TIMEOUT,
