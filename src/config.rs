@@ -419,6 +419,14 @@ pub enum PeerChannel {
 }
 
 impl PeerChannel {
+    /// The pod's TLS files when peers talk over TLS (MySQL: the clone too).
+    pub fn tls_files(&self) -> Option<&TlsFiles> {
+        match self {
+            PeerChannel::Http { .. } => None,
+            PeerChannel::Https { files, .. } => Some(files),
+        }
+    }
+
     pub fn port(&self) -> u16 {
         match self {
             PeerChannel::Http { port } | PeerChannel::Https { port, .. } => *port,

@@ -1675,6 +1675,7 @@ async fn served_serial(c: &Cluster, n: usize) -> Result<String> {
 ///   certificate and host name; the replication user requires TLS, so the IO thread and the
 ///   agent's own sampling of the primary (without which a replica is never ready) both use it;
 ///   every replica holds every row;
+/// - MySQL's clone: `CLONE INSTANCE ... REQUIRE SSL` as a clone user that requires TLS;
 /// - the peer channel (`/clone` on MariaDB, `/donor` and `/data` on both): the pods cloned
 ///   through it, the plain port refuses it naming the TLS port, plain HTTP and a client without
 ///   a certificate are refused on the TLS port, a client with the set's certificate is served
@@ -1732,15 +1733,22 @@ async fn every_channel_runs_over_tls_and_a_rotated_certificate_is_served(
                 pod(c, n)
             );
         }
-        let ssl_type: Option<String> = c
-            .sql(0)
-            .await?
-            .query_first("SELECT ssl_type FROM mysql.user WHERE user = 'repl'")
-            .await?;
-        ensure!(
-            ssl_type.as_deref() == Some("ANY"),
-            "the replication user requires {ssl_type:?}, not SSL"
-        );
+        // MySQL's clone user too: the pods were cloned with `CLONE INSTANCE ... REQUIRE SSL`.
+        let users: &[&str] = match c.flavor() {
+            Flavor::MariaDb => &["repl"],
+            Flavor::MySql => &["repl", "clone"],
+        };
+        for user in users {
+            let ssl_type: Option<String> = c
+                .sql(0)
+                .await?
+                .exec_first("SELECT ssl_type FROM mysql.user WHERE user = ?", (user,))
+                .await?;
+            ensure!(
+                ssl_type.as_deref() == Some("ANY"),
+                "user {user} requires {ssl_type:?}, not SSL"
+            );
+        }
 
         let plain = c.http_get(1, "/donor", None).await?;
         ensure!(

@@ -18,7 +18,7 @@ use super::{
     Attempt, CloneError, agent, in_staging, io_error, mib, now_unix, rate_mib_s, sql_error,
     until_donor_answers,
 };
-use crate::config::{Credentials, Endpoint};
+use crate::config::{Credentials, Endpoint, TlsFiles};
 use crate::db::flavor::{Flavor, ServerVersion};
 use crate::db::gtid::Gtids;
 use crate::db::{self, DbError, dialect};
@@ -43,6 +43,9 @@ pub struct PluginSettings {
     pub port: u16,
     /// How the donor's agent is asked `/donor`.
     pub peer: PeerClient,
+    /// With the peer channel over TLS: the clone too (`REQUIRE SSL`, the donor verified
+    /// against the CA), and the agent's check of the donor's server.
+    pub tls: Option<TlsFiles>,
     pub user: Credentials,
     pub mysqld: PathBuf,
     pub deadline: Duration,
@@ -118,7 +121,8 @@ async fn clone_in_staging(
     let copy_started = Instant::now();
     let password =
         (settings.user.password.as_ref()).expect("validated: MySQL needs a clone password");
-    let statements = dialect::clone_instance(donor, &settings.user.user, password);
+    let statements =
+        dialect::clone_instance(donor, &settings.user.user, password, settings.tls.as_ref());
     let outcome = tokio::select! {
         outcome = run_clone(&mut conn, &statements) => outcome,
         stalled = watch_progress(watcher, donor_name, settings.stall_timeout) => Err(ServerEnd::Stalled(stalled)),
@@ -216,8 +220,11 @@ async fn check_donor(
         port: settings.port,
     };
     let retry = |e: DbError| Attempt::Retry(format!("{address} as {}: {e}", settings.user.user));
-    // The clone user requires no TLS (ensured REQUIRE NONE), and the address is an IP.
-    let mut conn = db::connect(&endpoint, &settings.user, None)
+    let tls = (settings.tls.as_ref()).map(|files| db::VerifiedTls {
+        ca: &files.ca,
+        name: &settings.donor,
+    });
+    let mut conn = db::connect(&endpoint, &settings.user, tls)
         .await
         .map_err(retry)?;
     let version = db::server_version(&mut conn).await.map_err(retry)?;

@@ -345,6 +345,7 @@ impl Cloning<'_> {
                     donor: donor.name,
                     port: common.mysql_port,
                     peer: self.cfg.peer_client.clone(),
+                    tls: common.peer.tls_files().cloned(),
                     user: user.clone(),
                     mysqld: self.cfg.mysqld.clone(),
                     deadline: wait,

@@ -448,7 +448,7 @@ impl ControlLoop {
                         &user.user,
                         password,
                         dialect::CLONE_PRIVILEGE,
-                        false,
+                        self.cfg.common.peer.tls_files().is_some(),
                         "clone",
                     )
                     .await?;
@@ -892,7 +892,10 @@ impl ControlLoop {
                     host: self.cfg.common.identity.primary_fqdn.clone(),
                     port: self.cfg.common.mysql_port,
                 };
-                db::connect(&endpoint, &self.cfg.repl, self.cfg.common.replication_ca()).await?
+                let primary = &self.cfg.common.identity.primary_fqdn;
+                let tls = (self.cfg.common.replication_ca())
+                    .map(|ca| db::VerifiedTls { ca, name: primary });
+                db::connect(&endpoint, &self.cfg.repl, tls).await?
             }
         };
         Ok(self.primary.insert(conn))

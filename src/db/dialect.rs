@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use crate::config::TlsFiles;
 use crate::db::flavor::Dialect;
 use crate::db::gtid::Gtids;
 use crate::secret::Secret;
@@ -72,21 +73,39 @@ pub fn ensure_user(
 pub const CLONE_PLUGIN_STATUS: &str =
     "SELECT PLUGIN_STATUS FROM information_schema.PLUGINS WHERE PLUGIN_NAME = 'clone'";
 
-/// Run on the joiner's temporary server: clone the donor over this server's own datadir.
-pub fn clone_instance(donor: SocketAddr, user: &str, password: &Secret) -> Vec<String> {
-    vec![
-        format!(
-            "SET GLOBAL clone_valid_donor_list = {}",
-            literal(&donor.to_string())
-        ),
-        format!(
-            "CLONE INSTANCE FROM {}@{}:{} IDENTIFIED BY {}",
-            literal(user),
-            literal(&donor.ip().to_string()),
-            donor.port(),
-            literal(password.expose()),
-        ),
-    ]
+/// Run on the joiner's temporary server: clone the donor over this server's own datadir; with
+/// `tls`, over TLS only, the donor's certificate verified against the CA and the pod's own
+/// presented (the plugin's variables are the joiner's).
+pub fn clone_instance(
+    donor: SocketAddr,
+    user: &str,
+    password: &Secret,
+    tls: Option<&TlsFiles>,
+) -> Vec<String> {
+    let mut sql = vec![format!(
+        "SET GLOBAL clone_valid_donor_list = {}",
+        literal(&donor.to_string())
+    )];
+    let mut clone = format!(
+        "CLONE INSTANCE FROM {}@{}:{} IDENTIFIED BY {}",
+        literal(user),
+        literal(&donor.ip().to_string()),
+        donor.port(),
+        literal(password.expose()),
+    );
+    if let Some(tls) = tls {
+        for (variable, path) in [
+            ("clone_ssl_ca", &tls.ca),
+            ("clone_ssl_cert", &tls.cert),
+            ("clone_ssl_key", &tls.key),
+        ] {
+            let path = literal(&path.to_string_lossy());
+            sql.push(format!("SET GLOBAL {variable} = {path}"));
+        }
+        clone.push_str(" REQUIRE SSL");
+    }
+    sql.push(clone);
+    sql
 }
 
 /// Semi-sync's global variables, then its status: rows of (name, value), the same on both servers.
@@ -517,10 +536,25 @@ mod tests {
     fn clone_instance_names_the_donor_it_allows() {
         let donor: SocketAddr = "169.254.250.11:3306".parse().unwrap();
         assert_eq!(
-            clone_instance(donor, "clone", &Secret::new("p'w".into())),
+            clone_instance(donor, "clone", &Secret::new("p'w".into()), None),
             [
                 "SET GLOBAL clone_valid_donor_list = '169.254.250.11:3306'",
                 "CLONE INSTANCE FROM 'clone'@'169.254.250.11':3306 IDENTIFIED BY 'p''w'",
+            ]
+        );
+        let tls = TlsFiles {
+            cert: "/tls/tls.crt".into(),
+            key: "/tls/tls.key".into(),
+            ca: "/tls/ca.crt".into(),
+        };
+        assert_eq!(
+            clone_instance(donor, "clone", &Secret::new("pw".into()), Some(&tls)),
+            [
+                "SET GLOBAL clone_valid_donor_list = '169.254.250.11:3306'",
+                "SET GLOBAL clone_ssl_ca = '/tls/ca.crt'",
+                "SET GLOBAL clone_ssl_cert = '/tls/tls.crt'",
+                "SET GLOBAL clone_ssl_key = '/tls/tls.key'",
+                "CLONE INSTANCE FROM 'clone'@'169.254.250.11':3306 IDENTIFIED BY 'pw' REQUIRE SSL",
             ]
         );
     }

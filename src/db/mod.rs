@@ -72,12 +72,18 @@ async fn bounded_by<T, E: Into<DbError>>(
     }
 }
 
-/// `tls_ca`: TLS, with the server's certificate verified against this CA (only) and its name
-/// against the endpoint's host name.
+/// TLS to a server whose certificate must chain to `ca` (the only root) and hold `name`.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifiedTls<'a> {
+    pub ca: &'a Path,
+    /// The server's stable name, whatever address the connection goes to.
+    pub name: &'a str,
+}
+
 pub async fn connect(
     endpoint: &Endpoint,
     credentials: &Credentials,
-    tls_ca: Option<&Path>,
+    tls: Option<VerifiedTls<'_>>,
 ) -> Result<Conn, DbError> {
     let builder = OptsBuilder::default()
         .user(Some(credentials.user.clone()))
@@ -91,10 +97,12 @@ pub async fn connect(
         Endpoint::Tcp { host, port } => builder.ip_or_hostname(host.clone()).tcp_port(*port),
         Endpoint::Socket(path) => builder.socket(Some(path.to_string_lossy().into_owned())),
     };
-    let builder = builder.ssl_opts(tls_ca.map(|ca| {
+    let builder = builder.ssl_opts(tls.map(|tls| {
         SslOpts::default()
-            .with_root_certs(vec![ca.to_owned().into()])
+            .with_root_certs(vec![tls.ca.to_owned().into()])
             .with_disable_built_in_roots(true)
+            // Not a danger here: it names what the certificate must hold.
+            .with_danger_tls_hostname_override(Some(tls.name.to_owned()))
     }));
     bounded("connecting", Conn::new(builder)).await
 }
