@@ -128,6 +128,10 @@ pub struct CommonArgs {
     pub clone_token: Option<String>,
     #[arg(long, env = "MYSQL_STS_CLONE_TOKEN_FILE", global = true)]
     pub clone_token_file: Option<PathBuf>,
+    /// MariaDB: serve and ask for clones without a token (logged as a warning); without it, a
+    /// missing token is a configuration error.
+    #[arg(long, env = "MYSQL_STS_CLONE_INSECURE_NO_TOKEN", global = true)]
+    pub clone_insecure_no_token: bool,
     /// Port of every pod's server: the local one, the primary, a MySQL clone donor.
     #[arg(
         long,
@@ -347,9 +351,10 @@ pub enum ConfigError {
 /// How a pod clones its predecessor, by flavor.
 #[derive(Debug, Clone)]
 pub enum CloneChannel {
-    /// MariaDB: a mariadb-backup stream that the donor's agent serves over HTTP.
+    /// MariaDB: a mariadb-backup stream that the donor's agent serves over HTTP; `token`: none
+    /// only with --clone-insecure-no-token.
     BackupStream {
-        token: Secret,
+        token: Option<Secret>,
         mariadb_backup: PathBuf,
         mbstream: PathBuf,
     },
@@ -741,15 +746,28 @@ impl CommonArgs {
         })?;
         let clone = match flavor {
             Flavor::MariaDb => CloneChannel::BackupStream {
-                token: secret(
-                    self.clone_token,
-                    self.clone_token_file.as_deref(),
-                    "--clone-token",
-                )?
-                .ok_or(ConfigError::Missing {
-                    flag: "--clone-token-file",
-                    env: "MYSQL_STS_CLONE_TOKEN_FILE",
-                })?,
+                token: match (
+                    secret(
+                        self.clone_token,
+                        self.clone_token_file.as_deref(),
+                        "--clone-token",
+                    )?,
+                    self.clone_insecure_no_token,
+                ) {
+                    (Some(_), true) => {
+                        return Err(ConfigError::Invalid(
+                            "--clone-insecure-no-token with a clone token set: remove one".into(),
+                        ));
+                    }
+                    (Some(token), false) => Some(token),
+                    (None, true) => None,
+                    (None, false) => {
+                        return Err(ConfigError::Missing {
+                            flag: "--clone-token-file",
+                            env: "MYSQL_STS_CLONE_TOKEN_FILE",
+                        });
+                    }
+                },
                 mariadb_backup: self.mariadb_backup,
                 mbstream: self.mbstream,
             },
@@ -1000,7 +1018,7 @@ mod tests {
         let CloneChannel::BackupStream { token, .. } = &cfg.common.clone else {
             panic!("MariaDB clones with a backup stream")
         };
-        assert_eq!(token.expose(), "t");
+        assert_eq!(token.as_ref().map(Secret::expose), Some("t"));
     }
 
     #[test]

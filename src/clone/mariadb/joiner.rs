@@ -31,7 +31,7 @@ pub struct JoinerSettings {
     pub donor: String,
     pub donor_is_primary: bool,
     pub peer: PeerClient,
-    pub token: Secret,
+    pub token: Option<Secret>,
     pub mbstream: PathBuf,
     pub mariadb_backup: PathBuf,
     pub deadline: Duration,
@@ -172,7 +172,7 @@ async fn request_clone(
         ip,
         &settings.peer,
         &agent::donor_path("/clone", settings.promotion),
-        Some(&settings.token),
+        settings.token.as_ref(),
         RESPONSE_TIMEOUT,
     )
     .await?;
