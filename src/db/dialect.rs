@@ -467,31 +467,26 @@ mod tests {
             tls_ca: Some("/etc/tls/ca.crt".into()),
             ..source()
         };
-        let change = |dialect: Dialect| dialect.repoint_replica(&tls)[1].clone();
-        assert!(
-            change(Dialect::MariaDb).ends_with(
+        for (dialect, tail) in [
+            (
+                Dialect::MariaDb,
                 "MASTER_CONNECT_RETRY=2, MASTER_SSL=1, MASTER_SSL_CA='/etc/tls/ca.crt', \
-                 MASTER_SSL_VERIFY_SERVER_CERT=1"
+                 MASTER_SSL_VERIFY_SERVER_CERT=1",
             ),
-            "{}",
-            change(Dialect::MariaDb)
-        );
-        assert!(
-            change(Dialect::MySqlMaster).ends_with(
+            (
+                Dialect::MySqlMaster,
                 "MASTER_RETRY_COUNT=86400, MASTER_SSL=1, MASTER_SSL_CA='/etc/tls/ca.crt', \
-                 MASTER_SSL_VERIFY_SERVER_CERT=1"
+                 MASTER_SSL_VERIFY_SERVER_CERT=1",
             ),
-            "{}",
-            change(Dialect::MySqlMaster)
-        );
-        assert!(
-            change(Dialect::MySqlSource).ends_with(
+            (
+                Dialect::MySqlSource,
                 "SOURCE_RETRY_COUNT=86400, SOURCE_SSL=1, SOURCE_SSL_CA='/etc/tls/ca.crt', \
-                 SOURCE_SSL_VERIFY_SERVER_CERT=1"
+                 SOURCE_SSL_VERIFY_SERVER_CERT=1",
             ),
-            "{}",
-            change(Dialect::MySqlSource)
-        );
+        ] {
+            let change = &dialect.repoint_replica(&tls)[1];
+            assert!(change.ends_with(tail), "{change}");
+        }
         for dialect in [Dialect::MariaDb, Dialect::MySqlMaster, Dialect::MySqlSource] {
             assert!(!dialect.repoint_replica(&source())[1].contains("SSL"));
         }
