@@ -322,6 +322,59 @@ impl ServerTls {
     }
 }
 
+/// The local server's copy of the TLS files: it reads them when it starts, and again when told
+/// (`FLUSH SSL`, `ALTER INSTANCE RELOAD TLS`); this says when to tell it.
+pub struct ServerFiles {
+    files: TlsFiles,
+    /// What the server was last told to load; none before the first time.
+    told: Option<Contents>,
+    checked_at: Option<std::time::Instant>,
+}
+
+/// Files the server has not loaded yet.
+pub struct Unloaded {
+    contents: Contents,
+    pub certificate: Option<CertSummary>,
+}
+
+impl ServerFiles {
+    pub fn new(files: TlsFiles) -> ServerFiles {
+        ServerFiles {
+            files,
+            told: None,
+            checked_at: None,
+        }
+    }
+
+    /// At most once per `RELOAD_CHECK_EVERY`: the files, when they differ from what the server
+    /// was last told to load (always, the first time: they may have changed since it started).
+    pub fn unloaded(&mut self, now: std::time::Instant) -> Result<Option<Unloaded>, TlsError> {
+        if self
+            .checked_at
+            .is_some_and(|at| now.saturating_duration_since(at) < RELOAD_CHECK_EVERY)
+        {
+            return Ok(None);
+        }
+        self.checked_at = Some(now);
+        let contents = Contents::read(&self.files)?;
+        if self.told.as_ref() == Some(&contents) {
+            return Ok(None);
+        }
+        let certificate = certificates(&self.files.cert, &contents.cert)
+            .ok()
+            .and_then(|chain| CertSummary::of(&chain[0]));
+        Ok(Some(Unloaded {
+            contents,
+            certificate,
+        }))
+    }
+
+    /// The server loaded them.
+    pub fn loaded(&mut self, unloaded: Unloaded) {
+        self.told = Some(unloaded.contents);
+    }
+}
+
 /// What a joiner connects to a donor's peer channel with: the CA as the only root, and the
 /// pod's own certificate, presented when the donor asks for one (mutual TLS).
 pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, TlsError> {
@@ -402,6 +455,40 @@ mod tests {
 
         std::fs::remove_file(&files.key).unwrap();
         assert!(matches!(tls.reload(), Reload::Failed(r) if r.starts_with("reading ")));
+    }
+
+    #[test]
+    fn the_server_is_told_once_at_first_then_only_of_changes_at_most_every_few_seconds() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = mounted(dir.path(), "1");
+        let mut server = ServerFiles::new(files.clone());
+        let start = std::time::Instant::now();
+        let first = server
+            .unloaded(start)
+            .unwrap()
+            .expect("told the first time");
+        assert_eq!(first.certificate.as_ref().unwrap().serial, "1001");
+        server.loaded(first);
+        let later = start + RELOAD_CHECK_EVERY;
+        assert!(server.unloaded(later).unwrap().is_none(), "unchanged");
+
+        std::fs::write(&files.cert, fixture("tls2.crt")).unwrap();
+        std::fs::write(&files.key, fixture("tls2.key")).unwrap();
+        let soon = later + RELOAD_CHECK_EVERY / 2;
+        assert!(server.unloaded(soon).unwrap().is_none(), "not checked yet");
+        let next = later + RELOAD_CHECK_EVERY;
+        let rotated = server.unloaded(next).unwrap().expect("changed");
+        assert_eq!(rotated.certificate.as_ref().unwrap().serial, "1002");
+        // Not loaded (the statement failed): asked again at the next check.
+        let retry = next + RELOAD_CHECK_EVERY;
+        let again = server.unloaded(retry).unwrap().expect("still unloaded");
+        server.loaded(again);
+        assert!(
+            server
+                .unloaded(retry + RELOAD_CHECK_EVERY)
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

@@ -1653,13 +1653,25 @@ enum PeerClient {
     WithCertificate,
 }
 
-/// The serial of the certificate pod n's peer channel serves, as `openssl s_client` sees it.
-async fn served_serial(c: &Cluster, n: usize) -> Result<String> {
+/// Where a certificate is served: the agent's peer channel, or the server (TLS after the
+/// MySQL protocol's greeting).
+#[derive(Clone, Copy, Debug)]
+enum Served {
+    PeerChannel,
+    Server,
+}
+
+/// The serial of the certificate pod n serves there, as `openssl s_client` sees it.
+async fn served_serial(c: &Cluster, n: usize, at: Served) -> Result<String> {
     let (ip, fqdn) = (c.pod_ip(n), c.naming().pod_fqdn(n));
     let tls = c.tls()?;
     let file = |key: &str| tls.file(key).to_string_lossy().into_owned();
+    let (port, starttls) = match at {
+        Served::PeerChannel => (PEER_PORT, ""),
+        Served::Server => (c.server_port(), "-starttls mysql"),
+    };
     let script = format!(
-        "openssl s_client -connect {ip}:{PEER_PORT} -servername {fqdn} -CAfile {ca} \
+        "openssl s_client -connect {ip}:{port} {starttls} -servername {fqdn} -CAfile {ca} \
          -cert {cert} -key {key} </dev/null 2>/dev/null | openssl x509 -noout -serial",
         ca = file("ca.crt"),
         cert = file("tls.crt"),
@@ -1680,7 +1692,8 @@ async fn served_serial(c: &Cluster, n: usize) -> Result<String> {
 ///   through it, the plain port refuses it naming the TLS port, plain HTTP and a client without
 ///   a certificate are refused on the TLS port, a client with the set's certificate is served
 ///   (on MariaDB a wrong token still gets `401`), and a rotated certificate (a new serial, swapped
-///   in as the kubelet updates a Secret) is served without a restart, logged once.
+///   in as the kubelet updates a Secret) is served without a restart, logged once, by the peer
+///   channel and by the servers (the sidecar tells them), and replication goes on.
 async fn every_channel_runs_over_tls_and_a_rotated_certificate_is_served(
     version: DbVersion,
 ) -> Result<()> {
@@ -1776,26 +1789,38 @@ async fn every_channel_runs_over_tls_and_a_rotated_certificate_is_served(
             ensure!(text.starts_with("401"), "a wrong token over mTLS: {text}");
         }
 
-        let before = served_serial(c, 1).await?;
+        let before = served_serial(c, 1, Served::PeerChannel).await?;
+        ensure!(
+            served_serial(c, 0, Served::Server).await? == before,
+            "the primary's server does not serve the set's certificate"
+        );
         let rotated = c.rotate_tls()?;
         ensure!(
             rotated != before,
             "the rotation issued serial {rotated} again"
         );
-        poll_until(
-            "pod 1 to serve the rotated certificate",
-            READY,
-            POLL,
-            || async {
-                let serial = served_serial(c, 1).await?;
+        for (n, at) in [
+            (1, Served::PeerChannel),
+            (0, Served::Server),
+            (1, Served::Server),
+        ] {
+            let what = format!("pod {n}'s {at:?} to serve the rotated certificate");
+            poll_until(&what, READY, POLL, || async {
+                let serial = served_serial(c, n, at).await?;
                 Ok(if serial == rotated {
                     Check::Done(())
                 } else {
                     Check::Pending(format!("serves serial {serial:?}, not {rotated}"))
                 })
-            },
-        )
-        .await?;
+            })
+            .await?;
+        }
+        insert(c, 0, "after the rotation").await?;
+        for n in [1, 2] {
+            // Telling the server is no transaction of its own: the replicas are not fenced.
+            assert_same_data(c, n).await?;
+            c.wait_readyz(n, 200, READY).await?;
+        }
         let log = c.log_text(1, "sidecar-1.log");
         let reloads = log
             .matches("the certificate files changed, new connections get")

@@ -226,6 +226,9 @@ struct ControlLoop {
     /// The up-front check for purged binlogs could not ask the primary.
     gap_check_errors: Repeats,
     retries: Retries,
+    /// With the TLS files: when to tell the server to read them again.
+    server_tls: Option<tls::ServerFiles>,
+    server_tls_errors: Repeats,
 }
 
 impl ControlLoop {
@@ -237,7 +240,6 @@ impl ControlLoop {
         retries: Retries,
     ) -> Self {
         ControlLoop {
-            cfg,
             marker,
             marker_published,
             publish,
@@ -253,6 +255,9 @@ impl ControlLoop {
             semi_sync_fallback: Repeats::default(),
             gap_check_errors: Repeats::default(),
             retries,
+            server_tls: cfg.common.tls.clone().map(tls::ServerFiles::new),
+            server_tls_errors: Repeats::default(),
+            cfg,
         }
     }
 
@@ -709,6 +714,7 @@ impl ControlLoop {
                     .and_then(Option::as_ref)
                     .is_some_and(|s| s.io_thread != IoThread::Stopped);
                 let semi_sync = self.semi_sync(&mut server, io_thread_running).await;
+                self.reload_server_tls(&mut server).await;
                 let applied = facts.gtid_applied.clone();
                 let replica = status.map(|status| {
                     // Compared with the primary's next sample, which is taken after it.
@@ -768,6 +774,41 @@ impl ControlLoop {
                 });
                 Event::PollFailed
             }
+        }
+    }
+
+    /// With the TLS files: a certificate the server has not loaded (it reads its files only when
+    /// it starts) is loaded now, and logged once; a failure is logged, never fatal.
+    async fn reload_server_tls(&mut self, server: &mut LocalServer) {
+        let Some(files) = &mut self.server_tls else {
+            return;
+        };
+        let unloaded = match files.unloaded(Instant::now()) {
+            Ok(Some(unloaded)) => unloaded,
+            Ok(None) => return,
+            Err(e) => {
+                self.server_tls_errors
+                    .warn("reading the server's TLS files", &e.to_string());
+                return;
+            }
+        };
+        let statement = server.dialect.reload_tls();
+        match db::execute_all(&mut server.conn, &[statement.to_owned()]).await {
+            Ok(()) => {
+                let certificate = unloaded.certificate.as_ref();
+                tracing::info!(
+                    statement,
+                    serial = certificate.map_or("?", |c| c.serial.as_str()),
+                    not_after = certificate.map_or("?", |c| c.not_after.as_str()),
+                    "the server loaded its TLS certificate from the files (it reads them only when it starts or is told)"
+                );
+                files.loaded(unloaded);
+                self.server_tls_errors
+                    .recovered("the server's TLS certificate");
+            }
+            Err(e) => self
+                .server_tls_errors
+                .warn("reloading the server's TLS certificate", &e.to_string()),
         }
     }
 

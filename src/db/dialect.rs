@@ -155,6 +155,16 @@ impl Dialect {
         }
     }
 
+    /// Makes the server read its certificate, key and CA files again (MariaDB 10.4+, MySQL
+    /// 8.0.16+: every supported version). Never binlogged: on a replica it would be an errant
+    /// transaction (MariaDB binlogs a plain FLUSH; MySQL's ALTER INSTANCE is not).
+    pub fn reload_tls(self) -> &'static str {
+        match self {
+            Dialect::MariaDb => "FLUSH NO_WRITE_TO_BINLOG SSL",
+            Dialect::MySqlMaster | Dialect::MySqlSource => "ALTER INSTANCE RELOAD TLS",
+        }
+    }
+
     pub fn start_replica(self) -> &'static str {
         match self {
             Dialect::MariaDb | Dialect::MySqlMaster => "START SLAVE",
@@ -490,6 +500,18 @@ mod tests {
         for dialect in [Dialect::MariaDb, Dialect::MySqlMaster, Dialect::MySqlSource] {
             assert!(!dialect.repoint_replica(&source())[1].contains("SSL"));
         }
+    }
+
+    #[test]
+    fn reloading_the_servers_certificate_is_never_binlogged() {
+        assert_eq!(
+            Dialect::MariaDb.reload_tls(),
+            "FLUSH NO_WRITE_TO_BINLOG SSL"
+        );
+        assert_eq!(
+            Dialect::MySqlSource.reload_tls(),
+            "ALTER INSTANCE RELOAD TLS"
+        );
     }
 
     #[test]
