@@ -1693,7 +1693,9 @@ async fn served_serial(c: &Cluster, n: usize, at: Served) -> Result<String> {
 ///   a certificate are refused on the TLS port, a client with the set's certificate is served
 ///   (on MariaDB a wrong token still gets `401`), and a rotated certificate (a new serial, swapped
 ///   in as the kubelet updates a Secret) is served without a restart, logged once, by the peer
-///   channel and by the servers (the sidecar tells them), and replication goes on.
+///   channel and by the servers (the sidecar tells them), and replication goes on;
+/// - a replica whose replication was configured without TLS (by hand, as before the setting was
+///   on) is configured again over TLS by its restarted sidecar, keeping its position.
 async fn every_channel_runs_over_tls_and_a_rotated_certificate_is_served(
     version: DbVersion,
 ) -> Result<()> {
@@ -1821,6 +1823,39 @@ async fn every_channel_runs_over_tls_and_a_rotated_certificate_is_served(
             assert_same_data(c, n).await?;
             c.wait_readyz(n, 200, READY).await?;
         }
+
+        // A replica configured without TLS (as before the setting was turned on): the
+        // restarted sidecar configures it again over TLS, keeping its position.
+        let (stop, plain, start) = match c.flavor() {
+            Flavor::MariaDb => ("STOP SLAVE", "CHANGE MASTER TO MASTER_SSL=0", "START SLAVE"),
+            Flavor::MySql => (
+                "STOP REPLICA",
+                "CHANGE REPLICATION SOURCE TO SOURCE_SSL=0, SOURCE_SSL_VERIFY_SERVER_CERT=0",
+                "START REPLICA",
+            ),
+        };
+        c.stop_sidecar(2).await?;
+        let mut conn = c.sql(2).await?;
+        for statement in [stop, plain, start] {
+            conn.query_drop(statement).await?;
+        }
+        c.start_sidecar(2).await?;
+        c.wait_readyz(2, 200, READY).await?;
+        let row: mysql_async::Row = conn.query_first(status).await?.context("no status")?;
+        for column in ["SSL_Allowed", "SSL_Verify_Server_Cert"] {
+            let value: Option<String> = row.get(format!("{words}_{column}").as_str());
+            ensure!(
+                value.as_deref() == Some("Yes"),
+                "the restarted sidecar left {words}_{column} at {value:?}"
+            );
+        }
+        ensure!(
+            c.log_text(2, "sidecar-2.log")
+                .contains("configured without verified TLS and --replication-tls is set"),
+            "the decision is not logged"
+        );
+        insert(c, 0, "secured again").await?;
+        assert_same_data(c, 2).await?;
         let log = c.log_text(1, "sidecar-1.log");
         let reloads = log
             .matches("the certificate files changed, new connections get")

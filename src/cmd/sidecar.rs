@@ -469,6 +469,7 @@ impl ControlLoop {
                     status.as_ref(),
                     self.marker.as_ref(),
                     &source.host,
+                    self.cfg.common.replication_ca().is_some(),
                 );
                 if let Plan::Blocked(reason) = plan {
                     return Ok(SetUp::Blocked(reason));
