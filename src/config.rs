@@ -3,10 +3,12 @@
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::clone::agent::PeerClient;
 use crate::clone::fallback::DonorFallback;
 use crate::clone::ownership::ServerUser;
 use crate::db::flavor::Flavor;
@@ -15,6 +17,7 @@ use crate::duration::parse_duration;
 use crate::identity::{Identity, IdentityError, Naming};
 use crate::secret::Secret;
 use crate::semisync::AckTimeout;
+use crate::tls::{CertSummary, ServerTls};
 
 #[derive(Debug, Parser)]
 #[command(name = "mysql-sts-agent", version, about, max_term_width = 100)]
@@ -137,6 +140,10 @@ pub struct CommonArgs {
     pub clone_token: Option<Secret>,
     #[arg(long, env = "MYSQL_STS_CLONE_TOKEN_FILE", global = true)]
     pub clone_token_file: Option<PathBuf>,
+    /// MariaDB: serve and ask for clones without a token (logged as a warning); without it, a
+    /// missing token is a configuration error.
+    #[arg(long, env = "MYSQL_STS_CLONE_INSECURE_NO_TOKEN", global = true)]
+    pub clone_insecure_no_token: bool,
     /// Port of every pod's server: the local one, the primary, a MySQL clone donor.
     #[arg(
         long,
@@ -181,6 +188,38 @@ pub struct CommonArgs {
     /// Init's fragment loads MySQL's plugins; the sidecar turns it on (`true` or the bare flag).
     #[arg(long, env = "MYSQL_STS_SEMI_SYNC", global = true)]
     pub semi_sync: bool,
+    /// The pod's TLS certificate (PEM), e.g. `tls.crt` of a cert-manager Secret; with its key
+    /// and CA the server's own TLS is rendered into the config fragment.
+    #[arg(long, env = "MYSQL_STS_TLS_CERT_FILE", global = true)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, env = "MYSQL_STS_TLS_KEY_FILE", global = true)]
+    pub tls_key_file: Option<PathBuf>,
+    /// The CA that signed every pod's certificate (PEM): the only one peers are verified against.
+    #[arg(long, env = "MYSQL_STS_TLS_CA_FILE", global = true)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Replication over TLS: replicas verify the primary's certificate and host name, the
+    /// replication user is created REQUIRE SSL, and the agent's connections to the primary use
+    /// TLS too (needs the three --tls-*-file settings).
+    #[arg(long, env = "MYSQL_STS_REPLICATION_TLS", global = true)]
+    pub replication_tls: bool,
+    /// The peer channel over TLS: agents serve /clone, /donor and /data over HTTPS on
+    /// --peer-port (the probes, /status and /metrics stay plain HTTP on --agent-port) and
+    /// joiners verify the donor's certificate and name (needs the three --tls-*-file settings).
+    #[arg(long, env = "MYSQL_STS_CLONE_TLS", global = true)]
+    pub clone_tls: bool,
+    /// With --clone-tls: require a client certificate signed by the CA (mutual TLS), on top of
+    /// the clone token.
+    #[arg(long, env = "MYSQL_STS_CLONE_TLS_CLIENT_AUTH", global = true)]
+    pub clone_tls_client_auth: bool,
+    /// With --clone-tls: the port of the peer channel.
+    #[arg(
+        long,
+        env = "MYSQL_STS_PEER_PORT",
+        default_value_t = 8443,
+        global = true
+    )]
+    pub peer_port: u16,
 }
 
 #[derive(Debug, Args)]
@@ -316,6 +355,12 @@ pub enum ConfigError {
         namespace: String,
         found: String,
     },
+    #[error("cannot read {flag} {path}: {source}")]
+    TlsFile {
+        flag: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -323,14 +368,112 @@ pub enum ConfigError {
 /// How a pod clones its predecessor, by flavor.
 #[derive(Debug, Clone)]
 pub enum CloneChannel {
-    /// MariaDB: a mariadb-backup stream that the donor's agent serves over HTTP.
+    /// MariaDB: a mariadb-backup stream that the donor's agent serves over HTTP; `token`: none
+    /// only with --clone-insecure-no-token.
     BackupStream {
-        token: Secret,
+        token: Option<Secret>,
         mariadb_backup: PathBuf,
         mbstream: PathBuf,
     },
     /// MySQL: the CLONE plugin, from the donor's server to a temporary local one.
     ClonePlugin { user: Credentials },
+}
+
+/// The pod's certificate, key and CA, as PEM files every container that uses them mounts at
+/// the same paths (the server reads them from the fragment init renders).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
+impl TlsFiles {
+    /// All three or none; each readable now, and a path the option file can hold.
+    fn from_settings(
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+        ca: Option<PathBuf>,
+    ) -> Result<Option<TlsFiles>, ConfigError> {
+        let settings = [
+            ("--tls-cert-file", cert),
+            ("--tls-key-file", key),
+            ("--tls-ca-file", ca),
+        ];
+        if settings.iter().all(|(_, path)| path.is_none()) {
+            return Ok(None);
+        }
+        let mut paths = Vec::with_capacity(3);
+        for (flag, path) in settings {
+            let Some(path) = path else {
+                return Err(ConfigError::Invalid(format!(
+                    "--tls-cert-file, --tls-key-file and --tls-ca-file go together: {flag} is missing"
+                )));
+            };
+            if path.to_string_lossy().contains(['\n', '\r']) {
+                return Err(ConfigError::Invalid(format!(
+                    "{flag} {path:?} contains a line break, which the server's option file cannot hold"
+                )));
+            }
+            std::fs::File::open(&path).map_err(|source| ConfigError::TlsFile {
+                flag,
+                path: path.clone(),
+                source,
+            })?;
+            paths.push(path);
+        }
+        let [cert, key, ca] = <[PathBuf; 3]>::try_from(paths).expect("three settings");
+        Ok(Some(TlsFiles { cert, key, ca }))
+    }
+}
+
+/// How pods' agents reach each other (`/clone`, `/donor`, `/data`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerChannel {
+    /// Plain HTTP on --agent-port, beside the probes.
+    Http { port: u16 },
+    /// HTTPS on --peer-port with the pod's certificate; `client_auth`: mutual TLS.
+    Https {
+        port: u16,
+        files: TlsFiles,
+        client_auth: bool,
+    },
+}
+
+impl PeerChannel {
+    /// The pod's TLS files when peers talk over TLS (MySQL: the clone too).
+    pub fn tls_files(&self) -> Option<&TlsFiles> {
+        match self {
+            PeerChannel::Http { .. } => None,
+            PeerChannel::Https { files, .. } => Some(files),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        match self {
+            PeerChannel::Http { port } | PeerChannel::Https { port, .. } => *port,
+        }
+    }
+}
+
+impl PeerChannel {
+    fn scheme(&self) -> &'static str {
+        match self {
+            PeerChannel::Http { .. } => "HTTP",
+            PeerChannel::Https {
+                client_auth: false, ..
+            } => "HTTPS",
+            PeerChannel::Https {
+                client_auth: true, ..
+            } => "HTTPS with client certificates",
+        }
+    }
+}
+
+impl std::fmt::Display for PeerChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} on port {}", self.scheme(), self.port())
+    }
 }
 
 /// Where the cluster domain came from, for the log.
@@ -360,6 +503,19 @@ pub struct Common {
     pub mysql_port: u16,
     pub clone: CloneChannel,
     pub semi_sync: bool,
+    pub tls: Option<TlsFiles>,
+    pub replication_tls: bool,
+    pub peer: PeerChannel,
+}
+
+impl Common {
+    /// The CA replicas and the agent verify the primary with, when replication uses TLS.
+    pub fn replication_ca(&self) -> Option<&Path> {
+        self.tls
+            .as_ref()
+            .filter(|_| self.replication_tls)
+            .map(|tls| tls.ca.as_path())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -373,6 +529,8 @@ pub struct InitConfig {
     pub server_user: Option<ServerUser>,
     pub peer_deadline: Duration,
     pub allow_empty_start: bool,
+    /// How init reaches other pods' agents (over HTTPS: its TLS files, read at start).
+    pub peer_client: PeerClient,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -396,9 +554,19 @@ pub struct Credentials {
     pub password: Option<Secret>,
 }
 
+/// The peer channel's server side, loaded at start.
+#[derive(Debug, Clone)]
+pub struct PeerServerTls {
+    pub tls: Arc<ServerTls>,
+    /// What the certificate first loaded says, for the log.
+    pub certificate: Option<CertSummary>,
+}
+
 #[derive(Debug, Clone)]
 pub struct SidecarConfig {
     pub common: Common,
+    /// With --clone-tls.
+    pub peer_tls: Option<PeerServerTls>,
     pub listen: SocketAddr,
     pub local_server: Endpoint,
     pub admin: Credentials,
@@ -454,12 +622,24 @@ impl Validated {
                 common.flavor,
                 common.domain_source,
                 common.datadir.display()
-            )
+            ) + &match &common.tls {
+                None => String::new(),
+                Some(tls) => format!(
+                    ", TLS certificate {} (CA {}), replication over TLS {}",
+                    tls.cert.display(),
+                    tls.ca.display(),
+                    if common.replication_tls { "on" } else { "off" }
+                ),
+            }
         };
         let donor = |common: &Common| match (&common.identity.donor_fqdn, &common.clone) {
             (None, _) => "no donor (the first ordinal)".to_owned(),
             (Some(donor), CloneChannel::BackupStream { .. }) => {
-                format!("clones {donor}:{} (agent)", common.agent_port)
+                format!(
+                    "clones {donor}:{} (agent, {})",
+                    common.peer.port(),
+                    common.peer.scheme()
+                )
             }
             (Some(donor), CloneChannel::ClonePlugin { user }) => format!(
                 "clones {donor}:{} (CLONE plugin, user {})",
@@ -491,9 +671,10 @@ impl Validated {
                     .join(" ")
             ),
             Validated::Sidecar(cfg) => format!(
-                "sidecar for {}, listens on {}, server {}, primary {}:{}",
+                "sidecar for {}, listens on {}, peers over {}, server {}, primary {}:{}",
                 pod(&cfg.common),
                 cfg.listen,
+                cfg.common.peer,
                 cfg.local_server,
                 cfg.common.identity.primary_fqdn,
                 cfg.common.mysql_port
@@ -575,7 +756,10 @@ impl Cli {
 
 impl InitArgs {
     fn validate(self, common: Common) -> Result<InitConfig, ConfigError> {
+        let peer_client = PeerClient::new(&common.peer)
+            .map_err(|e| ConfigError::Invalid(format!("the peer channel's TLS files: {e}")))?;
         Ok(InitConfig {
+            peer_client,
             common,
             conf_dir: self.conf_dir,
             clone_deadline: self.clone_deadline,
@@ -608,12 +792,28 @@ impl CommonArgs {
         })?;
         let clone = match flavor {
             Flavor::MariaDb => CloneChannel::BackupStream {
-                token: header_safe(required_secret(
-                    self.clone_token,
-                    self.clone_token_file.as_deref(),
-                    "--clone-token",
-                    "MYSQL_STS_CLONE_TOKEN",
-                )?)?,
+                token: match (
+                    secret(
+                        self.clone_token,
+                        self.clone_token_file.as_deref(),
+                        "--clone-token",
+                    )?,
+                    self.clone_insecure_no_token,
+                ) {
+                    (Some(_), true) => {
+                        return Err(ConfigError::Invalid(
+                            "--clone-insecure-no-token with a clone token set: remove one".into(),
+                        ));
+                    }
+                    (Some(token), false) => Some(header_safe(token)?),
+                    (None, true) => None,
+                    (None, false) => {
+                        return Err(ConfigError::MissingSecret {
+                            flag: "--clone-token",
+                            env: "MYSQL_STS_CLONE_TOKEN",
+                        });
+                    }
+                },
                 mariadb_backup: self.mariadb_backup,
                 mbstream: self.mbstream,
             },
@@ -628,6 +828,40 @@ impl CommonArgs {
                     )?),
                 },
             },
+        };
+        let tls = TlsFiles::from_settings(self.tls_cert_file, self.tls_key_file, self.tls_ca_file)?;
+        if self.replication_tls && tls.is_none() {
+            return Err(ConfigError::Invalid(
+                "--replication-tls needs --tls-cert-file, --tls-key-file and --tls-ca-file".into(),
+            ));
+        }
+        let peer = match (self.clone_tls, self.clone_tls_client_auth, &tls) {
+            (false, false, _) => PeerChannel::Http {
+                port: self.agent_port,
+            },
+            (false, true, _) => {
+                return Err(ConfigError::Invalid(
+                    "--clone-tls-client-auth needs --clone-tls".into(),
+                ));
+            }
+            (true, _, None) => {
+                return Err(ConfigError::Invalid(
+                    "--clone-tls needs --tls-cert-file, --tls-key-file and --tls-ca-file".into(),
+                ));
+            }
+            (true, client_auth, Some(files)) => {
+                if self.peer_port == self.agent_port {
+                    return Err(ConfigError::Invalid(format!(
+                        "--peer-port {} is --agent-port's: the peer channel needs a port of its own",
+                        self.peer_port
+                    )));
+                }
+                PeerChannel::Https {
+                    port: self.peer_port,
+                    files: files.clone(),
+                    client_auth,
+                }
+            }
         };
         let hostname = match self.hostname {
             Some(hostname) => hostname,
@@ -662,6 +896,9 @@ impl CommonArgs {
             mysql_port: self.mysql_port,
             clone,
             semi_sync: self.semi_sync,
+            tls,
+            replication_tls: self.replication_tls,
+            peer,
         })
     }
 }
@@ -684,7 +921,23 @@ impl SidecarArgs {
                 "--poll-interval must be greater than zero".into(),
             ));
         }
+        let peer_tls = match &common.peer {
+            PeerChannel::Http { .. } => None,
+            PeerChannel::Https {
+                files, client_auth, ..
+            } => {
+                let (tls, certificate) =
+                    ServerTls::load(files.clone(), *client_auth).map_err(|e| {
+                        ConfigError::Invalid(format!("the peer channel's TLS files: {e}"))
+                    })?;
+                Some(PeerServerTls {
+                    tls: Arc::new(tls),
+                    certificate,
+                })
+            }
+        };
         Ok(SidecarConfig {
+            peer_tls,
             listen: SocketAddr::new(self.listen_address, common.agent_port),
             local_server: match self.mysql_socket {
                 Some(path) => Endpoint::Socket(path),
@@ -832,7 +1085,7 @@ mod tests {
         let CloneChannel::BackupStream { token, .. } = &cfg.common.clone else {
             panic!("MariaDB clones with a backup stream")
         };
-        assert_eq!(token.expose(), "t");
+        assert_eq!(token.as_ref().map(Secret::expose), Some("t"));
     }
 
     #[test]
@@ -989,6 +1242,119 @@ mod tests {
         assert_eq!(on.semi_sync_timeout, AckTimeout::Forever);
         let argv = ["mysql-sts-agent", "sidecar", "--semi-sync-timeout", "soon"];
         assert!(Cli::try_parse_from(argv).is_err());
+    }
+
+    #[test]
+    fn tls_files_go_together_exist_and_replication_tls_needs_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+        let file = |name: &str, fixture: &str| {
+            let path = dir.path().join(name);
+            std::fs::copy(fixtures.join(fixture), &path).unwrap();
+            path.to_str().unwrap().to_owned()
+        };
+        let (cert, key, ca) = (
+            file("tls.crt", "tls1.crt"),
+            file("tls.key", "tls1.key"),
+            file("ca.crt", "ca.crt"),
+        );
+        let with = |extra: &[&str]| {
+            let args: Vec<&str> = BASE
+                .iter()
+                .copied()
+                .chain(extra.iter().copied())
+                .chain(["init"])
+                .collect();
+            parse(&args)
+        };
+        let all = [
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-file",
+            &ca,
+        ];
+        let Ok(Validated::Init(cfg)) = with(&[&all[..], &["--replication-tls"]].concat()) else {
+            panic!("init config")
+        };
+        let tls = cfg.common.tls.clone().expect("TLS files");
+        assert_eq!(tls.key, PathBuf::from(&key));
+        assert_eq!(cfg.common.replication_ca(), Some(Path::new(&ca)));
+        let Ok(Validated::Init(cfg)) = with(&all) else {
+            panic!("init config")
+        };
+        assert_eq!(cfg.common.replication_ca(), None, "the server's TLS only");
+        let Ok(Validated::Init(cfg)) = with(&[]) else {
+            panic!("init config")
+        };
+        assert_eq!(cfg.common.tls, None);
+
+        assert_eq!(cfg.common.peer, PeerChannel::Http { port: 8080 });
+        let Ok(Validated::Init(cfg)) = with(&[&all[..], &["--clone-tls"]].concat()) else {
+            panic!("init config")
+        };
+        assert_eq!(
+            cfg.common.peer,
+            PeerChannel::Https {
+                port: 8443,
+                files: tls.clone(),
+                client_auth: false
+            }
+        );
+        let mtls = [&all[..], &["--clone-tls", "--clone-tls-client-auth"]].concat();
+        let Ok(Validated::Init(cfg)) = with(&mtls) else {
+            panic!("init config")
+        };
+        assert_eq!(
+            cfg.common.peer.to_string(),
+            "HTTPS with client certificates on port 8443"
+        );
+        for (extra, error) in [
+            (
+                &["--clone-tls-client-auth"][..],
+                "--clone-tls-client-auth needs --clone-tls",
+            ),
+            (
+                &["--clone-tls"][..],
+                "--clone-tls needs --tls-cert-file, --tls-key-file and --tls-ca-file",
+            ),
+        ] {
+            assert_eq!(with(extra).err().unwrap().to_string(), error);
+        }
+        let same_port = [&all[..], &["--clone-tls", "--peer-port", "8080"]].concat();
+        assert_eq!(
+            with(&same_port).err().unwrap().to_string(),
+            "--peer-port 8080 is --agent-port's: the peer channel needs a port of its own"
+        );
+
+        std::fs::write(&ca, "not PEM").unwrap();
+        let err = with(&[&all[..], &["--clone-tls"]].concat()).err().unwrap();
+        assert!(
+            err.to_string()
+                .starts_with("the peer channel's TLS files: "),
+            "{err}"
+        );
+        std::fs::copy(fixtures.join("ca.crt"), &ca).unwrap();
+
+        let err = with(&all[..4]).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "--tls-cert-file, --tls-key-file and --tls-ca-file go together: --tls-ca-file is missing"
+        );
+        let err = with(&["--replication-tls"]).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "--replication-tls needs --tls-cert-file, --tls-key-file and --tls-ca-file"
+        );
+        let err = with(&[&all[..2], &["--tls-key-file", "/nonexistent/k"], &all[4..]].concat())
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string()
+                .starts_with("cannot read --tls-key-file /nonexistent/k: "),
+            "{err}"
+        );
     }
 
     #[test]

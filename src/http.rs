@@ -19,9 +19,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
 use subtle::ConstantTimeEq;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::clone::datadir::{CloneMarker, DataDir};
@@ -37,6 +38,7 @@ use crate::health::{self, Joiner, Phase, Rules, Snapshot, Timings, Verdict};
 use crate::identity::Identity;
 use crate::metrics::{self, Metrics};
 use crate::secret::Secret;
+use crate::tls::ServerTls;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -53,24 +55,62 @@ pub struct AppState {
     /// MariaDB pods serve clones; MySQL joiners clone from the server itself.
     pub clone_service: Option<CloneService>,
     pub metrics: Arc<Metrics>,
+    /// Where the peer endpoints are served (named in the refusal on the plain port).
+    pub peer_port: u16,
 }
 
 #[derive(Clone)]
 pub struct CloneService {
     pub donor: Arc<Donor>,
-    pub token: Secret,
+    /// None: --clone-insecure-no-token.
+    pub token: Option<Secret>,
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/livez", get(livez))
-        .route("/readyz", get(readyz))
-        .route("/status", get(status))
-        .route("/metrics", get(metrics))
-        .route("/data", get(data))
-        .route("/clone", get(clone))
-        .route("/donor", get(donor))
-        .with_state(state)
+/// Which endpoints a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoints {
+    /// Every endpoint, on one plain HTTP port.
+    All,
+    /// The probes, `/status` and `/metrics`: the plain port when peers talk over TLS elsewhere.
+    /// The peer endpoints answer `403` naming the port to use.
+    Local,
+    /// `/clone`, `/donor` and `/data`: what other pods' agents ask, on the TLS port.
+    Peers,
+}
+
+pub fn router(state: AppState, endpoints: Endpoints) -> Router {
+    let local = || {
+        Router::new()
+            .route("/livez", get(livez))
+            .route("/readyz", get(readyz))
+            .route("/status", get(status))
+            .route("/metrics", get(metrics))
+    };
+    let peers = || {
+        Router::new()
+            .route("/data", get(data))
+            .route("/clone", get(clone))
+            .route("/donor", get(donor))
+    };
+    let router = match endpoints {
+        Endpoints::All => local().merge(peers()),
+        Endpoints::Local => local()
+            .route("/data", get(peers_elsewhere))
+            .route("/clone", get(peers_elsewhere))
+            .route("/donor", get(peers_elsewhere)),
+        Endpoints::Peers => peers(),
+    };
+    router.with_state(state)
+}
+
+async fn peers_elsewhere(State(state): State<AppState>) -> Response {
+    text(
+        StatusCode::FORBIDDEN,
+        &format!(
+            "the peer endpoints are served over TLS on port {}",
+            state.peer_port
+        ),
+    )
 }
 
 /// What one client can take of the HTTP server, so that probes are answered whatever other
@@ -132,15 +172,17 @@ impl Throttled {
     }
 }
 
-/// Serves HTTP/1.1 until `shutdown`, then stops accepting, lets responses in flight finish
-/// within `limits.drain_within` and cuts the connections still open.
+/// Serves HTTP/1.1 (over TLS with `tls`: each connection gets its current config) until
+/// `shutdown`, then stops accepting, lets responses in flight finish within
+/// `limits.drain_within` and cuts the connections still open.
 pub async fn serve(
     listener: TcpListener,
-    state: AppState,
+    app: Router,
+    tls: Option<Arc<ServerTls>>,
     limits: HttpLimits,
     shutdown: CancellationToken,
 ) {
-    let app = TowerToHyperService::new(router(state));
+    let app = TowerToHyperService::new(app);
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
@@ -184,13 +226,29 @@ pub async fn serve(
             }
             continue;
         }
-        connections.spawn(serve_connection(
-            &http,
-            stream,
-            peer,
-            app.clone(),
-            shutdown.clone(),
-        ));
+        let Some(tls) = &tls else {
+            connections.spawn(serve_connection(
+                &http,
+                stream,
+                peer,
+                app.clone(),
+                shutdown.clone(),
+            ));
+            continue;
+        };
+        // The handshake is bounded like a request head, in the connection's own task.
+        let accepting = TlsAcceptor::from(tls.config()).accept(stream);
+        let (http, app, shutdown) = (http.clone(), app.clone(), shutdown.clone());
+        let within = limits.header_read_timeout;
+        connections.spawn(async move {
+            match tokio::time::timeout(within, accepting).await {
+                Ok(Ok(stream)) => serve_connection(&http, stream, peer, app, shutdown).await,
+                // Per connection, so at debug: a plain HTTP request, a client without a
+                // certificate or with an untrusted one, a scanner.
+                Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake refused: {e}"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake not done within {within:?}"),
+            }
+        });
     }
     drop(listener);
     let drained = tokio::time::timeout(limits.drain_within, async {
@@ -209,13 +267,16 @@ pub async fn serve(
 
 /// One connection, in its own task so that a slow client holds up no other. At shutdown it
 /// finishes the response in flight and closes.
-fn serve_connection(
+fn serve_connection<S>(
     http: &http1::Builder,
-    stream: TcpStream,
+    stream: S,
     peer: SocketAddr,
     app: TowerToHyperService<Router>,
     shutdown: CancellationToken,
-) -> impl Future<Output = ()> + Send + 'static {
+) -> impl Future<Output = ()> + Send + 'static
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     // `/clone` logs its joiner's address.
     let service = service_fn(move |mut request: Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
@@ -454,7 +515,9 @@ async fn clone(
             "this pod runs MySQL: the next pod clones from its server with the CLONE plugin",
         );
     };
-    if !authorized(&headers, &service.token) {
+    if let Some(token) = &service.token
+        && !authorized(&headers, token)
+    {
         tracing::warn!(joiner = %joiner, "clone request refused: missing or wrong token");
         let mut response = text(StatusCode::UNAUTHORIZED, "missing or wrong clone token");
         response.headers_mut().insert(

@@ -26,4 +26,5 @@ pub mod replication;
 pub mod secret;
 pub mod semisync;
 pub mod summary;
+pub mod tls;
 pub mod tool;

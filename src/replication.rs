@@ -18,6 +18,9 @@ pub enum Plan {
     Configure { start_at: Gtids, donor: String },
     /// Configured for another source host: point it at ordinal 0, keep the applied position.
     Repoint { from: String },
+    /// Configured for this source without verified TLS while replication must use it:
+    /// configure it again with TLS, keeping the applied position.
+    Secure,
     /// Configured for this source but not running (e.g. after a restart): start it.
     Resume,
     /// Configured and running: leave it alone.
@@ -26,11 +29,14 @@ pub enum Plan {
     Blocked(String),
 }
 
+/// `tls`: replication must use verified TLS (a configuration without it is redone; one with it
+/// is kept when the setting is off, since the primary may still require it).
 pub fn plan(
     flavor: Flavor,
     status: Option<&ReplicaStatus>,
     marker: Option<&CloneMarker>,
     source_host: &str,
+    tls: bool,
 ) -> Plan {
     let Some(status) = status else {
         return match marker {
@@ -53,6 +59,9 @@ pub fn plan(
         return Plan::Repoint {
             from: status.source_host.clone(),
         };
+    }
+    if tls && !status.tls_verified {
+        return Plan::Secure;
     }
     if status.io_thread == IoThread::Stopped || !status.sql_running {
         return Plan::Resume;
@@ -141,6 +150,10 @@ pub async fn apply(
             tracing::info!(phase = %Phase::Configuring, from = %from, source = %source.host, "replication points at another host: repointing it at the primary, keeping the applied position");
             db::execute_all(conn, &dialect.repoint_replica(source)).await
         }
+        Plan::Secure => {
+            tracing::info!(source = %source.host, "replication is configured without verified TLS and --replication-tls is set: configuring it again over TLS, keeping the applied position");
+            db::execute_all(conn, &dialect.repoint_replica(source)).await
+        }
         Plan::Resume => {
             tracing::info!(phase = %Phase::Configuring, source = %source.host, "replication is configured but stopped: resuming it (not reconfiguring)");
             db::execute_all(conn, &[dialect.start_replica().to_owned()]).await
@@ -161,10 +174,15 @@ pub async fn ensure_user(
     user: &str,
     password: &Secret,
     privilege: &str,
+    require_tls: bool,
     purpose: &str,
 ) -> Result<(), DbError> {
-    db::execute_all(conn, &dialect.ensure_user(user, password, privilege)).await?;
-    tracing::info!(user = %dialect::account(user), privilege, "{purpose} user ensured with this privilege only");
+    db::execute_all(
+        conn,
+        &dialect.ensure_user(user, password, privilege, require_tls),
+    )
+    .await?;
+    tracing::info!(user = %dialect::account(user), privilege, require_tls, "{purpose} user ensured with this privilege only");
     Ok(())
 }
 
@@ -200,13 +218,14 @@ mod tests {
             seconds_behind: None,
             gtid_mode: "Slave_Pos".into(),
             received: Gtids::parse(MARIADB, "").unwrap(),
+            tls_verified: false,
         }
     }
 
     #[test]
     fn fresh_clone_is_configured_from_its_marker() {
         assert_eq!(
-            plan(MARIADB, None, Some(&marker("0-100-7")), PRIMARY),
+            plan(MARIADB, None, Some(&marker("0-100-7")), PRIMARY, false),
             Plan::Configure {
                 start_at: Gtids::parse(MARIADB, "0-100-7").unwrap(),
                 donor: "mysql-1.mysql.default.svc.cluster.local".into()
@@ -219,25 +238,50 @@ mod tests {
         let marker = marker("0-100-7");
         let stopped = status(PRIMARY, IoThread::Stopped, false);
         assert_eq!(
-            plan(MARIADB, Some(&stopped), Some(&marker), PRIMARY),
+            plan(MARIADB, Some(&stopped), Some(&marker), PRIMARY, false),
             Plan::Resume
         );
         let half = status(PRIMARY, IoThread::Running, false);
         assert_eq!(
-            plan(MARIADB, Some(&half), Some(&marker), PRIMARY),
+            plan(MARIADB, Some(&half), Some(&marker), PRIMARY, false),
             Plan::Resume
         );
         let running = status(PRIMARY, IoThread::Connecting, true);
         assert_eq!(
-            plan(MARIADB, Some(&running), Some(&marker), PRIMARY),
+            plan(MARIADB, Some(&running), Some(&marker), PRIMARY, false),
             Plan::Keep
         );
         let elsewhere = status("old-primary", IoThread::Running, true);
         assert_eq!(
-            plan(MARIADB, Some(&elsewhere), None, PRIMARY),
+            plan(MARIADB, Some(&elsewhere), None, PRIMARY, false),
             Plan::Repoint {
                 from: "old-primary".into()
             }
+        );
+    }
+
+    #[test]
+    fn a_replica_without_verified_tls_is_configured_again_when_tls_is_wanted() {
+        let plain = status(PRIMARY, IoThread::Running, true);
+        assert_eq!(
+            plan(MARIADB, Some(&plain), None, PRIMARY, true),
+            Plan::Secure
+        );
+        assert_eq!(
+            plan(MARIADB, Some(&plain), None, PRIMARY, false),
+            Plan::Keep
+        );
+        let verified = ReplicaStatus {
+            tls_verified: true,
+            ..plain
+        };
+        assert_eq!(
+            plan(MARIADB, Some(&verified), None, PRIMARY, true),
+            Plan::Keep
+        );
+        assert_eq!(
+            plan(MARIADB, Some(&verified), None, PRIMARY, false),
+            Plan::Keep
         );
     }
 
@@ -256,11 +300,11 @@ mod tests {
     #[test]
     fn no_marker_and_no_configuration_blocks() {
         assert!(matches!(
-            plan(MARIADB, None, None, PRIMARY),
+            plan(MARIADB, None, None, PRIMARY, false),
             Plan::Blocked(_)
         ));
         assert!(matches!(
-            plan(MARIADB, None, Some(&marker("garbage")), PRIMARY),
+            plan(MARIADB, None, Some(&marker("garbage")), PRIMARY, false),
             Plan::Blocked(_)
         ));
     }

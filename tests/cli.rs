@@ -388,3 +388,43 @@ fn secrets_are_refused_on_the_command_line() {
     let out = agent(&["--check", "init"], &with(&[], &[]));
     assert_eq!(out.status.code(), Some(0), "{:?}", stderr_lines(&out));
 }
+
+/// MariaDB without a clone token: only with the explicit insecure setting, which the agent
+/// warns about once; with a token as well, the two contradict each other.
+#[test]
+fn clones_without_a_token_need_the_insecure_setting_and_are_warned_about_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let datadir = dir.path().join("data");
+    std::fs::create_dir(&datadir).unwrap();
+    let paths = [
+        ("MYSQL_STS_DATADIR", datadir.to_str().unwrap()),
+        ("MYSQL_STS_CONF_DIR", dir.path().to_str().unwrap()),
+    ];
+    let insecure = ("MYSQL_STS_CLONE_INSECURE_NO_TOKEN", "true");
+    let out = agent(
+        &["init"],
+        &with(
+            &[&paths[..], &[insecure]].concat(),
+            &["MYSQL_STS_CLONE_TOKEN"],
+        ),
+    );
+    assert_eq!(out.status.code(), Some(0), "{:?}", stderr_lines(&out));
+    let warnings: Vec<String> = stderr_lines(&out)
+        .into_iter()
+        .filter(|l| l.contains("WARN") && l.contains("--clone-insecure-no-token"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{:?}", stderr_lines(&out));
+    assert!(
+        warnings[0].contains(
+            "without a token; anything that reaches the peer port can copy the whole database"
+        ),
+        "{warnings:?}"
+    );
+
+    let out = agent(&["init"], &with(&[&paths[..], &[insecure]].concat(), &[]));
+    assert_eq!(out.status.code(), Some(64));
+    assert_eq!(
+        stderr_lines(&out),
+        ["mysql-sts-agent: error: --clone-insecure-no-token with a clone token set: remove one"]
+    );
+}

@@ -1940,6 +1940,268 @@ async fn secrets_with_quotes_backslashes_and_non_ascii_work_and_never_leak(
     .await
 }
 
+/// The peer channel's port under `MYSQL_STS_CLONE_TLS` (the default `--peer-port`).
+const PEER_PORT: u16 = 8443;
+
+/// `curl` from the node to pod n's peer channel: over HTTPS with the CA and the pod's name,
+/// presenting the set's certificate or none; or over plain HTTP. Returns curl's success and its
+/// output (the body, or curl's error).
+async fn curl_peer(
+    c: &Cluster,
+    n: usize,
+    path: &str,
+    how: PeerClient,
+    bearer: Option<&str>,
+) -> Result<(bool, String)> {
+    let (ip, fqdn) = (c.pod_ip(n), c.naming().pod_fqdn(n));
+    let tls = c.tls()?;
+    let file = |key: &str| tls.file(key).to_string_lossy().into_owned();
+    let mut curl = c.node_command("curl");
+    curl.args(["-sS", "--noproxy", "*", "--max-time", "10"]);
+    match how {
+        PeerClient::PlainHttp => {
+            curl.arg(format!("http://{ip}:{PEER_PORT}{path}"));
+        }
+        PeerClient::WithoutCertificate | PeerClient::WithCertificate => {
+            curl.args(["--cacert", &file("ca.crt")])
+                .args(["--resolve", &format!("{fqdn}:{PEER_PORT}:{ip}")])
+                .arg(format!("https://{fqdn}:{PEER_PORT}{path}"));
+            if how == PeerClient::WithCertificate {
+                curl.args(["--cert", &file("tls.crt"), "--key", &file("tls.key")]);
+            }
+        }
+    }
+    if let Some(token) = bearer {
+        curl.args(["-H", &format!("Authorization: Bearer {token}")]);
+    }
+    let out = curl.output().await.context("running curl")?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    Ok((out.status.success(), text))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PeerClient {
+    PlainHttp,
+    WithoutCertificate,
+    WithCertificate,
+}
+
+/// Where a certificate is served: the agent's peer channel, or the server (TLS after the
+/// MySQL protocol's greeting).
+#[derive(Clone, Copy, Debug)]
+enum Served {
+    PeerChannel,
+    Server,
+}
+
+/// The serial of the certificate pod n serves there, as `openssl s_client` sees it.
+async fn served_serial(c: &Cluster, n: usize, at: Served) -> Result<String> {
+    let (ip, fqdn) = (c.pod_ip(n), c.naming().pod_fqdn(n));
+    let tls = c.tls()?;
+    let file = |key: &str| tls.file(key).to_string_lossy().into_owned();
+    let (port, starttls) = match at {
+        Served::PeerChannel => (PEER_PORT, ""),
+        Served::Server => (c.server_port(), "-starttls mysql"),
+    };
+    let script = format!(
+        "openssl s_client -connect {ip}:{port} {starttls} -servername {fqdn} -CAfile {ca} \
+         -cert {cert} -key {key} </dev/null 2>/dev/null | openssl x509 -noout -serial",
+        ca = file("ca.crt"),
+        cert = file("tls.crt"),
+        key = file("tls.key"),
+    );
+    let out = c.node_command("sh").args(["-c", &script]).output().await?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.trim().trim_start_matches("serial=").to_owned())
+}
+
+/// Every channel over TLS, with the set's one certificate (`*.<service>.<namespace>.svc.<domain>`):
+/// - replication: each replica's IO thread connects with TLS and verifies the primary's
+///   certificate and host name; the replication user requires TLS, so the IO thread and the
+///   agent's own sampling of the primary (without which a replica is never ready) both use it;
+///   every replica holds every row;
+/// - MySQL's clone: `CLONE INSTANCE ... REQUIRE SSL` as a clone user that requires TLS;
+/// - the peer channel (`/clone` on MariaDB, `/donor` and `/data` on both): the pods cloned
+///   through it, the plain port refuses it naming the TLS port, plain HTTP and a client without
+///   a certificate are refused on the TLS port, a client with the set's certificate is served
+///   (on MariaDB a wrong token still gets `401`), and a rotated certificate (a new serial, swapped
+///   in as the kubelet updates a Secret) is served without a restart, logged once, by the peer
+///   channel and by the servers (the sidecar tells them), and replication goes on;
+/// - a replica whose replication was configured without TLS (by hand, as before the setting was
+///   on) is configured again over TLS by its restarted sidecar, keeping its position.
+async fn every_channel_runs_over_tls_and_a_rotated_certificate_is_served(
+    version: DbVersion,
+) -> Result<()> {
+    let naming = Naming::default()
+        .statefulset("orders-db")
+        .service("orders-db-hl")
+        .namespace("shop")
+        .cluster_domain("k8s.example.net");
+    let spec = ClusterSpec::new(env!("CARGO_BIN_EXE_mysql-sts-agent"), 3)
+        .version(version)
+        .names(naming)
+        .tls();
+    Cluster::run_scenario(spec, async |c| {
+        primary_with_data(c, INITIAL_ROWS).await?;
+        for n in [1, 2] {
+            c.start_pod(n).await?;
+            c.wait_readyz(n, 200, READY).await?;
+        }
+        insert(c, 0, "over tls").await?;
+        for n in [1, 2] {
+            assert_same_data(c, n).await?;
+        }
+
+        let (status, words) = match c.flavor() {
+            Flavor::MariaDb => ("SHOW SLAVE STATUS", "Master"),
+            Flavor::MySql => ("SHOW REPLICA STATUS", "Source"),
+        };
+        for n in [1, 2] {
+            let row: mysql_async::Row = c
+                .sql(n)
+                .await?
+                .query_first(status)
+                .await?
+                .context("no replica status")?;
+            for column in [
+                format!("{words}_SSL_Allowed"),
+                format!("{words}_SSL_Verify_Server_Cert"),
+            ] {
+                let value: Option<String> = row.get(column.as_str());
+                ensure!(
+                    value.as_deref() == Some("Yes"),
+                    "{}: {column} is {value:?}",
+                    pod(c, n)
+                );
+            }
+            let ca: Option<String> = row.get(format!("{words}_SSL_CA_File").as_str());
+            ensure!(
+                ca.as_deref().is_some_and(|ca| ca.ends_with("/ca.crt")),
+                "{}: {words}_SSL_CA_File is {ca:?}",
+                pod(c, n)
+            );
+        }
+        // MySQL's clone user too: the pods were cloned with `CLONE INSTANCE ... REQUIRE SSL`.
+        let users: &[&str] = match c.flavor() {
+            Flavor::MariaDb => &["repl"],
+            Flavor::MySql => &["repl", "clone"],
+        };
+        for user in users {
+            let ssl_type: Option<String> = c
+                .sql(0)
+                .await?
+                .exec_first("SELECT ssl_type FROM mysql.user WHERE user = ?", (user,))
+                .await?;
+            ensure!(
+                ssl_type.as_deref() == Some("ANY"),
+                "user {user} requires {ssl_type:?}, not SSL"
+            );
+        }
+
+        let plain = c.http_get(1, "/donor", None).await?;
+        ensure!(
+            plain.status == 403
+                && plain
+                    .text()
+                    .contains(&format!("over TLS on port {PEER_PORT}")),
+            "/donor on the plain port: {}",
+            plain.text()
+        );
+        let (ok, text) = curl_peer(c, 1, "/donor", PeerClient::PlainHttp, None).await?;
+        ensure!(!ok, "plain HTTP on the TLS port was answered: {text}");
+        let (ok, text) = curl_peer(c, 1, "/donor", PeerClient::WithoutCertificate, None).await?;
+        ensure!(!ok, "a client without a certificate was answered: {text}");
+        let (ok, text) = curl_peer(c, 1, "/donor", PeerClient::WithCertificate, None).await?;
+        ensure!(
+            ok && text.starts_with("200 healthy donor"),
+            "a client with the set's certificate: {text}"
+        );
+        let (ok, text) = curl_peer(c, 1, "/data", PeerClient::WithCertificate, None).await?;
+        ensure!(ok && text.contains("\"holds_data\":true"), "/data: {text}");
+        if c.flavor() == Flavor::MariaDb {
+            let bearer = Some("not-the-token");
+            let (_, text) = curl_peer(c, 1, "/clone", PeerClient::WithCertificate, bearer).await?;
+            ensure!(text.starts_with("401"), "a wrong token over mTLS: {text}");
+        }
+
+        let before = served_serial(c, 1, Served::PeerChannel).await?;
+        ensure!(
+            served_serial(c, 0, Served::Server).await? == before,
+            "the primary's server does not serve the set's certificate"
+        );
+        let rotated = c.rotate_tls()?;
+        ensure!(
+            rotated != before,
+            "the rotation issued serial {rotated} again"
+        );
+        for (n, at) in [
+            (1, Served::PeerChannel),
+            (0, Served::Server),
+            (1, Served::Server),
+        ] {
+            let what = format!("pod {n}'s {at:?} to serve the rotated certificate");
+            poll_until(&what, READY, POLL, || async {
+                let serial = served_serial(c, n, at).await?;
+                Ok(if serial == rotated {
+                    Check::Done(())
+                } else {
+                    Check::Pending(format!("serves serial {serial:?}, not {rotated}"))
+                })
+            })
+            .await?;
+        }
+        insert(c, 0, "after the rotation").await?;
+        for n in [1, 2] {
+            // Telling the server is no transaction of its own: the replicas are not fenced.
+            assert_same_data(c, n).await?;
+            c.wait_readyz(n, 200, READY).await?;
+        }
+
+        // A replica configured without TLS (as before the setting was turned on): the
+        // restarted sidecar configures it again over TLS, keeping its position.
+        let (stop, plain, start) = match c.flavor() {
+            Flavor::MariaDb => ("STOP SLAVE", "CHANGE MASTER TO MASTER_SSL=0", "START SLAVE"),
+            Flavor::MySql => (
+                "STOP REPLICA",
+                "CHANGE REPLICATION SOURCE TO SOURCE_SSL=0, SOURCE_SSL_VERIFY_SERVER_CERT=0",
+                "START REPLICA",
+            ),
+        };
+        c.stop_sidecar(2).await?;
+        let mut conn = c.sql(2).await?;
+        for statement in [stop, plain, start] {
+            conn.query_drop(statement).await?;
+        }
+        c.start_sidecar(2).await?;
+        c.wait_readyz(2, 200, READY).await?;
+        let row: mysql_async::Row = conn.query_first(status).await?.context("no status")?;
+        for column in ["SSL_Allowed", "SSL_Verify_Server_Cert"] {
+            let value: Option<String> = row.get(format!("{words}_{column}").as_str());
+            ensure!(
+                value.as_deref() == Some("Yes"),
+                "the restarted sidecar left {words}_{column} at {value:?}"
+            );
+        }
+        ensure!(
+            c.log_text(2, "sidecar-2.log")
+                .contains("configured without verified TLS and --replication-tls is set"),
+            "the decision is not logged"
+        );
+        insert(c, 0, "secured again").await?;
+        assert_same_data(c, 2).await?;
+        let log = c.log_text(1, "sidecar-1.log");
+        let reloads = log
+            .matches("the certificate files changed, new connections get")
+            .count();
+        ensure!(reloads == 1, "{reloads} reloads logged, not 1:\n{log}");
+        let (ok, text) = curl_peer(c, 1, "/donor", PeerClient::WithCertificate, None).await?;
+        ensure!(ok, "the rotated certificate: {text}");
+        Ok(())
+    })
+    .await
+}
+
 /// One test per scenario and image: `mariadb::<scenario>` (10.11), `mariadb_11_8::<scenario>`
 /// and `mysql::<scenario>`.
 macro_rules! scenarios {
@@ -1987,6 +2249,7 @@ every_image!(
         semi_sync_acknowledges_every_commit_on_a_replica,
         prometheus_scrapes_every_pod_and_sees_a_stopped_sql_thread,
         secrets_with_quotes_backslashes_and_non_ascii_work_and_never_leak,
+        every_channel_runs_over_tls_and_a_rotated_certificate_is_served,
     ],
     // mariadb-backup runs in the donor's agent.
     mariadb: [

@@ -67,11 +67,13 @@ async fn start(limits: HttpLimits) -> Server {
         timings: Arc::new(Timings::starting_now()),
         clone_service: None,
         metrics: Arc::new(metrics),
+        peer_port: 8443,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let serving = tokio::spawn(http::serve(listener, state, limits, shutdown.clone()));
+    let app = http::router(state, http::Endpoints::All);
+    let serving = tokio::spawn(http::serve(listener, app, None, limits, shutdown.clone()));
     assert_readyz_answers(address).await;
     Server {
         address,

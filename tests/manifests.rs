@@ -623,3 +623,122 @@ fn the_harness_refuses_a_service_name_without_its_headless_service() {
     );
     fine.unwrap().headless_service().unwrap();
 }
+
+/// `kubectl kustomize DIR` of a directory of k8s/, parsed as YAML documents.
+fn build_docs(dir: &str) -> Result<Vec<serde_norway::Value>> {
+    let dir = manifest::k8s_dir().join(dir);
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&dir)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "kubectl kustomize {}: {out:?}",
+        dir.display()
+    );
+    let text = String::from_utf8(out.stdout)?;
+    serde_norway::Deserializer::from_str(&text)
+        .map(|doc| Ok(serde::Deserialize::deserialize(doc)?))
+        .collect()
+}
+
+/// The TLS example: the overlay with `k8s/tls` mounts the Secret cert-manager's Certificate
+/// fills, in every container that reads the TLS settings (init writes their paths into the
+/// server's fragment, so the database container needs the same path), the settings point into
+/// that mount and are ones the agent knows, the agent declares the peer port it is told, the
+/// NetworkPolicy admits the set's pods to it, and the Certificate covers every pod's stable name
+/// for both server and client use.
+#[test]
+fn the_tls_overlay_mounts_the_certificate_cert_manager_issues_where_its_settings_point() {
+    const MOUNT: &str = "/etc/mysql-sts-agent/tls";
+    let docs = build_docs("overlays/mariadb-tls").unwrap();
+    let of_kind = |kind: &'static str| {
+        docs.iter()
+            .find(move |doc| doc["kind"].as_str() == Some(kind))
+            .unwrap()
+    };
+    let text = docs
+        .iter()
+        .map(|doc| serde_norway::to_string(doc).unwrap())
+        .collect::<Vec<_>>()
+        .join("---\n");
+    let built = Manifest::parse("mariadb-tls", &text).unwrap();
+    let config = &of_kind("ConfigMap")["data"];
+    let setting = |name: &str| config[name].as_str().unwrap_or_default().to_owned();
+    for name in ["CERT", "KEY", "CA"] {
+        let path = setting(&format!("MYSQL_STS_TLS_{name}_FILE"));
+        assert!(path.starts_with(&format!("{MOUNT}/")), "{name}: {path:?}");
+    }
+    for switch in ["REPLICATION_TLS", "CLONE_TLS", "CLONE_TLS_CLIENT_AUTH"] {
+        assert_eq!(setting(&format!("MYSQL_STS_{switch}")), "true", "{switch}");
+    }
+    let known = known_env(&["init", "sidecar"].map(str::to_owned).into()).unwrap();
+    let keys = config.as_mapping().unwrap().keys();
+    for name in keys
+        .filter_map(|k| k.as_str())
+        .filter(|k| k.contains("TLS"))
+    {
+        assert!(known.contains(name), "the agent does not know {name}");
+    }
+
+    let pod = built.pod_spec();
+    let mounted_in: BTreeSet<&str> = pod
+        .init_containers
+        .iter()
+        .chain(&pod.containers)
+        .filter(|c| {
+            c.volume_mounts
+                .iter()
+                .any(|m| m.name == "tls" && m.mount_path == MOUNT)
+        })
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(mounted_in, BTreeSet::from(["init", "agent", "database"]));
+    let agent = pod
+        .init_containers
+        .iter()
+        .find(|c| c.name == "agent")
+        .unwrap();
+    let peer_port: u16 = setting("MYSQL_STS_PEER_PORT").parse().unwrap();
+    assert!(
+        agent.ports.iter().any(|p| p.container_port == peer_port),
+        "the agent declares no port {peer_port}"
+    );
+    let policy = serde_norway::to_string(&of_kind("NetworkPolicy")["spec"]).unwrap();
+    assert!(policy.contains(&format!("port: {peer_port}")), "{policy}");
+
+    let secret_name = pod
+        .volumes
+        .iter()
+        .find(|v| v.name == "tls")
+        .and_then(|v| v.secret.as_ref())
+        .map(|s| s.secret_name.clone())
+        .unwrap();
+    let issued = build_docs("tls/cert-manager").unwrap();
+    let certificate = issued
+        .iter()
+        .find(|doc| {
+            doc["kind"].as_str() == Some("Certificate")
+                && doc["spec"]["secretName"].as_str() == Some(&secret_name)
+        })
+        .expect("a Certificate fills the mounted Secret");
+    let listed = |field: &str| -> Vec<String> {
+        certificate["spec"][field]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect()
+    };
+    let service = &built.statefulset.spec.service_name;
+    assert!(
+        listed("dnsNames")
+            .iter()
+            .any(|name| name.starts_with(&format!("*.{service}."))),
+        "no wildcard for the pods of service {service}: {:?}",
+        listed("dnsNames")
+    );
+    for usage in ["server auth", "client auth"] {
+        assert!(listed("usages").iter().any(|u| u == usage), "{usage}");
+    }
+}

@@ -2,6 +2,7 @@
 //! donor (`/donor`), which a MySQL joiner asks before its CLONE plugin talks to the server.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,7 +14,9 @@ use tokio::net::TcpStream;
 
 use crate::clone::datadir::Promotion;
 use crate::clone::{Attempt, error_chain};
+use crate::config::PeerChannel;
 use crate::secret::Secret;
+use crate::tls::{self, TlsError};
 
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -27,27 +30,51 @@ pub(crate) fn donor_path(path: &str, promotion: Promotion) -> String {
     }
 }
 
-/// GET `path` from the agent of `donor` (its stable name, for the Host header) at `ip:port`.
-/// Any HTTP answer is the caller's to judge; no answer is worth a retry.
+/// How this pod reaches other pods' agents: the port, and over HTTPS the client config (the CA
+/// as the only root, the pod's certificate for mutual TLS), read once at start.
+#[derive(Debug, Clone)]
+pub struct PeerClient {
+    port: u16,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl PeerClient {
+    /// Plain HTTP to `port`: the local agent's `/status` is never behind TLS.
+    pub fn plain(port: u16) -> PeerClient {
+        PeerClient { port, tls: None }
+    }
+
+    pub fn new(channel: &PeerChannel) -> Result<PeerClient, TlsError> {
+        Ok(PeerClient {
+            port: channel.port(),
+            tls: match channel {
+                PeerChannel::Http { .. } => None,
+                PeerChannel::Https { files, .. } => Some(tls::client_config(files)?),
+            },
+        })
+    }
+}
+
+fn retry(what: &str, e: &dyn std::error::Error) -> Attempt {
+    Attempt::Retry(format!("{what}: {}", error_chain(e)))
+}
+
+/// GET `path` from the agent of `donor` (its stable name: the Host header, and over HTTPS the
+/// name its certificate must hold) at `ip`. Any HTTP answer is the caller's to judge; no answer
+/// is worth a retry.
 pub(crate) async fn get(
     donor: &str,
     ip: IpAddr,
-    port: u16,
+    peer: &PeerClient,
     path: &str,
     bearer: Option<&Secret>,
     answer_within: Duration,
 ) -> Result<Response<Incoming>, Attempt> {
-    let retry = |what: &str, e: &dyn std::error::Error| {
-        Attempt::Retry(format!("{what}: {}", error_chain(e)))
-    };
+    let port = peer.port;
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((ip, port)))
         .await
         .map_err(|_| Attempt::Retry(format!("connecting to {ip}:{port}: timed out")))?
         .map_err(|e| retry(&format!("connecting to {ip}:{port}"), &e))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| retry("HTTP handshake", &e))?;
-    tokio::spawn(connection);
     let mut request = Request::get(path).header(header::HOST, format!("{donor}:{port}"));
     if let Some(token) = bearer {
         request = request.header(header::AUTHORIZATION, format!("Bearer {}", token.expose()));
@@ -55,6 +82,32 @@ pub(crate) async fn get(
     let request = request
         .body(Empty::<Bytes>::new())
         .expect("static request is valid");
+    let Some(config) = &peer.tls else {
+        return send(TokioIo::new(stream), request, answer_within).await;
+    };
+    let name = rustls_pki_types::ServerName::try_from(donor.to_owned())
+        .map_err(|e| retry(&format!("the donor's name {donor}"), &e))?;
+    let connecting = tokio_rustls::TlsConnector::from(config.clone()).connect(name, stream);
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        .await
+        .map_err(|_| Attempt::Retry(format!("TLS handshake with {ip}:{port}: timed out")))?
+        .map_err(|e| retry(&format!("TLS handshake with {donor} at {ip}:{port}"), &e))?;
+    send(TokioIo::new(stream), request, answer_within).await
+}
+
+async fn send<IO>(
+    io: IO,
+    request: Request<Empty<Bytes>>,
+    answer_within: Duration,
+) -> Result<Response<Incoming>, Attempt>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let path = request.uri().to_string();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| retry("HTTP handshake", &e))?;
+    tokio::spawn(connection);
     tokio::time::timeout(answer_within, sender.send_request(request))
         .await
         .map_err(|_| Attempt::Retry(format!("no answer to GET {path}")))?
@@ -66,11 +119,11 @@ pub(crate) async fn get(
 pub(crate) async fn ask_donor(
     donor: &str,
     ip: IpAddr,
-    port: u16,
+    peer: &PeerClient,
     promotion: Promotion,
 ) -> Result<(), Attempt> {
     let path = donor_path("/donor", promotion);
-    let response = get(donor, ip, port, &path, None, CONNECT_TIMEOUT).await?;
+    let response = get(donor, ip, peer, &path, None, CONNECT_TIMEOUT).await?;
     match response.status() {
         StatusCode::OK => Ok(()),
         _ => Err(Attempt::Retry(format!(

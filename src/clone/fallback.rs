@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use backon::BackoffBuilder;
 use tokio_util::sync::CancellationToken;
 
+use super::agent::PeerClient;
 use super::datadir::{CloneMarker, Promotion};
 use super::{CloneError, agent, peer_backoff};
 use crate::dns::Resolver;
@@ -129,7 +130,7 @@ pub(crate) async fn clone_with_fallback<F>(
     identity: &Identity,
     fallback: DonorFallback,
     deadline: Duration,
-    agent_port: u16,
+    peer: &PeerClient,
     resolver: &Resolver,
     shutdown: &CancellationToken,
     mut clone_from: impl FnMut(DonorPod, Duration) -> F,
@@ -148,7 +149,7 @@ where
     };
     let mut search = Search {
         identity,
-        agent_port,
+        peer,
         resolver,
         reasons: BTreeMap::from([(ordinal_minus_one.ordinal, last)]),
     };
@@ -224,7 +225,7 @@ async fn within<T>(
 /// The pods asked so far and why each did not donate.
 struct Search<'a> {
     identity: &'a Identity,
-    agent_port: u16,
+    peer: &'a PeerClient,
     resolver: &'a Resolver,
     reasons: BTreeMap<u32, String>,
 }
@@ -260,7 +261,7 @@ impl Search<'_> {
             Ok(None) => return Err("the pod does not exist (NXDOMAIN)".to_owned()),
             Err(e) => return Err(e.to_string()),
         };
-        agent::ask_donor(&pod.name, ip, self.agent_port, Promotion::None)
+        agent::ask_donor(&pod.name, ip, self.peer, Promotion::None)
             .await
             .map_err(|attempt| attempt.reason())
     }

@@ -5,7 +5,7 @@
 //! MariaDB: the donor's agent streams a mariadb-backup, the joiner checks, extracts and
 //! prepares it. MySQL: a temporary local server pulls the donor's data with the CLONE plugin.
 
-pub(crate) mod agent;
+pub mod agent;
 pub mod datadir;
 pub mod fallback;
 pub mod mariadb;

@@ -11,6 +11,7 @@ use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 use tokio_util::sync::CancellationToken;
 
+use super::agent::PeerClient;
 use super::datadir::{CloneMarker, DataDir, Promotion};
 use super::ownership::Ownership;
 use super::progress::{ClonePhase, Progress, ProgressLabel};
@@ -18,7 +19,7 @@ use super::{
     Attempt, CloneError, agent, in_staging, io_error, mib, now_unix, rate_mib_s, sql_error,
     until_donor_answers,
 };
-use crate::config::{Credentials, Endpoint};
+use crate::config::{Credentials, Endpoint, TlsFiles};
 use crate::db::flavor::{Flavor, ServerVersion};
 use crate::db::gtid::Gtids;
 use crate::db::{self, DbError, dialect};
@@ -40,8 +41,11 @@ pub struct PluginSettings {
     /// ordinal restores from).
     pub donor: String,
     pub port: u16,
-    /// Where the donor's agent answers `/donor`.
-    pub agent_port: u16,
+    /// How the donor's agent is asked `/donor`.
+    pub peer: PeerClient,
+    /// With the peer channel over TLS: the clone too (`REQUIRE SSL`, the donor verified
+    /// against the CA), and the agent's check of the donor's server.
+    pub tls: Option<TlsFiles>,
     pub user: Credentials,
     pub mysqld: PathBuf,
     pub deadline: Duration,
@@ -123,7 +127,8 @@ async fn clone_in_staging(
     let copy_started = Instant::now();
     let password =
         (settings.user.password.as_ref()).expect("validated: MySQL needs a clone password");
-    let statements = dialect::clone_instance(donor, &settings.user.user, password);
+    let statements =
+        dialect::clone_instance(donor, &settings.user.user, password, settings.tls.as_ref());
     let outcome = tokio::select! {
         outcome = run_clone(&mut conn, &statements) => outcome,
         stalled = watch_progress(watcher, donor_name, settings.stall_timeout, progress) => Err(ServerEnd::Stalled(stalled)),
@@ -217,14 +222,18 @@ async fn check_donor(
     resolver: &Resolver,
 ) -> Result<(SocketAddr, ServerVersion), Attempt> {
     let ip = resolver.resolve(&settings.donor).await?;
-    agent::ask_donor(&settings.donor, ip, settings.agent_port, settings.promotion).await?;
+    agent::ask_donor(&settings.donor, ip, &settings.peer, settings.promotion).await?;
     let address = SocketAddr::new(ip, settings.port);
     let endpoint = Endpoint::Tcp {
         host: ip.to_string(),
         port: settings.port,
     };
     let retry = |e: DbError| Attempt::Retry(format!("{address} as {}: {e}", settings.user.user));
-    let mut conn = db::connect(&endpoint, &settings.user)
+    let tls = (settings.tls.as_ref()).map(|files| db::VerifiedTls {
+        ca: &files.ca,
+        name: &settings.donor,
+    });
+    let mut conn = db::connect(&endpoint, &settings.user, tls)
         .await
         .map_err(retry)?;
     let version = db::server_version(&mut conn).await.map_err(retry)?;
@@ -548,7 +557,7 @@ impl TempServer {
             user: "root".into(),
             password: None,
         };
-        db::connect(&Endpoint::Socket(self.socket.clone()), &root)
+        db::connect(&Endpoint::Socket(self.socket.clone()), &root, None)
             .await
             .map_err(sql_error("connecting to the temporary server"))
     }

@@ -106,12 +106,13 @@ fn write_fragment(cfg: &InitConfig, promotion: Promotion) -> Result<(), InitErro
         flavor,
         hold_writes,
         cfg.common.semi_sync,
+        cfg.common.tls.as_ref(),
     )
     .map_err(|source| InitError::Config {
         dir: cfg.conf_dir.clone(),
         source,
     })?;
-    tracing::info!(path = %fragment.display(), server_id = identity.server_id, flavor = %flavor, read_only_until_promoted = hold_writes, semi_sync = cfg.common.semi_sync, "config fragment written");
+    tracing::info!(path = %fragment.display(), server_id = identity.server_id, flavor = %flavor, read_only_until_promoted = hold_writes, semi_sync = cfg.common.semi_sync, server_tls = cfg.common.tls.is_some(), "config fragment written");
     Ok(())
 }
 
@@ -289,7 +290,7 @@ async fn clone_into(
                 identity,
                 cfg.donor_fallback_after,
                 cfg.clone_deadline,
-                cfg.common.agent_port,
+                &cfg.peer_client,
                 &resolver,
                 &shutdown,
                 |donor, wait| cloning.from(donor, wait),
@@ -339,7 +340,7 @@ impl Cloning<'_> {
                     // The primary's backup holds its binlog position; a replica's, in slave_info.
                     donor_is_primary: donor.is_primary,
                     donor: donor.name,
-                    port: common.agent_port,
+                    peer: self.cfg.peer_client.clone(),
                     token: token.clone(),
                     mbstream: mbstream.clone(),
                     mariadb_backup: mariadb_backup.clone(),
@@ -355,7 +356,8 @@ impl Cloning<'_> {
                 let settings = PluginSettings {
                     donor: donor.name,
                     port: common.mysql_port,
-                    agent_port: common.agent_port,
+                    peer: self.cfg.peer_client.clone(),
+                    tls: common.peer.tls_files().cloned(),
                     user: user.clone(),
                     mysqld: self.cfg.mysqld.clone(),
                     deadline: wait,
@@ -391,7 +393,7 @@ async fn first_ordinal_guard(
     let peers = survey(
         identity,
         cfg.common.flavor,
-        cfg.common.agent_port,
+        &cfg.peer_client,
         cfg.peer_deadline,
         resolver,
     )

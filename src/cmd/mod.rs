@@ -33,6 +33,12 @@ pub fn log_identity(common: &crate::config::Common) {
         donor = identity.donor_fqdn.as_deref().unwrap_or("none"), primary = %identity.primary_fqdn,
         "identity from the hostname; cluster domain from {}", common.domain_source
     );
+    if let crate::config::CloneChannel::BackupStream { token: None, .. } = &common.clone {
+        tracing::warn!(
+            peer_channel = %common.peer,
+            "--clone-insecure-no-token: clones are served and asked for without a token; anything that reaches the peer port can copy the whole database (restrict it with the NetworkPolicy, or with --clone-tls-client-auth)"
+        );
+    }
 }
 
 pub fn log_installed(installed: &crate::install::Installed) {

@@ -27,11 +27,12 @@ use crate::duration::millis;
 use crate::health::{
     self, ErrantCheck, Phase, PrimaryHistory, PrimaryLink, ReplicaFacts, Rules, Snapshot, Timings,
 };
-use crate::http::{self, AppState, CloneService, HttpLimits};
+use crate::http::{self, AppState, CloneService, Endpoints, HttpLimits};
 use crate::identity::Role;
 use crate::metrics::{self, Metrics, Operation, Retries};
 use crate::replication::{self, GapAction, Plan};
 use crate::semisync::{self, Action, Names, SemiSyncFacts};
+use crate::tls;
 
 /// Long enough for any ?lag= a probe may ask about.
 const HISTORY: Duration = Duration::from_secs(600);
@@ -106,15 +107,48 @@ pub async fn run(cfg: SidecarConfig, shutdown: CancellationToken) -> anyhow::Res
         timings: timings.clone(),
         clone_service,
         metrics: Arc::new(metrics),
+        peer_port: cfg.common.peer.port(),
     };
     let listener = TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("listening on {}", cfg.listen))?;
-    tracing::info!(address = %cfg.listen, flavor = %cfg.common.flavor, "serving /livez /readyz /status /metrics /data /clone /donor");
-
+    let local = match &cfg.peer_tls {
+        None => {
+            tracing::info!(address = %cfg.listen, flavor = %cfg.common.flavor, "serving /livez /readyz /status /metrics /data /clone /donor over HTTP");
+            Endpoints::All
+        }
+        Some(peer_tls) => {
+            let address = std::net::SocketAddr::new(cfg.listen.ip(), cfg.common.peer.port());
+            let peers = TcpListener::bind(address)
+                .await
+                .with_context(|| format!("listening on {address}"))?;
+            let certificate = peer_tls.certificate.as_ref();
+            tracing::info!(
+                address = %cfg.listen, peer_address = %address, channel = %cfg.common.peer,
+                serial = certificate.map_or("?", |c| c.serial.as_str()),
+                not_after = certificate.map_or("?", |c| c.not_after.as_str()),
+                "serving /livez /readyz /status /metrics over HTTP (the kubelet and Prometheus need no certificate) and the peer endpoints /data /clone /donor over TLS only, the certificate reloaded when its files change"
+            );
+            tracker.spawn(http::serve(
+                peers,
+                http::router(state.clone(), Endpoints::Peers),
+                Some(peer_tls.tls.clone()),
+                HttpLimits::PRODUCTION,
+                shutdown.clone(),
+            ));
+            tracker.spawn(
+                peer_tls
+                    .tls
+                    .clone()
+                    .watch(tls::RELOAD_CHECK_EVERY, shutdown.clone()),
+            );
+            Endpoints::Local
+        }
+    };
     tracker.spawn(http::serve(
         listener,
-        state,
+        http::router(state, local),
+        None,
         HttpLimits::PRODUCTION,
         shutdown.clone(),
     ));
@@ -261,12 +295,14 @@ struct ControlLoop {
     gap_check_errors: Repeats,
     /// What the last action failed at, if the loop retries it.
     failed: Option<Failed>,
+    /// With the TLS files: when to tell the server to read them again.
+    server_tls: Option<tls::ServerFiles>,
+    server_tls_errors: Repeats,
 }
 
 impl ControlLoop {
     fn new(cfg: SidecarConfig, marker: Option<CloneMarker>, shared: Shared) -> Self {
         ControlLoop {
-            cfg,
             marker,
             shared,
             stage: Stage::Disconnected { set_up: false },
@@ -281,6 +317,9 @@ impl ControlLoop {
             semi_sync_fallback: Repeats::default(),
             gap_check_errors: Repeats::default(),
             failed: None,
+            server_tls: cfg.common.tls.clone().map(tls::ServerFiles::new),
+            server_tls_errors: Repeats::default(),
+            cfg,
         }
     }
 
@@ -366,7 +405,8 @@ impl ControlLoop {
     /// Connects and learns what the server is; refuses a server the agent must not manage.
     async fn connect_local(&mut self) -> Event<LocalServer> {
         let connected = async {
-            let mut conn = db::connect(&self.cfg.local_server, &self.cfg.admin).await?;
+            // The local server is on loopback or a socket: nothing leaves the pod.
+            let mut conn = db::connect(&self.cfg.local_server, &self.cfg.admin, None).await?;
             let version = db::server_version(&mut conn).await?;
             Ok::<_, DbError>((conn, version))
         }
@@ -437,6 +477,11 @@ impl ControlLoop {
                 .clone()
                 .expect("validated: the replication password is required"),
             connect_retry_secs: CONNECT_RETRY_SECS,
+            tls_ca: self
+                .cfg
+                .common
+                .replication_ca()
+                .map(|ca| ca.display().to_string()),
         }
     }
 
@@ -484,6 +529,7 @@ impl ControlLoop {
                     &source.user,
                     &source.password,
                     dialect.replication_privileges(),
+                    self.cfg.common.replication_tls,
                     "replication",
                 )
                 .await?;
@@ -495,6 +541,7 @@ impl ControlLoop {
                         &user.user,
                         password,
                         dialect::CLONE_PRIVILEGE,
+                        self.cfg.common.peer.tls_files().is_some(),
                         "clone",
                     )
                     .await?;
@@ -510,6 +557,7 @@ impl ControlLoop {
                     status.as_ref(),
                     self.marker.as_ref(),
                     &source.host,
+                    self.cfg.common.replication_ca().is_some(),
                 );
                 if let Plan::Blocked(reason) = plan {
                     return Ok(SetUp::Blocked(reason));
@@ -756,6 +804,7 @@ impl ControlLoop {
                     .and_then(Option::as_ref)
                     .is_some_and(|s| s.io_thread != IoThread::Stopped);
                 let semi_sync = self.semi_sync(&mut server, io_thread_running).await;
+                self.reload_server_tls(&mut server).await;
                 let applied = facts.gtid_applied.clone();
                 let replica = status.map(|status| {
                     // Compared with the primary's next sample, which is taken after it.
@@ -817,6 +866,41 @@ impl ControlLoop {
                 });
                 Event::PollFailed
             }
+        }
+    }
+
+    /// With the TLS files: a certificate the server has not loaded (it reads its files only when
+    /// it starts) is loaded now, and logged once; a failure is logged, never fatal.
+    async fn reload_server_tls(&mut self, server: &mut LocalServer) {
+        let Some(files) = &mut self.server_tls else {
+            return;
+        };
+        let unloaded = match files.unloaded(Instant::now()) {
+            Ok(Some(unloaded)) => unloaded,
+            Ok(None) => return,
+            Err(e) => {
+                self.server_tls_errors
+                    .warn("reading the server's TLS files", &e.to_string());
+                return;
+            }
+        };
+        let statement = server.dialect.reload_tls();
+        match db::execute_all(&mut server.conn, &[statement.to_owned()]).await {
+            Ok(()) => {
+                let certificate = unloaded.certificate.as_ref();
+                tracing::info!(
+                    statement,
+                    serial = certificate.map_or("?", |c| c.serial.as_str()),
+                    not_after = certificate.map_or("?", |c| c.not_after.as_str()),
+                    "the server loaded its TLS certificate from the files (it reads them only when it starts or is told)"
+                );
+                files.loaded(unloaded);
+                self.server_tls_errors
+                    .recovered("the server's TLS certificate");
+            }
+            Err(e) => self
+                .server_tls_errors
+                .warn("reloading the server's TLS certificate", &e.to_string()),
         }
     }
 
@@ -941,7 +1025,10 @@ impl ControlLoop {
                     host: self.cfg.common.identity.primary_fqdn.clone(),
                     port: self.cfg.common.mysql_port,
                 };
-                db::connect(&endpoint, &self.cfg.repl).await?
+                let primary = &self.cfg.common.identity.primary_fqdn;
+                let tls = (self.cfg.common.replication_ca())
+                    .map(|ca| db::VerifiedTls { ca, name: primary });
+                db::connect(&endpoint, &self.cfg.repl, tls).await?
             }
         };
         Ok(self.primary.insert(conn))

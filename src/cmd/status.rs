@@ -63,9 +63,17 @@ pub async fn run(cfg: &StatusConfig) -> Result<String, Unknown> {
 /// The local agent's `/status`, as it came and as read; or why there is none.
 async fn ask_agent(port: u16) -> Result<(String, StatusReport), String> {
     let host = LOCAL_AGENT.to_string();
-    let response = agent::get(&host, LOCAL_AGENT, port, "/status", None, ASK_TIMEOUT)
-        .await
-        .map_err(|attempt| attempt.reason())?;
+    let agent_port = agent::PeerClient::plain(port);
+    let response = agent::get(
+        &host,
+        LOCAL_AGENT,
+        &agent_port,
+        "/status",
+        None,
+        ASK_TIMEOUT,
+    )
+    .await
+    .map_err(|attempt| attempt.reason())?;
     if response.status() != StatusCode::OK {
         return Err(agent::answer(response).await);
     }

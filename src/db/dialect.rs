@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use sha1::{Digest, Sha1};
 
+use crate::config::TlsFiles;
 use crate::db::flavor::Dialect;
 use crate::db::gtid::Gtids;
 use crate::secret::Secret;
@@ -21,6 +22,9 @@ pub struct Source {
     pub user: String,
     pub password: Secret,
     pub connect_retry_secs: u32,
+    /// Replication over TLS: the CA (a path the server reads) that the primary's certificate
+    /// and host name are verified against.
+    pub tls_ca: Option<String>,
 }
 
 /// A SQL string literal. Backslashes are escaped too, so the session must not use
@@ -60,21 +64,39 @@ fn native_password_hash(password: &Secret) -> String {
 pub const CLONE_PLUGIN_STATUS: &str =
     "SELECT PLUGIN_STATUS FROM information_schema.PLUGINS WHERE PLUGIN_NAME = 'clone'";
 
-/// Run on the joiner's temporary server: clone the donor over this server's own datadir.
-pub fn clone_instance(donor: SocketAddr, user: &str, password: &Secret) -> Vec<String> {
-    vec![
-        format!(
-            "SET GLOBAL clone_valid_donor_list = {}",
-            literal(&donor.to_string())
-        ),
-        format!(
-            "CLONE INSTANCE FROM {}@{}:{} IDENTIFIED BY {}",
-            literal(user),
-            literal(&donor.ip().to_string()),
-            donor.port(),
-            literal(password.expose()),
-        ),
-    ]
+/// Run on the joiner's temporary server: clone the donor over this server's own datadir; with
+/// `tls`, over TLS only, the donor's certificate verified against the CA and the pod's own
+/// presented (the plugin's variables are the joiner's).
+pub fn clone_instance(
+    donor: SocketAddr,
+    user: &str,
+    password: &Secret,
+    tls: Option<&TlsFiles>,
+) -> Vec<String> {
+    let mut sql = vec![format!(
+        "SET GLOBAL clone_valid_donor_list = {}",
+        literal(&donor.to_string())
+    )];
+    let mut clone = format!(
+        "CLONE INSTANCE FROM {}@{}:{} IDENTIFIED BY {}",
+        literal(user),
+        literal(&donor.ip().to_string()),
+        donor.port(),
+        literal(password.expose()),
+    );
+    if let Some(tls) = tls {
+        for (variable, path) in [
+            ("clone_ssl_ca", &tls.ca),
+            ("clone_ssl_cert", &tls.cert),
+            ("clone_ssl_key", &tls.key),
+        ] {
+            let path = literal(&path.to_string_lossy());
+            sql.push(format!("SET GLOBAL {variable} = {path}"));
+        }
+        clone.push_str(" REQUIRE SSL");
+    }
+    sql.push(clone);
+    sql
 }
 
 /// Semi-sync's global variables, then its status: rows of (name, value), the same on both servers.
@@ -111,14 +133,22 @@ impl Names {
 }
 
 impl Dialect {
-    /// Creates a user if missing, (re)sets its password so a rotated secret applies, and grants
-    /// it one global privilege.
-    pub fn ensure_user(self, user: &str, password: &Secret, privilege: &str) -> Vec<String> {
+    /// Creates a user if missing, (re)sets its password so a rotated secret applies, requires
+    /// TLS of its connections or not (so turning the setting off applies too), and grants it one
+    /// global privilege.
+    pub fn ensure_user(
+        self,
+        user: &str,
+        password: &Secret,
+        privilege: &str,
+        require_tls: bool,
+    ) -> Vec<String> {
         let account = account(user);
         let password = self.identified_by(password);
+        let require = if require_tls { "SSL" } else { "NONE" };
         vec![
             format!("CREATE USER IF NOT EXISTS {account} {password}"),
-            format!("ALTER USER {account} {password}"),
+            format!("ALTER USER {account} {password} REQUIRE {require}"),
             format!("GRANT {privilege} ON *.* TO {account}"),
         ]
     }
@@ -148,6 +178,16 @@ impl Dialect {
         match self {
             Dialect::MariaDb | Dialect::MySqlMaster => "SHOW SLAVE STATUS",
             Dialect::MySqlSource => "SHOW REPLICA STATUS",
+        }
+    }
+
+    /// Makes the server read its certificate, key and CA files again (MariaDB 10.4+, MySQL
+    /// 8.0.16+: every supported version). Never binlogged: on a replica it would be an errant
+    /// transaction (MariaDB binlogs a plain FLUSH; MySQL's ALTER INSTANCE is not).
+    pub fn reload_tls(self) -> &'static str {
+        match self {
+            Dialect::MariaDb => "FLUSH NO_WRITE_TO_BINLOG SSL",
+            Dialect::MySqlMaster | Dialect::MySqlSource => "ALTER INSTANCE RELOAD TLS",
         }
     }
 
@@ -215,7 +255,18 @@ impl Dialect {
             literal(source.password.expose()),
         );
         let retry = source.connect_retry_secs;
-        match self {
+        let words = match self {
+            Dialect::MariaDb | Dialect::MySqlMaster => "MASTER",
+            Dialect::MySqlSource => "SOURCE",
+        };
+        // Both flavors, all versions: the certificate chains to the CA and names the host.
+        let tls = source.tls_ca.as_deref().map_or_else(String::new, |ca| {
+            format!(
+                ", {words}_SSL=1, {words}_SSL_CA={}, {words}_SSL_VERIFY_SERVER_CERT=1",
+                literal(ca)
+            )
+        });
+        let statement = match self {
             Dialect::MariaDb => format!(
                 "CHANGE MASTER TO MASTER_HOST={host}, MASTER_PORT={port}, MASTER_USER={user}, \
                  MASTER_PASSWORD={password}, MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY={retry}"
@@ -231,7 +282,8 @@ impl Dialect {
                  GET_SOURCE_PUBLIC_KEY=1, SOURCE_CONNECT_RETRY={retry}, \
                  SOURCE_RETRY_COUNT={SOURCE_RETRY_COUNT}"
             ),
-        }
+        };
+        statement + &tls
     }
 
     /// First configuration of a fresh replica. MariaDB starts at the clone's position; MySQL's
@@ -300,6 +352,7 @@ mod tests {
             user: "repl".into(),
             password: Secret::new("pa'ss\\word".into()),
             connect_retry_secs: 2,
+            tls_ca: None,
         }
     }
 
@@ -445,6 +498,49 @@ mod tests {
     }
 
     #[test]
+    fn replication_over_tls_verifies_the_primary_in_each_dialects_words() {
+        let tls = Source {
+            tls_ca: Some("/etc/tls/ca.crt".into()),
+            ..source()
+        };
+        for (dialect, tail) in [
+            (
+                Dialect::MariaDb,
+                "MASTER_CONNECT_RETRY=2, MASTER_SSL=1, MASTER_SSL_CA='/etc/tls/ca.crt', \
+                 MASTER_SSL_VERIFY_SERVER_CERT=1",
+            ),
+            (
+                Dialect::MySqlMaster,
+                "MASTER_RETRY_COUNT=86400, MASTER_SSL=1, MASTER_SSL_CA='/etc/tls/ca.crt', \
+                 MASTER_SSL_VERIFY_SERVER_CERT=1",
+            ),
+            (
+                Dialect::MySqlSource,
+                "SOURCE_RETRY_COUNT=86400, SOURCE_SSL=1, SOURCE_SSL_CA='/etc/tls/ca.crt', \
+                 SOURCE_SSL_VERIFY_SERVER_CERT=1",
+            ),
+        ] {
+            let change = &dialect.repoint_replica(&tls)[1];
+            assert!(change.ends_with(tail), "{change}");
+        }
+        for dialect in [Dialect::MariaDb, Dialect::MySqlMaster, Dialect::MySqlSource] {
+            assert!(!dialect.repoint_replica(&source())[1].contains("SSL"));
+        }
+    }
+
+    #[test]
+    fn reloading_the_servers_certificate_is_never_binlogged() {
+        assert_eq!(
+            Dialect::MariaDb.reload_tls(),
+            "FLUSH NO_WRITE_TO_BINLOG SSL"
+        );
+        assert_eq!(
+            Dialect::MySqlSource.reload_tls(),
+            "ALTER INSTANCE RELOAD TLS"
+        );
+    }
+
+    #[test]
     fn repointing_keeps_the_position() {
         for dialect in [Dialect::MariaDb, Dialect::MySqlMaster, Dialect::MySqlSource] {
             let sql = dialect.repoint_replica(&source());
@@ -460,22 +556,24 @@ mod tests {
             "repl",
             &Secret::new("p'w".into()),
             mysql.replication_privileges(),
+            false,
         );
         assert_eq!(
             sql,
             [
                 "CREATE USER IF NOT EXISTS 'repl'@'%' IDENTIFIED BY 'p''w'",
-                "ALTER USER 'repl'@'%' IDENTIFIED BY 'p''w'",
+                "ALTER USER 'repl'@'%' IDENTIFIED BY 'p''w' REQUIRE NONE",
                 "GRANT REPLICATION SLAVE ON *.* TO 'repl'@'%'",
             ]
         );
-        let sql = mysql.ensure_user("clone", &Secret::new("pw".into()), CLONE_PRIVILEGE);
+        let sql = mysql.ensure_user("clone", &Secret::new("pw".into()), CLONE_PRIVILEGE, false);
         assert_eq!(sql[2], "GRANT BACKUP_ADMIN ON *.* TO 'clone'@'%'");
         let mariadb = Dialect::MariaDb;
         let sql = mariadb.ensure_user(
             "repl",
             &Secret::new("password".into()),
             mariadb.replication_privileges(),
+            true,
         );
         assert_eq!(
             sql,
@@ -483,7 +581,7 @@ mod tests {
                 "CREATE USER IF NOT EXISTS 'repl'@'%' \
                  IDENTIFIED BY PASSWORD '*2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19'",
                 "ALTER USER 'repl'@'%' \
-                 IDENTIFIED BY PASSWORD '*2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19'",
+                 IDENTIFIED BY PASSWORD '*2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19' REQUIRE SSL",
                 "GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'repl'@'%'",
             ]
         );
@@ -502,10 +600,25 @@ mod tests {
     fn clone_instance_names_the_donor_it_allows() {
         let donor: SocketAddr = "169.254.250.11:3306".parse().unwrap();
         assert_eq!(
-            clone_instance(donor, "clone", &Secret::new("p'w".into())),
+            clone_instance(donor, "clone", &Secret::new("p'w".into()), None),
             [
                 "SET GLOBAL clone_valid_donor_list = '169.254.250.11:3306'",
                 "CLONE INSTANCE FROM 'clone'@'169.254.250.11':3306 IDENTIFIED BY 'p''w'",
+            ]
+        );
+        let tls = TlsFiles {
+            cert: "/tls/tls.crt".into(),
+            key: "/tls/tls.key".into(),
+            ca: "/tls/ca.crt".into(),
+        };
+        assert_eq!(
+            clone_instance(donor, "clone", &Secret::new("pw".into()), Some(&tls)),
+            [
+                "SET GLOBAL clone_valid_donor_list = '169.254.250.11:3306'",
+                "SET GLOBAL clone_ssl_ca = '/tls/ca.crt'",
+                "SET GLOBAL clone_ssl_cert = '/tls/tls.crt'",
+                "SET GLOBAL clone_ssl_key = '/tls/tls.key'",
+                "CLONE INSTANCE FROM 'clone'@'169.254.250.11':3306 IDENTIFIED BY 'pw' REQUIRE SSL",
             ]
         );
     }

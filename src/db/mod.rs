@@ -7,10 +7,11 @@ pub mod gtid;
 pub mod status;
 
 use std::future::Future;
+use std::path::Path;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, OptsBuilder, Value};
+use mysql_async::{Conn, OptsBuilder, SslOpts, Value};
 
 use crate::config::{Credentials, Endpoint};
 use crate::duration::seconds;
@@ -71,7 +72,19 @@ async fn bounded_by<T, E: Into<DbError>>(
     }
 }
 
-pub async fn connect(endpoint: &Endpoint, credentials: &Credentials) -> Result<Conn, DbError> {
+/// TLS to a server whose certificate must chain to `ca` (the only root) and hold `name`.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifiedTls<'a> {
+    pub ca: &'a Path,
+    /// The server's stable name, whatever address the connection goes to.
+    pub name: &'a str,
+}
+
+pub async fn connect(
+    endpoint: &Endpoint,
+    credentials: &Credentials,
+    tls: Option<VerifiedTls<'_>>,
+) -> Result<Conn, DbError> {
     let builder = OptsBuilder::default()
         .user(Some(credentials.user.clone()))
         .pass(credentials.password.as_ref().map(|p| p.expose().to_owned()))
@@ -84,6 +97,13 @@ pub async fn connect(endpoint: &Endpoint, credentials: &Credentials) -> Result<C
         Endpoint::Tcp { host, port } => builder.ip_or_hostname(host.clone()).tcp_port(*port),
         Endpoint::Socket(path) => builder.socket(Some(path.to_string_lossy().into_owned())),
     };
+    let builder = builder.ssl_opts(tls.map(|tls| {
+        SslOpts::default()
+            .with_root_certs(vec![tls.ca.to_owned().into()])
+            .with_disable_built_in_roots(true)
+            // Not a danger here: it names what the certificate must hold.
+            .with_danger_tls_hostname_override(Some(tls.name.to_owned()))
+    }));
     bounded("connecting", Conn::new(builder)).await
 }
 

@@ -41,6 +41,9 @@ pub struct ReplicaStatus {
     pub gtid_mode: String,
     /// What the IO thread has received (MariaDB Gtid_IO_Pos, MySQL Retrieved_Gtid_Set).
     pub received: Gtids,
+    /// Configured with TLS and the source's certificate verified (`*_SSL_Allowed` and
+    /// `*_SSL_Verify_Server_Cert` both `Yes`).
+    pub tls_verified: bool,
 }
 
 /// The columns that differ between dialects.
@@ -52,6 +55,8 @@ struct Columns {
     seconds_behind: &'static str,
     gtid_mode: &'static str,
     received: &'static str,
+    ssl_allowed: &'static str,
+    ssl_verify: &'static str,
 }
 
 impl Columns {
@@ -64,6 +69,8 @@ impl Columns {
             seconds_behind: "Seconds_Behind_Master",
             gtid_mode: "Using_Gtid",
             received: "Gtid_IO_Pos",
+            ssl_allowed: "Master_SSL_Allowed",
+            ssl_verify: "Master_SSL_Verify_Server_Cert",
         };
         match dialect {
             Dialect::MariaDb => master,
@@ -80,6 +87,8 @@ impl Columns {
                 seconds_behind: "Seconds_Behind_Source",
                 gtid_mode: "Auto_Position",
                 received: "Retrieved_Gtid_Set",
+                ssl_allowed: "Source_SSL_Allowed",
+                ssl_verify: "Source_SSL_Verify_Server_Cert",
             },
         }
     }
@@ -151,6 +160,10 @@ impl ReplicaStatus {
                     source,
                 },
             )?,
+            // Absent columns (a trimmed row) read as no TLS.
+            tls_verified: [columns.ssl_allowed, columns.ssl_verify]
+                .iter()
+                .all(|column| text(column).is_ok_and(|value| value == "Yes")),
         }))
     }
 }
@@ -198,6 +211,14 @@ pub(crate) mod tests {
         assert_eq!(status.source_port, 3306);
         assert_eq!(status.io_thread, IoThread::Running);
         assert!(status.sql_running);
+        assert!(!status.tls_verified, "no SSL columns");
+        let mut tls = running_row();
+        tls.insert("Master_SSL_Allowed".into(), Some("Yes".into()));
+        let unverified = ReplicaStatus::from_row(Some(&tls), Dialect::MariaDb).unwrap();
+        assert!(!unverified.unwrap().tls_verified, "allowed, not verified");
+        tls.insert("Master_SSL_Verify_Server_Cert".into(), Some("Yes".into()));
+        let verified = ReplicaStatus::from_row(Some(&tls), Dialect::MariaDb).unwrap();
+        assert!(verified.unwrap().tls_verified);
         assert_eq!(status.io_error, None);
         assert_eq!(status.seconds_behind, Some(0));
         assert_eq!(status.gtid_mode, "Slave_Pos");

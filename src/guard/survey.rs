@@ -7,6 +7,7 @@ use http_body_util::BodyExt;
 use hyper::StatusCode;
 
 use super::{DataReport, PeerAnswer};
+use crate::clone::agent::PeerClient;
 use crate::clone::{agent, peer_backoff};
 use crate::db::flavor::Flavor;
 use crate::db::gtid::Gtids;
@@ -36,7 +37,7 @@ pub struct Unanswered {
 pub async fn survey(
     identity: &Identity,
     flavor: Flavor,
-    agent_port: u16,
+    peer_client: &PeerClient,
     deadline: Duration,
     resolver: &Resolver,
 ) -> Result<Vec<PeerAnswer>, Unanswered> {
@@ -47,7 +48,7 @@ pub async fn survey(
         let peer = Peer {
             name: &name,
             flavor,
-            port: agent_port,
+            client: peer_client,
             resolver,
         };
         let unanswered = |last: String| Unanswered {
@@ -72,7 +73,7 @@ pub async fn survey(
 struct Peer<'a> {
     name: &'a str,
     flavor: Flavor,
-    port: u16,
+    client: &'a PeerClient,
     resolver: &'a Resolver,
 }
 
@@ -110,8 +111,8 @@ async fn ask(peer: &Peer<'_>) -> Result<Option<Gtids>, String> {
     else {
         return Ok(None);
     };
-    let at = format!("GET /data on {ip}:{}", peer.port);
-    let response = agent::get(peer.name, ip, peer.port, "/data", None, ASK_TIMEOUT)
+    let at = format!("GET /data on {ip}");
+    let response = agent::get(peer.name, ip, peer.client, "/data", None, ASK_TIMEOUT)
         .await
         .map_err(|attempt| attempt.reason())?;
     if response.status() != StatusCode::OK {
@@ -123,7 +124,7 @@ async fn ask(peer: &Peer<'_>) -> Result<Option<Gtids>, String> {
         .map_err(|e| format!("{at}: {e}"))?
         .to_bytes();
     let report: DataReport = serde_json::from_slice(&body)
-        .map_err(|e| format!("GET /data on {ip}:{}: not a data report: {e}", peer.port))?;
+        .map_err(|e| format!("GET /data on {ip}: not a data report: {e}"))?;
     let parse = |text: &str| {
         Gtids::parse(peer.flavor, text)
             .map_err(|e| format!("its GTID set is not {}'s: {e}", peer.flavor))

@@ -52,6 +52,8 @@ mod registry;
 pub mod secrets;
 pub mod security;
 mod server;
+mod tls;
+pub use tls::TlsSecret;
 pub mod volumes;
 pub mod writer;
 
@@ -122,6 +124,8 @@ pub struct ClusterSpec {
     pub agent_env: Vec<(String, String)>,
     /// The Secret's values; None: random alphanumeric ones.
     pub secrets: Option<Secrets>,
+    /// Issue the set's certificate and give the agent the TLS settings (`tls.rs`).
+    pub tls: bool,
 }
 
 impl ClusterSpec {
@@ -136,6 +140,7 @@ impl ClusterSpec {
             naming: Naming::default(),
             agent_env: Vec::new(),
             secrets: None,
+            tls: false,
         }
     }
 
@@ -161,6 +166,12 @@ impl ClusterSpec {
     /// resolv.conf, /etc/hosts and DNS records.
     pub fn names(mut self, naming: Naming) -> Self {
         self.naming = naming;
+        self
+    }
+
+    /// TLS: a CA and the set's certificate, the servers' own TLS and replication over it.
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
         self
     }
 
@@ -337,6 +348,8 @@ pub struct Cluster {
     /// failureThreshold), from probers already stopped.
     probe_failures: Vec<String>,
     keep_files: bool,
+    /// With `ClusterSpec::tls`: the mounted certificate Secret and its CA.
+    tls: Option<TlsSecret>,
 }
 
 // Tests may move a cluster into spawned tasks.
@@ -385,6 +398,14 @@ impl Cluster {
             Some(secrets) => template.with_secret_values(&secrets.by_key())?,
             None => template,
         };
+        let mut agent_env = spec.agent_env.clone();
+        let tls = if spec.tls {
+            let secret = TlsSecret::create(&root.join("tls"), &spec.naming)?;
+            agent_env.extend(secret.agent_env());
+            Some(secret)
+        } else {
+            None
+        };
         // Anything the harness cannot map fails here, before a namespace exists.
         let pods = (0..spec.pods)
             .map(|n| {
@@ -394,7 +415,7 @@ impl Cluster {
                     .with_context(|| format!("the {overlay} overlay's pod template"))?;
                 for container in &mut plan.containers {
                     if container.agent_binary().is_some() {
-                        container.env.extend(spec.agent_env.iter().cloned());
+                        container.env.extend(agent_env.iter().cloned());
                     }
                 }
                 Ok(Pod {
@@ -430,6 +451,7 @@ impl Cluster {
             ledger: Vec::new(),
             probe_failures: Vec::new(),
             keep_files: false,
+            tls,
         };
         eprintln!(
             "[msa-harness] cluster {}: files in {}",
@@ -1062,6 +1084,21 @@ impl Cluster {
     pub async fn http_get(&self, n: usize, path: &str, bearer: Option<&str>) -> Result<HttpReply> {
         self.http_get_port(n, self.agent_port()?, path, bearer)
             .await
+    }
+
+    /// The certificate Secret of a cluster made with `ClusterSpec::tls`.
+    pub fn tls(&self) -> Result<&TlsSecret> {
+        self.tls
+            .as_ref()
+            .context("the cluster has no TLS (ClusterSpec::tls)")
+    }
+
+    /// Issues a new certificate into the Secret (`TlsSecret::rotate`); returns its serial.
+    pub fn rotate_tls(&mut self) -> Result<String> {
+        self.tls
+            .as_mut()
+            .context("the cluster has no TLS (ClusterSpec::tls)")?
+            .rotate()
     }
 
     /// The port the template's agent sidecar container declares.

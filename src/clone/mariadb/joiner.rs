@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::frame::{Decoder, Event, FrameError};
 use super::{ESTIMATED_BYTES_HEADER, position};
+use crate::clone::agent::PeerClient;
 use crate::clone::datadir::{CloneMarker, DataDir, Promotion};
 use crate::clone::ownership::Ownership;
 use crate::clone::progress::{ClonePhase, Progress, ProgressLabel, estimate_note};
@@ -30,8 +31,8 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct JoinerSettings {
     pub donor: String,
     pub donor_is_primary: bool,
-    pub port: u16,
-    pub token: Secret,
+    pub peer: PeerClient,
+    pub token: Option<Secret>,
     pub mbstream: PathBuf,
     pub mariadb_backup: PathBuf,
     pub deadline: Duration,
@@ -187,9 +188,9 @@ async fn request_clone(
     let response = agent::get(
         &settings.donor,
         ip,
-        settings.port,
+        &settings.peer,
         &agent::donor_path("/clone", settings.promotion),
-        Some(&settings.token),
+        settings.token.as_ref(),
         RESPONSE_TIMEOUT,
     )
     .await?;
