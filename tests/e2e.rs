@@ -2190,6 +2190,12 @@ async fn every_channel_runs_over_tls_and_a_rotated_certificate_is_served(
             let bearer = Some("not-the-token");
             let (_, text) = curl_peer(c, 1, "/clone", PeerClient::WithCertificate, bearer).await?;
             ensure!(text.starts_with("401"), "a wrong token over mTLS: {text}");
+            let metrics = scrape_metrics(c, 1).await?;
+            let refused = by_reason(&metrics, "clone_serve_refusals_total", "unauthorized")?;
+            ensure!(
+                refused == 1.0,
+                "{refused} refusals for the token:\n{metrics}"
+            );
         }
 
         let before = served_serial(c, 1, Served::PeerChannel).await?;
