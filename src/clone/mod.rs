@@ -146,7 +146,7 @@ async fn install(
 
 /// Why a clone attempt failed, as a bounded label of `/metrics` and a key of the marker.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptFailure {
