@@ -170,12 +170,11 @@ async fn start_clone(
     resolver: &Resolver,
     progress: &mut Progress,
 ) -> Result<Response<Incoming>, CloneError> {
-    let failed_attempts = &settings.failed_attempts;
     until_donor_answers(
         &settings.donor,
         settings.deadline,
         progress,
-        failed_attempts,
+        &settings.failed_attempts,
         || request_clone(settings, resolver),
     )
     .await
