@@ -459,8 +459,9 @@ impl Collector for CloneCollector {
             let series: Vec<_> = AttemptFailure::ALL
                 .iter()
                 .map(|reason| {
-                    let count = failed.get(reason).copied().unwrap_or_default();
-                    ([("reason", serde_name(reason))], i64::from(count))
+                    let name = serde_name(reason);
+                    let count = failed.get(&name).copied().unwrap_or_default();
+                    ([("reason", name)], i64::from(count))
                 })
                 .collect();
             gauges(
@@ -646,8 +647,9 @@ mod tests {
             agent_version: "test".into(),
             promotion: crate::clone::datadir::Promotion::None,
             failed_attempts: Some(BTreeMap::from([
-                (AttemptFailure::NotADonor, 2),
-                (AttemptFailure::Busy, 1),
+                ("not_a_donor".to_owned(), 2),
+                ("busy".to_owned(), 1),
+                ("a_reason_of_a_later_version".to_owned(), 5),
             ])),
         }
     }
@@ -841,6 +843,8 @@ mod tests {
             failures(&serde_name(reason));
         }
         assert_eq!(failures("donor_unresolved"), 0.0);
+        // A reason this version does not know (a later one wrote the marker) is left out.
+        assert!(!text.contains("a_reason_of_a_later_version"), "{text}");
         assert!(
             text.contains("# TYPE mysql_sts_agent_last_clone_bytes gauge\n"),
             "{text}"

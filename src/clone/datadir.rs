@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::AttemptFailure;
 use super::progress::{PROGRESS_FILE, ProgressRecord};
 use super::reclone::{RecloneRequest, SetAsideState};
 use crate::fsutil;
@@ -55,10 +54,11 @@ pub struct CloneMarker {
     /// of earlier versions have no such field, hence the default.
     #[serde(default)]
     pub promotion: Promotion,
-    /// The attempts that failed in the init run that completed this clone, by reason; markers
-    /// of earlier versions have none.
+    /// The attempts that failed in the init run that completed this clone, by reason's name
+    /// (names, so that a reason a later version adds never makes the marker unreadable);
+    /// markers of earlier versions have none.
     #[serde(default)]
-    pub failed_attempts: Option<BTreeMap<AttemptFailure, u32>>,
+    pub failed_attempts: Option<BTreeMap<String, u32>>,
 }
 
 /// Where a restored first ordinal stands in becoming the primary. Init writes `Owed`; the
@@ -495,7 +495,7 @@ mod tests {
         datadir.create_staging().unwrap();
         let owed = CloneMarker {
             promotion: Promotion::Owed,
-            failed_attempts: Some(BTreeMap::from([(AttemptFailure::NotADonor, 3)])),
+            failed_attempts: Some(BTreeMap::from([("not_a_donor".to_owned(), 3)])),
             ..marker()
         };
         let json = serde_json::to_string(&owed).unwrap();

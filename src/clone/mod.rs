@@ -221,11 +221,12 @@ impl FailedAttempts {
         *counts.entry(failure).or_default() += 1;
     }
 
-    pub fn counts(&self) -> BTreeMap<AttemptFailure, u32> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+    /// By reason's name, as the marker keeps them.
+    pub fn counts(&self) -> BTreeMap<String, u32> {
+        let counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        (counts.iter())
+            .map(|(failure, count)| (crate::metrics::serde_name(failure), *count))
+            .collect()
     }
 }
 
