@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clone::datadir::{CloneMarker, DataDir};
 use crate::clone::mariadb::ESTIMATED_BYTES_HEADER;
-use crate::clone::mariadb::donor::{CloneCounters, Donor, ServingView};
+use crate::clone::mariadb::donor::{CloneCounters, Donor, Refusal, ServingView};
 use crate::clone::progress::ProgressRecord;
 use crate::db::facts::ServerFacts;
 use crate::db::gtid::{Binlogged, Gtids};
@@ -515,10 +515,12 @@ async fn clone(
             "this pod runs MySQL: the next pod clones from its server with the CLONE plugin",
         );
     };
+    let refused = |refusal| service.donor.counters().refusals.add(refusal);
     if let Some(token) = &service.token
         && !authorized(&headers, token)
     {
         tracing::warn!(joiner = %joiner, "clone request refused: missing or wrong token");
+        refused(Refusal::Unauthorized);
         let mut response = text(StatusCode::UNAUTHORIZED, "missing or wrong clone token");
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
@@ -529,10 +531,14 @@ async fn clone(
     let health = donor_verdict(&state, &query);
     if !health.ready {
         tracing::debug!(joiner = %joiner, "clone request refused: not healthy enough to donate: {}", health.reason);
+        refused(Refusal::NotADonor);
         return not_a_donor(&health);
     }
     match service.donor.start(joiner).await {
-        Err(busy) => retry_later(StatusCode::TOO_MANY_REQUESTS, 10, &busy.to_string()),
+        Err(busy) => {
+            refused(Refusal::Busy);
+            retry_later(StatusCode::TOO_MANY_REQUESTS, 10, &busy.to_string())
+        }
         Ok(started) => {
             let stream = futures_util::stream::unfold(started.frames, |mut frames| async move {
                 frames

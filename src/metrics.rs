@@ -1,12 +1,14 @@
 //! The sidecar's Prometheus metrics (`GET /metrics`), all named `mysql_sts_agent_*`. What
 //! describes the server is read from the control loop's latest snapshot when scraped, as the
 //! probes do: a scrape runs no SQL. Counters live where things happen: the control loop's
-//! retries, the donor's clones.
+//! retries, the donor's clones. The clone this pod received is read from its marker as the
+//! sidecar last published it: a scrape reads no file either.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
@@ -21,6 +23,8 @@ use prometheus_client::registry::{Registry, Unit};
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::clone::AttemptFailure;
+use crate::clone::datadir::CloneMarker;
 use crate::clone::mariadb::donor::CloneCounters;
 use crate::db::flavor::Flavor;
 use crate::db::status::IoThread;
@@ -97,6 +101,76 @@ impl Retries {
     }
 }
 
+/// A bounded set of label values: why something failed or was refused.
+pub trait Reason: Copy + Ord + Serialize + 'static {
+    const ALL: &'static [Self];
+}
+
+/// Counts by reason; every reason has a series from the start, so that rate() sees the first.
+#[derive(Debug)]
+pub struct Tally<R: Reason>(BTreeMap<R, AtomicU64>);
+
+impl<R: Reason> Default for Tally<R> {
+    fn default() -> Self {
+        Tally(R::ALL.iter().map(|&r| (r, AtomicU64::new(0))).collect())
+    }
+}
+
+impl<R: Reason> Tally<R> {
+    pub fn add(&self, reason: R) {
+        if let Some(count) = self.0.get(&reason) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn counts(&self) -> impl Iterator<Item = (R, u64)> {
+        self.0
+            .iter()
+            .map(|(&reason, count)| (reason, count.load(Ordering::Relaxed)))
+    }
+}
+
+/// A clone that completed, as `/metrics` shows the last one of each side.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LastClone {
+    bytes: u64,
+    duration: Duration,
+    completed_unix: u64,
+}
+
+impl LastClone {
+    pub fn new(bytes: u64, duration: Duration, completed_unix: u64) -> Self {
+        LastClone {
+            bytes,
+            duration,
+            completed_unix,
+        }
+    }
+
+    /// `None` for a marker of an earlier version, which has no duration.
+    fn of_marker(marker: &CloneMarker) -> Option<Self> {
+        let duration = Duration::from_millis(marker.duration_ms?);
+        Some(LastClone::new(
+            marker.bytes,
+            duration,
+            marker.completed_unix,
+        ))
+    }
+
+    fn rate(&self) -> Option<f64> {
+        let secs = self.duration.as_secs_f64();
+        (secs > 0.0).then(|| self.bytes as f64 / secs)
+    }
+}
+
+/// Which side of a clone this pod was on: the `side` label.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Side {
+    Received,
+    Served,
+}
+
 /// What the metrics are read from.
 pub struct Sources {
     pub snapshots: watch::Receiver<Snapshot>,
@@ -106,6 +180,8 @@ pub struct Sources {
     pub retries: Retries,
     /// MariaDB pods serve clones; MySQL pods have none.
     pub clones: Option<Arc<CloneCounters>>,
+    /// The marker of the clone this pod's data came from, if it was cloned.
+    pub marker: watch::Receiver<Option<Arc<CloneMarker>>>,
 }
 
 /// The registry `/metrics` encodes, one per sidecar.
@@ -134,9 +210,10 @@ impl Metrics {
             rules: sources.rules,
             flavor: sources.flavor,
         }));
-        if let Some(clones) = sources.clones {
-            registry.register_collector(Box::new(CloneCollector(clones)));
-        }
+        registry.register_collector(Box::new(CloneCollector {
+            marker: sources.marker,
+            served: sources.clones,
+        }));
         Metrics { registry }
     }
 
@@ -169,13 +246,14 @@ fn gauge(
     metric.encode(encoder.encode_descriptor(name, help, unit, metric.metric_type())?)
 }
 
-fn gauges<S: EncodeLabelSet>(
+fn gauges<S: EncodeLabelSet, V: EncodeGaugeValue + Copy>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    series: &[(S, i64)],
+    unit: Option<&Unit>,
+    series: &[(S, V)],
 ) -> fmt::Result {
-    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    let mut family = encoder.encode_descriptor(name, help, unit, MetricType::Gauge)?;
     for (labels, value) in series {
         ConstGauge::new(*value).encode(family.encode_family(labels)?)?;
     }
@@ -209,6 +287,7 @@ impl Collector for SnapshotCollector {
             "build_info",
             "The agent's version, its --flavor, and the local server's version as /status \
              shows it (empty while unknown); always 1.",
+            None,
             &[(build, 1)],
         )?;
         gauge(
@@ -223,6 +302,7 @@ impl Collector for SnapshotCollector {
             "readiness_reason",
             "Why the pod is ready or not, as a kind (the text is in /readyz); 1 for the current \
              kind only.",
+            None,
             &[([("kind", serde_name(&verdict.kind))], 1)],
         )?;
         if let Some(semi_sync) = snap
@@ -283,6 +363,7 @@ impl Collector for SnapshotCollector {
             &mut encoder,
             "replica_io_thread",
             "The replica's IO thread: 1 for its current state (running, connecting, stopped).",
+            None,
             &io_thread,
         )?;
         gauge(
@@ -295,49 +376,160 @@ impl Collector for SnapshotCollector {
     }
 }
 
-/// The clones this pod served (MariaDB), as the donor counts them.
+/// A counter family with one series per reason.
+fn reason_counters<R: Reason>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    tally: &Tally<R>,
+) -> fmt::Result {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (reason, count) in tally.counts() {
+        let labels = [("reason", serde_name(&reason))];
+        ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// What a family of the last clones shows of one.
+type LastCloneValue = fn(&LastClone) -> Option<f64>;
+
+fn last_clone_families() -> [(&'static str, &'static str, Unit, LastCloneValue); 4] {
+    [
+        (
+            "last_clone",
+            "The size of the last clone this pod received (side=received, its data's) or served to \
+             its end (side=served, MariaDB); absent when there is none.",
+            Unit::Bytes,
+            |clone| Some(clone.bytes as f64),
+        ),
+        (
+            "last_clone_duration",
+            "How long the last clone this pod received or served took, from the donor's acceptance \
+             to the clone prepared (received) or streamed (served).",
+            Unit::Seconds,
+            |clone| Some(clone.duration.as_secs_f64()),
+        ),
+        (
+            "last_clone_rate",
+            "The last clone this pod received or served: its bytes over its duration.",
+            Unit::Other("bytes_per_second".to_owned()),
+            LastClone::rate,
+        ),
+        (
+            "last_clone_completed_timestamp",
+            "When the last clone this pod received or served completed, in Unix time.",
+            Unit::Seconds,
+            |clone| Some(clone.completed_unix as f64),
+        ),
+    ]
+}
+
+/// The clones this pod received (from the marker, when scraped) and served (MariaDB, as the
+/// donor counts them).
 #[derive(Debug)]
-struct CloneCollector(Arc<CloneCounters>);
+struct CloneCollector {
+    marker: watch::Receiver<Option<Arc<CloneMarker>>>,
+    served: Option<Arc<CloneCounters>>,
+}
 
 impl Collector for CloneCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        let counters = &self.0;
-        let read = |count: &AtomicU64| count.load(Ordering::Relaxed);
-        let outcomes = [
-            ("completed", read(&counters.completed)),
-            ("failed", read(&counters.failed)),
-        ];
-        let mut family = encoder.encode_descriptor(
-            "clones_served",
-            "Clones this pod streamed to a joiner, by outcome.",
-            None,
-            MetricType::Counter,
-        )?;
-        for (outcome, count) in outcomes {
-            ConstCounter::new(count).encode(family.encode_family(&[("outcome", outcome)])?)?;
+        let marker = self.marker.borrow().clone();
+        let received = marker.as_deref().and_then(LastClone::of_marker);
+        let served = self
+            .served
+            .as_ref()
+            .and_then(|counters| counters.last_served());
+        let sides: Vec<(Side, LastClone)> = [(Side::Received, received), (Side::Served, served)]
+            .into_iter()
+            .filter_map(|(side, clone)| Some((side, clone?)))
+            .collect();
+        for (name, help, unit, value) in last_clone_families() {
+            let series: Vec<_> = sides
+                .iter()
+                .filter_map(|(side, clone)| Some(([("side", serde_name(side))], value(clone)?)))
+                .collect();
+            if series.is_empty() {
+                continue;
+            }
+            gauges(&mut encoder, name, help, Some(&unit), &series)?;
         }
-        let bytes = ConstCounter::new(read(&counters.bytes));
-        bytes.encode(encoder.encode_descriptor(
-            "clone_served",
-            "Backup bytes streamed to joiners, failed clones included.",
-            Some(&Unit::Bytes),
-            bytes.metric_type(),
-        )?)?;
-        gauge(
-            &mut encoder,
-            "clones_serving",
-            "Clones being streamed now (one at a time).",
-            None,
-            read(&counters.active),
-        )?;
-        let durations = &counters.durations;
-        durations.encode(encoder.encode_descriptor(
-            "clone_serve_duration",
-            "How long serving a clone took, whatever its outcome.",
-            Some(&Unit::Seconds),
-            durations.metric_type(),
-        )?)
+        if let Some(failed) = marker.as_deref().and_then(|m| m.failed_attempts.as_ref()) {
+            let series: Vec<_> = AttemptFailure::ALL
+                .iter()
+                .map(|reason| {
+                    let name = serde_name(reason);
+                    let count = failed.get(&name).copied().unwrap_or_default();
+                    ([("reason", name)], i64::from(count))
+                })
+                .collect();
+            gauges(
+                &mut encoder,
+                "clone_attempt_failures",
+                "The failed attempts to clone, by reason, of the init run that completed this \
+                 pod's clone (failures that ended an earlier init run are not carried over).",
+                None,
+                &series,
+            )?;
+        }
+        match &self.served {
+            Some(counters) => encode_served(&mut encoder, counters),
+            None => Ok(()),
+        }
     }
+}
+
+/// The clones this pod served (MariaDB), as the donor counts them.
+fn encode_served(encoder: &mut DescriptorEncoder, counters: &CloneCounters) -> fmt::Result {
+    let read = |count: &AtomicU64| count.load(Ordering::Relaxed);
+    let outcomes = [
+        ("completed", read(&counters.completed)),
+        ("failed", read(&counters.failed)),
+    ];
+    let mut family = encoder.encode_descriptor(
+        "clones_served",
+        "Clones this pod streamed to a joiner, by outcome.",
+        None,
+        MetricType::Counter,
+    )?;
+    for (outcome, count) in outcomes {
+        ConstCounter::new(count).encode(family.encode_family(&[("outcome", outcome)])?)?;
+    }
+    reason_counters(
+        encoder,
+        "clone_serve_failures",
+        "Clones this pod began to stream and did not finish, by reason.",
+        &counters.failures,
+    )?;
+    reason_counters(
+        encoder,
+        "clone_serve_refusals",
+        "Clone requests this pod refused before streaming, by reason (unauthorized: a missing \
+         or wrong token; not_a_donor: not healthy enough; busy: serving another clone).",
+        &counters.refusals,
+    )?;
+    let bytes = ConstCounter::new(read(&counters.bytes));
+    bytes.encode(encoder.encode_descriptor(
+        "clone_served",
+        "Backup bytes streamed to joiners, failed clones included.",
+        Some(&Unit::Bytes),
+        bytes.metric_type(),
+    )?)?;
+    gauge(
+        encoder,
+        "clones_serving",
+        "Clones being streamed now (one at a time).",
+        None,
+        read(&counters.active),
+    )?;
+    let durations = &counters.durations;
+    durations.encode(encoder.encode_descriptor(
+        "clone_serve_duration",
+        "How long serving a clone took, whatever its outcome.",
+        Some(&Unit::Seconds),
+        durations.metric_type(),
+    )?)
 }
 
 #[cfg(test)]
@@ -345,6 +537,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::clone::mariadb::donor::{Refusal, ServeFailure};
     use crate::db::facts::ServerFacts;
     use crate::db::gtid::{Binlogged, Gtids};
     use crate::db::status::ReplicaStatus;
@@ -408,7 +601,7 @@ mod tests {
     }
 
     fn metrics(snapshot: Snapshot, retries: Retries, clones: Option<Arc<CloneCounters>>) -> String {
-        metrics_with(snapshot, replica_rules(), retries, clones)
+        metrics_with(snapshot, replica_rules(), retries, clones, None)
     }
 
     fn metrics_with(
@@ -416,6 +609,7 @@ mod tests {
         rules: Rules,
         retries: Retries,
         clones: Option<Arc<CloneCounters>>,
+        marker: Option<CloneMarker>,
     ) -> String {
         Metrics::new(Sources {
             snapshots: watch::channel(snapshot).1,
@@ -423,9 +617,41 @@ mod tests {
             flavor: Flavor::MariaDb,
             retries,
             clones,
+            marker: watch::channel(marker.map(Arc::new)).1,
         })
         .encode()
         .unwrap()
+    }
+
+    /// What a replica's metrics say of the clone its data came from.
+    fn with_marker(marker: CloneMarker) -> String {
+        let snapshot = replica(Instant::now());
+        metrics_with(
+            snapshot,
+            replica_rules(),
+            Retries::default(),
+            None,
+            Some(marker),
+        )
+    }
+
+    /// 10 MB cloned in 4 s, after two answers that the donor was not ready and one busy.
+    fn marker() -> CloneMarker {
+        CloneMarker {
+            donor: "mysql-0.mysql".into(),
+            gtid_position: "0-100-7".into(),
+            position_source: "xtrabackup_binlog_info".into(),
+            bytes: 10_000_000,
+            completed_unix: 1_800_000_000,
+            duration_ms: Some(4000),
+            agent_version: "test".into(),
+            promotion: crate::clone::datadir::Promotion::None,
+            failed_attempts: Some(BTreeMap::from([
+                ("not_a_donor".to_owned(), 2),
+                ("busy".to_owned(), 1),
+                ("a_reason_of_a_later_version".to_owned(), 5),
+            ])),
+        }
     }
 
     /// The value of the one series named `series` (with its labels).
@@ -513,6 +739,14 @@ mod tests {
         clones.failed.store(1, Ordering::Relaxed);
         clones.bytes.store(4096, Ordering::Relaxed);
         clones.durations.observe(3.0);
+        clones.refusals.add(Refusal::NotADonor);
+        clones.refusals.add(Refusal::NotADonor);
+        clones.failures.add(ServeFailure::JoinerGone);
+        *clones.last_served.lock().unwrap() = Some(LastClone::new(
+            4096,
+            Duration::from_millis(500),
+            1_800_000_100,
+        ));
         let text = metrics(snapshot, Retries::default(), Some(clones));
         assert!(!text.contains("replica_lag"), "{text}");
         assert!(!text.contains("transactions_behind"), "{text}");
@@ -548,6 +782,146 @@ mod tests {
             value(&text, "mysql_sts_agent_clone_serve_duration_seconds_count"),
             1.0
         );
+        let counted = |name: &str, reason: &str| {
+            value(
+                &text,
+                &format!("mysql_sts_agent_{name}_total{{reason=\"{reason}\"}}"),
+            )
+        };
+        for (reason, count) in [("unauthorized", 0.0), ("not_a_donor", 2.0), ("busy", 0.0)] {
+            assert_eq!(counted("clone_serve_refusals", reason), count, "{reason}");
+        }
+        for (reason, count) in [
+            ("scratch", 0.0),
+            ("backup_failed", 0.0),
+            ("read_error", 0.0),
+            ("joiner_gone", 1.0),
+            ("shutting_down", 0.0),
+        ] {
+            assert_eq!(counted("clone_serve_failures", reason), count, "{reason}");
+        }
+        // The last served clone; this pod has no marker, so nothing of a received one.
+        let served = |name: &str| {
+            value(
+                &text,
+                &format!("mysql_sts_agent_last_clone_{name}{{side=\"served\"}}"),
+            )
+        };
+        assert_eq!(served("bytes"), 4096.0);
+        assert_eq!(served("duration_seconds"), 0.5);
+        assert_eq!(served("rate_bytes_per_second"), 8192.0);
+        assert_eq!(served("completed_timestamp_seconds"), 1_800_000_100.0);
+        assert!(!text.contains("side=\"received\""), "{text}");
+        assert!(!text.contains("clone_attempt_failures"), "{text}");
+    }
+
+    #[test]
+    fn the_clone_a_replica_received_is_read_from_its_marker() {
+        let text = with_marker(marker());
+        let received = |name: &str| {
+            value(
+                &text,
+                &format!("mysql_sts_agent_last_clone_{name}{{side=\"received\"}}"),
+            )
+        };
+        assert_eq!(received("bytes"), 10_000_000.0);
+        assert_eq!(received("duration_seconds"), 4.0);
+        assert_eq!(received("rate_bytes_per_second"), 2_500_000.0);
+        assert_eq!(received("completed_timestamp_seconds"), 1_800_000_000.0);
+        assert!(!text.contains("side=\"served\""), "{text}");
+        assert!(!text.contains("clones_served"), "no donor: {text}");
+        // Every reason has a series, 0 when init saw none.
+        let failures = |reason: &str| {
+            value(
+                &text,
+                &format!("mysql_sts_agent_clone_attempt_failures{{reason=\"{reason}\"}}"),
+            )
+        };
+        assert_eq!(failures("not_a_donor"), 2.0);
+        assert_eq!(failures("busy"), 1.0);
+        for reason in AttemptFailure::ALL {
+            failures(&serde_name(reason));
+        }
+        assert_eq!(failures("donor_unresolved"), 0.0);
+        // A reason this version does not know (a later one wrote the marker) is left out.
+        assert!(!text.contains("a_reason_of_a_later_version"), "{text}");
+        assert!(
+            text.contains("# TYPE mysql_sts_agent_last_clone_bytes gauge\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_marker_of_an_earlier_version_shows_what_it_knows() {
+        let text = with_marker(CloneMarker {
+            duration_ms: None,
+            failed_attempts: None,
+            ..marker()
+        });
+        assert!(!text.contains("last_clone"), "no duration, no rate: {text}");
+        assert!(!text.contains("clone_attempt_failures"), "{text}");
+        // The first pod, never cloned, has no clone series at all.
+        let text = metrics(replica(Instant::now()), Retries::default(), None);
+        assert!(!text.contains("clone"), "{text}");
+    }
+
+    #[test]
+    fn clone_errors_and_attempts_map_to_bounded_reasons() {
+        use crate::clone::{Attempt, CloneError};
+        use crate::dns::DnsError;
+        let donor = || "mysql-0".to_owned();
+        for (error, reason) in [
+            (
+                CloneError::Unauthorized(donor()),
+                AttemptFailure::Unauthorized,
+            ),
+            (
+                CloneError::Refused {
+                    donor: donor(),
+                    answer: "404".into(),
+                },
+                AttemptFailure::Refused,
+            ),
+            (
+                CloneError::Broken {
+                    donor: donor(),
+                    bytes: 1,
+                    reason: "reset".into(),
+                },
+                AttemptFailure::StreamBroken,
+            ),
+            (
+                CloneError::DonorFailed("disk full".into()),
+                AttemptFailure::DonorBackupFailed,
+            ),
+            (
+                CloneError::Plugin {
+                    donor: donor(),
+                    message: "error 3862".into(),
+                },
+                AttemptFailure::ClonePluginFailed,
+            ),
+            (
+                CloneError::TempServer("did not start".into()),
+                AttemptFailure::LocalFailed,
+            ),
+            (
+                CloneError::Deadline {
+                    donor: donor(),
+                    deadline: "6s".into(),
+                    last: "503".into(),
+                },
+                AttemptFailure::TimedOut,
+            ),
+            (CloneError::Cancelled, AttemptFailure::Cancelled),
+        ] {
+            assert_eq!(error.failure(), reason, "{error}");
+            assert_eq!(Attempt::Fatal(error).failure(), reason);
+        }
+        let unresolved = Attempt::Unresolved(DnsError::Config("no resolver".into()));
+        assert_eq!(unresolved.failure(), AttemptFailure::DonorUnresolved);
+        let busy = Attempt::Retry(AttemptFailure::Busy, "429 busy".into());
+        assert_eq!(busy.failure(), AttemptFailure::Busy);
     }
 
     #[test]
@@ -572,6 +946,7 @@ mod tests {
             primary_rules.clone(),
             Retries::default(),
             None,
+            None,
         );
         assert_eq!(value(&text, series), 0.0);
         primary.semi_sync = Some(SemiSyncFacts {
@@ -583,11 +958,12 @@ mod tests {
             primary_rules.clone(),
             Retries::default(),
             None,
+            None,
         );
         assert_eq!(value(&text, series), 2.0);
         // Without --semi-sync there are no facts, and a replica's side has no clients.
         primary.semi_sync = None;
-        let text = metrics_with(primary, primary_rules, Retries::default(), None);
+        let text = metrics_with(primary, primary_rules, Retries::default(), None, None);
         assert!(!text.contains(series), "{text}");
         let mut replica = replica(now);
         replica.semi_sync = Some(semi_sync);

@@ -204,6 +204,7 @@ mod tests {
             duration_ms: None,
             agent_version: "test".into(),
             promotion: crate::clone::datadir::Promotion::None,
+            failed_attempts: None,
         }
     }
 

@@ -294,6 +294,7 @@ mod tests {
             duration_ms: Some(4100),
             agent_version: "0.1.0".into(),
             promotion: Promotion::None,
+            failed_attempts: None,
         }
     }
 

@@ -161,6 +161,34 @@ fn metric(text: &str, series: &str) -> Result<f64> {
     Ok(value.parse()?)
 }
 
+/// The bytes of the last clone a scrape shows on `side` (received, served), once its duration,
+/// rate and completion time are found plausible.
+fn last_clone_bytes(text: &str, side: &str) -> Result<f64> {
+    let series = |name: &str| {
+        metric(
+            text,
+            &format!("mysql_sts_agent_last_clone_{name}{{side=\"{side}\"}}"),
+        )
+    };
+    let bytes = series("bytes")?;
+    let secs = series("duration_seconds")?;
+    let rate = series("rate_bytes_per_second")?;
+    ensure!(
+        bytes > 0.0 && secs > 0.0 && (rate - bytes / secs).abs() < 1.0,
+        "{side}: {bytes} bytes in {secs} s at {rate} bytes/s"
+    );
+    ensure!(series("completed_timestamp_seconds")? > 1.7e9);
+    Ok(bytes)
+}
+
+/// A scrape's count of `family` (e.g. `clone_serve_refusals_total`) for `reason`.
+fn by_reason(text: &str, family: &str, reason: &str) -> Result<f64> {
+    metric(
+        text,
+        &format!("mysql_sts_agent_{family}{{reason=\"{reason}\"}}"),
+    )
+}
+
 /// Inserts a row every few milliseconds on pod 0 until stopped; counts what it wrote.
 struct Writer {
     stop: Arc<AtomicBool>,
@@ -290,12 +318,21 @@ async fn three_pods_come_up_in_order_and_hold_every_row(version: DbVersion) -> R
             ensure!(metric(&replica, series)? == value, "{series}:\n{replica}");
         }
         ensure!(metric(&replica, "mysql_sts_agent_replica_lag_seconds")? < 5.0);
+        // Pod 1 shows the clone it received; the first pod was never cloned.
+        let received = last_clone_bytes(&replica, "received")?;
+        ensure!(received > 1e6, "{received} bytes received");
+        ensure!(
+            by_reason(&replica, "clone_attempt_failures", "unauthorized")? == 0.0,
+            "{replica}"
+        );
+        ensure!(!primary.contains("side=\"received\""), "{primary}");
         if flavor == Flavor::MariaDb {
             // Pod 0 served pod 1's clone.
             let completed = "mysql_sts_agent_clones_served_total{outcome=\"completed\"}";
             ensure!(metric(&primary, completed)? == 1.0, "{primary}");
             let bytes = metric(&primary, "mysql_sts_agent_clone_served_bytes_total")?;
             ensure!(bytes > 1e6, "{bytes} bytes served");
+            ensure!(last_clone_bytes(&primary, "served")? == bytes, "{primary}");
         } else {
             ensure!(
                 !primary.contains("clone"),
@@ -376,6 +413,12 @@ async fn three_pods_come_up_in_order_and_hold_every_row(version: DbVersion) -> R
             c.log_text(1, "sidecar-1.log")
                 .contains("clone request refused: missing or wrong token")
         );
+        let refused = by_reason(
+            &scrape_metrics(c, 1).await?,
+            "clone_serve_refusals_total",
+            "unauthorized",
+        )?;
+        ensure!(refused == 2.0, "{refused} refusals for the token");
         Ok(())
     })
     .await
@@ -888,6 +931,15 @@ async fn a_failing_backup_tool_is_reported_and_never_taken_for_a_clone(
         ensure_datadir_empty(c, 1)?;
         let donor_log = c.log_text(0, "failing-donor-1.log");
         ensure!(donor_log.contains("clone not served"), "{donor_log}");
+        let text = scrape_metrics(c, 0).await?;
+        ensure!(
+            by_reason(&text, "clone_serve_failures_total", "backup_failed")? == 1.0
+                && metric(
+                    &text,
+                    "mysql_sts_agent_clones_served_total{outcome=\"failed\"}"
+                )? == 1.0,
+            "{text}"
+        );
         Ok(())
     })
     .await
@@ -1409,6 +1461,13 @@ async fn a_donor_that_is_not_healthy_refuses_to_serve(version: DbVersion) -> Res
             run.output
         );
         ensure_datadir_empty(c, 2)?;
+        if flavor == Flavor::MariaDb {
+            // The test's request, then the joiner's.
+            let text = scrape_metrics(c, 1).await?;
+            let refused = by_reason(&text, "clone_serve_refusals_total", "not_a_donor")?;
+            ensure!(refused >= 2.0, "{refused} refusals:\n{text}");
+            ensure!(by_reason(&text, "clone_serve_refusals_total", "busy")? == 0.0);
+        }
 
         replica.query_drop("START REPLICA SQL_THREAD").await?;
         c.wait_readyz(1, 200, READY).await?;
@@ -1493,6 +1552,14 @@ async fn a_joiner_falls_back_from_an_unhealthy_ordinal_minus_one(version: DbVers
         assert_same_data(c, 2).await?;
         let status = status_json(&c.http_get(2, "/status", None).await?)?;
         ensure!(status["donor"] == primary.as_str(), "{status}");
+        // The init run that cloned counted ordinal-1's answers that it was no donor.
+        let text = scrape_metrics(c, 2).await?;
+        last_clone_bytes(&text, "received")?;
+        let not_a_donor = by_reason(&text, "clone_attempt_failures", "not_a_donor")?;
+        ensure!(
+            not_a_donor >= 1.0 && marker["failed_attempts"]["not_a_donor"] == not_a_donor,
+            "{not_a_donor} in /metrics, the marker says {marker}"
+        );
         Ok(())
     })
     .await
@@ -2123,6 +2190,12 @@ async fn every_channel_runs_over_tls_and_a_rotated_certificate_is_served(
             let bearer = Some("not-the-token");
             let (_, text) = curl_peer(c, 1, "/clone", PeerClient::WithCertificate, bearer).await?;
             ensure!(text.starts_with("401"), "a wrong token over mTLS: {text}");
+            let metrics = scrape_metrics(c, 1).await?;
+            let refused = by_reason(&metrics, "clone_serve_refusals_total", "unauthorized")?;
+            ensure!(
+                refused == 1.0,
+                "{refused} refusals for the token:\n{metrics}"
+            );
         }
 
         let before = served_serial(c, 1, Served::PeerChannel).await?;

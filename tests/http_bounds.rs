@@ -49,19 +49,21 @@ async fn start(limits: HttpLimits) -> Server {
         outage_grace: Duration::from_secs(30),
     };
     let (snapshots, snapshot) = watch::channel(Snapshot::phase(Phase::WaitingForServer, None));
+    let marker = watch::channel(None).1;
     let metrics = Metrics::new(Sources {
         snapshots: snapshot.clone(),
         rules: rules.clone(),
         flavor: Flavor::MariaDb,
         retries: Retries::default(),
         clones: None,
+        marker: marker.clone(),
     });
     let state = AppState {
         snapshots: snapshot,
         rules,
         live_after: Duration::from_secs(60),
         identity: Arc::new(identity),
-        marker: watch::channel(None).1,
+        marker,
         // No re-clone runs here: nothing is ever at this path.
         datadir: DataDir::new("/nonexistent/mysql-sts-agent-http-bounds"),
         timings: Arc::new(Timings::starting_now()),

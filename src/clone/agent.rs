@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::clone::datadir::Promotion;
-use crate::clone::{Attempt, error_chain};
+use crate::clone::{Attempt, AttemptFailure, error_chain};
 use crate::config::PeerChannel;
 use crate::secret::Secret;
 use crate::tls::{self, TlsError};
@@ -55,8 +55,13 @@ impl PeerClient {
     }
 }
 
+/// No answer from the donor's agent.
+fn no_answer(reason: String) -> Attempt {
+    Attempt::Retry(AttemptFailure::DonorUnreachable, reason)
+}
+
 fn retry(what: &str, e: &dyn std::error::Error) -> Attempt {
-    Attempt::Retry(format!("{what}: {}", error_chain(e)))
+    no_answer(format!("{what}: {}", error_chain(e)))
 }
 
 /// GET `path` from the agent of `donor` (its stable name: the Host header, and over HTTPS the
@@ -73,7 +78,7 @@ pub(crate) async fn get(
     let port = peer.port;
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((ip, port)))
         .await
-        .map_err(|_| Attempt::Retry(format!("connecting to {ip}:{port}: timed out")))?
+        .map_err(|_| no_answer(format!("connecting to {ip}:{port}: timed out")))?
         .map_err(|e| retry(&format!("connecting to {ip}:{port}"), &e))?;
     let mut request = Request::get(path).header(header::HOST, format!("{donor}:{port}"));
     if let Some(token) = bearer {
@@ -90,7 +95,7 @@ pub(crate) async fn get(
     let connecting = tokio_rustls::TlsConnector::from(config.clone()).connect(name, stream);
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
         .await
-        .map_err(|_| Attempt::Retry(format!("TLS handshake with {ip}:{port}: timed out")))?
+        .map_err(|_| no_answer(format!("TLS handshake with {ip}:{port}: timed out")))?
         .map_err(|e| retry(&format!("TLS handshake with {donor} at {ip}:{port}"), &e))?;
     send(TokioIo::new(stream), request, answer_within).await
 }
@@ -110,7 +115,7 @@ where
     tokio::spawn(connection);
     tokio::time::timeout(answer_within, sender.send_request(request))
         .await
-        .map_err(|_| Attempt::Retry(format!("no answer to GET {path}")))?
+        .map_err(|_| no_answer(format!("no answer to GET {path}")))?
         .map_err(|e| retry(&format!("GET {path}"), &e))
 }
 
@@ -126,10 +131,13 @@ pub(crate) async fn ask_donor(
     let response = get(donor, ip, peer, &path, None, CONNECT_TIMEOUT).await?;
     match response.status() {
         StatusCode::OK => Ok(()),
-        _ => Err(Attempt::Retry(format!(
-            "the donor's agent answers /donor with {}",
-            answer(response).await
-        ))),
+        _ => Err(Attempt::Retry(
+            AttemptFailure::NotADonor,
+            format!(
+                "the donor's agent answers /donor with {}",
+                answer(response).await
+            ),
+        )),
     }
 }
 

@@ -9,7 +9,7 @@
 //! into a set-aside directory (its own owner file first, a `complete` file last), then moves
 //! the new clone into place; the set-aside data is removed only once the new marker is written.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -54,6 +54,11 @@ pub struct CloneMarker {
     /// of earlier versions have no such field, hence the default.
     #[serde(default)]
     pub promotion: Promotion,
+    /// The attempts that failed in the init run that completed this clone, by reason's name
+    /// (names, so that a reason a later version adds never makes the marker unreadable);
+    /// markers of earlier versions have none.
+    #[serde(default)]
+    pub failed_attempts: Option<BTreeMap<String, u32>>,
 }
 
 /// Where a restored first ordinal stands in becoming the primary. Init writes `Owed`; the
@@ -474,6 +479,7 @@ mod tests {
             duration_ms: Some(1200),
             agent_version: "test".into(),
             promotion: Promotion::None,
+            failed_attempts: None,
         }
     }
 
@@ -483,13 +489,20 @@ mod tests {
         let parsed: CloneMarker = serde_json::from_str(old).unwrap();
         assert_eq!(parsed.promotion, Promotion::None);
         assert_eq!(parsed.duration_ms, None);
+        assert_eq!(parsed.failed_attempts, None);
         let dir = tempfile::tempdir().unwrap();
         let datadir = DataDir::new(dir.path());
         datadir.create_staging().unwrap();
         let owed = CloneMarker {
             promotion: Promotion::Owed,
+            failed_attempts: Some(BTreeMap::from([("not_a_donor".to_owned(), 3)])),
             ..marker()
         };
+        let json = serde_json::to_string(&owed).unwrap();
+        assert!(
+            json.contains(r#""failed_attempts":{"not_a_donor":3}"#),
+            "{json}"
+        );
         datadir.commit_prepared(owed.clone(), None).unwrap();
         assert!(
             datadir

@@ -14,8 +14,10 @@ pub mod ownership;
 pub mod progress;
 pub mod reclone;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
@@ -23,6 +25,7 @@ use backon::{ExponentialBuilder, Retryable};
 use crate::db::DbError;
 use crate::dns::{DnsError, RESOLV_CONF, ResolvConf, fully_qualified};
 use crate::duration::{millis, seconds};
+use crate::metrics::Reason;
 use crate::tool::ToolError;
 use datadir::{CloneMarker, DataDir};
 use mariadb::frame::FrameError;
@@ -141,12 +144,98 @@ async fn install(
     .map_err(io_error("installing the clone"))
 }
 
+/// Why a clone attempt failed, as a bounded label of `/metrics` and a key of the marker.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptFailure {
+    DonorUnresolved,
+    /// No HTTP answer: connecting, the TLS handshake or the request failed or timed out.
+    DonorUnreachable,
+    /// The donor is not healthy enough to donate (503), or its clone plugin is not active.
+    NotADonor,
+    /// The donor serves another clone (429).
+    Busy,
+    Unauthorized,
+    /// Any other answer of the donor.
+    Refused,
+    /// MySQL: logging in to the donor's server as the clone user, or asking it, failed.
+    DonorLoginFailed,
+    /// The stream broke, stalled, or was not a valid clone stream.
+    StreamBroken,
+    DonorBackupFailed,
+    ClonePluginFailed,
+    /// A local tool, file, temporary server or the position read from the backup.
+    LocalFailed,
+    TimedOut,
+    Cancelled,
+}
+
+impl Reason for AttemptFailure {
+    const ALL: &'static [Self] = &[
+        AttemptFailure::DonorUnresolved,
+        AttemptFailure::DonorUnreachable,
+        AttemptFailure::NotADonor,
+        AttemptFailure::Busy,
+        AttemptFailure::Unauthorized,
+        AttemptFailure::Refused,
+        AttemptFailure::DonorLoginFailed,
+        AttemptFailure::StreamBroken,
+        AttemptFailure::DonorBackupFailed,
+        AttemptFailure::ClonePluginFailed,
+        AttemptFailure::LocalFailed,
+        AttemptFailure::TimedOut,
+        AttemptFailure::Cancelled,
+    ];
+}
+
+impl CloneError {
+    /// Why the clone failed, as a bounded reason.
+    pub fn failure(&self) -> AttemptFailure {
+        match self {
+            CloneError::Deadline { .. } | CloneError::NoDonor { .. } => AttemptFailure::TimedOut,
+            CloneError::Unauthorized(_) => AttemptFailure::Unauthorized,
+            CloneError::Refused { .. } => AttemptFailure::Refused,
+            CloneError::Broken { .. } | CloneError::Frame { .. } => AttemptFailure::StreamBroken,
+            CloneError::DonorFailed(_) => AttemptFailure::DonorBackupFailed,
+            CloneError::Plugin { .. } => AttemptFailure::ClonePluginFailed,
+            CloneError::Tool(_)
+            | CloneError::Io { .. }
+            | CloneError::Position(_)
+            | CloneError::Sql { .. }
+            | CloneError::TempServer(_) => AttemptFailure::LocalFailed,
+            CloneError::Cancelled => AttemptFailure::Cancelled,
+        }
+    }
+}
+
+/// The failed attempts of one init run, by reason, whichever donors it tried; the marker of the
+/// clone that completed keeps them.
+#[derive(Debug, Clone, Default)]
+pub struct FailedAttempts(Arc<Mutex<BTreeMap<AttemptFailure, u32>>>);
+
+impl FailedAttempts {
+    fn record(&self, failure: AttemptFailure) {
+        let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        *counts.entry(failure).or_default() += 1;
+    }
+
+    /// By reason's name, as the marker keeps them.
+    pub fn counts(&self) -> BTreeMap<String, u32> {
+        let counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        (counts.iter())
+            .map(|(failure, count)| (crate::metrics::serde_name(failure), *count))
+            .collect()
+    }
+}
+
 /// Why one attempt to reach the donor failed, and whether another attempt may succeed.
 #[derive(Debug)]
 pub(crate) enum Attempt {
     /// The donor's name does not resolve (yet: the pod may not exist).
     Unresolved(DnsError),
-    Retry(String),
+    Retry(AttemptFailure, String),
     Fatal(CloneError),
 }
 
@@ -155,8 +244,17 @@ impl Attempt {
     pub(crate) fn reason(&self) -> String {
         match self {
             Attempt::Unresolved(error) => error.to_string(),
-            Attempt::Retry(reason) => reason.clone(),
+            Attempt::Retry(_, reason) => reason.clone(),
             Attempt::Fatal(error) => error.to_string(),
+        }
+    }
+
+    /// Why the attempt failed, as a bounded reason.
+    pub(crate) fn failure(&self) -> AttemptFailure {
+        match self {
+            Attempt::Unresolved(_) => AttemptFailure::DonorUnresolved,
+            Attempt::Retry(failure, _) => *failure,
+            Attempt::Fatal(error) => error.failure(),
         }
     }
 }
@@ -182,11 +280,12 @@ const UNRESOLVED_ADVICE_AFTER: Duration = Duration::from_secs(30);
 
 /// Retries `attempt` with a capped, jittered backoff until it succeeds, fails for good, or the
 /// deadline passes; each retry is logged with its number and the delay before the next, and
-/// recorded in the clone's progress.
+/// recorded in the clone's progress and in `failed_attempts`.
 pub(crate) async fn until_donor_answers<T, Fut>(
     donor: &str,
     deadline: Duration,
     progress: &mut Progress,
+    failed_attempts: &FailedAttempts,
     attempt: impl FnMut() -> Fut,
 ) -> Result<T, CloneError>
 where
@@ -202,6 +301,7 @@ where
         .when(|e| !matches!(e, Attempt::Fatal(_)))
         .notify(|e, delay| {
             failed += 1;
+            failed_attempts.record(e.failure());
             let reason = e.reason();
             let unresolved = matches!(e, Attempt::Unresolved(_));
             let phase = match unresolved {
@@ -239,8 +339,11 @@ where
     };
     match tokio::time::timeout(deadline, attempts).await {
         Ok(Ok(answer)) => Ok(answer),
-        Ok(Err(Attempt::Fatal(e))) => Err(e),
-        Ok(Err(Attempt::Retry(reason))) => Err(deadline_error(reason)),
+        Ok(Err(Attempt::Fatal(e))) => {
+            failed_attempts.record(e.failure());
+            Err(e)
+        }
+        Ok(Err(Attempt::Retry(_, reason))) => Err(deadline_error(reason)),
         Ok(Err(Attempt::Unresolved(error))) => Err(deadline_error(error.to_string())),
         Err(_) => Err(deadline_error(last_reason)),
     }

@@ -16,8 +16,8 @@ use super::datadir::{CloneMarker, DataDir, Promotion};
 use super::ownership::Ownership;
 use super::progress::{ClonePhase, Progress, ProgressLabel};
 use super::{
-    Attempt, CloneError, agent, in_staging, io_error, mib, now_unix, rate_mib_s, sql_error,
-    until_donor_answers,
+    Attempt, AttemptFailure, CloneError, FailedAttempts, agent, in_staging, io_error, mib,
+    now_unix, rate_mib_s, sql_error, until_donor_answers,
 };
 use crate::config::{Credentials, Endpoint, TlsFiles};
 use crate::db::flavor::{Flavor, ServerVersion};
@@ -55,6 +55,7 @@ pub struct PluginSettings {
     /// `Owed` when the first ordinal restores its lost volume from a peer.
     pub promotion: Promotion,
     pub label: ProgressLabel,
+    pub failed_attempts: FailedAttempts,
 }
 
 /// Clones the donor into `datadir` (which the caller has found empty).
@@ -89,11 +90,14 @@ async fn clone_in_staging(
     server: &mut Option<TempServer>,
 ) -> Result<CloneMarker, CloneError> {
     let donor_name = settings.donor.as_str();
-    let (donor, donor_version) =
-        until_donor_answers(donor_name, settings.deadline, progress, || {
-            check_donor(settings, resolver)
-        })
-        .await?;
+    let (donor, donor_version) = until_donor_answers(
+        donor_name,
+        settings.deadline,
+        progress,
+        &settings.failed_attempts,
+        || check_donor(settings, resolver),
+    )
+    .await?;
     progress.cloning(None);
     tracing::info!(phase = %ClonePhase::Cloning, donor = %donor_name, address = %donor, version = %donor_version, "donor answers as the clone user and its CLONE plugin is active");
 
@@ -210,6 +214,7 @@ async fn clone_in_staging(
         duration_ms: Some(progress.clone_ms()),
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         promotion: settings.promotion,
+        failed_attempts: Some(settings.failed_attempts.counts()),
     };
     paths.remove_scratch()?;
     Ok(marker)
@@ -228,7 +233,12 @@ async fn check_donor(
         host: ip.to_string(),
         port: settings.port,
     };
-    let retry = |e: DbError| Attempt::Retry(format!("{address} as {}: {e}", settings.user.user));
+    let retry = |e: DbError| {
+        Attempt::Retry(
+            AttemptFailure::DonorLoginFailed,
+            format!("{address} as {}: {e}", settings.user.user),
+        )
+    };
     let tls = (settings.tls.as_ref()).map(|files| db::VerifiedTls {
         ca: &files.ca,
         name: &settings.donor,
@@ -252,10 +262,13 @@ async fn check_donor(
     }
     match plugin.flatten().as_deref() {
         Some("ACTIVE") => Ok((address, version)),
-        other => Err(Attempt::Retry(format!(
-            "the donor's clone plugin is {}: its config must load mysql_clone.so",
-            other.unwrap_or("not installed")
-        ))),
+        other => Err(Attempt::Retry(
+            AttemptFailure::NotADonor,
+            format!(
+                "the donor's clone plugin is {}: its config must load mysql_clone.so",
+                other.unwrap_or("not installed")
+            ),
+        )),
     }
 }
 

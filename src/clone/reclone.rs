@@ -112,6 +112,7 @@ mod tests {
             duration_ms: None,
             agent_version: "test".into(),
             promotion: Promotion::None,
+            failed_attempts: None,
         }
     }
 

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::clone::CloneError;
 use crate::clone::datadir::{CloneMarker, DataDir, DataDirState, Promotion, classify};
 use crate::clone::fallback::{DonorPod, clone_with_fallback};
 use crate::clone::mariadb::joiner::{self, JoinerSettings};
@@ -14,6 +13,7 @@ use crate::clone::mysql::{self, PluginSettings};
 use crate::clone::ownership::{self, Ownership, OwnershipError};
 use crate::clone::progress::ProgressLabel;
 use crate::clone::reclone::{self, Step};
+use crate::clone::{CloneError, FailedAttempts};
 use crate::config::{CloneChannel, InitConfig};
 use crate::dns::{DnsError, Resolver};
 use crate::guard::survey::{Unanswered, survey};
@@ -282,6 +282,7 @@ async fn clone_into(
         resolver: &resolver,
         shutdown: &shutdown,
         donors_asked: Cell::new(0),
+        failed_attempts: FailedAttempts::default(),
     };
     let marker = match restore_from {
         Some(peer) => cloning.from(peer, cfg.clone_deadline).await?,
@@ -319,6 +320,7 @@ struct Cloning<'a> {
     /// Clone attempts so far, for the progress record: the first is ordinal-1's, the next ones
     /// each with the donor a fallback search chose.
     donors_asked: Cell<u32>,
+    failed_attempts: FailedAttempts,
 }
 
 impl Cloning<'_> {
@@ -349,6 +351,7 @@ impl Cloning<'_> {
                     ownership: self.ownership.clone(),
                     promotion: self.promotion,
                     label,
+                    failed_attempts: self.failed_attempts.clone(),
                 };
                 joiner::clone(self.datadir, &settings, self.resolver, self.shutdown).await
             }
@@ -365,6 +368,7 @@ impl Cloning<'_> {
                     ownership: self.ownership.clone(),
                     promotion: self.promotion,
                     label,
+                    failed_attempts: self.failed_attempts.clone(),
                 };
                 mysql::clone(self.datadir, &settings, self.resolver, self.shutdown).await
             }

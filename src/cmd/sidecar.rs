@@ -96,6 +96,7 @@ pub async fn run(cfg: SidecarConfig, shutdown: CancellationToken) -> anyhow::Res
         clones: clone_service
             .as_ref()
             .map(|service| service.donor.counters().clone()),
+        marker: marker_published.subscribe(),
     });
     let state = AppState {
         snapshots: snapshots.clone(),

@@ -21,6 +21,7 @@ use crate::clone::datadir::{MARKER_FILE, RECLONE_FILE};
 use crate::clone::progress::{LOG_EVERY, Transfer, TransferView, estimate_note};
 use crate::clone::{mib, now_unix, rate_mib_s};
 use crate::config::{Credentials, Endpoint};
+use crate::metrics::{LastClone, Reason, Tally};
 use crate::mycnf::{BINLOG_BASE, RELAY_LOG_BASE};
 use crate::tool::{self, Running, ToolError};
 
@@ -40,6 +41,40 @@ pub struct DonorSettings {
     pub is_replica: bool,
 }
 
+/// Why a clone request was refused before any byte streamed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refusal {
+    Unauthorized,
+    NotADonor,
+    Busy,
+}
+
+impl Reason for Refusal {
+    const ALL: &'static [Self] = &[Refusal::Unauthorized, Refusal::NotADonor, Refusal::Busy];
+}
+
+/// Why a clone that started streaming failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServeFailure {
+    Scratch,
+    BackupFailed,
+    ReadError,
+    JoinerGone,
+    ShuttingDown,
+}
+
+impl Reason for ServeFailure {
+    const ALL: &'static [Self] = &[
+        ServeFailure::Scratch,
+        ServeFailure::BackupFailed,
+        ServeFailure::ReadError,
+        ServeFailure::JoinerGone,
+        ServeFailure::ShuttingDown,
+    ];
+}
+
 #[derive(Debug, serde::Serialize)]
 pub struct CloneCounters {
     pub active: AtomicU64,
@@ -50,6 +85,13 @@ pub struct CloneCounters {
     /// Seconds each clone took, for /metrics.
     #[serde(skip)]
     pub durations: Histogram,
+    #[serde(skip)]
+    pub refusals: Tally<Refusal>,
+    #[serde(skip)]
+    pub failures: Tally<ServeFailure>,
+    /// The last clone served to its end, for /metrics.
+    #[serde(skip)]
+    pub last_served: Mutex<Option<LastClone>>,
 }
 
 impl Default for CloneCounters {
@@ -61,7 +103,19 @@ impl Default for CloneCounters {
             bytes: AtomicU64::default(),
             // From a second to about four hours.
             durations: Histogram::new(exponential_buckets(1.0, 4.0, 8)),
+            refusals: Tally::default(),
+            failures: Tally::default(),
+            last_served: Mutex::default(),
         }
+    }
+}
+
+impl CloneCounters {
+    pub fn last_served(&self) -> Option<LastClone> {
+        *self
+            .last_served
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -138,6 +192,18 @@ enum DonorError {
     ShuttingDown,
 }
 
+impl DonorError {
+    fn failure(&self) -> ServeFailure {
+        match self {
+            DonorError::Scratch { .. } => ServeFailure::Scratch,
+            DonorError::Tool(_) => ServeFailure::BackupFailed,
+            DonorError::Read(_) => ServeFailure::ReadError,
+            DonorError::JoinerGone => ServeFailure::JoinerGone,
+            DonorError::ShuttingDown => ServeFailure::ShuttingDown,
+        }
+    }
+}
+
 impl Donor {
     pub fn new(settings: DonorSettings, tracker: TaskTracker, shutdown: CancellationToken) -> Self {
         Donor {
@@ -207,6 +273,8 @@ impl Donor {
             match served {
                 Ok(bytes) => {
                     counters.completed.fetch_add(1, Ordering::Relaxed);
+                    let last = LastClone::new(bytes, elapsed, now_unix());
+                    *counters.last_served.lock().unwrap_or_else(PoisonError::into_inner) = Some(last);
                     tracing::info!(
                         joiner = %joiner, bytes, mib = mib(bytes), secs = elapsed.as_secs_f64(),
                         mib_per_s = rate_mib_s(bytes, elapsed), "clone served"
@@ -214,6 +282,7 @@ impl Donor {
                 }
                 Err(e) => {
                     counters.failed.fetch_add(1, Ordering::Relaxed);
+                    counters.failures.add(e.failure());
                     let _ = tx.send(frame::failed(&e.to_string())).await;
                     tracing::warn!(joiner = %joiner, "clone not served: {e}");
                 }

@@ -16,8 +16,8 @@ use crate::clone::datadir::{CloneMarker, DataDir, Promotion};
 use crate::clone::ownership::Ownership;
 use crate::clone::progress::{ClonePhase, Progress, ProgressLabel, estimate_note};
 use crate::clone::{
-    Attempt, CloneError, agent, error_chain, in_staging, io_error, mib, now_unix,
-    until_donor_answers,
+    Attempt, AttemptFailure, CloneError, FailedAttempts, agent, error_chain, in_staging, io_error,
+    mib, now_unix, until_donor_answers,
 };
 use crate::dns::Resolver;
 use crate::duration::seconds;
@@ -42,6 +42,7 @@ pub struct JoinerSettings {
     /// `Owed` when the first ordinal restores its lost volume from a peer.
     pub promotion: Promotion,
     pub label: ProgressLabel,
+    pub failed_attempts: FailedAttempts,
 }
 
 /// Clones the donor into `datadir` (which the caller has found empty). On any failure the
@@ -154,6 +155,7 @@ async fn fetch_and_prepare(
         duration_ms: Some(progress.clone_ms()),
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         promotion: settings.promotion,
+        failed_attempts: Some(settings.failed_attempts.counts()),
     };
     Ok(marker)
 }
@@ -168,9 +170,13 @@ async fn start_clone(
     resolver: &Resolver,
     progress: &mut Progress,
 ) -> Result<Response<Incoming>, CloneError> {
-    until_donor_answers(&settings.donor, settings.deadline, progress, || {
-        request_clone(settings, resolver)
-    })
+    until_donor_answers(
+        &settings.donor,
+        settings.deadline,
+        progress,
+        &settings.failed_attempts,
+        || request_clone(settings, resolver),
+    )
     .await
 }
 
@@ -203,9 +209,8 @@ async fn request_clone(
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(Attempt::Fatal(
             CloneError::Unauthorized(settings.donor.clone()),
         )),
-        s if s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error() => {
-            Err(Attempt::Retry(answer))
-        }
+        StatusCode::TOO_MANY_REQUESTS => Err(Attempt::Retry(AttemptFailure::Busy, answer)),
+        s if s.is_server_error() => Err(Attempt::Retry(AttemptFailure::NotADonor, answer)),
         _ => Err(Attempt::Fatal(CloneError::Refused {
             donor: settings.donor.clone(),
             answer,
