@@ -642,16 +642,22 @@ fn build_docs(dir: &str) -> Result<Vec<serde_norway::Value>> {
         .collect()
 }
 
-/// The TLS example: the overlay with `k8s/tls` mounts the Secret cert-manager's Certificate
+/// The TLS examples: each overlay with `k8s/tls` mounts the Secret cert-manager's Certificate
 /// fills, in every container that reads the TLS settings (init writes their paths into the
 /// server's fragment, so the database container needs the same path), the settings point into
 /// that mount and are ones the agent knows, the agent declares the peer port it is told, the
 /// NetworkPolicy admits the set's pods to it, and the Certificate covers every pod's stable name
 /// for both server and client use.
 #[test]
-fn the_tls_overlay_mounts_the_certificate_cert_manager_issues_where_its_settings_point() {
+fn the_tls_overlays_mount_the_certificate_cert_manager_issues_where_their_settings_point() {
+    for flavor in FLAVORS {
+        tls_overlay_mounts_the_certificate(&format!("{}-tls", flavor.overlay()));
+    }
+}
+
+fn tls_overlay_mounts_the_certificate(overlay: &str) {
     const MOUNT: &str = "/etc/mysql-sts-agent/tls";
-    let docs = build_docs("overlays/mariadb-tls").unwrap();
+    let docs = build_docs(&format!("overlays/{overlay}")).unwrap();
     let of_kind = |kind: &'static str| {
         docs.iter()
             .find(move |doc| doc["kind"].as_str() == Some(kind))
@@ -662,7 +668,7 @@ fn the_tls_overlay_mounts_the_certificate_cert_manager_issues_where_its_settings
         .map(|doc| serde_norway::to_string(doc).unwrap())
         .collect::<Vec<_>>()
         .join("---\n");
-    let built = Manifest::parse("mariadb-tls", &text).unwrap();
+    let built = Manifest::parse(overlay, &text).unwrap();
     let config = &of_kind("ConfigMap")["data"];
     let setting = |name: &str| config[name].as_str().unwrap_or_default().to_owned();
     for name in ["CERT", "KEY", "CA"] {
@@ -678,7 +684,10 @@ fn the_tls_overlay_mounts_the_certificate_cert_manager_issues_where_its_settings
         .filter_map(|k| k.as_str())
         .filter(|k| k.contains("TLS"))
     {
-        assert!(known.contains(name), "the agent does not know {name}");
+        assert!(
+            known.contains(name),
+            "{overlay}: the agent does not know {name}"
+        );
     }
 
     let pod = built.pod_spec();
