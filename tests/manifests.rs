@@ -651,7 +651,7 @@ fn build_docs(dir: &str) -> Result<Vec<serde_norway::Value>> {
 #[test]
 fn the_tls_overlays_mount_the_certificate_cert_manager_issues_where_their_settings_point() {
     for flavor in FLAVORS {
-        tls_overlay_mounts_the_certificate(&format!("{}-tls", flavor.overlay()));
+        tls_overlay_mounts_the_certificate(flavor.tls_overlay());
     }
 }
 
