@@ -404,16 +404,7 @@ impl Cluster {
             Some(secrets) => template.with_secret_values(&secrets.by_key())?,
             None => template,
         };
-        let tls = match template.secret_name(mapping::TLS_VOLUME) {
-            Some(secret) => {
-                let secret = secret.to_owned();
-                let certificate =
-                    tokio::task::spawn_blocking(move || manifest::certificate(&secret)).await??;
-                let issuer = root.join("tls-issuer");
-                Some(TlsSecret::create(&issuer, &spec.naming, &certificate)?)
-            }
-            None => None,
-        };
+        let tls = TlsSecret::for_template(&template, &root.join("tls-issuer"))?;
         // Anything the harness cannot map fails here, before a namespace exists.
         let pods = (0..spec.pods)
             .map(|n| {
@@ -1116,13 +1107,9 @@ impl Cluster {
         let Some(tls) = &self.tls else {
             return Ok(());
         };
-        let data = tls.data()?;
-        for pod in &self.pods {
-            let dir = pod.paths.tls();
-            self.template
-                .project_secret(mapping::TLS_VOLUME, &dir, &data)?;
-        }
-        Ok(())
+        self.pods
+            .iter()
+            .try_for_each(|pod| tls.project(&self.template, &pod.paths))
     }
 
     /// The port the template's agent sidecar container names `peer` (`k8s/tls`).

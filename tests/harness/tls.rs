@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use super::cmd::run_blocking;
-use super::layout::{self, Naming};
-use super::manifest::CertificateSpec;
+use super::layout::{self, Naming, PodPaths};
+use super::manifest::{self, CertificateSpec};
+use super::mapping::{TLS_VOLUME, Template};
 
 /// The Secret's keys, as cert-manager names them.
 const KEYS: [&str; 3] = ["tls.crt", "tls.key", "ca.crt"];
@@ -36,6 +37,16 @@ pub struct TlsSecret {
 }
 
 impl TlsSecret {
+    /// The issuer of the Secret the template's `tls` volume mounts (`k8s/tls`), its CA made in
+    /// `dir`; None for a template without one. Blocking (it runs kubectl and openssl).
+    pub fn for_template(template: &Template, dir: &Path) -> Result<Option<TlsSecret>> {
+        let Some(secret) = template.secret_name(TLS_VOLUME) else {
+            return Ok(None);
+        };
+        let certificate = manifest::certificate(secret)?;
+        TlsSecret::create(dir, template.naming(), &certificate).map(Some)
+    }
+
     /// Creates the CA in `dir` (its key stays there, out of the Secret) and issues the first
     /// certificate.
     pub fn create(dir: &Path, naming: &Naming, certificate: &CertificateSpec) -> Result<TlsSecret> {
@@ -132,6 +143,11 @@ impl TlsSecret {
                 Ok(((*key).to_owned(), value))
             })
             .collect()
+    }
+
+    /// The Secret's current data into pod `pod`'s `tls` volume, as the kubelet writes it.
+    pub fn project(&self, template: &Template, pod: &PodPaths) -> Result<()> {
+        template.project_secret(TLS_VOLUME, &pod.tls(), &self.data()?)
     }
 
     fn current(&self) -> PathBuf {
