@@ -2007,9 +2007,6 @@ async fn secrets_with_quotes_backslashes_and_non_ascii_work_and_never_leak(
     .await
 }
 
-/// The peer channel's port under `MYSQL_STS_CLONE_TLS` (the default `--peer-port`).
-const PEER_PORT: u16 = 8443;
-
 /// `curl` from the node to pod n's peer channel: over HTTPS with the CA and the pod's name,
 /// presenting the set's certificate or none; or over plain HTTP. Returns curl's success and its
 /// output (the body, or curl's error).
@@ -2020,19 +2017,19 @@ async fn curl_peer(
     how: PeerClient,
     bearer: Option<&str>,
 ) -> Result<(bool, String)> {
-    let (ip, fqdn) = (c.pod_ip(n), c.naming().pod_fqdn(n));
+    let (ip, fqdn, port) = (c.pod_ip(n), c.naming().pod_fqdn(n), c.peer_port()?);
     let tls = c.tls()?;
     let file = |key: &str| tls.file(key).to_string_lossy().into_owned();
     let mut curl = c.node_command("curl");
     curl.args(["-sS", "--noproxy", "*", "--max-time", "10"]);
     match how {
         PeerClient::PlainHttp => {
-            curl.arg(format!("http://{ip}:{PEER_PORT}{path}"));
+            curl.arg(format!("http://{ip}:{port}{path}"));
         }
         PeerClient::WithoutCertificate | PeerClient::WithCertificate => {
             curl.args(["--cacert", &file("ca.crt")])
-                .args(["--resolve", &format!("{fqdn}:{PEER_PORT}:{ip}")])
-                .arg(format!("https://{fqdn}:{PEER_PORT}{path}"));
+                .args(["--resolve", &format!("{fqdn}:{port}:{ip}")])
+                .arg(format!("https://{fqdn}:{port}{path}"));
             if how == PeerClient::WithCertificate {
                 curl.args(["--cert", &file("tls.crt"), "--key", &file("tls.key")]);
             }
@@ -2068,7 +2065,7 @@ async fn served_serial(c: &Cluster, n: usize, at: Served) -> Result<String> {
     let tls = c.tls()?;
     let file = |key: &str| tls.file(key).to_string_lossy().into_owned();
     let (port, starttls) = match at {
-        Served::PeerChannel => (PEER_PORT, ""),
+        Served::PeerChannel => (c.peer_port()?, ""),
         Served::Server => (c.server_port(), "-starttls mysql"),
     };
     let script = format!(
@@ -2083,7 +2080,10 @@ async fn served_serial(c: &Cluster, n: usize, at: Served) -> Result<String> {
     Ok(text.trim().trim_start_matches("serial=").to_owned())
 }
 
-/// Every channel over TLS, with the set's one certificate (`*.<service>.<namespace>.svc.<domain>`):
+/// Every channel over TLS, with the set's one certificate (`*.<service>.<namespace>.svc.<domain>`),
+/// deployed by the flavor's overlay with the `k8s/tls` component (its settings, mounts and peer
+/// port; the Secret as cert-manager would issue `k8s/tls/cert-manager`'s Certificate, projected
+/// into each pod's `tls` volume as the kubelet does, root's with group fsGroup and mode 0440):
 /// - replication: each replica's IO thread connects with TLS and verifies the primary's
 ///   certificate and host name; the replication user requires TLS, so the IO thread and the
 ///   agent's own sampling of the primary (without which a replica is never ready) both use it;
@@ -2142,10 +2142,16 @@ async fn every_channel_runs_over_tls_and_a_rotated_certificate_is_served(
                     pod(c, n)
                 );
             }
+            // The CA the `k8s/tls` component's settings point at, in a pod's `tls` volume: a
+            // MySQL clone keeps its donor's replication settings, and here each pod's volume
+            // has its own host path (on a cluster, one path in every pod).
             let ca: Option<String> = row.get(format!("{words}_SSL_CA_File").as_str());
             ensure!(
-                ca.as_deref().is_some_and(|ca| ca.ends_with("/ca.crt")),
-                "{}: {words}_SSL_CA_File is {ca:?}",
+                (0..3).any(|m| {
+                    let mounted = c.pod_dir(m).join("tls/ca.crt");
+                    ca.as_deref() == Some(&*mounted.to_string_lossy())
+                }),
+                "{}: {words}_SSL_CA_File is {ca:?}, no pod's tls/ca.crt",
                 pod(c, n)
             );
         }
@@ -2171,7 +2177,7 @@ async fn every_channel_runs_over_tls_and_a_rotated_certificate_is_served(
             plain.status == 403
                 && plain
                     .text()
-                    .contains(&format!("over TLS on port {PEER_PORT}")),
+                    .contains(&format!("over TLS on port {}", c.peer_port()?)),
             "/donor on the plain port: {}",
             plain.text()
         );

@@ -415,7 +415,7 @@ async fn pods_run_as_the_template_says_on_fs_group_volumes() {
     conn.disconnect().await.unwrap();
 
     // Volumes: the claim and the emptyDirs get group fsGroup; the Secret's files are root's,
-    // readable by the group only.
+    // readable by the group only, each key a link through `..data` as the kubelet writes them.
     let pod = cluster.pod_dir(0);
     assert_eq!(mode_and_owner(&cluster.datadir(0)), (0o2775, 0, 999));
     for empty_dir in ["run", "tmp", "conf.d", "agent-bin"] {
@@ -426,8 +426,11 @@ async fn pods_run_as_the_template_says_on_fs_group_volumes() {
         );
     }
     let secrets = cluster.root_dir().join("secrets");
-    for secret in std::fs::read_dir(&secrets).unwrap() {
-        assert_eq!(mode_and_owner(&secret.unwrap().path()), (0o440, 0, 999));
+    for secret in std::fs::read_dir(secrets.join("..data")).unwrap() {
+        let secret = secret.unwrap();
+        assert_eq!(mode_and_owner(&secret.path()), (0o440, 0, 999));
+        let link = std::fs::read_link(secrets.join(secret.file_name())).unwrap();
+        assert_eq!(link, Path::new("..data").join(secret.file_name()));
     }
     // The shared chroot is read-only, even for root in a pod.
     let write = cluster

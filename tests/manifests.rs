@@ -14,13 +14,13 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use harness::Flavor;
 use harness::layout::{self, Naming, PodPaths};
 use harness::manifest::{self, Manifest, Probe};
 use harness::mapping::{
     self, CHECK_VALID, HARNESS_ENV, PodPlan, Resolved, Role, TEST_OVERRIDES, Template, VolumeType,
     check_field, port_of,
 };
+use harness::{Flavor, TlsSecret};
 use tempfile::TempDir;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_mysql-sts-agent");
@@ -44,15 +44,17 @@ fn renamed() -> Naming {
         .first_ordinal(10)
 }
 
-/// One overlay's template mapped into a temp dir, with its Secret's files written there.
+/// One overlay's template mapped into a temp dir, with its Secrets' files written there.
 struct Overlay {
     template: Template,
+    /// The certificate of a TLS overlay (`k8s/tls`).
+    tls: Option<TlsSecret>,
     dir: TempDir,
 }
 
 impl Overlay {
-    fn new(flavor: Flavor, naming: &Naming) -> Result<Overlay> {
-        let manifest = manifest::load(flavor.overlay(), naming)?;
+    fn new(overlay: &str, flavor: Flavor, naming: &Naming) -> Result<Overlay> {
+        let manifest = manifest::load(overlay, naming)?;
         let dir = tempfile::tempdir()?;
         let template = Template::new(
             manifest,
@@ -63,7 +65,8 @@ impl Overlay {
             &naming.cluster_domain,
         )?;
         template.write_secrets()?;
-        Ok(Overlay { template, dir })
+        let tls = TlsSecret::for_template(&template, &dir.path().join("tls-issuer"))?;
+        Ok(Overlay { template, tls, dir })
     }
 
     fn manifest(&self) -> &Manifest {
@@ -77,6 +80,9 @@ impl Overlay {
         layout::make_pod_dirs(&paths)?;
         for kind in [VolumeType::ClaimTemplate, VolumeType::EmptyDir] {
             layout::make_dirs(&mapping::pod_volume_dirs(&paths, kind))?;
+        }
+        if let Some(tls) = &self.tls {
+            tls.project(&self.template, &paths)?;
         }
         let plan = self.template.plan(&paths, n)?;
         let install = plan.agent("install")?;
@@ -95,19 +101,25 @@ impl Overlay {
     }
 }
 
-/// Runs `check` for every overlay, as shipped and renamed, and returns one line per failure,
-/// naming the overlay.
+/// Runs `check` for every overlay (each flavor's, and with the `k8s/tls` component), as shipped
+/// and renamed, and returns one line per failure, naming the overlay.
 fn each_overlay(check: impl Fn(&Overlay) -> Result<()>) -> Vec<String> {
     FLAVORS
         .into_iter()
-        .flat_map(|flavor| [(flavor, Naming::default()), (flavor, renamed())])
-        .filter_map(|(flavor, naming)| {
-            Overlay::new(flavor, &naming)
-                .and_then(|overlay| check(&overlay))
+        .flat_map(|flavor| [(flavor.overlay(), flavor), (flavor.tls_overlay(), flavor)])
+        .flat_map(|(overlay, flavor)| {
+            [
+                (overlay, flavor, Naming::default()),
+                (overlay, flavor, renamed()),
+            ]
+        })
+        .filter_map(|(overlay, flavor, naming)| {
+            Overlay::new(overlay, flavor, &naming)
+                .and_then(|built| check(&built))
                 .err()
                 .map(|error| {
                     let set = &naming.statefulset;
-                    format!("overlay {} as {set}: {error:#}", flavor.overlay())
+                    format!("overlay {overlay} as {set}: {error:#}")
                 })
         })
         .collect()
@@ -642,16 +654,22 @@ fn build_docs(dir: &str) -> Result<Vec<serde_norway::Value>> {
         .collect()
 }
 
-/// The TLS example: the overlay with `k8s/tls` mounts the Secret cert-manager's Certificate
+/// The TLS examples: each overlay with `k8s/tls` mounts the Secret cert-manager's Certificate
 /// fills, in every container that reads the TLS settings (init writes their paths into the
 /// server's fragment, so the database container needs the same path), the settings point into
 /// that mount and are ones the agent knows, the agent declares the peer port it is told, the
 /// NetworkPolicy admits the set's pods to it, and the Certificate covers every pod's stable name
 /// for both server and client use.
 #[test]
-fn the_tls_overlay_mounts_the_certificate_cert_manager_issues_where_its_settings_point() {
+fn the_tls_overlays_mount_the_certificate_cert_manager_issues_where_their_settings_point() {
+    for flavor in FLAVORS {
+        tls_overlay_mounts_the_certificate(flavor.tls_overlay());
+    }
+}
+
+fn tls_overlay_mounts_the_certificate(overlay: &str) {
     const MOUNT: &str = "/etc/mysql-sts-agent/tls";
-    let docs = build_docs("overlays/mariadb-tls").unwrap();
+    let docs = build_docs(&format!("overlays/{overlay}")).unwrap();
     let of_kind = |kind: &'static str| {
         docs.iter()
             .find(move |doc| doc["kind"].as_str() == Some(kind))
@@ -662,7 +680,7 @@ fn the_tls_overlay_mounts_the_certificate_cert_manager_issues_where_its_settings
         .map(|doc| serde_norway::to_string(doc).unwrap())
         .collect::<Vec<_>>()
         .join("---\n");
-    let built = Manifest::parse("mariadb-tls", &text).unwrap();
+    let built = Manifest::parse(overlay, &text).unwrap();
     let config = &of_kind("ConfigMap")["data"];
     let setting = |name: &str| config[name].as_str().unwrap_or_default().to_owned();
     for name in ["CERT", "KEY", "CA"] {
@@ -678,7 +696,10 @@ fn the_tls_overlay_mounts_the_certificate_cert_manager_issues_where_its_settings
         .filter_map(|k| k.as_str())
         .filter(|k| k.contains("TLS"))
     {
-        assert!(known.contains(name), "the agent does not know {name}");
+        assert!(
+            known.contains(name),
+            "{overlay}: the agent does not know {name}"
+        );
     }
 
     let pod = built.pod_spec();

@@ -178,6 +178,10 @@ impl PodPaths {
     pub fn tmp(&self) -> PathBuf {
         self.dir.join("tmp")
     }
+    /// The `tls` Secret volume (`k8s/tls`): the pod's projection of the certificate.
+    pub fn tls(&self) -> PathBuf {
+        self.dir.join("tls")
+    }
     /// The harness's log files of this pod's processes.
     pub fn logs(&self) -> PathBuf {
         self.dir.join("logs")

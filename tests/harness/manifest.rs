@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_norway::Value;
@@ -93,6 +93,30 @@ fn build(overlay: &str, dir: &Path) -> Result<Manifest> {
         .with_context(|| format!("reading the built {overlay} overlay ({})", dir.display()))?;
     manifest.headless_service()?;
     Ok(manifest)
+}
+
+/// The cert-manager example that issues the TLS component's Secret (`k8s/tls/cert-manager`).
+const CERT_MANAGER_DIR: &str = "tls/cert-manager";
+
+/// The `Certificate` of `k8s/tls/cert-manager` whose secretName is `secret_name`: what
+/// cert-manager would write into that Secret. Blocking (it runs kubectl).
+pub fn certificate(secret_name: &str) -> Result<CertificateSpec> {
+    let dir = k8s_dir().join(CERT_MANAGER_DIR);
+    let text = run_blocking("kubectl", &["kustomize", &dir.to_string_lossy()])
+        .with_context(|| format!("building {}", dir.display()))?;
+    for document in serde_norway::Deserializer::from_str(&text) {
+        let value = Value::deserialize(document)?;
+        if value.get("kind").and_then(Value::as_str) == Some("Certificate") {
+            let certificate: Certificate = typed("Certificate", value)?;
+            if certificate.spec.secret_name == secret_name {
+                return Ok(certificate.spec);
+            }
+        }
+    }
+    bail!(
+        "no Certificate of {} fills the Secret {secret_name}",
+        dir.display()
+    )
 }
 
 /// The generator of the agent's ConfigMap in k8s/base, which an overlay merges settings into.
@@ -584,4 +608,28 @@ pub struct ServiceSpec {
     pub cluster_ip: Option<String>,
     #[serde(default)]
     pub publish_not_ready_addresses: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct Certificate {
+    spec: CertificateSpec,
+}
+
+/// What cert-manager issues: the fields the harness's CA honours (`tls.rs`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateSpec {
+    pub secret_name: String,
+    #[serde(default)]
+    pub dns_names: Vec<String>,
+    #[serde(default)]
+    pub usages: Vec<String>,
+    pub private_key: Option<PrivateKeySpec>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct PrivateKeySpec {
+    /// cert-manager's default: RSA.
+    pub algorithm: Option<String>,
+    pub size: Option<u32>,
 }

@@ -14,7 +14,8 @@
 //! | volume `agent-bin` (emptyDir) | `<pod>/agent-bin` |
 //! | volume `tmp` (emptyDir) | `<pod>/tmp` |
 //! | volume `run` (emptyDir) | `<pod>/run` |
-//! | volume `secrets` (Secret) | `<root>/secrets`: a file per key of the manifest's Secret, with values generated per cluster (or the scenario's, `ClusterSpec::secrets`), root's with `defaultMode` and group fsGroup |
+//! | volume `secrets` (Secret) | `<root>/secrets`: a file per key of the manifest's Secret, with values generated per cluster (or the scenario's, `ClusterSpec::secrets`), written as the kubelet writes a Secret volume (`..data` link to a generation dir, each key a link through it), root's with `defaultMode` and group fsGroup |
+//! | volume `tls` (Secret, `k8s/tls`) | `<pod>/tls`: `tls.crt`, `tls.key` and `ca.crt` as cert-manager's `Certificate` of `k8s/tls/cert-manager` would issue them for the cluster's names, from the harness's CA (`tls.rs`), written like `secrets`; a rotation swaps `..data` in every pod |
 //! | fieldRef `metadata.namespace`, `metadata.name` | the StatefulSet's namespace in the build (`default` without one, as `kubectl apply` does), which the harness's DNS serves; the pod's name `<statefulset>-<ordinal>` |
 //! | probes (httpGet, tcpSocket) | run by the harness's kubelet (`kubelet.rs`) from the node namespace to the pod's IP |
 //!
@@ -44,8 +45,6 @@
 //! scenarios that stop and kill processes stay deterministic.
 
 use std::collections::BTreeMap;
-use std::fs::{self, Permissions};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,7 +52,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 
 use super::layout::{self, Naming, PodPaths};
-use super::manifest::{Container, EnvVarSource, Manifest, PodSecurityContext, Probe};
+use super::manifest::{
+    Container, ContainerPort, EnvVarSource, Manifest, PodSecurityContext, Probe, SecretVolume,
+};
 use super::security::RunAs;
 use super::server::{Flavor, RootPassword, ServerSetup};
 use super::volumes::{Ownership, VolumeLayout};
@@ -155,8 +156,18 @@ enum HostDir {
     Secrets,
 }
 
+/// The Secret volume of the agent's passwords and token, and the one of the TLS certificate
+/// (`k8s/tls`).
+pub const SECRETS_VOLUME: &str = "secrets";
+pub const TLS_VOLUME: &str = "tls";
+
+/// The names of the agent's ports: the one the PodMonitor scrapes, and the peer channel's over
+/// TLS (`k8s/tls`).
+const AGENT_PORT: &str = "agent";
+const PEER_PORT: &str = "peer";
+
 /// Volume name, the type the template must give it, and the host dir that stands for it.
-const VOLUMES: [(&str, VolumeType, HostDir); 6] = [
+const VOLUMES: [(&str, VolumeType, HostDir); 7] = [
     (
         "data",
         VolumeType::ClaimTemplate,
@@ -170,7 +181,8 @@ const VOLUMES: [(&str, VolumeType, HostDir); 6] = [
     ),
     ("tmp", VolumeType::EmptyDir, HostDir::Pod(PodPaths::tmp)),
     ("run", VolumeType::EmptyDir, HostDir::Pod(PodPaths::run)),
-    ("secrets", VolumeType::Secret, HostDir::Secrets),
+    (SECRETS_VOLUME, VolumeType::Secret, HostDir::Secrets),
+    (TLS_VOLUME, VolumeType::Secret, HostDir::Pod(PodPaths::tls)),
 ];
 
 /// The host dirs of a pod's own volumes of type `kind` (the Secret is the cluster's).
@@ -259,7 +271,7 @@ pub struct Resolved {
     pub program: Program,
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
-    pub ports: Vec<u16>,
+    pub ports: Vec<ContainerPort>,
     pub probes: Probes,
     /// Its securityContext merged over the pod's.
     pub run_as: RunAs,
@@ -350,16 +362,30 @@ impl PodPlan {
             .expect("a plan has its database container")
     }
 
-    /// The port the agent's sidecar container declares: where /status and /clone are served.
+    /// The port the agent's sidecar container names `agent`: where /status and the probes'
+    /// endpoints are served (and the peer channel without TLS).
     pub fn agent_port(&self) -> Result<u16> {
+        self.sidecar_port(AGENT_PORT)
+    }
+
+    /// The port the agent's sidecar container names `peer`: the peer channel over TLS.
+    pub fn peer_port(&self) -> Result<u16> {
+        self.sidecar_port(PEER_PORT)
+    }
+
+    fn sidecar_port(&self, name: &str) -> Result<u16> {
         let sidecar = self.agent("sidecar")?;
-        match sidecar.ports.as_slice() {
-            [port] => Ok(*port),
-            ports => bail!(
-                "container {} declares ports {ports:?}: the harness needs exactly one, the agent's",
-                sidecar.name
-            ),
-        }
+        sidecar
+            .ports
+            .iter()
+            .find(|port| port.name.as_deref() == Some(name))
+            .map(|port| port.container_port)
+            .with_context(|| {
+                format!(
+                    "container {} declares no port named {name}: {:?}",
+                    sidecar.name, sidecar.ports
+                )
+            })
     }
 
     /// What `container`'s `--check` printed (after `CHECK_VALID`) must agree with the pod and the
@@ -462,12 +488,7 @@ impl Template {
         secret_len: usize,
         cluster_domain: &str,
     ) -> Result<Template> {
-        let secret = match manifest
-            .pod_spec()
-            .volumes
-            .iter()
-            .find_map(|volume| volume.secret.as_ref())
-        {
+        let secret = match secret_volume(&manifest, SECRETS_VOLUME) {
             None => None,
             Some(volume) => {
                 let name = volume.secret_name.clone();
@@ -539,24 +560,34 @@ impl Template {
         }
     }
 
-    /// One file per key of the mounted Secret with the volume's defaultMode, as the kubelet
-    /// projects it (`Ownership::project_secret` adds the group).
+    /// The `secrets` volume's files, one per key of the mounted Secret, as the kubelet
+    /// projects it (`Ownership::project_secret`).
     pub fn write_secrets(&self) -> Result<()> {
-        layout::make_dirs(std::slice::from_ref(&self.secrets_dir))?;
-        let mode = self
-            .manifest
-            .pod_spec()
-            .volumes
-            .iter()
-            .find_map(|volume| volume.secret.as_ref()?.default_mode)
+        let values = self.secret.as_ref().map(|(_, values)| values);
+        self.project_secret(
+            SECRETS_VOLUME,
+            &self.secrets_dir,
+            values.unwrap_or(&BTreeMap::new()),
+        )
+    }
+
+    /// `data` projected into `dir` as the kubelet projects the Secret of volume `volume`: with
+    /// its defaultMode (Kubernetes' default 0644) and the pod's fsGroup.
+    pub fn project_secret(
+        &self,
+        volume: &str,
+        dir: &Path,
+        data: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        let mode = secret_volume(&self.manifest, volume)
+            .and_then(|secret| secret.default_mode)
             .unwrap_or(0o644);
-        for (key, value) in self.secret.iter().flat_map(|(_, values)| values) {
-            let file = self.secrets_dir.join(key);
-            layout::write_file(&file, value, mode)?;
-            // The umask must not narrow it.
-            fs::set_permissions(&file, Permissions::from_mode(mode))?;
-        }
-        Ok(())
+        self.ownership().project_secret(dir, data, mode)
+    }
+
+    /// The Secret that volume `volume` mounts, if the template declares it as a Secret volume.
+    pub fn secret_name(&self, volume: &str) -> Option<&str> {
+        secret_volume(&self.manifest, volume).map(|secret| secret.secret_name.as_str())
     }
 
     pub fn naming(&self) -> &Naming {
@@ -573,6 +604,15 @@ impl Template {
         };
         resolver.plan()
     }
+}
+
+fn secret_volume<'a>(manifest: &'a Manifest, name: &str) -> Option<&'a SecretVolume> {
+    let volumes = &manifest.pod_spec().volumes;
+    volumes
+        .iter()
+        .find(|volume| volume.name == name)?
+        .secret
+        .as_ref()
 }
 
 struct Resolver<'a> {
@@ -766,7 +806,7 @@ impl Resolver<'_> {
             program,
             args,
             env,
-            ports: container.ports.iter().map(|p| p.container_port).collect(),
+            ports: container.ports.clone(),
             probes,
             run_as,
         })
@@ -970,7 +1010,7 @@ impl Resolver<'_> {
             "env {unknown:?}: the harness's server honours only the root password"
         );
         let port = match resolved.ports.as_slice() {
-            [port] => *port,
+            [port] => port.container_port,
             ports => bail!("declares ports {ports:?}: the harness needs exactly one, the server's"),
         };
         Ok(ServerSetup {

@@ -124,7 +124,8 @@ pub struct ClusterSpec {
     pub agent_env: Vec<(String, String)>,
     /// The Secret's values; None: random alphanumeric ones.
     pub secrets: Option<Secrets>,
-    /// Issue the set's certificate and give the agent the TLS settings (`tls.rs`).
+    /// Deploy the flavor's overlay with the `k8s/tls` component, its Secret issued by the
+    /// harness's CA (`tls.rs`).
     pub tls: bool,
 }
 
@@ -169,7 +170,8 @@ impl ClusterSpec {
         self
     }
 
-    /// TLS: a CA and the set's certificate, the servers' own TLS and replication over it.
+    /// TLS on every channel, as the `k8s/tls` component deploys it: the flavor's TLS overlay,
+    /// whose `tls` volume holds the set's certificate from the harness's CA.
     pub fn tls(mut self) -> Self {
         self.tls = true;
         self
@@ -373,7 +375,11 @@ impl Cluster {
             .map(|image| image.locate())
             .transpose()?;
         let flavor = spec.version.flavor();
-        let overlay = flavor.overlay();
+        let overlay = if spec.tls {
+            flavor.tls_overlay()
+        } else {
+            flavor.overlay()
+        };
         let naming = spec.naming.clone();
         let manifest =
             tokio::task::spawn_blocking(move || manifest::load(overlay, &naming)).await??;
@@ -398,14 +404,7 @@ impl Cluster {
             Some(secrets) => template.with_secret_values(&secrets.by_key())?,
             None => template,
         };
-        let mut agent_env = spec.agent_env.clone();
-        let tls = if spec.tls {
-            let secret = TlsSecret::create(&root.join("tls"), &spec.naming)?;
-            agent_env.extend(secret.agent_env());
-            Some(secret)
-        } else {
-            None
-        };
+        let tls = TlsSecret::for_template(&template, &root.join("tls-issuer"))?;
         // Anything the harness cannot map fails here, before a namespace exists.
         let pods = (0..spec.pods)
             .map(|n| {
@@ -415,7 +414,7 @@ impl Cluster {
                     .with_context(|| format!("the {overlay} overlay's pod template"))?;
                 for container in &mut plan.containers {
                     if container.agent_binary().is_some() {
-                        container.env.extend(agent_env.iter().cloned());
+                        container.env.extend(spec.agent_env.iter().cloned());
                     }
                 }
                 Ok(Pod {
@@ -498,9 +497,7 @@ impl Cluster {
             self.root.join("http"),
         ])?;
         self.template.write_secrets()?;
-        self.template
-            .ownership()
-            .project_secret(&self.root.join("secrets"))?;
+        self.project_tls()?;
         layout::write_file(&self.hosts_file(), "", 0o644)?;
         let version = self.spec.version;
         for pod in &self.pods {
@@ -1093,12 +1090,31 @@ impl Cluster {
             .context("the cluster has no TLS (ClusterSpec::tls)")
     }
 
-    /// Issues a new certificate into the Secret (`TlsSecret::rotate`); returns its serial.
+    /// Issues a new certificate into the Secret (`TlsSecret::rotate`) and updates every pod's
+    /// `tls` volume as the kubelet does; returns its serial.
     pub fn rotate_tls(&mut self) -> Result<String> {
-        self.tls
+        let serial = self
+            .tls
             .as_mut()
             .context("the cluster has no TLS (ClusterSpec::tls)")?
-            .rotate()
+            .rotate()?;
+        self.project_tls()?;
+        Ok(serial)
+    }
+
+    /// The certificate Secret's current data into every pod's `tls` volume.
+    fn project_tls(&self) -> Result<()> {
+        let Some(tls) = &self.tls else {
+            return Ok(());
+        };
+        self.pods
+            .iter()
+            .try_for_each(|pod| tls.project(&self.template, &pod.paths))
+    }
+
+    /// The port the template's agent sidecar container names `peer` (`k8s/tls`).
+    pub fn peer_port(&self) -> Result<u16> {
+        self.pod(0).plan.peer_port()
     }
 
     /// The port the template's agent sidecar container declares.

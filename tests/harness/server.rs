@@ -35,6 +35,14 @@ impl Flavor {
             Flavor::MySql => "mysql",
         }
     }
+
+    /// The overlay of k8s/ that deploys this flavor with the `k8s/tls` component.
+    pub fn tls_overlay(self) -> &'static str {
+        match self {
+            Flavor::MariaDb => "mariadb-tls",
+            Flavor::MySql => "mysql-tls",
+        }
+    }
 }
 
 /// Which server a cluster runs: the database image.
