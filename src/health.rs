@@ -661,7 +661,7 @@ mod tests {
             seconds_behind: Some(0),
             gtid_mode: "Slave_Pos".into(),
             received: pos("0-100-10"),
-            tls_verified: false,
+            verified_tls_ca: None,
         }
     }
 

@@ -573,7 +573,7 @@ mod tests {
                     seconds_behind: None,
                     gtid_mode: "Slave_Pos".into(),
                     received: gtids("0-100-10"),
-                    tls_verified: false,
+                    verified_tls_ca: None,
                 }),
                 applied: gtids("0-100-7"),
                 primary: Some(PrimarySample {

@@ -1,6 +1,8 @@
 //! Setting up replication once and resuming it afterwards: a pure plan from what the server
 //! and the datadir say, and a thin step that carries it out.
 
+use std::path::Path;
+
 use mysql_async::Conn;
 
 use crate::clone::datadir::CloneMarker;
@@ -18,9 +20,10 @@ pub enum Plan {
     Configure { start_at: Gtids, donor: String },
     /// Configured for another source host: point it at ordinal 0, keep the applied position.
     Repoint { from: String },
-    /// Configured for this source without verified TLS while replication must use it:
-    /// configure it again with TLS, keeping the applied position.
-    Secure,
+    /// Configured for this source without TLS verified against the CA replication must use
+    /// (`verified_with`: the CA file it verifies against, if any): configure it again with TLS,
+    /// keeping the applied position.
+    Secure { verified_with: Option<String> },
     /// Configured for this source but not running (e.g. after a restart): start it.
     Resume,
     /// Configured and running: leave it alone.
@@ -29,14 +32,15 @@ pub enum Plan {
     Blocked(String),
 }
 
-/// `tls`: replication must use verified TLS (a configuration without it is redone; one with it
-/// is kept when the setting is off, since the primary may still require it).
+/// `tls_ca`: replication must use TLS verified against this CA file (a configuration without it
+/// is redone, as is one that names another file, e.g. a donor's path kept by a MySQL clone; one
+/// with TLS is kept when the setting is off, since the primary may still require it).
 pub fn plan(
     flavor: Flavor,
     status: Option<&ReplicaStatus>,
     marker: Option<&CloneMarker>,
     source_host: &str,
-    tls: bool,
+    tls_ca: Option<&Path>,
 ) -> Plan {
     let Some(status) = status else {
         return match marker {
@@ -60,8 +64,12 @@ pub fn plan(
             from: status.source_host.clone(),
         };
     }
-    if tls && !status.tls_verified {
-        return Plan::Secure;
+    if let Some(ca) = tls_ca
+        && status.verified_tls_ca.as_deref().map(Path::new) != Some(ca)
+    {
+        return Plan::Secure {
+            verified_with: status.verified_tls_ca.clone(),
+        };
     }
     if status.io_thread == IoThread::Stopped || !status.sql_running {
         return Plan::Resume;
@@ -150,8 +158,12 @@ pub async fn apply(
             tracing::info!(phase = %Phase::Configuring, from = %from, source = %source.host, "replication points at another host: repointing it at the primary, keeping the applied position");
             db::execute_all(conn, &dialect.repoint_replica(source)).await
         }
-        Plan::Secure => {
-            tracing::info!(source = %source.host, "replication is configured without verified TLS and --replication-tls is set: configuring it again over TLS, keeping the applied position");
+        Plan::Secure { verified_with } => {
+            let now = match verified_with {
+                Some(ca) => format!("verifies the primary against another CA file ({ca})"),
+                None => "is configured without verified TLS".to_owned(),
+            };
+            tracing::info!(source = %source.host, "replication {now} and --replication-tls is set: configuring it again over TLS with --tls-ca-file, keeping the applied position");
             db::execute_all(conn, &dialect.repoint_replica(source)).await
         }
         Plan::Resume => {
@@ -193,6 +205,7 @@ mod tests {
 
     const PRIMARY: &str = "mysql-0.mysql.default.svc.cluster.local";
     const MARIADB: Flavor = Flavor::MariaDb;
+    const CA: &str = "/etc/mysql-sts-agent/tls/ca.crt";
 
     fn marker(gtid: &str) -> CloneMarker {
         CloneMarker {
@@ -219,14 +232,14 @@ mod tests {
             seconds_behind: None,
             gtid_mode: "Slave_Pos".into(),
             received: Gtids::parse(MARIADB, "").unwrap(),
-            tls_verified: false,
+            verified_tls_ca: None,
         }
     }
 
     #[test]
     fn fresh_clone_is_configured_from_its_marker() {
         assert_eq!(
-            plan(MARIADB, None, Some(&marker("0-100-7")), PRIMARY, false),
+            plan(MARIADB, None, Some(&marker("0-100-7")), PRIMARY, None),
             Plan::Configure {
                 start_at: Gtids::parse(MARIADB, "0-100-7").unwrap(),
                 donor: "mysql-1.mysql.default.svc.cluster.local".into()
@@ -239,22 +252,22 @@ mod tests {
         let marker = marker("0-100-7");
         let stopped = status(PRIMARY, IoThread::Stopped, false);
         assert_eq!(
-            plan(MARIADB, Some(&stopped), Some(&marker), PRIMARY, false),
+            plan(MARIADB, Some(&stopped), Some(&marker), PRIMARY, None),
             Plan::Resume
         );
         let half = status(PRIMARY, IoThread::Running, false);
         assert_eq!(
-            plan(MARIADB, Some(&half), Some(&marker), PRIMARY, false),
+            plan(MARIADB, Some(&half), Some(&marker), PRIMARY, None),
             Plan::Resume
         );
         let running = status(PRIMARY, IoThread::Connecting, true);
         assert_eq!(
-            plan(MARIADB, Some(&running), Some(&marker), PRIMARY, false),
+            plan(MARIADB, Some(&running), Some(&marker), PRIMARY, None),
             Plan::Keep
         );
         let elsewhere = status("old-primary", IoThread::Running, true);
         assert_eq!(
-            plan(MARIADB, Some(&elsewhere), None, PRIMARY, false),
+            plan(MARIADB, Some(&elsewhere), None, PRIMARY, None),
             Plan::Repoint {
                 from: "old-primary".into()
             }
@@ -265,23 +278,33 @@ mod tests {
     fn a_replica_without_verified_tls_is_configured_again_when_tls_is_wanted() {
         let plain = status(PRIMARY, IoThread::Running, true);
         assert_eq!(
-            plan(MARIADB, Some(&plain), None, PRIMARY, true),
-            Plan::Secure
+            plan(MARIADB, Some(&plain), None, PRIMARY, Some(Path::new(CA))),
+            Plan::Secure {
+                verified_with: None
+            }
         );
-        assert_eq!(
-            plan(MARIADB, Some(&plain), None, PRIMARY, false),
-            Plan::Keep
-        );
+        assert_eq!(plan(MARIADB, Some(&plain), None, PRIMARY, None), Plan::Keep);
         let verified = ReplicaStatus {
-            tls_verified: true,
+            verified_tls_ca: Some(CA.to_owned()),
             ..plain
         };
         assert_eq!(
-            plan(MARIADB, Some(&verified), None, PRIMARY, true),
+            plan(MARIADB, Some(&verified), None, PRIMARY, Some(Path::new(CA))),
             Plan::Keep
         );
+        let elsewhere = "/donor/tls/ca.crt";
+        let donors = ReplicaStatus {
+            verified_tls_ca: Some(elsewhere.to_owned()),
+            ..verified.clone()
+        };
         assert_eq!(
-            plan(MARIADB, Some(&verified), None, PRIMARY, false),
+            plan(MARIADB, Some(&donors), None, PRIMARY, Some(Path::new(CA))),
+            Plan::Secure {
+                verified_with: Some(elsewhere.to_owned())
+            }
+        );
+        assert_eq!(
+            plan(MARIADB, Some(&verified), None, PRIMARY, None),
             Plan::Keep
         );
     }
@@ -301,11 +324,11 @@ mod tests {
     #[test]
     fn no_marker_and_no_configuration_blocks() {
         assert!(matches!(
-            plan(MARIADB, None, None, PRIMARY, false),
+            plan(MARIADB, None, None, PRIMARY, None),
             Plan::Blocked(_)
         ));
         assert!(matches!(
-            plan(MARIADB, None, Some(&marker("garbage")), PRIMARY, false),
+            plan(MARIADB, None, Some(&marker("garbage")), PRIMARY, None),
             Plan::Blocked(_)
         ));
     }

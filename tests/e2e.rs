@@ -2142,17 +2142,16 @@ async fn every_channel_runs_over_tls_and_a_rotated_certificate_is_served(
                     pod(c, n)
                 );
             }
-            // The CA the `k8s/tls` component's settings point at, in a pod's `tls` volume: a
-            // MySQL clone keeps its donor's replication settings, and here each pod's volume
-            // has its own host path (on a cluster, one path in every pod).
+            // The CA the `k8s/tls` component's settings point at, in this pod's `tls` volume
+            // (each pod's volume has its own host path here): a MySQL clone comes with its
+            // donor's replication settings, which the agent configures again for its own.
             let ca: Option<String> = row.get(format!("{words}_SSL_CA_File").as_str());
+            let mounted = c.pod_dir(n).join("tls/ca.crt");
             ensure!(
-                (0..3).any(|m| {
-                    let mounted = c.pod_dir(m).join("tls/ca.crt");
-                    ca.as_deref() == Some(&*mounted.to_string_lossy())
-                }),
-                "{}: {words}_SSL_CA_File is {ca:?}, no pod's tls/ca.crt",
-                pod(c, n)
+                ca.as_deref() == Some(&*mounted.to_string_lossy()),
+                "{}: {words}_SSL_CA_File is {ca:?}, not {}",
+                pod(c, n),
+                mounted.display()
             );
         }
         // MySQL's clone user too: the pods were cloned with `CLONE INSTANCE ... REQUIRE SSL`.

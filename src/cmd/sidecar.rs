@@ -558,7 +558,7 @@ impl ControlLoop {
                     status.as_ref(),
                     self.marker.as_ref(),
                     &source.host,
-                    self.cfg.common.replication_ca().is_some(),
+                    self.cfg.common.replication_ca(),
                 );
                 if let Plan::Blocked(reason) = plan {
                     return Ok(SetUp::Blocked(reason));

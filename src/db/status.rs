@@ -41,9 +41,10 @@ pub struct ReplicaStatus {
     pub gtid_mode: String,
     /// What the IO thread has received (MariaDB Gtid_IO_Pos, MySQL Retrieved_Gtid_Set).
     pub received: Gtids,
-    /// Configured with TLS and the source's certificate verified (`*_SSL_Allowed` and
-    /// `*_SSL_Verify_Server_Cert` both `Yes`).
-    pub tls_verified: bool,
+    /// The CA file the source's certificate is verified against, when replication is
+    /// configured with TLS and verification (`*_SSL_Allowed` and `*_SSL_Verify_Server_Cert`
+    /// both `Yes`); `None` otherwise.
+    pub verified_tls_ca: Option<String>,
 }
 
 /// The columns that differ between dialects.
@@ -57,6 +58,7 @@ struct Columns {
     received: &'static str,
     ssl_allowed: &'static str,
     ssl_verify: &'static str,
+    ssl_ca_file: &'static str,
 }
 
 impl Columns {
@@ -71,6 +73,7 @@ impl Columns {
             received: "Gtid_IO_Pos",
             ssl_allowed: "Master_SSL_Allowed",
             ssl_verify: "Master_SSL_Verify_Server_Cert",
+            ssl_ca_file: "Master_SSL_CA_File",
         };
         match dialect {
             Dialect::MariaDb => master,
@@ -89,6 +92,7 @@ impl Columns {
                 received: "Retrieved_Gtid_Set",
                 ssl_allowed: "Source_SSL_Allowed",
                 ssl_verify: "Source_SSL_Verify_Server_Cert",
+                ssl_ca_file: "Source_SSL_CA_File",
             },
         }
     }
@@ -161,9 +165,10 @@ impl ReplicaStatus {
                 },
             )?,
             // Absent columns (a trimmed row) read as no TLS.
-            tls_verified: [columns.ssl_allowed, columns.ssl_verify]
+            verified_tls_ca: [columns.ssl_allowed, columns.ssl_verify]
                 .iter()
-                .all(|column| text(column).is_ok_and(|value| value == "Yes")),
+                .all(|column| text(column).is_ok_and(|value| value == "Yes"))
+                .then(|| text(columns.ssl_ca_file).unwrap_or_default().to_owned()),
         }))
     }
 }
@@ -211,14 +216,17 @@ pub(crate) mod tests {
         assert_eq!(status.source_port, 3306);
         assert_eq!(status.io_thread, IoThread::Running);
         assert!(status.sql_running);
-        assert!(!status.tls_verified, "no SSL columns");
+        assert_eq!(status.verified_tls_ca, None, "no SSL columns");
         let mut tls = running_row();
         tls.insert("Master_SSL_Allowed".into(), Some("Yes".into()));
         let unverified = ReplicaStatus::from_row(Some(&tls), Dialect::MariaDb).unwrap();
-        assert!(!unverified.unwrap().tls_verified, "allowed, not verified");
+        let unverified = unverified.unwrap().verified_tls_ca;
+        assert_eq!(unverified, None, "allowed, not verified");
         tls.insert("Master_SSL_Verify_Server_Cert".into(), Some("Yes".into()));
+        tls.insert("Master_SSL_CA_File".into(), Some("/tls/ca.crt".into()));
         let verified = ReplicaStatus::from_row(Some(&tls), Dialect::MariaDb).unwrap();
-        assert!(verified.unwrap().tls_verified);
+        let verified = verified.unwrap().verified_tls_ca;
+        assert_eq!(verified.as_deref(), Some("/tls/ca.crt"));
         assert_eq!(status.io_error, None);
         assert_eq!(status.seconds_behind, Some(0));
         assert_eq!(status.gtid_mode, "Slave_Pos");
