@@ -44,6 +44,13 @@ pub enum DbError {
     Timeout { what: &'static str, after: Duration },
     #[error("{0}")]
     Mysql(#[from] mysql_async::Error),
+    /// Names what failed, e.g. a privilege the admin account lacks; `statement` is cut before
+    /// its first literal, which may hold a password.
+    #[error("{statement}: {source}")]
+    Statement {
+        statement: String,
+        source: mysql_async::Error,
+    },
     #[error(transparent)]
     Status(#[from] StatusError),
     #[error(transparent)]
@@ -110,9 +117,22 @@ pub async fn connect(
 pub async fn execute_all(conn: &mut Conn, statements: &[String]) -> Result<(), DbError> {
     for statement in statements {
         let after = statement_timeout(statement);
-        bounded_by(after, "a statement", conn.query_drop(statement)).await?;
+        bounded_by(after, "a statement", conn.query_drop(statement))
+            .await
+            .map_err(|e| match e {
+                DbError::Mysql(source) => DbError::Statement {
+                    statement: before_literals(statement).to_owned(),
+                    source,
+                },
+                other => other,
+            })?;
     }
     Ok(())
+}
+
+/// The words of `statement` before its first string literal.
+fn before_literals(statement: &str) -> &str {
+    statement.split('\'').next().unwrap_or_default().trim_end()
 }
 
 /// The server as it describes itself.
@@ -261,6 +281,19 @@ mod tests {
         ] {
             assert_eq!(statement_timeout(statement), QUERY_TIMEOUT, "{statement}");
         }
+    }
+
+    #[test]
+    fn a_failed_statement_is_named_without_its_literals() {
+        assert_eq!(
+            before_literals("GRANT REPLICATION SLAVE ON *.* TO 'repl'@'%'"),
+            "GRANT REPLICATION SLAVE ON *.* TO"
+        );
+        assert_eq!(
+            before_literals("CHANGE MASTER TO MASTER_HOST='h', MASTER_PASSWORD='secret'"),
+            "CHANGE MASTER TO MASTER_HOST="
+        );
+        assert_eq!(before_literals("START SLAVE"), "START SLAVE");
     }
 
     #[test]
