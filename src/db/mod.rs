@@ -41,14 +41,14 @@ pub fn statement_timeout(statement: &str) -> Duration {
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("{what} timed out after {}", seconds(*after))]
-    Timeout { what: &'static str, after: Duration },
+    Timeout { what: String, after: Duration },
     #[error("{0}")]
     Mysql(#[from] mysql_async::Error),
-    /// Names what failed, e.g. a privilege the admin account lacks; `statement` is cut before
-    /// its first literal, which may hold a password.
-    #[error("{statement}: {source}")]
-    Statement {
-        statement: String,
+    /// Names what failed (a statement cut before its first literal, which may hold a password),
+    /// so that e.g. a privilege the admin account lacks shows what needs it.
+    #[error("{what}: {source}")]
+    Failed {
+        what: String,
         source: mysql_async::Error,
     },
     #[error(transparent)]
@@ -62,7 +62,7 @@ pub enum DbError {
 }
 
 pub async fn bounded<T, E: Into<DbError>>(
-    what: &'static str,
+    what: &str,
     work: impl Future<Output = Result<T, E>>,
 ) -> Result<T, DbError> {
     bounded_by(QUERY_TIMEOUT, what, work).await
@@ -70,11 +70,15 @@ pub async fn bounded<T, E: Into<DbError>>(
 
 async fn bounded_by<T, E: Into<DbError>>(
     after: Duration,
-    what: &'static str,
+    what: &str,
     work: impl Future<Output = Result<T, E>>,
 ) -> Result<T, DbError> {
+    let what = what.to_owned();
     match tokio::time::timeout(after, work).await {
-        Ok(result) => result.map_err(Into::into),
+        Ok(result) => result.map_err(|e| match e.into() {
+            DbError::Mysql(source) => DbError::Failed { what, source },
+            other => other,
+        }),
         Err(_) => Err(DbError::Timeout { what, after }),
     }
 }
@@ -117,15 +121,8 @@ pub async fn connect(
 pub async fn execute_all(conn: &mut Conn, statements: &[String]) -> Result<(), DbError> {
     for statement in statements {
         let after = statement_timeout(statement);
-        bounded_by(after, "a statement", conn.query_drop(statement))
-            .await
-            .map_err(|e| match e {
-                DbError::Mysql(source) => DbError::Statement {
-                    statement: before_literals(statement).to_owned(),
-                    source,
-                },
-                other => other,
-            })?;
+        let what = before_literals(statement);
+        bounded_by(after, what, conn.query_drop(statement)).await?;
     }
     Ok(())
 }
