@@ -1714,6 +1714,67 @@ async fn semi_sync_acknowledges_every_commit_on_a_replica(version: DbVersion) ->
     .await
 }
 
+/// The agents' admin account is a dedicated one holding exactly the grants of
+/// k8s/admin-account/<flavor>.sql, created on the first pod as the image's entrypoint creates it
+/// from its env and the mounted file (`ClusterSpec::admin_account`): the set comes up, clones
+/// (MariaDB: pod 2 from replica pod 1, whose mariadb-backup logs in as that account), replicates
+/// with semi-sync on, and every pod is ready, with the sidecars logged in as that account.
+async fn a_dedicated_admin_account_with_the_documented_grants_runs_the_set(
+    version: DbVersion,
+) -> Result<()> {
+    let spec = ClusterSpec::new(env!("CARGO_BIN_EXE_mysql-sts-agent"), 3)
+        .version(version)
+        .admin_account()
+        .agent_env("MYSQL_STS_SEMI_SYNC", "true");
+    Cluster::run_scenario(spec, async |c| {
+        primary_with_data(c, INITIAL_ROWS).await?;
+        for n in [1, 2] {
+            c.start_pod(n).await?;
+        }
+        insert(c, 0, "after").await?;
+        for n in 0..3 {
+            c.wait_readyz(n, 200, READY).await?;
+        }
+        for n in [1, 2] {
+            assert_same_data(c, n).await?;
+        }
+        semi_sync_until(c, 0, "the primary's semi-sync to be active", |s| {
+            s["enabled"] == true && s["active"] == true
+        })
+        .await?;
+        let admin = harness::ADMIN_USER;
+        for n in 0..3 {
+            let mut conn = c.sql(n).await?;
+            let sessions: Vec<String> = conn
+                .query("SELECT USER FROM information_schema.PROCESSLIST")
+                .await?;
+            ensure!(
+                sessions.iter().any(|user| user == admin),
+                "{}: no session of {admin}: {sessions:?}",
+                pod(c, n)
+            );
+            let grants: Vec<String> = conn.query(format!("SHOW GRANTS FOR '{admin}'@'%'")).await?;
+            ensure!(
+                grants
+                    .iter()
+                    .all(|g| !g.contains("ALL PRIVILEGES") && !g.contains("SUPER")),
+                "{}: {grants:?}",
+                pod(c, n)
+            );
+        }
+        if c.flavor() == Flavor::MariaDb {
+            let served = "mysql_sts_agent_clones_served_total{outcome=\"completed\"}";
+            let replica = scrape_metrics(c, 1).await?;
+            ensure!(
+                metric(&replica, served)? == 1.0,
+                "pod 1 served pod 2's clone:\n{replica}"
+            );
+        }
+        Ok(())
+    })
+    .await
+}
+
 /// Asks Prometheus `promql` until its value per pod (the `pod` label) satisfies `wanted`.
 async fn per_pod_until(
     c: &Cluster,
@@ -2250,6 +2311,7 @@ every_image!(
         prometheus_scrapes_every_pod_and_sees_a_stopped_sql_thread,
         secrets_with_quotes_backslashes_and_non_ascii_work_and_never_leak,
         every_channel_runs_over_tls_and_a_rotated_certificate_is_served,
+        a_dedicated_admin_account_with_the_documented_grants_runs_the_set,
     ],
     // mariadb-backup runs in the donor's agent.
     mariadb: [

@@ -93,7 +93,7 @@ pub use procs::{Credentials, ProcId, ProcessInfo};
 #[allow(unused_imports)]
 pub use secrets::{Finding, SecretSearch, Secrets};
 #[allow(unused_imports)]
-pub use server::{DbVersion, Flavor};
+pub use server::{ADMIN_USER, DbVersion, Flavor};
 #[allow(unused_imports)]
 pub use volumes::VolumeLayout;
 
@@ -108,6 +108,8 @@ const SERVER_GRACE: Duration = Duration::from_secs(30);
 const DNS_GRACE: Duration = Duration::from_secs(5);
 const LOG_TAIL_LINES: usize = 40;
 const SECRET_LEN: usize = 24;
+/// The Secret's key of the admin account's password (k8s/secret.example.yaml).
+const ADMIN_PASSWORD_KEY: &str = "admin-password";
 
 pub struct ClusterSpec {
     /// The agent binary: `PathBuf::from(env!("CARGO_BIN_EXE_mysql-sts-agent"))`.
@@ -126,6 +128,8 @@ pub struct ClusterSpec {
     pub secrets: Option<Secrets>,
     /// Issue the set's certificate and give the agent the TLS settings (`tls.rs`).
     pub tls: bool,
+    /// The agents' admin account is `server::ADMIN_USER`, not root (`admin_account`).
+    pub admin_account: bool,
 }
 
 impl ClusterSpec {
@@ -141,6 +145,7 @@ impl ClusterSpec {
             agent_env: Vec::new(),
             secrets: None,
             tls: false,
+            admin_account: false,
         }
     }
 
@@ -179,6 +184,16 @@ impl ClusterSpec {
     pub fn agent_env(mut self, name: &str, value: &str) -> Self {
         self.agent_env.push((name.to_owned(), value.to_owned()));
         self
+    }
+
+    /// The agents log in as `server::ADMIN_USER` with the Secret's `admin-password`, set in their
+    /// env as a user sets it in the ConfigMap; the first pod's database container creates that
+    /// account on its first start as the image does from its env and from
+    /// `k8s/admin-account/<flavor>.sql` mounted in /docker-entrypoint-initdb.d (README, "Least
+    /// privilege"). Replicas get it with their clone.
+    pub fn admin_account(mut self) -> Self {
+        self.admin_account = true;
+        self.agent_env("MYSQL_STS_ADMIN_USER", server::ADMIN_USER)
     }
 
     /// The mounted Secret holds `secrets` instead of random values, as a user's own would.
@@ -399,6 +414,14 @@ impl Cluster {
             None => template,
         };
         let mut agent_env = spec.agent_env.clone();
+        if spec.admin_account {
+            // The Secret's file, as the env's other paths are mapped to the host.
+            let file = root.join("secrets").join(ADMIN_PASSWORD_KEY);
+            agent_env.push((
+                "MYSQL_STS_ADMIN_PASSWORD_FILE".to_owned(),
+                file.to_string_lossy().into_owned(),
+            ));
+        }
         let tls = if spec.tls {
             let secret = TlsSecret::create(&root.join("tls"), &spec.naming)?;
             agent_env.extend(secret.agent_env());
@@ -894,6 +917,12 @@ impl Cluster {
         );
         if fresh {
             server::bootstrap_root(&opts, &root_password, version.flavor()).await?;
+            if self.spec.admin_account {
+                let password =
+                    layout::read_secret(&self.root.join("secrets").join(ADMIN_PASSWORD_KEY))?;
+                let root = server::socket_opts(&setup.socket(), "root", &root_password);
+                server::create_admin_account(&root, &password, version.flavor()).await?;
+            }
         }
         Ok(())
     }
