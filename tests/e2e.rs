@@ -1715,10 +1715,11 @@ async fn semi_sync_acknowledges_every_commit_on_a_replica(version: DbVersion) ->
 }
 
 /// The agents' admin account is a dedicated one holding exactly the grants of
-/// k8s/admin-account/<flavor>.sql, created on the first pod as the image's entrypoint creates it
-/// from its env and the mounted file (`ClusterSpec::admin_account`): the set comes up, clones
-/// (MariaDB: pod 2 from replica pod 1, whose mariadb-backup logs in as that account), replicates
-/// with semi-sync on, and every pod is ready, with the sidecars logged in as that account.
+/// k8s/admin-account/admin-account.sql, created on the first pod as the image's entrypoint
+/// creates it from its env and the mounted file (`ClusterSpec::admin_account`): the set comes
+/// up, clones (MariaDB: pod 2 from replica pod 1, whose mariadb-backup logs in as that account),
+/// replicates with semi-sync on, and every pod is ready, with the sidecars logged in as that
+/// account.
 async fn a_dedicated_admin_account_with_the_documented_grants_runs_the_set(
     version: DbVersion,
 ) -> Result<()> {

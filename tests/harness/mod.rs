@@ -189,8 +189,9 @@ impl ClusterSpec {
     /// The agents log in as `server::ADMIN_USER` with the Secret's `admin-password`, set in their
     /// env as a user sets it in the ConfigMap; the first pod's database container creates that
     /// account on its first start as the image does from its env and from
-    /// `k8s/admin-account/<flavor>.sql` mounted in /docker-entrypoint-initdb.d (README, "Least
-    /// privilege"). Replicas get it with their clone.
+    /// `k8s/admin-account/admin-account.sql` mounted in /docker-entrypoint-initdb.d, as the
+    /// k8s/admin-account component has it (README, "Least privilege"). Replicas get it with
+    /// their clone.
     pub fn admin_account(mut self) -> Self {
         self.admin_account = true;
         self.agent_env("MYSQL_STS_ADMIN_USER", server::ADMIN_USER)
@@ -921,7 +922,7 @@ impl Cluster {
                 let password =
                     layout::read_secret(&self.root.join("secrets").join(ADMIN_PASSWORD_KEY))?;
                 let root = server::socket_opts(&setup.socket(), "root", &root_password);
-                server::create_admin_account(&root, &password, version.flavor()).await?;
+                server::create_admin_account(&root, &password).await?;
             }
         }
         Ok(())

@@ -287,17 +287,15 @@ pub async fn bootstrap_root(
     Ok(())
 }
 
-/// The agent's admin account of `ClusterSpec::admin_account`, as k8s/admin-account/ names it.
+/// The agent's admin account of `ClusterSpec::admin_account`, as k8s/admin-account names it.
 pub const ADMIN_USER: &str = "agent";
 
 /// What the official images' entrypoints do on a fresh datadir, after the root bootstrap, with
-/// MYSQL_USER (MARIADB_USER) and its password, then with a `.sql` file mounted in
-/// /docker-entrypoint-initdb.d: here the grants users mount, `k8s/admin-account/<flavor>.sql`.
-/// As root, without writing to the binlog, as `bootstrap_root`.
-pub async fn create_admin_account(root: &Opts, password: &str, flavor: Flavor) -> Result<()> {
-    let file = super::manifest::k8s_dir()
-        .join("admin-account")
-        .join(format!("{}.sql", flavor.overlay()));
+/// the env and the files k8s/admin-account gives the database container: create MYSQL_USER with
+/// MYSQL_PASSWORD_FILE's password, then run `admin-account.sql` from
+/// /docker-entrypoint-initdb.d. As root, without writing to the binlog, as `bootstrap_root`.
+pub async fn create_admin_account(root: &Opts, password: &str) -> Result<()> {
+    let file = super::manifest::k8s_dir().join("admin-account/admin-account.sql");
     let grants =
         std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
     let mut conn = Conn::new(root.clone()).await?;
