@@ -46,11 +46,14 @@ async fn scenario(
     naming: Naming,
     body: impl AsyncFnOnce(&mut Cluster) -> Result<()>,
 ) -> Result<()> {
-    let spec = ClusterSpec::new(env!("CARGO_BIN_EXE_mysql-sts-agent"), pods)
+    Cluster::run_scenario(spec(version, pods, volumes, naming), body).await
+}
+
+fn spec(version: DbVersion, pods: usize, volumes: VolumeLayout, naming: Naming) -> ClusterSpec {
+    ClusterSpec::new(env!("CARGO_BIN_EXE_mysql-sts-agent"), pods)
         .version(version)
         .volumes(volumes)
-        .names(naming);
-    Cluster::run_scenario(spec, body).await
+        .names(naming)
 }
 
 /// Every file and dir of pod n's datadir belongs to the user its server runs as: whoever wrote
@@ -903,7 +906,9 @@ async fn a_replica_behind_purged_binlogs_is_recloned(version: DbVersion) -> Resu
     let naming = Naming::default()
         .cluster_domain("corp.internal")
         .first_ordinal(1);
-    scenario(version, 2, VolumeLayout::RootTemplate, naming, async |c| {
+    // SHUTDOWN for the re-clone, as the dedicated admin account.
+    let spec = spec(version, 2, VolumeLayout::RootTemplate, naming).admin_account();
+    Cluster::run_scenario(spec, async |c| {
         primary_and_a_replica_that_goes_down(c, 3).await?;
         purge_binlogs(c).await?;
         let marker_path = c.datadir(1).join("mysql-sts-agent-clone.json");
@@ -1052,7 +1057,9 @@ async fn losing_the_first_pods_volume_restores_it_from_the_most_advanced_peer(
         .statefulset("vault-db")
         .namespace("shop")
         .first_ordinal(2);
-    scenario(version, 3, VolumeLayout::FsGroup, naming, async |c| {
+    // The promotion's statements, as the dedicated admin account.
+    let spec = spec(version, 3, VolumeLayout::FsGroup, naming).admin_account();
+    Cluster::run_scenario(spec, async |c| {
         primary_with_data(c, INITIAL_ROWS).await?;
         c.start_pod(1).await?;
         c.start_pod(2).await?;
@@ -2103,7 +2110,9 @@ async fn every_channel_runs_over_tls_and_a_rotated_certificate_is_served(
     let spec = ClusterSpec::new(env!("CARGO_BIN_EXE_mysql-sts-agent"), 3)
         .version(version)
         .names(naming)
-        .tls();
+        .tls()
+        // The TLS reload and REQUIRE SSL, as the dedicated admin account.
+        .admin_account();
     Cluster::run_scenario(spec, async |c| {
         primary_with_data(c, INITIAL_ROWS).await?;
         for n in [1, 2] {
