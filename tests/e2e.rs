@@ -46,11 +46,14 @@ async fn scenario(
     naming: Naming,
     body: impl AsyncFnOnce(&mut Cluster) -> Result<()>,
 ) -> Result<()> {
-    let spec = ClusterSpec::new(env!("CARGO_BIN_EXE_mysql-sts-agent"), pods)
+    Cluster::run_scenario(spec(version, pods, volumes, naming), body).await
+}
+
+fn spec(version: DbVersion, pods: usize, volumes: VolumeLayout, naming: Naming) -> ClusterSpec {
+    ClusterSpec::new(env!("CARGO_BIN_EXE_mysql-sts-agent"), pods)
         .version(version)
         .volumes(volumes)
-        .names(naming);
-    Cluster::run_scenario(spec, body).await
+        .names(naming)
 }
 
 /// Every file and dir of pod n's datadir belongs to the user its server runs as: whoever wrote
@@ -955,7 +958,9 @@ async fn a_replica_behind_purged_binlogs_is_recloned(version: DbVersion) -> Resu
     let naming = Naming::default()
         .cluster_domain("corp.internal")
         .first_ordinal(1);
-    scenario(version, 2, VolumeLayout::RootTemplate, naming, async |c| {
+    // SHUTDOWN for the re-clone, as the dedicated admin account.
+    let spec = spec(version, 2, VolumeLayout::RootTemplate, naming).admin_account();
+    Cluster::run_scenario(spec, async |c| {
         primary_and_a_replica_that_goes_down(c, 3).await?;
         purge_binlogs(c).await?;
         let marker_path = c.datadir(1).join("mysql-sts-agent-clone.json");
@@ -1104,7 +1109,9 @@ async fn losing_the_first_pods_volume_restores_it_from_the_most_advanced_peer(
         .statefulset("vault-db")
         .namespace("shop")
         .first_ordinal(2);
-    scenario(version, 3, VolumeLayout::FsGroup, naming, async |c| {
+    // The promotion's statements, as the dedicated admin account.
+    let spec = spec(version, 3, VolumeLayout::FsGroup, naming).admin_account();
+    Cluster::run_scenario(spec, async |c| {
         primary_with_data(c, INITIAL_ROWS).await?;
         c.start_pod(1).await?;
         c.start_pod(2).await?;
@@ -1781,6 +1788,68 @@ async fn semi_sync_acknowledges_every_commit_on_a_replica(version: DbVersion) ->
     .await
 }
 
+/// The agents' admin account is a dedicated one holding exactly the grants of
+/// k8s/admin-account/admin-account.sql, created on the first pod as the image's entrypoint
+/// creates it from its env and the mounted file (`ClusterSpec::admin_account`): the set comes
+/// up, clones (MariaDB: pod 2 from replica pod 1, whose mariadb-backup logs in as that account),
+/// replicates with semi-sync on, and every pod is ready, with the sidecars logged in as that
+/// account.
+async fn a_dedicated_admin_account_with_the_documented_grants_runs_the_set(
+    version: DbVersion,
+) -> Result<()> {
+    let spec = ClusterSpec::new(env!("CARGO_BIN_EXE_mysql-sts-agent"), 3)
+        .version(version)
+        .admin_account()
+        .agent_env("MYSQL_STS_SEMI_SYNC", "true");
+    Cluster::run_scenario(spec, async |c| {
+        primary_with_data(c, INITIAL_ROWS).await?;
+        for n in [1, 2] {
+            c.start_pod(n).await?;
+        }
+        insert(c, 0, "after").await?;
+        for n in 0..3 {
+            c.wait_readyz(n, 200, READY).await?;
+        }
+        for n in [1, 2] {
+            assert_same_data(c, n).await?;
+        }
+        semi_sync_until(c, 0, "the primary's semi-sync to be active", |s| {
+            s["enabled"] == true && s["active"] == true
+        })
+        .await?;
+        let admin = harness::ADMIN_USER;
+        for n in 0..3 {
+            let mut conn = c.sql(n).await?;
+            let sessions: Vec<String> = conn
+                .query("SELECT USER FROM information_schema.PROCESSLIST")
+                .await?;
+            ensure!(
+                sessions.iter().any(|user| user == admin),
+                "{}: no session of {admin}: {sessions:?}",
+                pod(c, n)
+            );
+            let grants: Vec<String> = conn.query(format!("SHOW GRANTS FOR '{admin}'@'%'")).await?;
+            ensure!(
+                grants
+                    .iter()
+                    .all(|g| !g.contains("ALL PRIVILEGES") && !g.contains("SUPER")),
+                "{}: {grants:?}",
+                pod(c, n)
+            );
+        }
+        if c.flavor() == Flavor::MariaDb {
+            let served = "mysql_sts_agent_clones_served_total{outcome=\"completed\"}";
+            let replica = scrape_metrics(c, 1).await?;
+            ensure!(
+                metric(&replica, served)? == 1.0,
+                "pod 1 served pod 2's clone:\n{replica}"
+            );
+        }
+        Ok(())
+    })
+    .await
+}
+
 /// Asks Prometheus `promql` until its value per pod (the `pod` label) satisfies `wanted`.
 async fn per_pod_until(
     c: &Cluster,
@@ -2108,7 +2177,9 @@ async fn every_channel_runs_over_tls_and_a_rotated_certificate_is_served(
     let spec = ClusterSpec::new(env!("CARGO_BIN_EXE_mysql-sts-agent"), 3)
         .version(version)
         .names(naming)
-        .tls();
+        .tls()
+        // The TLS reload and REQUIRE SSL, as the dedicated admin account.
+        .admin_account();
     Cluster::run_scenario(spec, async |c| {
         primary_with_data(c, INITIAL_ROWS).await?;
         for n in [1, 2] {
@@ -2328,6 +2399,7 @@ every_image!(
         prometheus_scrapes_every_pod_and_sees_a_stopped_sql_thread,
         secrets_with_quotes_backslashes_and_non_ascii_work_and_never_leak,
         every_channel_runs_over_tls_and_a_rotated_certificate_is_served,
+        a_dedicated_admin_account_with_the_documented_grants_runs_the_set,
     ],
     // mariadb-backup runs in the donor's agent.
     mariadb: [

@@ -763,3 +763,91 @@ fn tls_overlay_mounts_the_certificate(overlay: &str) {
         assert!(listed("usages").iter().any(|u| u == usage), "{usage}");
     }
 }
+
+/// The admin-account example: the overlay with `k8s/admin-account` has the database image's
+/// entrypoint create the user the agent logs in as (`harness::ADMIN_USER`, which the e2e
+/// scenario runs under), with the password file the agent reads, a key of the example Secret in
+/// the mounted Secret; and it mounts the ConfigMap holding exactly `admin-account.sql` (the file
+/// the harness runs) where the entrypoint runs init files.
+#[test]
+fn the_admin_account_overlay_creates_the_user_the_agent_logs_in_as() {
+    let docs = build_docs("overlays/mysql-admin-account").unwrap();
+    let named = |kind: &str, name: &str| {
+        docs.iter()
+            .find(|doc| {
+                doc["kind"].as_str() == Some(kind) && doc["metadata"]["name"].as_str() == Some(name)
+            })
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+            .clone()
+    };
+    let pod = &docs
+        .iter()
+        .find(|doc| doc["kind"].as_str() == Some("StatefulSet"))
+        .unwrap()["spec"]["template"]["spec"];
+    let database = pod["containers"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"].as_str() == Some("database"))
+        .unwrap();
+    let env = |name: &str| -> String {
+        let vars = database["env"].as_sequence().unwrap();
+        let var = vars.iter().find(|v| v["name"].as_str() == Some(name));
+        var.and_then(|v| v["value"].as_str())
+            .unwrap_or_else(|| panic!("the database container has no {name}"))
+            .to_owned()
+    };
+    let config_name = database["envFrom"][0]["configMapRef"]["name"]
+        .as_str()
+        .unwrap();
+    let config = named("ConfigMap", config_name);
+    let setting = |name: &str| config["data"][name].as_str().unwrap_or_default().to_owned();
+    assert_eq!(setting("MYSQL_STS_ADMIN_USER"), harness::ADMIN_USER);
+    assert_eq!(env("MYSQL_USER"), harness::ADMIN_USER);
+    let password_file = setting("MYSQL_STS_ADMIN_PASSWORD_FILE");
+    assert_eq!(env("MYSQL_PASSWORD_FILE"), password_file);
+    let known = known_env(&["sidecar"].map(str::to_owned).into()).unwrap();
+    for name in ["MYSQL_STS_ADMIN_USER", "MYSQL_STS_ADMIN_PASSWORD_FILE"] {
+        assert!(known.contains(name), "the agent does not know {name}");
+    }
+
+    let mounted = |path: &str| -> serde_norway::Value {
+        let mounts = database["volumeMounts"].as_sequence().unwrap();
+        let mount = mounts
+            .iter()
+            .find(|m| m["mountPath"].as_str() == Some(path))
+            .unwrap_or_else(|| panic!("nothing mounted at {path}"));
+        pod["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .unwrap()
+            .clone()
+    };
+    let (dir, key) = password_file.rsplit_once('/').unwrap();
+    assert!(mounted(dir)["secret"]["secretName"].is_string(), "{dir}");
+    let example = std::fs::read_to_string(manifest::k8s_dir().join("secret.example.yaml")).unwrap();
+    let example: serde_norway::Value = serde_norway::from_str(&example).unwrap();
+    assert!(
+        example["stringData"][key].is_string(),
+        "the example Secret has no {key}"
+    );
+
+    let initdb = mounted("/docker-entrypoint-initdb.d");
+    let grants = named("ConfigMap", initdb["configMap"]["name"].as_str().unwrap());
+    let sql = std::fs::read_to_string(manifest::k8s_dir().join("admin-account/admin-account.sql"))
+        .unwrap();
+    let data = grants["data"].as_mapping().unwrap();
+    assert_eq!(data.len(), 1, "only the grants run at the first start");
+    assert_eq!(
+        grants["data"]["admin-account.sql"].as_str(),
+        Some(sql.as_str())
+    );
+    let account = format!("''{}''@''%''", harness::ADMIN_USER);
+    assert_eq!(
+        sql.matches(&account).count(),
+        2,
+        "both flavors grant to {account}"
+    );
+}

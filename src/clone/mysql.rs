@@ -117,7 +117,7 @@ async fn clone_in_staging(
     let mut conn = temp.connect().await?;
     let version = db::server_version(&mut conn)
         .await
-        .map_err(sql_error("reading the temporary server's version"))?;
+        .map_err(sql_error("the temporary server"))?;
     if version.flavor != Flavor::MySql {
         return Err(CloneError::TempServer(format!(
             "is {version}, not MySQL: check --mysqld and --flavor"
@@ -386,6 +386,9 @@ struct Proof {
     gtid_executed: Gtids,
 }
 
+/// What the proof's query errors add to their own words (each names what it read).
+const CHECKING_THE_CLONE: &str = "checking the finished clone";
+
 async fn read_proof(conn: &mut Conn) -> Result<Proof, CloneError> {
     let status: Option<(String, i64, String, String, String, u64)> = db::bounded(
         "reading clone_status",
@@ -396,7 +399,7 @@ async fn read_proof(conn: &mut Conn) -> Result<Proof, CloneError> {
         ),
     )
     .await
-    .map_err(sql_error("reading clone_status"))?;
+    .map_err(sql_error(CHECKING_THE_CLONE))?;
     let Some((state, error_no, error_message, source, binlog_file, binlog_position)) = status
     else {
         return Err(CloneError::TempServer(
@@ -410,13 +413,13 @@ async fn read_proof(conn: &mut Conn) -> Result<Proof, CloneError> {
         ),
     )
     .await
-    .map_err(sql_error("reading clone_progress"))?;
+    .map_err(sql_error(CHECKING_THE_CLONE))?;
     let gtid: Option<String> = db::bounded(
         "reading gtid_executed",
         conn.query_first("SELECT @@GLOBAL.gtid_executed"),
     )
     .await
-    .map_err(sql_error("reading gtid_executed"))?;
+    .map_err(sql_error(CHECKING_THE_CLONE))?;
     let gtid_executed = Gtids::parse(Flavor::MySql, &gtid.unwrap_or_default())
         .map_err(|e| sql_error("reading gtid_executed")(DbError::Gtid(e)))?;
     Ok(Proof {

@@ -41,9 +41,16 @@ pub fn statement_timeout(statement: &str) -> Duration {
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("{what} timed out after {}", seconds(*after))]
-    Timeout { what: &'static str, after: Duration },
+    Timeout { what: String, after: Duration },
     #[error("{0}")]
     Mysql(#[from] mysql_async::Error),
+    /// Names what failed (a statement cut before its first literal, which may hold a password),
+    /// so that e.g. a privilege the admin account lacks shows what needs it.
+    #[error("{what}: {source}")]
+    Failed {
+        what: String,
+        source: mysql_async::Error,
+    },
     #[error(transparent)]
     Status(#[from] StatusError),
     #[error(transparent)]
@@ -55,7 +62,7 @@ pub enum DbError {
 }
 
 pub async fn bounded<T, E: Into<DbError>>(
-    what: &'static str,
+    what: &str,
     work: impl Future<Output = Result<T, E>>,
 ) -> Result<T, DbError> {
     bounded_by(QUERY_TIMEOUT, what, work).await
@@ -63,11 +70,15 @@ pub async fn bounded<T, E: Into<DbError>>(
 
 async fn bounded_by<T, E: Into<DbError>>(
     after: Duration,
-    what: &'static str,
+    what: &str,
     work: impl Future<Output = Result<T, E>>,
 ) -> Result<T, DbError> {
+    let what = what.to_owned();
     match tokio::time::timeout(after, work).await {
-        Ok(result) => result.map_err(Into::into),
+        Ok(result) => result.map_err(|e| match e.into() {
+            DbError::Mysql(source) => DbError::Failed { what, source },
+            other => other,
+        }),
         Err(_) => Err(DbError::Timeout { what, after }),
     }
 }
@@ -110,9 +121,15 @@ pub async fn connect(
 pub async fn execute_all(conn: &mut Conn, statements: &[String]) -> Result<(), DbError> {
     for statement in statements {
         let after = statement_timeout(statement);
-        bounded_by(after, "a statement", conn.query_drop(statement)).await?;
+        let what = before_literals(statement);
+        bounded_by(after, what, conn.query_drop(statement)).await?;
     }
     Ok(())
+}
+
+/// The words of `statement` before its first string literal.
+fn before_literals(statement: &str) -> &str {
+    statement.split('\'').next().unwrap_or_default().trim_end()
 }
 
 /// The server as it describes itself.
@@ -261,6 +278,19 @@ mod tests {
         ] {
             assert_eq!(statement_timeout(statement), QUERY_TIMEOUT, "{statement}");
         }
+    }
+
+    #[test]
+    fn a_failed_statement_is_named_without_its_literals() {
+        assert_eq!(
+            before_literals("GRANT REPLICATION SLAVE ON *.* TO 'repl'@'%'"),
+            "GRANT REPLICATION SLAVE ON *.* TO"
+        );
+        assert_eq!(
+            before_literals("CHANGE MASTER TO MASTER_HOST='h', MASTER_PASSWORD='secret'"),
+            "CHANGE MASTER TO MASTER_HOST="
+        );
+        assert_eq!(before_literals("START SLAVE"), "START SLAVE");
     }
 
     #[test]

@@ -93,7 +93,7 @@ pub use procs::{Credentials, ProcId, ProcessInfo};
 #[allow(unused_imports)]
 pub use secrets::{Finding, SecretSearch, Secrets};
 #[allow(unused_imports)]
-pub use server::{DbVersion, Flavor};
+pub use server::{ADMIN_USER, DbVersion, Flavor};
 #[allow(unused_imports)]
 pub use volumes::VolumeLayout;
 
@@ -108,6 +108,8 @@ const SERVER_GRACE: Duration = Duration::from_secs(30);
 const DNS_GRACE: Duration = Duration::from_secs(5);
 const LOG_TAIL_LINES: usize = 40;
 const SECRET_LEN: usize = 24;
+/// The Secret's key of the admin account's password (k8s/secret.example.yaml).
+const ADMIN_PASSWORD_KEY: &str = "admin-password";
 
 pub struct ClusterSpec {
     /// The agent binary: `PathBuf::from(env!("CARGO_BIN_EXE_mysql-sts-agent"))`.
@@ -127,6 +129,8 @@ pub struct ClusterSpec {
     /// Deploy the flavor's overlay with the `k8s/tls` component, its Secret issued by the
     /// harness's CA (`tls.rs`).
     pub tls: bool,
+    /// The agents' admin account is `server::ADMIN_USER`, not root (`admin_account`).
+    pub admin_account: bool,
 }
 
 impl ClusterSpec {
@@ -142,6 +146,7 @@ impl ClusterSpec {
             agent_env: Vec::new(),
             secrets: None,
             tls: false,
+            admin_account: false,
         }
     }
 
@@ -181,6 +186,17 @@ impl ClusterSpec {
     pub fn agent_env(mut self, name: &str, value: &str) -> Self {
         self.agent_env.push((name.to_owned(), value.to_owned()));
         self
+    }
+
+    /// The agents log in as `server::ADMIN_USER` with the Secret's `admin-password`, set in their
+    /// env as a user sets it in the ConfigMap; the first pod's database container creates that
+    /// account on its first start as the image does from its env and from
+    /// `k8s/admin-account/admin-account.sql` mounted in /docker-entrypoint-initdb.d, as the
+    /// k8s/admin-account component has it (README, "Least privilege"). Replicas get it with
+    /// their clone.
+    pub fn admin_account(mut self) -> Self {
+        self.admin_account = true;
+        self.agent_env("MYSQL_STS_ADMIN_USER", server::ADMIN_USER)
     }
 
     /// The mounted Secret holds `secrets` instead of random values, as a user's own would.
@@ -404,6 +420,15 @@ impl Cluster {
             Some(secrets) => template.with_secret_values(&secrets.by_key())?,
             None => template,
         };
+        let mut agent_env = spec.agent_env.clone();
+        if spec.admin_account {
+            // The Secret's file, as the env's other paths are mapped to the host.
+            let file = root.join("secrets").join(ADMIN_PASSWORD_KEY);
+            agent_env.push((
+                "MYSQL_STS_ADMIN_PASSWORD_FILE".to_owned(),
+                file.to_string_lossy().into_owned(),
+            ));
+        }
         let tls = TlsSecret::for_template(&template, &root.join("tls-issuer"))?;
         // Anything the harness cannot map fails here, before a namespace exists.
         let pods = (0..spec.pods)
@@ -414,7 +439,7 @@ impl Cluster {
                     .with_context(|| format!("the {overlay} overlay's pod template"))?;
                 for container in &mut plan.containers {
                     if container.agent_binary().is_some() {
-                        container.env.extend(spec.agent_env.iter().cloned());
+                        container.env.extend(agent_env.iter().cloned());
                     }
                 }
                 Ok(Pod {
@@ -891,6 +916,12 @@ impl Cluster {
         );
         if fresh {
             server::bootstrap_root(&opts, &root_password, version.flavor()).await?;
+            if self.spec.admin_account {
+                let password =
+                    layout::read_secret(&self.root.join("secrets").join(ADMIN_PASSWORD_KEY))?;
+                let root = server::socket_opts(&setup.socket(), "root", &root_password);
+                server::create_admin_account(&root, &password).await?;
+            }
         }
         Ok(())
     }

@@ -295,6 +295,33 @@ pub async fn bootstrap_root(
     Ok(())
 }
 
+/// The agent's admin account of `ClusterSpec::admin_account`, as k8s/admin-account names it.
+pub const ADMIN_USER: &str = "agent";
+
+/// What the official images' entrypoints do on a fresh datadir, after the root bootstrap, with
+/// the env and the files k8s/admin-account gives the database container: create MYSQL_USER with
+/// MYSQL_PASSWORD_FILE's password, then run `admin-account.sql` from
+/// /docker-entrypoint-initdb.d. As root, without writing to the binlog, as `bootstrap_root`.
+pub async fn create_admin_account(root: &Opts, password: &str) -> Result<()> {
+    let file = super::manifest::k8s_dir().join("admin-account/admin-account.sql");
+    let grants =
+        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let mut conn = Conn::new(root.clone()).await?;
+    conn.query_drop("SET sql_log_bin=0").await?;
+    conn.query_drop(format!(
+        "CREATE USER {}@'%' IDENTIFIED BY {}",
+        sql_string(ADMIN_USER),
+        sql_string(password)
+    ))
+    .await
+    .context("creating the admin account")?;
+    conn.query_drop(&grants)
+        .await
+        .with_context(|| format!("running {}", file.display()))?;
+    conn.disconnect().await?;
+    Ok(())
+}
+
 /// Why the official image's entrypoint cannot take `password` as its root password, if it cannot.
 /// MariaDB's (mariadb-docker) escapes it into its SQL (`docker_sql_escape_string_literal`, as
 /// `sql_string` does) and hands it to the client in MYSQL_PWD: any password works. MySQL's
