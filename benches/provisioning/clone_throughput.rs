@@ -473,7 +473,8 @@ round runs each contender once, the order rotating from round to round:
 - **agent**: pod 1's init container (`mysql-sts-agent init`, the build named above) on an empty volume \
   clones from pod 0's sidecar (`/clone`: `mariadb-backup --stream`, framed over HTTP) into a \
   prepared datadir, ready to start. *init's log* is the sum of its own lines' `secs`: `clone \
-  stream complete` (the stream and its extraction by `mbstream`) and `backup prepared`. *init's \
+  stream complete` (from the donor's answer, when its backup starts, to the end of the \
+  extraction by `mbstream`) and `backup prepared`. *init's \
   run* is the init process from start to exit: its start-up, finding the donor, the clone, \
   moving the datadir into place.
 - **raw**: the pipeline the agent wraps, across the same namespaces: `mariadb-backup --backup \
