@@ -87,10 +87,12 @@ pub async fn run(ctx: &Context) -> Result<Section> {
         .await?;
         write_backup_options(c)?;
         for &mib in &ctx.sizes_mib {
+            let started = Instant::now();
             let innodb_bytes = fill(c, mib << 20).await?;
             eprintln!(
-                "[bench] {} MiB of InnoDB data on the donor",
-                innodb_bytes >> 20
+                "[bench] {} MiB of InnoDB data on the donor, filled in {:.1} s",
+                innodb_bytes >> 20,
+                started.elapsed().as_secs_f64()
             );
             results.push(measure(c, ctx.rounds, innodb_bytes).await?);
         }
@@ -193,10 +195,11 @@ async fn agent_clone(c: &mut Cluster) -> Result<(f64, f64, u64)> {
     };
     let stream = event("clone stream complete")?;
     let prepare = event("backup prepared")?;
-    let secs = field(&stream, "secs")? + field(&prepare, "secs")?;
+    let (streamed, prepared) = (field(&stream, "secs")?, field(&prepare, "secs")?);
+    eprintln!("[bench] agent: stream {streamed:.2} s, prepare {prepared:.2} s");
     let bytes = field(&stream, "bytes")? as u64;
     c.lose_volume(JOINER).await?;
-    Ok((secs, wall, bytes))
+    Ok((streamed + prepared, wall, bytes))
 }
 
 /// The donor's backup options: what the agent writes for its own backup (root over the socket).
