@@ -157,6 +157,14 @@ pub fn environment(ctx: &Context, profile: &str) -> Vec<(&'static str, String)> 
             format!("{:.1} GiB", ram_kib as f64 / 1024.0 / 1024.0),
         ),
         (
+            "load average (1, 5, 15 min) at the start",
+            read("/proc/loadavg")
+                .split(' ')
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        (
             "OS, kernel",
             format!("{os}, Linux {}", read("/proc/sys/kernel/osrelease").trim()),
         ),
