@@ -30,10 +30,12 @@ struct Args {
     /// Rounds per size; every round runs each contender once, in a rotating order.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Where BENCHMARKS.md and docs/bench/*.png go (default: the repository's root).
+    /// Where BENCHMARKS.md and docs/bench/*.png go (default: the repository's root, or
+    /// target/bench-smoke with --smoke).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// A tiny run (one 16 MiB size, one round) into target/bench-smoke that checks the results.
+    /// A tiny run that checks the results: one 16 MiB size, one round (--sizes and --rounds are
+    /// ignored).
     #[arg(long)]
     smoke: bool,
     /// Set by `cargo bench`; without it (`cargo test`) only `--smoke` runs.
@@ -72,7 +74,10 @@ async fn main() -> Result<()> {
             sizes_mib: vec![SMOKE_MIB],
             rounds: 1,
         };
-        (ctx, repo.join("target/bench-smoke"))
+        (
+            ctx,
+            args.out.unwrap_or_else(|| repo.join("target/bench-smoke")),
+        )
     } else {
         ensure!(args.rounds > 0, "--rounds must be at least 1");
         let sizes_mib: Vec<u64> = args.sizes.iter().map(|gib| (gib * 1024.0) as u64).collect();
