@@ -1,13 +1,8 @@
 #!/usr/bin/env bash
-# Benchmarks (numbers recorded in README.md): clone throughput, probe latency, sidecar memory.
-# Usage: scripts/bench.sh [mariadb|mariadb-11.8|mysql]   (default mariadb; BENCH_MB sets the data size)
+# The benchmarks (issue 11): the release build of the agent on the test harness's pods; writes
+# BENCHMARKS.md and docs/bench/*.png (README, "Benchmarks").
+# Usage: scripts/bench.sh [--sizes 0.25,0.5,1,2] [--rounds 3] [--out DIR] [--smoke]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
-case "${1:-mariadb}" in
-  mysql) scripts/db-chroot.sh mysql-sid >/dev/null ;;
-  mariadb-11.8) scripts/db-chroot.sh mariadb-trixie >/dev/null ;;
-esac
-command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
-cargo build --locked --release --bin mysql-sts-agent --example bench
-exec target/release/examples/bench "${1:-mariadb}" target/release/mysql-sts-agent
+exec cargo bench --locked --bench provisioning -- "$@"

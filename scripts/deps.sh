@@ -8,7 +8,8 @@ fi
 # util-linux: setpriv and unshare run the pods' containers as their securityContext says.
 # strace: the fault suite holds an init between two steps of its clone.
 # prometheus: its promtool lints the agents' /metrics in the e2e suite.
-packages=(mariadb-server mariadb-backup dnsmasq iproute2 util-linux curl python3 python3-venv binutils strace prometheus)
+# socat, fonts-dejavu-core: the benchmarks' raw pipeline and link, and their plots' text.
+packages=(mariadb-server mariadb-backup dnsmasq iproute2 util-linux curl python3 python3-venv binutils strace prometheus socat fonts-dejavu-core)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")

@@ -1,0 +1,130 @@
+//! Provisioning benchmarks on the test harness's simulated StatefulSet (issue 11): each
+//! measurement is a module whose `run(&Context)` returns a `report::Section` (method, tables,
+//! plots); `main` runs them and writes `BENCHMARKS.md` and the PNG plots.
+//!
+//! `scripts/bench.sh [--sizes 0.25,0.5,1,2] [--rounds 3] [--out DIR]` runs it under
+//! `cargo bench` (root; the release build of the agent). `cargo test --bench provisioning --
+//! --smoke` (in `scripts/test.sh`) is the tiny run that checks it still works.
+
+#[path = "../../tests/harness/mod.rs"]
+mod harness;
+
+mod clone_throughput;
+mod plot;
+mod report;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, ensure};
+use clap::Parser;
+
+/// The smoke run's only data size: big enough for every contender to move real bytes.
+const SMOKE_MIB: u64 = 16;
+
+#[derive(Parser)]
+#[command(about = "Provisioning benchmarks of mysql-sts-agent (issue 11)")]
+struct Args {
+    /// Data sizes in GiB of InnoDB data, ascending.
+    #[arg(long, value_delimiter = ',', default_values_t = [0.25, 0.5, 1.0, 2.0])]
+    sizes: Vec<f64>,
+    /// Rounds per size; every round runs each contender once, in a rotating order.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Where BENCHMARKS.md and docs/bench/*.png go (default: the repository's root, or
+    /// target/bench-smoke with --smoke).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// A tiny run that checks the results: one 16 MiB size, one round (--sizes and --rounds are
+    /// ignored).
+    #[arg(long)]
+    smoke: bool,
+    /// Set by `cargo bench`; without it (`cargo test`) only `--smoke` runs.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+/// What every measurement gets.
+pub struct Context {
+    /// The agent binary under test: Cargo's build of it for this profile.
+    pub agent: PathBuf,
+    /// Data sizes in MiB, ascending.
+    pub sizes_mib: Vec<u64>,
+    pub rounds: usize,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    if !args.bench && !args.smoke {
+        println!("benchmarks run under `cargo bench` (scripts/bench.sh); `-- --smoke` checks them");
+        return Ok(());
+    }
+    let agent = PathBuf::from(env!("CARGO_BIN_EXE_mysql-sts-agent"));
+    let profile = build_profile(&agent);
+    // Only the smoke run may measure an unoptimized agent.
+    ensure!(
+        args.smoke || profile == "release",
+        "{} is a {profile} build: run the benchmarks with `cargo bench` (scripts/bench.sh)",
+        agent.display()
+    );
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (ctx, out) = if args.smoke {
+        let ctx = Context {
+            agent,
+            sizes_mib: vec![SMOKE_MIB],
+            rounds: 1,
+        };
+        (
+            ctx,
+            args.out.unwrap_or_else(|| repo.join("target/bench-smoke")),
+        )
+    } else {
+        ensure!(args.rounds > 0, "--rounds must be at least 1");
+        let sizes_mib: Vec<u64> = args.sizes.iter().map(|gib| (gib * 1024.0) as u64).collect();
+        ensure!(
+            !sizes_mib.is_empty() && sizes_mib.iter().all(|&mib| mib > 0),
+            "--sizes needs sizes of at least 1 MiB"
+        );
+        ensure!(sizes_mib.is_sorted(), "--sizes must be ascending");
+        let ctx = Context {
+            agent,
+            sizes_mib,
+            rounds: args.rounds,
+        };
+        (ctx, args.out.unwrap_or_else(|| repo.to_owned()))
+    };
+
+    let environment = report::environment(&ctx, &profile);
+    // Further measurements (time to Ready, MySQL, probes, footprint, scale, zstd) go here.
+    let sections = vec![clone_throughput::run(&ctx).await?];
+
+    let command: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let written = report::write(&out, &environment, &command.join(" "), &sections)?;
+    if args.smoke {
+        for section in &sections {
+            section.check()?;
+        }
+        for file in &written {
+            ensure!(
+                std::fs::metadata(file)?.len() > 0,
+                "{} is empty",
+                file.display()
+            );
+        }
+    }
+    for file in written {
+        println!("wrote {}", file.display());
+    }
+    Ok(())
+}
+
+/// Cargo's profile directory the binary was built into: target/<profile>/<binary>.
+fn build_profile(binary: &Path) -> String {
+    binary.parent().and_then(Path::file_name).map_or_else(
+        || "unknown".into(),
+        |name| name.to_string_lossy().into_owned(),
+    )
+}
