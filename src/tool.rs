@@ -2,9 +2,11 @@
 //! logs, and its last lines into the error when they fail.
 
 use std::collections::VecDeque;
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 
+use nix::fcntl::{FcntlArg, fcntl};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
@@ -29,6 +31,18 @@ pub enum ToolError {
         tool: String,
         source: std::io::Error,
     },
+}
+
+/// What a pipe to or from a tool holds, rather than the kernel's 64 KiB: a clone streams
+/// hundreds of MB/s through it, and each read or write of at most 64 KiB wakes both sides up.
+/// 1 MiB is the most an unprivileged process may ask for (`/proc/sys/fs/pipe-max-size`).
+const PIPE_BYTES: i32 = 1 << 20;
+
+/// Enlarges the pipe to or from `tool`; where the kernel refuses, its default stays.
+pub fn enlarge_pipe(pipe: impl AsFd, tool: &str) {
+    if let Err(e) = fcntl(pipe, FcntlArg::F_SETPIPE_SZ(PIPE_BYTES)) {
+        tracing::debug!("the pipe to or from {tool} keeps the kernel's default size: {e}");
+    }
 }
 
 /// A command for a tool, with stdin closed and output captured; it dies with its handle.
@@ -156,6 +170,18 @@ mod tests {
             panic!("exit 3 is a failure")
         };
         assert_eq!(tail, "\u{fffd} broken | the end");
+    }
+
+    #[tokio::test]
+    async fn a_pipe_to_a_tool_is_enlarged_to_a_mebibyte() {
+        let mut cat = sh("cat >/dev/null");
+        cat.stdin(Stdio::piped());
+        let mut cat = spawn(cat, Path::new("cat")).unwrap();
+        let stdin = cat.child.stdin.take().unwrap();
+        enlarge_pipe(&stdin, "cat");
+        assert_eq!(fcntl(&stdin, FcntlArg::F_GETPIPE_SZ).unwrap(), PIPE_BYTES);
+        drop(stdin);
+        cat.finish().await.unwrap();
     }
 
     #[tokio::test]

@@ -433,6 +433,7 @@ async fn stream(
     shutdown: &CancellationToken,
 ) -> Result<u64, DonorError> {
     let mut stdout = backup.child.stdout.take().expect("stdout is piped");
+    tool::enlarge_pipe(&stdout, backup.name());
     let send = |bytes: Bytes| async {
         tokio::select! {
             sent = tx.send(bytes) => sent.map_err(|_| DonorError::JoinerGone),

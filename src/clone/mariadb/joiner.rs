@@ -3,10 +3,13 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Response, StatusCode};
 use tokio::io::AsyncWriteExt;
+use tokio::process::ChildStdin;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::frame::{Decoder, Event, FrameError};
@@ -219,7 +222,8 @@ async fn request_clone(
 }
 
 /// Feeds the framed body into `mbstream -x`; returns the data bytes once the end frame arrived
-/// and the extractor succeeded.
+/// and the extractor succeeded. Reading the body and writing to the extractor overlap, so that
+/// neither the network nor the extractor waits for the other.
 async fn receive(
     response: Response<Incoming>,
     datadir: &DataDir,
@@ -235,8 +239,32 @@ async fn receive(
         .arg(&staged)
         .stdin(std::process::Stdio::piped());
     let extractor = running.insert(tool::spawn(cmd, program)?);
-    let mut stdin = extractor.child.stdin.take().expect("stdin is piped");
+    let stdin = extractor.child.stdin.take().expect("stdin is piped");
+    tool::enlarge_pipe(&stdin, extractor.name());
+    let (data, to_extract) = mpsc::channel(EXTRACT_QUEUE);
+    let (read, written) = tokio::join!(
+        read_frames(response, settings, progress, data),
+        feed(stdin, to_extract)
+    );
+    let received = read?;
+    // A writer that failed met a dead extractor, whose own words say why.
+    extractor.finish().await?;
+    let context = format!("writing to {}", extractor.name());
+    written.map_err(io_error(context.clone()))?;
+    received.ok_or_else(|| io_error(context)(std::io::ErrorKind::BrokenPipe.into()))
+}
 
+/// Frames decoded and not yet written to the extractor: a few MiB in flight, at most.
+const EXTRACT_QUEUE: usize = 16;
+
+/// Decodes the body's frames and hands their data to the extractor's writer, until the end
+/// frame arrives intact: then the data bytes; `None` if the writer stopped taking data.
+async fn read_frames(
+    response: Response<Incoming>,
+    settings: &JoinerSettings,
+    progress: &mut Progress,
+    data: mpsc::Sender<Bytes>,
+) -> Result<Option<u64>, CloneError> {
     let broken = |bytes: u64, reason: String| CloneError::Broken {
         donor: settings.donor.clone(),
         bytes,
@@ -268,13 +296,9 @@ async fn receive(
             })?;
             match event {
                 None => break,
-                Some(Event::Data(data)) => {
-                    if let Err(e) = stdin.write_all(&data).await {
-                        // The extractor died; its own words say why.
-                        drop(stdin);
-                        let context = format!("writing to {}", extractor.name());
-                        extractor.finish().await?;
-                        return Err(io_error(context)(e));
+                Some(Event::Data(bytes)) => {
+                    if data.send(bytes).await.is_err() {
+                        return Ok(None);
                     }
                 }
                 Some(Event::End { .. }) => ended = true,
@@ -290,11 +314,14 @@ async fn receive(
             source,
         },
     })?;
-    stdin
-        .shutdown()
-        .await
-        .map_err(io_error(format!("closing {}'s input", extractor.name())))?;
-    drop(stdin);
-    extractor.finish().await?;
-    Ok(decoder.received())
+    Ok(Some(decoder.received()))
+}
+
+/// Writes what `data` brings to the extractor, then closes its input: its end of stream. Data
+/// that ends early (the stream failed) closes the input too; the extractor is stopped then.
+async fn feed(mut stdin: ChildStdin, mut data: mpsc::Receiver<Bytes>) -> std::io::Result<()> {
+    while let Some(bytes) = data.recv().await {
+        stdin.write_all(&bytes).await?;
+    }
+    stdin.shutdown().await
 }
