@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use mysql_async::prelude::Queryable;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -21,11 +22,12 @@ use crate::clone::datadir::{MARKER_FILE, RECLONE_FILE};
 use crate::clone::progress::{LOG_EVERY, Transfer, TransferView, estimate_note};
 use crate::clone::{mib, now_unix, rate_mib_s};
 use crate::config::{Credentials, Endpoint};
+use crate::db::{self, DbError};
 use crate::metrics::{LastClone, Reason, Tally};
 use crate::mycnf::{BINLOG_BASE, RELAY_LOG_BASE};
 use crate::tool::{self, Running, ToolError};
 
-/// Large reads keep the per-frame overhead negligible; the pipe hands over at most 64 KiB anyway.
+/// Large reads keep the per-frame overhead negligible (the backup's pipe holds 1 MiB).
 const CHUNK: usize = 256 * 1024;
 /// Frames buffered towards a slow joiner before the backup tool is paused by backpressure.
 const QUEUE: usize = 8;
@@ -236,8 +238,15 @@ impl Donor {
             .clone()
             .try_acquire_owned()
             .map_err(|_| Busy)?;
+        let redo = match redo_since_checkpoint(&self.settings).await {
+            Ok(redo) => redo,
+            Err(e) => {
+                tracing::debug!("the estimate counts the whole redo log: reading the redo since the last checkpoint failed: {e}");
+                None
+            }
+        };
         let datadir = self.settings.datadir.clone();
-        let measured = tokio::task::spawn_blocking(move || backup_size(&datadir))
+        let measured = tokio::task::spawn_blocking(move || backup_size(&datadir, redo))
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         let estimated_total = match measured {
@@ -297,17 +306,41 @@ impl Donor {
     }
 }
 
+/// The redo a backup copies: what the server wrote since its last checkpoint, as its status
+/// says (`None` where it does not). Asked once per clone, never by a probe.
+async fn redo_since_checkpoint(settings: &DonorSettings) -> Result<Option<u64>, DbError> {
+    let mut conn = db::connect(&settings.server, &settings.admin, None).await?;
+    let status: Vec<(String, String)> = db::bounded(
+        "reading the redo log's checkpoint",
+        conn.query(r"SHOW GLOBAL STATUS LIKE 'Innodb\_lsn\_%'"),
+    )
+    .await?;
+    let _ = conn.disconnect().await;
+    Ok(checkpoint_age(&status))
+}
+
+/// `Innodb_lsn_current - Innodb_lsn_last_checkpoint`, from `SHOW GLOBAL STATUS` rows.
+fn checkpoint_age(status: &[(String, String)]) -> Option<u64> {
+    let value = |name: &str| {
+        let (_, value) = status.iter().find(|(n, _)| n.eq_ignore_ascii_case(name))?;
+        value.parse::<u64>().ok()
+    };
+    value("Innodb_lsn_current")?.checked_sub(value("Innodb_lsn_last_checkpoint")?)
+}
+
 /// What a backup of `datadir` streams, about: its files but those mariadb-backup does not copy
-/// (binary and relay logs, the temporary tablespace) and the agent's own. The redo log counts in
-/// full, though a backup copies only what was written since the last checkpoint: an estimate
-/// on the high side (by at most `innodb_log_file_size`), never a promise.
-fn backup_size(datadir: &Path) -> std::io::Result<u64> {
-    let mut total = 0;
+/// (binary and relay logs, the temporary tablespace) and the agent's own. Of the redo log, a
+/// backup copies what was written since the last checkpoint (`redo`, when the server said it),
+/// not the whole file; plus what is written while it runs: an estimate, never a promise.
+fn backup_size(datadir: &Path, redo: Option<u64>) -> std::io::Result<u64> {
+    let mut total = redo.unwrap_or_default();
     let mut dirs = vec![datadir.to_owned()];
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir)? {
             let entry = entry?;
-            if !in_backup(&entry.file_name().to_string_lossy()) {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if !in_backup(&name) || (redo.is_some() && name.starts_with(REDO_LOG)) {
                 continue;
             }
             let meta = match entry.metadata() {
@@ -325,6 +358,9 @@ fn backup_size(datadir: &Path) -> std::io::Result<u64> {
     }
     Ok(total)
 }
+
+/// InnoDB's redo log files: `ib_logfile0` (MariaDB 10.8+), `ib_logfile0..N` before.
+const REDO_LOG: &str = "ib_logfile";
 
 /// Whether a datadir entry of this name is part of a backup.
 fn in_backup(name: &str) -> bool {
@@ -513,7 +549,37 @@ mod tests {
         std::fs::write(dir.path().join("mysql-bin.000001"), vec![0; 5000]).unwrap();
         std::fs::create_dir(dir.path().join("app")).unwrap();
         std::fs::write(dir.path().join("app/t.ibd"), vec![0; 300]).unwrap();
-        assert_eq!(backup_size(dir.path()).unwrap(), 1300);
+        assert_eq!(backup_size(dir.path(), None).unwrap(), 1300);
+        // With the server's checkpoint age, that replaces the redo log's size.
+        std::fs::write(dir.path().join("ib_logfile0"), vec![0; 4000]).unwrap();
+        assert_eq!(backup_size(dir.path(), None).unwrap(), 5300);
+        assert_eq!(backup_size(dir.path(), Some(70)).unwrap(), 1370);
+    }
+
+    #[test]
+    fn the_redo_a_backup_copies_is_the_checkpoint_age() {
+        let status = |rows: &[(&str, &str)]| -> Vec<(String, String)> {
+            (rows.iter())
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect()
+        };
+        let full = status(&[
+            ("Innodb_lsn_current", "90000"),
+            ("Innodb_lsn_flushed", "90000"),
+            ("Innodb_lsn_last_checkpoint", "61234"),
+        ]);
+        assert_eq!(checkpoint_age(&full), Some(28766));
+        assert_eq!(checkpoint_age(&full[..2]), None, "no checkpoint");
+        let garbled = status(&[
+            ("Innodb_lsn_current", "many"),
+            ("Innodb_lsn_last_checkpoint", "1"),
+        ]);
+        assert_eq!(checkpoint_age(&garbled), None);
+        let backwards = status(&[
+            ("Innodb_lsn_current", "1"),
+            ("Innodb_lsn_last_checkpoint", "2"),
+        ]);
+        assert_eq!(checkpoint_age(&backwards), None);
     }
 
     #[test]
