@@ -478,6 +478,10 @@ impl TempPaths {
     }
 }
 
+/// How often a starting temporary server is asked whether it answers: it starts twice per
+/// clone, and each ask costs a failed connect to a socket that is not there yet.
+const START_POLL: Duration = Duration::from_millis(50);
+
 /// A mysqld only the agent talks to: no network, a socket in staging, root without a password
 /// (a fresh --initialize-insecure) or no grant checks at all (after the clone).
 struct TempServer {
@@ -563,7 +567,7 @@ impl TempServer {
                         paths.log_tail()
                     )));
                 }
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                Err(_) => tokio::time::sleep(START_POLL).await,
             }
         }
     }
