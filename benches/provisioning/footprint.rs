@@ -28,6 +28,8 @@ struct Idle {
     rss_kib: Vec<u64>,
     /// utime + stime over the window, as % of one core.
     cpu_percent: f64,
+    /// At the window's end: what the RSS is made of.
+    last: Status,
 }
 
 struct Measured {
@@ -88,6 +90,11 @@ struct Status {
     rss_kib: u64,
     /// The peak RSS since the process started.
     hwm_kib: u64,
+    /// The RSS's anonymous part (heap, stacks) and its file part (the binary's and libraries'
+    /// pages).
+    anon_kib: u64,
+    file_kib: u64,
+    threads: u64,
 }
 
 impl Status {
@@ -102,6 +109,9 @@ impl Status {
         Ok(Status {
             rss_kib: field("VmRSS:")?,
             hwm_kib: field("VmHWM:")?,
+            anon_kib: field("RssAnon:")?,
+            file_kib: field("RssFile:")?,
+            threads: field("Threads:")?,
         })
     }
 }
@@ -132,6 +142,7 @@ async fn idle(pids: &[u32], window: Duration) -> Result<Vec<Idle>> {
             Ok(Idle {
                 rss_kib,
                 cpu_percent: ticks as f64 / hz / secs * 100.0,
+                last: Status::of(pid)?,
             })
         })
         .collect()
@@ -195,6 +206,8 @@ fn section(m: &Measured) -> Section {
             "sidecar",
             "RSS median MiB",
             "RSS max MiB",
+            "of which anonymous / file MiB (at the end)",
+            "threads",
             "CPU % of one core",
         ]
         .map(String::from)
@@ -207,6 +220,12 @@ fn section(m: &Measured) -> Section {
                     (*name).into(),
                     format!("{:.1}", rss_median(idle)),
                     format!("{:.1}", rss_max(idle)),
+                    format!(
+                        "{:.1} / {:.1}",
+                        mib(idle.last.anon_kib),
+                        mib(idle.last.file_kib)
+                    ),
+                    idle.last.threads.to_string(),
                     format!("{:.2}", idle.cpu_percent),
                 ]
             })

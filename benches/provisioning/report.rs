@@ -132,9 +132,9 @@ pub fn write(
     let mut text = String::from("# Benchmarks\n\n");
     writeln!(
         text,
-        "Written by `scripts/bench.sh {command}` (`cargo bench --bench provisioning`), finished \
-         {}. Every number is from that one run; the contenders of a measurement alternate \
+        "Written by `{}` (`cargo bench --bench provisioning`), finished {}. Every number is from that one run; the contenders of a measurement alternate \
          within each of its rounds, so that their ratios hold on a busy machine.\n",
+        format!("scripts/bench.sh {command}").trim_end(),
         shell("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
     )?;
     text.push_str("## Machine and versions\n\n| | |\n| --- | --- |\n");
