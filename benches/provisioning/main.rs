@@ -40,8 +40,8 @@ struct Args {
     /// target/bench-smoke).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// A tiny run that checks the results: one 16 MiB size, one round (--sizes and --rounds are
-    /// ignored).
+    /// A tiny run that checks the results: one 16 MiB size, one round, windows of seconds
+    /// (--sizes and --rounds are ignored).
     #[arg(long)]
     smoke: bool,
     /// Set by `cargo bench`; without it (`cargo test`) only `--smoke` runs.

@@ -19,7 +19,7 @@ pub struct Section {
     pub tables: Vec<Table>,
     pub plots: Vec<plot::Plot>,
     /// What must hold of the numbers beyond the plots' (e.g. no SQL per probe): the smoke run
-    /// fails on one not met, a full run reports it.
+    /// fails on one not met; a full run's tables show the numbers.
     pub requirements: Vec<Requirement>,
 }
 
