@@ -9,7 +9,8 @@ fi
 # strace: the fault suite holds an init between two steps of its clone.
 # prometheus: its promtool lints the agents' /metrics in the e2e suite.
 # socat, fonts-dejavu-core: the benchmarks' raw pipeline and link, and their plots' text.
-packages=(mariadb-server mariadb-backup dnsmasq iproute2 util-linux curl python3 python3-venv binutils strace prometheus socat fonts-dejavu-core)
+# wrk: the benchmarks' probe cost (GET /readyz under load).
+packages=(mariadb-server mariadb-backup dnsmasq iproute2 util-linux curl python3 python3-venv binutils strace prometheus socat fonts-dejavu-core wrk)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")

@@ -16,7 +16,7 @@ use crate::Context;
 use crate::harness::data::purge_binlogs;
 use crate::harness::{Check, Cluster, ClusterSpec, poll_until};
 use crate::plot::{Plot, Series};
-use crate::report::{Section, Table, median};
+use crate::report::{Section, Table, list, median};
 
 const DONOR: usize = 0;
 const JOINER: usize = 1;
@@ -78,22 +78,10 @@ pub async fn run(ctx: &Context) -> Result<Section> {
     Cluster::run_scenario(ClusterSpec::new(&ctx.agent, 2), async |c| {
         c.start_pod(DONOR).await?;
         c.create_pod(JOINER).await?;
-        let mut conn = c.sql(DONOR).await?;
-        conn.query_drop("CREATE DATABASE bench").await?;
-        conn.query_drop(
-            "CREATE TABLE bench.t (id BIGINT AUTO_INCREMENT PRIMARY KEY, \
-             pad CHAR(255) CHARACTER SET ascii NOT NULL) ENGINE=InnoDB",
-        )
-        .await?;
+        create_table(c).await?;
         write_backup_options(c)?;
         for &mib in &ctx.sizes_mib {
-            let started = Instant::now();
             let innodb_bytes = fill(c, mib << 20).await?;
-            eprintln!(
-                "[bench] {} MiB of InnoDB data on the donor, filled in {:.1} s",
-                innodb_bytes >> 20,
-                started.elapsed().as_secs_f64()
-            );
             results.push(measure(c, ctx.rounds, innodb_bytes).await?);
         }
         Ok(())
@@ -102,10 +90,23 @@ pub async fn run(ctx: &Context) -> Result<Section> {
     Ok(section(ctx, &results))
 }
 
-/// Grows `bench.t` until its .ibd holds `target` bytes, then writes its pages out and purges the
-/// binlogs, so that neither flushing nor the disk's fill level weighs on the clones; returns the
-/// .ibd's size.
-async fn fill(c: &Cluster, target: u64) -> Result<u64> {
+/// The donor's (pod 0's) empty `bench.t`, which `fill` grows.
+pub async fn create_table(c: &Cluster) -> Result<()> {
+    let mut conn = c.sql(DONOR).await?;
+    conn.query_drop("CREATE DATABASE bench").await?;
+    conn.query_drop(
+        "CREATE TABLE bench.t (id BIGINT AUTO_INCREMENT PRIMARY KEY, \
+         pad CHAR(255) CHARACTER SET ascii NOT NULL) ENGINE=InnoDB",
+    )
+    .await?;
+    Ok(())
+}
+
+/// Grows the donor's `bench.t` until its .ibd holds `target` bytes, then writes its pages out
+/// and purges the binlogs, so that neither flushing nor the disk's fill level weighs on the
+/// clones; returns the .ibd's size.
+pub async fn fill(c: &Cluster, target: u64) -> Result<u64> {
+    let started = Instant::now();
     let ibd = c.datadir(DONOR).join("bench/t.ibd");
     let mut conn = c.sql(DONOR).await?;
     loop {
@@ -116,6 +117,11 @@ async fn fill(c: &Cluster, target: u64) -> Result<u64> {
             conn.query_drop("FLUSH TABLES bench.t FOR EXPORT").await?;
             conn.query_drop("UNLOCK TABLES").await?;
             purge_binlogs(c).await?;
+            eprintln!(
+                "[bench] {} MiB of InnoDB data on the donor, filled in {:.1} s",
+                size >> 20,
+                started.elapsed().as_secs_f64()
+            );
             return Ok(size);
         }
         let rows = ((target - size) / ROW_BYTES).clamp(1024, MAX_CHUNK_ROWS);
@@ -406,13 +412,7 @@ fn section(ctx: &Context, results: &[SizeResult]) -> Section {
             })
             .collect(),
     };
-    let list = |values: &[f64]| {
-        values
-            .iter()
-            .map(|v| format!("{v:.2}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let list = |values: &[f64]| list(values, 2);
     let rounds = Table {
         caption: "Every round, in seconds, in the order the rounds ran.".into(),
         header: [
@@ -467,6 +467,7 @@ fn section(ctx: &Context, results: &[SizeResult]) -> Section {
         method: METHOD.into(),
         tables: vec![summary, rounds],
         plots: vec![plot],
+        requirements: Vec::new(),
     }
 }
 

@@ -2,21 +2,23 @@
 //! measurement is a module whose `run(&Context)` returns a `report::Section` (method, tables,
 //! plots); `main` runs them and writes `BENCHMARKS.md` and the PNG plots.
 //!
-//! `scripts/bench.sh [--sizes 0.25,0.5,1,2] [--rounds 3] [--out DIR]` runs it under
-//! `cargo bench` (root; the release build of the agent). `cargo test --bench provisioning --
-//! --smoke` (in `scripts/test.sh`) is the tiny run that checks it still works.
+//! `scripts/bench.sh [--sizes 0.25,0.5,1,2] [--rounds 3] [--only probe_cost,...] [--out DIR]`
+//! runs it under `cargo bench` (root; the release build of the agent). `cargo test --bench
+//! provisioning -- --smoke` (in `scripts/test.sh`) is the tiny run that checks it still works.
 
 #[path = "../../tests/harness/mod.rs"]
 mod harness;
 
 mod clone_throughput;
+mod footprint;
 mod plot;
+mod probe_cost;
 mod report;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, ensure};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 
 /// The smoke run's only data size: big enough for every contender to move real bytes.
 const SMOKE_MIB: u64 = 16;
@@ -30,17 +32,30 @@ struct Args {
     /// Rounds per size; every round runs each contender once, in a rotating order.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Where BENCHMARKS.md and docs/bench/*.png go (default: the repository's root, or
-    /// target/bench-smoke with --smoke).
+    /// Run only these measurements (default: all).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<Measurement>,
+    /// Where BENCHMARKS.md and docs/bench/*.png go (default: the repository's root; with --only,
+    /// target/bench-only, so that a partial run never replaces the full one's; with --smoke,
+    /// target/bench-smoke).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// A tiny run that checks the results: one 16 MiB size, one round (--sizes and --rounds are
-    /// ignored).
+    /// A tiny run that checks the results: one 16 MiB size, one round, windows of seconds
+    /// (--sizes and --rounds are ignored).
     #[arg(long)]
     smoke: bool,
     /// Set by `cargo bench`; without it (`cargo test`) only `--smoke` runs.
     #[arg(long, hide = true)]
     bench: bool,
+}
+
+/// The measurements in report order, as `--only` names them.
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+enum Measurement {
+    CloneThroughput,
+    ProbeCost,
+    Footprint,
 }
 
 /// What every measurement gets.
@@ -49,7 +64,10 @@ pub struct Context {
     pub agent: PathBuf,
     /// Data sizes in MiB, ascending.
     pub sizes_mib: Vec<u64>,
+    /// Rounds of a measurement; every round runs each contender (or setting) once.
     pub rounds: usize,
+    /// The tiny run: measurement windows of seconds, not minutes.
+    pub smoke: bool,
 }
 
 #[tokio::main]
@@ -73,6 +91,7 @@ async fn main() -> Result<()> {
             agent,
             sizes_mib: vec![SMOKE_MIB],
             rounds: 1,
+            smoke: true,
         };
         (
             ctx,
@@ -90,13 +109,29 @@ async fn main() -> Result<()> {
             agent,
             sizes_mib,
             rounds: args.rounds,
+            smoke: false,
         };
-        (ctx, args.out.unwrap_or_else(|| repo.to_owned()))
+        let default_out = if args.only.is_empty() {
+            repo.to_owned()
+        } else {
+            repo.join("target/bench-only")
+        };
+        (ctx, args.out.unwrap_or(default_out))
     };
 
     let environment = report::environment(&ctx, &profile);
-    // Further measurements (time to Ready, MySQL, probes, footprint, scale, zstd) go here.
-    let sections = vec![clone_throughput::run(&ctx).await?];
+    let mut sections = Vec::new();
+    // Further measurements (time to Ready, MySQL, scale, zstd) go here.
+    for &measurement in Measurement::value_variants() {
+        if !args.only.is_empty() && !args.only.contains(&measurement) {
+            continue;
+        }
+        sections.push(match measurement {
+            Measurement::CloneThroughput => clone_throughput::run(&ctx).await?,
+            Measurement::ProbeCost => probe_cost::run(&ctx).await?,
+            Measurement::Footprint => footprint::run(&ctx).await?,
+        });
+    }
 
     let command: Vec<String> = std::env::args()
         .skip(1)

@@ -18,11 +18,39 @@ pub struct Section {
     pub method: String,
     pub tables: Vec<Table>,
     pub plots: Vec<plot::Plot>,
+    /// What must hold of the numbers beyond the plots' (e.g. no SQL per probe): the smoke run
+    /// fails on one not met; a full run's tables show the numbers.
+    pub requirements: Vec<Requirement>,
+}
+
+pub struct Requirement {
+    /// What must hold, with what was measured.
+    pub what: String,
+    pub met: bool,
+}
+
+impl Requirement {
+    /// `value` is positive and finite.
+    pub fn positive(name: &str, value: f64) -> Requirement {
+        Requirement {
+            what: format!("{name} is positive (measured {value})"),
+            met: value > 0.0 && value.is_finite(),
+        }
+    }
 }
 
 impl Section {
-    /// The smoke run's check: every measured number is positive and finite.
+    /// The smoke run's check: every plotted number is positive and finite, every requirement is
+    /// met.
     pub fn check(&self) -> Result<()> {
+        for requirement in &self.requirements {
+            ensure!(
+                requirement.met,
+                "{}: not met: {}",
+                self.title,
+                requirement.what
+            );
+        }
         for plot in &self.plots {
             for series in &plot.series {
                 ensure!(
@@ -75,6 +103,20 @@ pub fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// A table cell of every round's value, in the order they ran.
+pub fn list(values: &[f64], decimals: usize) -> String {
+    values
+        .iter()
+        .map(|v| format!("{v:.decimals$}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A table cell saying whether a target was met; a missed one stands out.
+pub fn yes_no(met: bool) -> String {
+    if met { "yes" } else { "**no**" }.into()
+}
+
 /// Writes `<out>/BENCHMARKS.md` and the sections' plots under `<out>/docs/bench/`; returns the
 /// files written.
 pub fn write(
@@ -90,9 +132,9 @@ pub fn write(
     let mut text = String::from("# Benchmarks\n\n");
     writeln!(
         text,
-        "Written by `scripts/bench.sh {command}` (`cargo bench --bench provisioning`), finished \
-         {}. Every number is from that one run; the contenders of a measurement alternate \
+        "Written by `{}` (`cargo bench --bench provisioning`), finished {}. Every number is from that one run; the contenders of a measurement alternate \
          within each of its rounds, so that their ratios hold on a busy machine.\n",
+        format!("scripts/bench.sh {command}").trim_end(),
         shell("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
     )?;
     text.push_str("## Machine and versions\n\n| | |\n| --- | --- |\n");
