@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use mysql_async::prelude::Queryable;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -241,7 +241,9 @@ impl Donor {
         let redo = match redo_since_checkpoint(&self.settings).await {
             Ok(redo) => redo,
             Err(e) => {
-                tracing::debug!("the estimate counts the whole redo log: reading the redo since the last checkpoint failed: {e}");
+                tracing::debug!(
+                    "the estimate counts the whole redo log: reading the redo since the last checkpoint failed: {e}"
+                );
                 None
             }
         };
