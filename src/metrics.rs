@@ -128,6 +128,16 @@ impl<R: Reason> Tally<R> {
             .iter()
             .map(|(&reason, count)| (reason, count.load(Ordering::Relaxed)))
     }
+
+    /// Every reason's count together.
+    pub fn total(&self) -> u64 {
+        self.counts().map(|(_, count)| count).sum()
+    }
+
+    /// For `serialize_with`: the total, where a count without reasons is shown.
+    pub fn serialize_total<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(self.total())
+    }
 }
 
 /// A clone that completed, as `/metrics` shows the last one of each side.
@@ -485,7 +495,7 @@ fn encode_served(encoder: &mut DescriptorEncoder, counters: &CloneCounters) -> f
     let read = |count: &AtomicU64| count.load(Ordering::Relaxed);
     let outcomes = [
         ("completed", read(&counters.completed)),
-        ("failed", read(&counters.failed)),
+        ("failed", counters.failures.total()),
     ];
     let mut family = encoder.encode_descriptor(
         "clones_served",
@@ -736,7 +746,6 @@ mod tests {
         facts.errant = Some(Binlogged::parse(Flavor::MariaDb, "0-101-1").unwrap());
         let clones = Arc::new(CloneCounters::default());
         clones.completed.store(2, Ordering::Relaxed);
-        clones.failed.store(1, Ordering::Relaxed);
         clones.bytes.store(4096, Ordering::Relaxed);
         clones.durations.observe(3.0);
         clones.refusals.add(Refusal::NotADonor);

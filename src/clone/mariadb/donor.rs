@@ -81,7 +81,6 @@ impl Reason for ServeFailure {
 pub struct CloneCounters {
     pub active: AtomicU64,
     pub completed: AtomicU64,
-    pub failed: AtomicU64,
     /// Backup bytes streamed, as they go.
     pub bytes: AtomicU64,
     /// Seconds each clone took, for /metrics.
@@ -89,7 +88,8 @@ pub struct CloneCounters {
     pub durations: Histogram,
     #[serde(skip)]
     pub refusals: Tally<Refusal>,
-    #[serde(skip)]
+    /// Clones that failed once streaming, by reason; `/status` shows their sum as `failed`.
+    #[serde(rename = "failed", serialize_with = "Tally::serialize_total")]
     pub failures: Tally<ServeFailure>,
     /// The last clone served to its end, for /metrics.
     #[serde(skip)]
@@ -101,7 +101,6 @@ impl Default for CloneCounters {
         CloneCounters {
             active: AtomicU64::default(),
             completed: AtomicU64::default(),
-            failed: AtomicU64::default(),
             bytes: AtomicU64::default(),
             // From a second to about four hours.
             durations: Histogram::new(exponential_buckets(1.0, 4.0, 8)),
@@ -292,7 +291,6 @@ impl Donor {
                     );
                 }
                 Err(e) => {
-                    counters.failed.fetch_add(1, Ordering::Relaxed);
                     counters.failures.add(e.failure());
                     let _ = tx.send(frame::failed(&e.to_string())).await;
                     tracing::warn!(joiner = %joiner, "clone not served: {e}");
@@ -556,6 +554,16 @@ mod tests {
         std::fs::write(dir.path().join("ib_logfile0"), vec![0; 4000]).unwrap();
         assert_eq!(backup_size(dir.path(), None).unwrap(), 5300);
         assert_eq!(backup_size(dir.path(), Some(70)).unwrap(), 1370);
+    }
+
+    #[test]
+    fn status_counts_failed_clones_of_every_reason() {
+        let counters = CloneCounters::default();
+        counters.failures.add(ServeFailure::JoinerGone);
+        counters.failures.add(ServeFailure::BackupFailed);
+        let json = serde_json::to_value(&counters).unwrap();
+        assert_eq!(json["failed"], 2, "{json}");
+        assert_eq!(json["completed"], 0, "{json}");
     }
 
     #[test]
