@@ -2,7 +2,8 @@
 //! measurement is a module whose `run(&Context)` returns a `report::Section` (method, tables,
 //! plots); `main` runs them and writes `BENCHMARKS.md` and the PNG plots.
 //!
-//! `scripts/bench.sh [--sizes 0.25,0.5,1,2] [--rounds 3] [--out DIR]` runs it under
+//! `scripts/bench.sh [--sizes 0.25,0.5,1,2] [--ready-sizes 140] [--rounds 3] [--only NAME,...]
+//! [--out DIR]` runs it under
 //! `cargo bench` (root; the release build of the agent). `cargo test --bench provisioning --
 //! --smoke` (in `scripts/test.sh`) is the tiny run that checks it still works.
 
@@ -12,6 +13,7 @@ mod harness;
 mod clone_throughput;
 mod plot;
 mod report;
+mod time_to_ready;
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +22,11 @@ use clap::Parser;
 
 /// The smoke run's only data size: big enough for every contender to move real bytes.
 const SMOKE_MIB: u64 = 16;
+/// The smoke run's time-to-Ready data: a few thousand rows.
+const SMOKE_READY_MIB: u64 = 2;
+
+/// The measurements by name, in the order they run.
+const MEASUREMENTS: [&str; 2] = ["clone-throughput", "time-to-ready"];
 
 #[derive(Parser)]
 #[command(about = "Provisioning benchmarks of mysql-sts-agent (issue 11)")]
@@ -27,6 +34,13 @@ struct Args {
     /// Data sizes in GiB of InnoDB data, ascending.
     #[arg(long, value_delimiter = ',', default_values_t = [0.25, 0.5, 1.0, 2.0])]
     sizes: Vec<f64>,
+    /// Time to Ready: sysbench data sizes in MiB (4 tables; 140 MiB is 150,000 rows each),
+    /// ascending.
+    #[arg(long, value_delimiter = ',', default_values_t = [140])]
+    ready_sizes: Vec<u64>,
+    /// Runs only these measurements (clone-throughput, time-to-ready).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// Rounds per size; every round runs each contender once, in a rotating order.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
@@ -34,8 +48,8 @@ struct Args {
     /// target/bench-smoke with --smoke).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// A tiny run that checks the results: one 16 MiB size, one round (--sizes and --rounds are
-    /// ignored).
+    /// A tiny run that checks the results: one 16 MiB size (2 MiB for time to Ready), one round
+    /// (--sizes, --ready-sizes and --rounds are ignored).
     #[arg(long)]
     smoke: bool,
     /// Set by `cargo bench`; without it (`cargo test`) only `--smoke` runs.
@@ -49,6 +63,8 @@ pub struct Context {
     pub agent: PathBuf,
     /// Data sizes in MiB, ascending.
     pub sizes_mib: Vec<u64>,
+    /// Time to Ready's data sizes in MiB, ascending.
+    pub ready_sizes_mib: Vec<u64>,
     pub rounds: usize,
 }
 
@@ -72,6 +88,7 @@ async fn main() -> Result<()> {
         let ctx = Context {
             agent,
             sizes_mib: vec![SMOKE_MIB],
+            ready_sizes_mib: vec![SMOKE_READY_MIB],
             rounds: 1,
         };
         (
@@ -86,17 +103,37 @@ async fn main() -> Result<()> {
             "--sizes needs sizes of at least 1 MiB"
         );
         ensure!(sizes_mib.is_sorted(), "--sizes must be ascending");
+        ensure!(
+            !args.ready_sizes.is_empty()
+                && args.ready_sizes.iter().all(|&mib| mib > 0)
+                && args.ready_sizes.is_sorted(),
+            "--ready-sizes needs ascending sizes of at least 1 MiB"
+        );
         let ctx = Context {
             agent,
             sizes_mib,
+            ready_sizes_mib: args.ready_sizes,
             rounds: args.rounds,
         };
         (ctx, args.out.unwrap_or_else(|| repo.to_owned()))
     };
 
+    for name in &args.only {
+        ensure!(
+            MEASUREMENTS.contains(&name.as_str()),
+            "--only {name}: the measurements are {MEASUREMENTS:?}"
+        );
+    }
+    let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|only| only == name);
     let environment = report::environment(&ctx, &profile);
-    // Further measurements (time to Ready, MySQL, probes, footprint, scale, zstd) go here.
-    let sections = vec![clone_throughput::run(&ctx).await?];
+    // Further measurements (MySQL, probes, footprint, scale, zstd) go here.
+    let mut sections = Vec::new();
+    if wanted("clone-throughput") {
+        sections.push(clone_throughput::run(&ctx).await?);
+    }
+    if wanted("time-to-ready") {
+        sections.push(time_to_ready::run(&ctx).await?);
+    }
 
     let command: Vec<String> = std::env::args()
         .skip(1)
