@@ -198,24 +198,21 @@ async fn behind(c: &Cluster, n: usize) -> Result<Option<u64>> {
         ))
         .await?
         .context("no row")?;
-    let (Some(head), Some(applied)) = (seq_no(&head), applied.as_deref().map(seq_no)) else {
-        return Ok(None);
-    };
-    Ok(Some(head.saturating_sub(applied.unwrap_or(0))))
+    // NULL: the position is in no binlog the primary has.
+    Ok(applied.map(|applied| seq_no(&head).saturating_sub(seq_no(&applied))))
 }
 
 /// The sequence number of `DOMAIN` in a GTID position ("0-100-1234,1-..."), 0 when absent.
-fn seq_no(position: &str) -> Option<u64> {
-    let seq = position
+fn seq_no(position: &str) -> u64 {
+    position
         .split(',')
-        .filter_map(|gtid| {
+        .find_map(|gtid| {
             let mut parts = gtid.trim().split('-');
             let domain: u64 = parts.next()?.parse().ok()?;
             let seq: u64 = parts.nth(1)?.parse().ok()?;
             (domain == DOMAIN).then_some(seq)
         })
-        .next();
-    Some(seq.unwrap_or(0))
+        .unwrap_or(0)
 }
 
 fn section(ctx: &Context, results: &[SizeResult]) -> Section {

@@ -680,7 +680,7 @@ struct Resolver<'a> {
 }
 
 /// A container's mounts: (container path, host path).
-type Mounts = Vec<(PathBuf, PathBuf)>;
+type Mounts = Binds;
 
 impl Resolver<'_> {
     fn plan(&self) -> Result<PodPlan> {
