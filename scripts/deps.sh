@@ -10,7 +10,8 @@ fi
 # prometheus: its promtool lints the agents' /metrics in the e2e suite.
 # socat, fonts-dejavu-core: the benchmarks' raw pipeline and link, and their plots' text.
 # wrk: the benchmarks' probe cost (GET /readyz under load).
-packages=(mariadb-server mariadb-backup dnsmasq iproute2 util-linux curl python3 python3-venv binutils strace prometheus socat fonts-dejavu-core wrk)
+# ncat, sysbench: the tutorial's clone channel and the time-to-Ready benchmark's data and writes.
+packages=(mariadb-server mariadb-backup dnsmasq iproute2 util-linux curl python3 python3-venv binutils strace prometheus socat fonts-dejavu-core wrk ncat sysbench)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")

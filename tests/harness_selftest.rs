@@ -444,7 +444,7 @@ async fn pods_run_as_the_template_says_on_fs_group_volumes() {
 }
 
 /// The template without securityContext: containers run as root with the runtime's default
-/// capabilities, the server as the image's mysql user, which gets the datadir's top directory.
+/// capabilities, the server as the image's mysql user, to whom the entrypoint gives the datadir.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_root_template_runs_the_server_as_the_images_mysql_user() {
     let spec = two_pod_spec().volumes(VolumeLayout::RootTemplate);

@@ -17,8 +17,8 @@ use anyhow::{Context, Result, ensure};
 use harness::layout::{self, Naming, PodPaths};
 use harness::manifest::{self, Manifest, Probe};
 use harness::mapping::{
-    self, CHECK_VALID, HARNESS_ENV, PodPlan, Resolved, Role, TEST_OVERRIDES, Template, VolumeType,
-    check_field, port_of,
+    self, CHECK_VALID, HARNESS_ENV, PodPlan, ProbeAction, Program, Resolved, Role, TEST_OVERRIDES,
+    Template, VolumeType, check_field, port_of,
 };
 use harness::{Flavor, TlsSecret};
 use tempfile::TempDir;
@@ -850,4 +850,60 @@ fn the_admin_account_overlay_creates_the_user_the_agent_logs_in_as() {
         2,
         "both flavors grant to {account}"
     );
+}
+
+/// The benchmarks' foreign manifest, the Kubernetes tutorial's method, maps as it is: bash
+/// containers of the database image with their paths unmapped (they see real mounts), exec
+/// probes, the ConfigMap volume, the data volume's subPath and root without a password.
+#[test]
+fn the_tutorials_manifest_maps_as_it_is() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("benches/provisioning/tutorial/tutorial-method-mariadb.yaml");
+    let root = Path::new("/msa-test-root");
+    let yaml = std::fs::read_to_string(&file).unwrap();
+    let plan = plan_of(&yaml, root).unwrap_or_else(|error| panic!("{error:#}"));
+    let pod = root.join("pod1");
+    let names: Vec<(&str, Role, bool)> = plan
+        .containers
+        .iter()
+        .map(|c| (c.name.as_str(), c.role, c.is_server()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("init-mysql", Role::Init, false),
+            ("clone-mysql", Role::Init, false),
+            ("mysql", Role::Main, true),
+            ("clone-server", Role::Main, false),
+        ]
+    );
+    let clone = &plan.containers[1];
+    assert_eq!(clone.program, Program::Image("bash".into()));
+    assert!(clone.args[1].contains("mbstream -x -C /var/lib/mysql"));
+    assert!(
+        clone
+            .binds
+            .contains(&("/var/lib/mysql".into(), pod.join("data/mysql")))
+    );
+    assert!(
+        plan.containers[0]
+            .binds
+            .contains(&("/mnt/config-map".into(), pod.join("volumes/config-map")))
+    );
+    let database = plan.database();
+    let readiness = database.probes.readiness.as_ref().unwrap();
+    assert_eq!(
+        readiness.action,
+        ProbeAction::Exec(
+            ["mariadb", "-h", "127.0.0.1", "-e", "SELECT 1"]
+                .map(String::from)
+                .into()
+        )
+    );
+    assert_eq!(plan.server.datadir, pod.join("data/mysql"));
+    assert_eq!(
+        plan.server.run_dir,
+        pod.join("containers/mysql/var/run/mysqld")
+    );
+    assert!(plan.server.root_password().unwrap().is_empty());
 }

@@ -2,9 +2,10 @@
 //! measurement is a module whose `run(&Context)` returns a `report::Section` (method, tables,
 //! plots); `main` runs them and writes `BENCHMARKS.md` and the PNG plots.
 //!
-//! `scripts/bench.sh [--sizes 0.25,0.5,1,2] [--rounds 3] [--only probe_cost,...] [--out DIR]`
-//! runs it under `cargo bench` (root; the release build of the agent). `cargo test --bench
-//! provisioning -- --smoke` (in `scripts/test.sh`) is the tiny run that checks it still works.
+//! `scripts/bench.sh [--sizes 0.25,0.5,1,2] [--ready-sizes 140] [--rounds 3] [--only NAME,...]
+//! [--out DIR]` runs it under `cargo bench` (root; the release build of the agent). `cargo test
+//! --bench provisioning -- --smoke` (in `scripts/test.sh`) is the tiny run that checks it still
+//! works.
 
 #[path = "../../tests/harness/mod.rs"]
 mod harness;
@@ -14,6 +15,7 @@ mod footprint;
 mod plot;
 mod probe_cost;
 mod report;
+mod time_to_ready;
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +24,8 @@ use clap::{Parser, ValueEnum};
 
 /// The smoke run's only data size: big enough for every contender to move real bytes.
 const SMOKE_MIB: u64 = 16;
+/// The smoke run's time-to-Ready data: a few thousand rows.
+const SMOKE_READY_MIB: u64 = 2;
 
 #[derive(Parser)]
 #[command(about = "Provisioning benchmarks of mysql-sts-agent (issue 11)")]
@@ -29,6 +33,10 @@ struct Args {
     /// Data sizes in GiB of InnoDB data, ascending.
     #[arg(long, value_delimiter = ',', default_values_t = [0.25, 0.5, 1.0, 2.0])]
     sizes: Vec<f64>,
+    /// Time to Ready: sysbench data sizes in MiB (4 tables; 140 MiB is 150,000 rows each),
+    /// ascending.
+    #[arg(long, value_delimiter = ',', default_values_t = [140])]
+    ready_sizes: Vec<u64>,
     /// Rounds per size; every round runs each contender once, in a rotating order.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
@@ -40,8 +48,8 @@ struct Args {
     /// target/bench-smoke).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// A tiny run that checks the results: one 16 MiB size, one round, windows of seconds
-    /// (--sizes and --rounds are ignored).
+    /// A tiny run that checks the results: one 16 MiB size (2 MiB for time to Ready), one round,
+    /// windows of seconds (--sizes, --ready-sizes and --rounds are ignored).
     #[arg(long)]
     smoke: bool,
     /// Set by `cargo bench`; without it (`cargo test`) only `--smoke` runs.
@@ -54,6 +62,7 @@ struct Args {
 #[value(rename_all = "snake_case")]
 enum Measurement {
     CloneThroughput,
+    TimeToReady,
     ProbeCost,
     Footprint,
 }
@@ -64,6 +73,8 @@ pub struct Context {
     pub agent: PathBuf,
     /// Data sizes in MiB, ascending.
     pub sizes_mib: Vec<u64>,
+    /// Time to Ready's data sizes in MiB, ascending.
+    pub ready_sizes_mib: Vec<u64>,
     /// Rounds of a measurement; every round runs each contender (or setting) once.
     pub rounds: usize,
     /// The tiny run: measurement windows of seconds, not minutes.
@@ -90,6 +101,7 @@ async fn main() -> Result<()> {
         let ctx = Context {
             agent,
             sizes_mib: vec![SMOKE_MIB],
+            ready_sizes_mib: vec![SMOKE_READY_MIB],
             rounds: 1,
             smoke: true,
         };
@@ -105,9 +117,16 @@ async fn main() -> Result<()> {
             "--sizes needs sizes of at least 1 MiB"
         );
         ensure!(sizes_mib.is_sorted(), "--sizes must be ascending");
+        ensure!(
+            !args.ready_sizes.is_empty()
+                && args.ready_sizes.iter().all(|&mib| mib > 0)
+                && args.ready_sizes.is_sorted(),
+            "--ready-sizes needs ascending sizes of at least 1 MiB"
+        );
         let ctx = Context {
             agent,
             sizes_mib,
+            ready_sizes_mib: args.ready_sizes,
             rounds: args.rounds,
             smoke: false,
         };
@@ -121,13 +140,14 @@ async fn main() -> Result<()> {
 
     let environment = report::environment(&ctx, &profile);
     let mut sections = Vec::new();
-    // Further measurements (time to Ready, MySQL, scale, zstd) go here.
+    // Further measurements (MySQL, scale, zstd) go here.
     for &measurement in Measurement::value_variants() {
         if !args.only.is_empty() && !args.only.contains(&measurement) {
             continue;
         }
         sections.push(match measurement {
             Measurement::CloneThroughput => clone_throughput::run(&ctx).await?,
+            Measurement::TimeToReady => time_to_ready::run(&ctx).await?,
             Measurement::ProbeCost => probe_cost::run(&ctx).await?,
             Measurement::Footprint => footprint::run(&ctx).await?,
         });

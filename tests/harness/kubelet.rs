@@ -1,21 +1,24 @@
 //! The kubelet's prober for one running container: its startupProbe, readinessProbe and
 //! livenessProbe, each on its own thread and period from the container's start, as the kubelet
 //! runs them. Probes connect from the node namespace (where the kubelet is) to the pod's IP: the
-//! threads enter that namespace themselves, so a probe starts no process and ends within its
-//! timeout.
+//! threads enter that namespace themselves, so an httpGet or tcpSocket probe starts no process;
+//! every probe ends within its timeout.
 //!
 //! Kubelet rules kept: a probe runs at start + k * periodSeconds, skipped before
 //! initialDelaySeconds; readiness and liveness wait for the startupProbe to succeed, and readiness
 //! runs at once then (the kubelet's manual trigger while a container has no readiness result);
 //! Ready after successThreshold successes in a row, not Ready after failureThreshold failures; a
 //! startup or liveness probe past its failureThreshold marks the container failed (the kubelet
-//! would kill it; the harness reports it and restarts nothing). httpGet succeeds on 200-399.
+//! would kill it; the harness reports it and restarts nothing). httpGet succeeds on 200-399, exec
+//! on exit 0 (an exec probe is the one that starts a process: the command in the container).
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -23,9 +26,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use nix::sched::{CloneFlags, setns};
+use nix::sys::signal::killpg;
+use nix::unistd::Pid;
 use tokio::sync::watch;
 
-use super::mapping::{ProbeAction, ProbeSpec, Probes};
+use super::mapping::{POD_PATH, ProbeAction, ProbeSpec, Probes};
 
 /// Probe results kept for error messages.
 const HISTORY: usize = 30;
@@ -302,6 +307,7 @@ fn probe(action: &ProbeAction, ip: IpAddr, timeout: Duration) -> Result<String, 
     let port = match action {
         ProbeAction::Http(http) => http.port,
         ProbeAction::Tcp(port) => *port,
+        ProbeAction::Exec(argv) => return exec(argv, timeout),
     };
     let mut stream = TcpStream::connect_timeout(&SocketAddr::new(ip, port), timeout)
         .map_err(|error| format!("connect :{port}: {error}"))?;
@@ -341,5 +347,41 @@ fn probe(action: &ProbeAction, ip: IpAddr, timeout: Duration) -> Result<String, 
         (_, Some(code)) => Err(format!("GET {}: {code}", http.path)),
         (Err(error), None) => Err(format!("GET {}: {error}", http.path)),
         (Ok(()), None) => Err(format!("GET {}: no status line", http.path)),
+    }
+}
+
+/// An exec probe: `argv` is the command line that runs the template's command in the container
+/// (`Cluster::probe`); it succeeds on exit 0 and is killed (its process group) at `timeout`, as
+/// the kubelet's exec probe fails then.
+fn exec(argv: &[String], timeout: Duration) -> Result<String, String> {
+    let (program, args) = argv.split_first().ok_or("an empty exec")?;
+    let child = std::process::Command::new(program)
+        .args(args)
+        .env_clear()
+        .env("PATH", POD_PATH)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|error| format!("exec {program}: {error}"))?;
+    let pid = Pid::from_raw(i32::try_from(child.id()).map_err(|e| e.to_string())?);
+    let (done, finished) = mpsc::channel();
+    // The thread reaps the child, also after a kill.
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    let output = match finished.recv_timeout(timeout) {
+        Ok(output) => output.map_err(|error| error.to_string())?,
+        Err(_) => {
+            let _ = killpg(pid, nix::sys::signal::Signal::SIGKILL);
+            return Err(format!("exec: no answer within {timeout:?}"));
+        }
+    };
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    match output.status.code() {
+        Some(0) => Ok("exec: exit 0".to_owned()),
+        code => Err(format!("exec: exit {code:?}: {last}")),
     }
 }

@@ -219,6 +219,22 @@ pub fn passwd_user(root: &Path, name: &str) -> Result<(u32, u32)> {
         .with_context(|| format!("no user {name} in {}", file.display()))
 }
 
+/// `find DIR ! -user UID -exec chown UID[:GID] {} +`: what the official images' entrypoints do
+/// to the datadir as root. Symlinks themselves are changed, not followed.
+pub fn chown_not_owned(dir: &Path, uid: u32, gid: Option<u32>) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, lchown};
+    let metadata = fs::symlink_metadata(dir)?;
+    if metadata.uid() != uid {
+        lchown(dir, Some(uid), gid).with_context(|| format!("chown {}", dir.display()))?;
+    }
+    if metadata.is_dir() {
+        for entry in fs::read_dir(dir)? {
+            chown_not_owned(&entry?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
 pub fn make_dir(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<()> {
     fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
     fs::set_permissions(path, Permissions::from_mode(mode))?;

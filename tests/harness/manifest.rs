@@ -79,6 +79,16 @@ pub fn load(overlay: &str, naming: &Naming) -> Result<Arc<Manifest>> {
     Ok(manifest)
 }
 
+/// A manifest file applied as it is (e.g. another project's StatefulSet, for a benchmark): no
+/// overlay, no names of the harness's choosing, no Secret beside it. Blocking.
+pub fn load_file(path: &Path) -> Result<Arc<Manifest>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let manifest = Manifest::parse(&path.display().to_string(), &text)?;
+    manifest.headless_service()?;
+    Ok(Arc::new(manifest))
+}
+
 /// `kubectl kustomize DIR` plus the example Secret; refuses a build whose serviceName is not
 /// the name of a headless Service in it.
 fn build(overlay: &str, dir: &Path) -> Result<Manifest> {
@@ -511,8 +521,13 @@ pub struct Probe {
     pub failure_threshold: Option<u32>,
     pub http_get: Option<HttpGet>,
     pub tcp_socket: Option<TcpSocket>,
-    pub exec: Option<Value>,
+    pub exec: Option<ExecAction>,
     pub grpc: Option<Value>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct ExecAction {
+    pub command: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -547,7 +562,17 @@ pub struct Volume {
     pub name: String,
     pub empty_dir: Option<Value>,
     pub secret: Option<SecretVolume>,
-    /// Any other volume type (hostPath, configMap...): the harness refuses it.
+    pub config_map: Option<ConfigMapVolume>,
+    /// Any other volume type (hostPath, projected...): the harness refuses it.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapVolume {
+    pub name: String,
+    /// Other fields (items, defaultMode...): refused, every key is mounted 0644.
     #[serde(flatten)]
     pub other: BTreeMap<String, Value>,
 }

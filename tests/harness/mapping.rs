@@ -18,9 +18,14 @@
 //! | volume `tls` (Secret, `k8s/tls`) | `<pod>/tls`: `tls.crt`, `tls.key` and `ca.crt` as cert-manager's `Certificate` of `k8s/tls/cert-manager` would issue them for the cluster's names, from the harness's CA (`tls.rs`), written like `secrets`; a rotation swaps `..data` in every pod |
 //! | fieldRef `metadata.namespace`, `metadata.name` | the StatefulSet's namespace in the build (`default` without one, as `kubectl apply` does), which the harness's DNS serves; the pod's name `<statefulset>-<ordinal>` |
 //! | probes (httpGet, tcpSocket) | run by the harness's kubelet (`kubelet.rs`) from the node namespace to the pod's IP |
+//! | exec probes | the command in the container's filesystem (`rootfs.rs`), namespaces and user, killed at timeoutSeconds |
+//! | a database image's container with a command by name (`bash -c ...`) | that program of the image (the host's MariaDB 10.11 only), its paths as the container sees them through real mounts (`rootfs.rs`) |
+//! | any other emptyDir, configMap volume | `<pod>/volumes/<name>`; a configMap's keys as files, written as a Secret volume |
+//! | env `MARIADB_ALLOW_EMPTY_ROOT_PASSWORD` of the database container | root@localhost and root@'%' without a password, as the mariadb image's entrypoint makes them |
 //!
 //! Paths: an absolute path in a container's command, args or env values (literal, or from a
-//! ConfigMap) is rewritten through that container's own volume mounts, the longest mount path that
+//! ConfigMap) of the agent or the harness's server is rewritten through that container's own
+//! volume mounts, the longest mount path that
 //! holds it winning. A path under none of them is an error, so no test ever touches the host's
 //! /var/lib/mysql or /etc/mysql, and a path the container cannot see fails as it would in a pod.
 //! The environment is the template's and nothing else, plus PATH (by image) and, for the agent,
@@ -29,17 +34,19 @@
 //! The database container: the harness starts the server its own way (a flavor's my.cnf,
 //! initializing a fresh volume, the root bootstrap), with the host dirs of the volumes the
 //! container mounts where the images keep data (/var/lib/mysql), config fragments
-//! (/etc/mysql/conf.d), the socket (/var/run/mysqld) and scratch files (/tmp), the containerPort
-//! it declares, and the root password its MYSQL_ROOT_PASSWORD_FILE points at. It runs as the
-//! container's user; as root it does what the images do, more strictly: the server runs as the
-//! image's `mysql` (`user=` in my.cnf), which gets the datadir's top directory only.
+//! (/etc/mysql/conf.d), the socket (/var/run/mysqld) and scratch files (/tmp; the last two the
+//! container's own dirs where it mounts no volume), the containerPort it declares, and the root
+//! password its MYSQL_ROOT_PASSWORD_FILE points at (or none, by MARIADB_ALLOW_EMPTY_ROOT_PASSWORD).
+//! It runs as the container's user; as root it does what the images' entrypoints do: the server
+//! runs as the image's `mysql` (`user=` in my.cnf), to whom whatever in the datadir is not its
+//! own is given (`find $DATADIR ! -user mysql -exec chown`).
 //!
 //! Before an agent container runs, its `--check` must pass and what it resolves must agree with
 //! the pod (its FQDN and role) and the database container (`PodPlan::agrees`): a setting the
 //! template forgot would otherwise default to a path of this machine or another pod's name.
 //!
 //! Not simulated: seccompProfile, SELinux, readOnlyRootFilesystem for the agent image and the
-//! host's MariaDB (only a chroot image's root is read-only), resources, exec and grpc probes
+//! host's MariaDB (only a chroot image's root is read-only), resources, grpc probes
 //! (refused), and the kubelet's restarts: a startup or liveness probe past its failureThreshold
 //! is reported (and fails `Cluster::run_scenario`), the container is left as it is, so that
 //! scenarios that stop and kill processes stay deterministic.
@@ -55,6 +62,7 @@ use super::layout::{self, Naming, PodPaths};
 use super::manifest::{
     Container, ContainerPort, EnvVarSource, Manifest, PodSecurityContext, Probe, SecretVolume,
 };
+use super::rootfs::{self, Binds};
 use super::security::RunAs;
 use super::server::{Flavor, RootPassword, ServerSetup};
 use super::volumes::{Ownership, VolumeLayout};
@@ -105,6 +113,8 @@ const IMAGE_TMP_DIR: &str = "/tmp";
 /// entrypoints read them).
 const ROOT_PASSWORD_FILE_ENV: &str = "MYSQL_ROOT_PASSWORD_FILE";
 const ROOT_PASSWORD_ENV: &str = "MYSQL_ROOT_PASSWORD";
+/// The mariadb image's switch for a root without a password (any non-empty value).
+const EMPTY_ROOT_PASSWORD_ENV: &str = "MARIADB_ALLOW_EMPTY_ROOT_PASSWORD";
 
 /// What an image stands for here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,6 +157,7 @@ pub enum VolumeType {
     ClaimTemplate,
     EmptyDir,
     Secret,
+    ConfigMap,
 }
 
 #[derive(Clone, Copy)]
@@ -196,6 +207,11 @@ pub fn pod_volume_dirs(pod: &PodPaths, kind: VolumeType) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The host dir of an emptyDir or configMap volume that `VOLUMES` does not name.
+fn other_volume_dir(pod: &PodPaths, name: &str) -> PathBuf {
+    pod.dir.join("volumes").join(name)
+}
+
 /// How the kubelet runs a container.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -219,6 +235,9 @@ pub enum Program {
     /// harness runs the agent's part as the template says (with `true` for the entrypoint),
     /// then starts the server its own way.
     WrappedServer(PathBuf),
+    /// A program of the database image named by the command (e.g. `bash -c SCRIPT`), run as it
+    /// is in the container's filesystem (`rootfs.rs`): its paths need no mapping.
+    Image(String),
 }
 
 /// An httpGet probe's target.
@@ -228,11 +247,14 @@ pub struct HttpProbe {
     pub port: u16,
 }
 
-/// What a probe does, against the pod's IP.
+/// What a probe does: against the pod's IP, or a command in the container.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProbeAction {
     Http(HttpProbe),
     Tcp(u16),
+    /// The template's command; the cluster turns it into the command line that runs it in the
+    /// container (`Cluster::probe`).
+    Exec(Vec<String>),
 }
 
 /// One probe of a container with the kubelet's defaults filled in.
@@ -275,6 +297,10 @@ pub struct Resolved {
     pub probes: Probes,
     /// Its securityContext merged over the pod's.
     pub run_as: RunAs,
+    /// Its filesystem, for programs of the database image run by name: its volume mounts and its
+    /// own image dirs (`rootfs.rs`), which lie under `own_dir`.
+    pub binds: Binds,
+    pub own_dir: PathBuf,
 }
 
 impl Resolved {
@@ -289,7 +315,7 @@ impl Resolved {
             Program::AgentImage(path)
             | Program::InstalledAgent(path)
             | Program::WrappedServer(path) => Some(path),
-            Program::Server => None,
+            Program::Server | Program::Image(_) => None,
         }
     }
 
@@ -351,7 +377,7 @@ impl PodPlan {
     pub fn readiness(&self) -> Option<&HttpProbe> {
         match &self.database().probes.readiness.as_ref()?.action {
             ProbeAction::Http(http) => Some(http),
-            ProbeAction::Tcp(_) => None,
+            ProbeAction::Tcp(_) | ProbeAction::Exec(_) => None,
         }
     }
 
@@ -560,6 +586,36 @@ impl Template {
         }
     }
 
+    /// Pod volumes that `VOLUMES` does not name, as the kubelet makes them: an emptyDir, or a
+    /// configMap's keys as files, written as a Secret volume is (0644, the kubelet's default).
+    pub fn provision_other_volumes(&self, pod: &PodPaths) -> Result<()> {
+        let ownership = self.ownership();
+        let others = self.manifest.pod_spec().volumes.iter();
+        for volume in others.filter(|volume| VOLUMES.iter().all(|(name, ..)| *name != volume.name))
+        {
+            let dir = other_volume_dir(pod, &volume.name);
+            match &volume.config_map {
+                None => ownership.make_empty_dir(&dir)?,
+                Some(source) => {
+                    ensure!(
+                        source.other.is_empty(),
+                        "configMap volume {}: {:?} not simulated (every key is mounted)",
+                        volume.name,
+                        source.other.keys().collect::<Vec<_>>()
+                    );
+                    let map = self.manifest.config_map(&source.name).with_context(|| {
+                        format!(
+                            "volume {}: no ConfigMap {} in the build",
+                            volume.name, source.name
+                        )
+                    })?;
+                    ownership.project_secret(&dir, &map.data, 0o644)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The `secrets` volume's files, one per key of the mounted Secret, as the kubelet
     /// projects it (`Ownership::project_secret`).
     pub fn write_secrets(&self) -> Result<()> {
@@ -624,7 +680,7 @@ struct Resolver<'a> {
 }
 
 /// A container's mounts: (container path, host path).
-type Mounts = Vec<(PathBuf, PathBuf)>;
+type Mounts = Binds;
 
 impl Resolver<'_> {
     fn plan(&self) -> Result<PodPlan> {
@@ -659,10 +715,12 @@ impl Resolver<'_> {
                 (
                     Role::Init | Role::Sidecar,
                     Program::AgentImage(_) | Program::InstalledAgent(_),
-                ) => {}
+                )
+                | (Role::Init | Role::Main, Program::Image(_)) => {}
                 _ => bail!(
                     "container {} ({role:?}, {:?}): the harness runs the agent in init containers \
-                     and native sidecars, and one database server as the main container",
+                     and native sidecars, the database image's programs in init and main \
+                     containers, and one database server as the main container",
                     container.name,
                     resolved.program
                 ),
@@ -730,6 +788,9 @@ impl Resolver<'_> {
                 (Program::AgentImage(self.template.agent_bin.clone()), rest)
             }
             (Image::Database, None) => (Program::Server, &[][..]),
+            (Image::Database, Some((command, rest))) if !command.starts_with('/') => {
+                (Program::Image(command.clone()), rest)
+            }
             (_, Some((command, rest))) => {
                 ensure!(
                     command.starts_with('/'),
@@ -752,18 +813,20 @@ impl Resolver<'_> {
                 }
             }
         };
-        let args = leading_args
-            .iter()
-            .chain(&container.args)
-            .map(|arg| map_word(&mounts, arg))
-            .collect::<Result<Vec<_>>>()?;
+        let words = leading_args.iter().chain(&container.args);
+        let args = match program {
+            Program::Image(_) => words.cloned().collect(),
+            _ => words
+                .map(|arg| map_word(&mounts, arg))
+                .collect::<Result<Vec<_>>>()?,
+        };
         if program == Program::Server {
             ensure!(
                 args.is_empty(),
                 "args {args:?}: the harness starts the server its own way"
             );
         }
-        let mut env = self.env(container, &mounts)?;
+        let mut env = self.env(container, &mounts, &program)?;
         ensure!(
             !env.contains_key("PATH"),
             "the template sets PATH: the harness sets it by image"
@@ -799,6 +862,8 @@ impl Resolver<'_> {
             readiness: probe("readinessProbe", &container.readiness_probe)?,
             liveness: probe("livenessProbe", &container.liveness_probe)?,
         };
+        let own_dir = self.own_dir(&container.name);
+        let own = rootfs::own_dirs(&mounts, &own_dir);
         Ok(Resolved {
             name: container.name.clone(),
             role,
@@ -809,11 +874,29 @@ impl Resolver<'_> {
             ports: container.ports.clone(),
             probes,
             run_as,
+            binds: mounts.into_iter().chain(own).collect(),
+            own_dir,
         })
     }
 
     /// The template's env: envFrom first, then env (later entries win, as in Kubernetes).
-    fn env(&self, container: &Container, mounts: &Mounts) -> Result<BTreeMap<String, String>> {
+    /// The host dir of a container's own image dirs (`rootfs::own_dirs`).
+    fn own_dir(&self, container: &str) -> PathBuf {
+        self.pod.dir.join("containers").join(container)
+    }
+
+    /// The template's env; its paths are mapped, unless the program sees the container's own
+    /// filesystem.
+    fn env(
+        &self,
+        container: &Container,
+        mounts: &Mounts,
+        program: &Program,
+    ) -> Result<BTreeMap<String, String>> {
+        let map_word = |mounts: &Mounts, word: &str| match program {
+            Program::Image(_) => Ok(word.to_owned()),
+            _ => map_word(mounts, word),
+        };
         let manifest = &self.template.manifest;
         let mut env = BTreeMap::new();
         for source in &container.env_from {
@@ -925,15 +1008,16 @@ impl Resolver<'_> {
 
     /// The host dir of volume `name`, once the template is seen to declare it as the mapping expects.
     fn volume_dir(&self, name: &str) -> Result<PathBuf> {
-        let (_, want, host) = VOLUMES
-            .iter()
-            .find(|(volume, ..)| *volume == name)
-            .with_context(|| {
-                format!(
-                    "volume {name} has no mapping (the harness maps {:?})",
-                    VOLUMES.map(|(volume, ..)| volume)
-                )
-            })?;
+        let Some((_, want, host)) = VOLUMES.iter().find(|(volume, ..)| *volume == name) else {
+            let declared = self.volume_type(name).ok();
+            ensure!(
+                matches!(declared, Some(VolumeType::EmptyDir | VolumeType::ConfigMap)),
+                "volume {name} has no mapping (the harness maps {:?}, and any emptyDir or \
+                 configMap)",
+                VOLUMES.map(|(volume, ..)| volume)
+            );
+            return Ok(other_volume_dir(self.pod, name));
+        };
         let declared = self.volume_type(name)?;
         ensure!(
             declared == *want,
@@ -962,19 +1046,21 @@ impl Resolver<'_> {
             .find(|volume| volume.name == name)
             .with_context(|| format!("volume {name} is mounted but not declared"))?;
         match (&volume.empty_dir, &volume.secret) {
-            (Some(_), None) if volume.other.is_empty() => Ok(VolumeType::EmptyDir),
-            (None, Some(secret)) if volume.other.is_empty() => {
+            _ if !volume.other.is_empty() => bail!(
+                "volume {name} is of a type the harness cannot map ({:?}): it maps emptyDir, \
+                 secret, configMap and volumeClaimTemplates",
+                volume.other.keys().collect::<Vec<_>>()
+            ),
+            (None, None) if volume.config_map.is_some() => Ok(VolumeType::ConfigMap),
+            (Some(_), None) if volume.config_map.is_none() => Ok(VolumeType::EmptyDir),
+            (None, Some(secret)) if volume.config_map.is_none() => {
                 ensure!(
                     secret.items.is_empty(),
                     "volume {name}: Secret items are not simulated (every key is mounted)"
                 );
                 Ok(VolumeType::Secret)
             }
-            _ => bail!(
-                "volume {name} is of a type the harness cannot map ({:?}): it maps emptyDir, \
-                 secret and volumeClaimTemplates",
-                volume.other.keys().collect::<Vec<_>>()
-            ),
+            _ => bail!("volume {name} declares more than one type"),
         }
     }
 
@@ -984,20 +1070,33 @@ impl Resolver<'_> {
             map_path(&mounts, image_dir)
                 .with_context(|| format!("the image keeps files in {image_dir}"))
         };
+        let empty_allowed = self.template.flavor == Flavor::MariaDb
+            && resolved
+                .env
+                .get(EMPTY_ROOT_PASSWORD_ENV)
+                .is_some_and(|value| !value.is_empty());
         let root_password = match (
             resolved.env.get(ROOT_PASSWORD_FILE_ENV),
             resolved.env.get(ROOT_PASSWORD_ENV),
         ) {
-            (Some(file), None) => RootPassword::File(file.into()),
-            (None, Some(value)) => RootPassword::Value(value.clone()),
-            _ => bail!("set one of {ROOT_PASSWORD_FILE_ENV} and {ROOT_PASSWORD_ENV}"),
+            (Some(file), None) if !empty_allowed => RootPassword::File(file.into()),
+            (None, Some(value)) if !empty_allowed => RootPassword::Value(value.clone()),
+            (None, None) if empty_allowed => RootPassword::Empty,
+            _ => bail!(
+                "set one of {ROOT_PASSWORD_FILE_ENV}, {ROOT_PASSWORD_ENV} and (MariaDB) \
+                 {EMPTY_ROOT_PASSWORD_ENV}"
+            ),
         };
+        let honoured = [
+            ROOT_PASSWORD_FILE_ENV,
+            ROOT_PASSWORD_ENV,
+            EMPTY_ROOT_PASSWORD_ENV,
+            "PATH",
+        ];
         let unknown: Vec<&String> = resolved
             .env
             .keys()
-            .filter(|name| {
-                ![ROOT_PASSWORD_FILE_ENV, ROOT_PASSWORD_ENV, "PATH"].contains(&name.as_str())
-            })
+            .filter(|name| !honoured.contains(&name.as_str()))
             // The agent's, when it wraps the entrypoint (which ignores them).
             .filter(|name| {
                 resolved.program == Program::Server
@@ -1013,11 +1112,20 @@ impl Resolver<'_> {
             [port] => port.container_port,
             ports => bail!("declares ports {ports:?}: the harness needs exactly one, the server's"),
         };
+        // Where no volume is mounted, the image's own dirs are the container's (`rootfs.rs`).
+        let own = |image_dir: &str| {
+            resolved
+                .binds
+                .iter()
+                .find(|(mount, _)| mount == Path::new(image_dir))
+                .map(|(_, host)| host.clone())
+                .map_or_else(|| dir(image_dir), Ok)
+        };
         Ok(ServerSetup {
             datadir: dir(IMAGE_DATADIR)?,
             conf_dir: dir(IMAGE_CONF_DIR)?,
-            run_dir: dir(IMAGE_RUN_DIR)?,
-            tmp_dir: dir(IMAGE_TMP_DIR)?,
+            run_dir: own(IMAGE_RUN_DIR)?,
+            tmp_dir: own(IMAGE_TMP_DIR)?,
             port,
             root_password,
         })
@@ -1028,6 +1136,14 @@ impl Resolver<'_> {
 /// successThreshold must be 1.
 fn probe_spec(container: &Container, probe: &Probe, single_success: bool) -> Result<ProbeSpec> {
     let action = match (&probe.http_get, &probe.tcp_socket) {
+        (None, None) if probe.grpc.is_none() && probe.exec.is_some() => {
+            let command = probe.exec.as_ref().map(|exec| exec.command.clone());
+            ProbeAction::Exec(
+                command
+                    .filter(|words| !words.is_empty())
+                    .context("an empty exec")?,
+            )
+        }
         (Some(http), None) if probe.exec.is_none() && probe.grpc.is_none() => {
             ensure!(
                 http.host.is_none() && http.scheme.as_deref().is_none_or(|s| s == "HTTP"),
@@ -1041,7 +1157,7 @@ fn probe_spec(container: &Container, probe: &Probe, single_success: bool) -> Res
         (None, Some(tcp)) if probe.exec.is_none() && probe.grpc.is_none() => {
             ProbeAction::Tcp(container.port(&tcp.port)?)
         }
-        _ => bail!("the harness runs httpGet and tcpSocket probes only"),
+        _ => bail!("the harness runs one of httpGet, tcpSocket and exec per probe"),
     };
     let seconds =
         |value: Option<u32>, default: u32| Duration::from_secs(value.unwrap_or(default).into());

@@ -1,11 +1,14 @@
 //! Test harness: a simulated MariaDB or MySQL StatefulSet on one machine, without Kubernetes or
 //! Docker.
 //!
-//! The pods run what the built manifest of the flavor under test declares (`manifest.rs`): its
-//! pod template's init containers in order, its native sidecar, then the database container,
-//! with the command, args, env, ports, volume mounts and probes of the template; the kubelet's
-//! probes decide when a pod is Ready (`kubelet.rs`). How images and volumes map to this machine is
-//! the harness's only knowledge of its own (`mapping.rs`).
+//! The pods run what the built manifest of the flavor under test (or a manifest file given as it
+//! is, `ClusterSpec::manifest`: e.g. the Kubernetes tutorial's method, for a benchmark) declares
+//! (`manifest.rs`): its pod template's init containers in order, its native sidecar, then the
+//! database container and any other main container (a program of the database image, e.g. a
+//! `bash -c` script, in the container's own filesystem: `rootfs.rs`), with the command, args,
+//! env, ports, volume mounts and probes of the template; the kubelet's probes decide when a pod is Ready
+//! (`kubelet.rs`). How images and volumes map to this machine is the harness's only knowledge of
+//! its own (`mapping.rs`).
 //!
 //! Names are a cluster's choice (`ClusterSpec::names`, default `mysql` in `default` of
 //! `cluster.local` from ordinal 0): the harness builds an overlay on top of the shipped one that
@@ -49,6 +52,7 @@ mod procs;
 pub mod prometheus;
 pub mod proxy;
 mod registry;
+mod rootfs;
 pub mod secrets;
 pub mod security;
 mod server;
@@ -75,7 +79,8 @@ use cmd::{file_tail, read_lossy, tail};
 use kubelet::Prober;
 use layout::{ClusterId, MAX_PODS, PodPaths};
 use mapping::{
-    CHECK_VALID, HttpProbe, Image, POD_PATH, PodPlan, Program, Resolved, Role, Template, VolumeType,
+    CHECK_VALID, HttpProbe, Image, POD_PATH, PodPlan, ProbeAction, Program, Resolved, Role,
+    Template, VolumeType,
 };
 use procs::{CommandLineWatch, Tracked, Victim, descendants, kill_and_wait, stop_group};
 use registry::Registry;
@@ -131,6 +136,8 @@ pub struct ClusterSpec {
     pub tls: bool,
     /// The agents' admin account is `server::ADMIN_USER`, not root (`admin_account`).
     pub admin_account: bool,
+    /// A manifest file run in place of the flavor's overlay (`manifest`).
+    pub manifest: Option<PathBuf>,
 }
 
 impl ClusterSpec {
@@ -147,6 +154,7 @@ impl ClusterSpec {
             secrets: None,
             tls: false,
             admin_account: false,
+            manifest: None,
         }
     }
 
@@ -197,6 +205,13 @@ impl ClusterSpec {
     pub fn admin_account(mut self) -> Self {
         self.admin_account = true;
         self.agent_env("MYSQL_STS_ADMIN_USER", server::ADMIN_USER)
+    }
+
+    /// Runs the pod template of manifest `file`, applied as it is (e.g. another project's
+    /// StatefulSet, for a benchmark), in place of the flavor's overlay; its names are its own.
+    pub fn manifest(mut self, file: impl Into<PathBuf>) -> Self {
+        self.manifest = Some(file.into());
+        self
     }
 
     /// The mounted Secret holds `secrets` instead of random values, as a user's own would.
@@ -320,6 +335,8 @@ struct Pod {
     plan: PodPlan,
     /// When the pod "came to exist" for Kubernetes, i.e. got its DNS records.
     created: Option<Instant>,
+    /// From `created` until `start_pod` saw it Ready.
+    ready_after: Option<Duration>,
     server: Option<Tracked>,
     sidecar: Option<Tracked>,
     /// The kubelet's probes of the running database and sidecar containers.
@@ -397,8 +414,12 @@ impl Cluster {
             flavor.overlay()
         };
         let naming = spec.naming.clone();
-        let manifest =
-            tokio::task::spawn_blocking(move || manifest::load(overlay, &naming)).await??;
+        let file = spec.manifest.clone();
+        let manifest = tokio::task::spawn_blocking(move || match file {
+            Some(file) => manifest::load_file(&file),
+            None => manifest::load(overlay, &naming),
+        })
+        .await??;
         tokio::task::spawn_blocking(registry::sweep_stale).await?;
         let id = ClusterId::next();
         let root_dir = tempfile::Builder::new()
@@ -447,6 +468,7 @@ impl Cluster {
                     plan,
                     paths,
                     created: None,
+                    ready_after: None,
                     server: None,
                     sidecar: None,
                     server_probes: None,
@@ -655,6 +677,7 @@ impl Cluster {
         for dir in mapping::pod_volume_dirs(paths, VolumeType::EmptyDir) {
             ownership.make_empty_dir(&dir)?;
         }
+        self.template.provision_other_volumes(paths)?;
         self.mount_volumes(n)
     }
 
@@ -691,17 +714,29 @@ impl Cluster {
                     self.start_native_sidecar(n, &container).await?;
                     self.wait_probes(n, false).await?;
                 }
-                // The plan's only main container is the database's.
-                Role::Main => self.start_server(n).await?,
+                Role::Main if container.is_server() => self.start_server(n).await?,
+                // A program of the database image beside the server; only the server has probes.
+                Role::Main => {
+                    let process = self.launch(n, &container).await?;
+                    self.pods[n].helpers.push(process);
+                }
             }
         }
         self.wait_probes(n, true).await?;
         let created = self.pod(n).created.context("a started pod was created")?;
+        let ready_after = created.elapsed();
+        self.pods[n].ready_after = Some(ready_after);
         eprintln!(
             "[msa-harness] pod {n} Ready {:.1}s after it was created",
-            created.elapsed().as_secs_f64()
+            ready_after.as_secs_f64()
         );
         Ok(())
+    }
+
+    /// How long pod n took from its creation to Ready, as the kubelet's probes saw it, in its
+    /// last `start_pod`.
+    pub fn ready_after(&self, n: usize) -> Option<Duration> {
+        self.pod(n).ready_after
     }
 
     /// Waits until pod n's database container is Ready (`database`) or its sidecar started, as
@@ -739,16 +774,41 @@ impl Cluster {
         )
     }
 
-    /// Starts the kubelet's probes of `container` in pod n, started at `started_at`.
+    /// Starts the kubelet's probes of `container` in pod n, started at `started_at`. An exec
+    /// probe's command runs as a program of the container's image, with its env.
     fn probe(&self, n: usize, container: &Resolved, started_at: Instant) -> Result<Prober> {
         let ip = self.pod_ip(n).into();
-        Prober::start(
-            &container.name,
-            &container.probes,
-            &self.id.node_ns(),
-            ip,
-            started_at,
-        )
+        let mut probes = container.probes.clone();
+        for spec in [
+            &mut probes.startup,
+            &mut probes.readiness,
+            &mut probes.liveness,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let ProbeAction::Exec(words) = &spec.action else {
+                continue;
+            };
+            let (name, args) = words.split_first().context("an empty exec probe")?;
+            let exec = Resolved {
+                program: Program::Image(name.clone()),
+                ..container.clone()
+            };
+            rootfs::make_host_dirs(&exec.binds, &exec.own_dir)?;
+            let command = self.container_exec(n, &exec, "env")?;
+            let command = command.as_std();
+            let argv = std::iter::once(command.get_program())
+                .chain(command.get_args())
+                .map(|word| word.to_string_lossy().into_owned())
+                .chain(["-i".to_owned()])
+                .chain(exec.env.iter().map(|(key, value)| format!("{key}={value}")))
+                .chain(std::iter::once(name.clone()))
+                .chain(args.iter().cloned())
+                .collect();
+            spec.action = ProbeAction::Exec(argv);
+        }
+        Prober::start(&container.name, &probes, &self.id.node_ns(), ip, started_at)
     }
 
     /// Stops the prober in `slot` (its container stops), keeping what it would have killed.
@@ -842,6 +902,11 @@ impl Cluster {
     /// Spawns an agent container once its configuration passes `--check`: CI checks every
     /// container of the manifests the same way, and a pod must not run on a config that fails it.
     async fn launch(&mut self, n: usize, container: &Resolved) -> Result<Tracked> {
+        if let Program::Image(_) = container.program {
+            rootfs::make_host_dirs(&container.binds, &container.own_dir)?;
+            let mut command = self.container_command(n, container, false)?;
+            return self.spawn_in(n, container.kind(), &mut command);
+        }
         let mut check = self.container_command(n, container, true)?;
         let process = self.spawn_in(n, &format!("{}-check", container.kind()), &mut check)?;
         let run = InitHandle { process }.wait().await?;
@@ -862,9 +927,10 @@ impl Cluster {
         self.spawn_in(n, container.kind(), &mut command)
     }
 
-    /// The database container, as the official image's entrypoint runs it: as root, give the
-    /// datadir (its top directory only: what lies below is the agent's business) to the image's
-    /// mysql user, which my.cnf's `user=` runs the server as; on an empty volume, initialize it
+    /// The database container, as the official image's entrypoint runs it: as root, make the
+    /// datadir and give whatever in it is not the image's mysql user's to that user (`find
+    /// $DATADIR ! -user mysql -exec chown`), which my.cnf's `user=` runs the server as; on an
+    /// empty volume, initialize it
     /// (mariadb-install-db, or mysqld --initialize-insecure) and after the first start do the
     /// root bootstrap with the root password the template gives it; otherwise (e.g. a clone)
     /// just start the server. Returns once it answers SELECT 1 over its socket.
@@ -886,6 +952,7 @@ impl Cluster {
                 tail(&run.output, LOG_TAIL_LINES)
             );
         }
+        rootfs::make_host_dirs(&database.binds, &database.own_dir)?;
         let paths = self.pod(n).paths.clone();
         let setup = self.pod(n).plan.server.clone();
         let version = self.spec.version;
@@ -894,7 +961,10 @@ impl Cluster {
         if as_root {
             let image_root = self.chroot.as_deref().unwrap_or(Path::new("/"));
             let (uid, gid) = layout::passwd_user(image_root, "mysql")?;
-            std::os::unix::fs::chown(&setup.datadir, Some(uid), Some(gid))?;
+            // MariaDB's entrypoint gives the user's group too, MySQL's only the user.
+            let gid = (version.flavor() == Flavor::MariaDb).then_some(gid);
+            fs::create_dir_all(&setup.datadir)?;
+            layout::chown_not_owned(&setup.datadir, uid, gid)?;
         }
         let fresh = server::is_fresh(&setup.datadir);
         if fresh {
@@ -962,7 +1032,7 @@ impl Cluster {
     /// PATH.
     fn spawn_step(&mut self, n: usize, step: &Step) -> Result<Tracked> {
         let database = self.pod(n).plan.database();
-        let mut command = self.container_exec(n, database, &step.program);
+        let mut command = self.container_exec(n, database, &step.program)?;
         command
             .args(&step.args)
             .envs(database.env.get_key_value("PATH"));
@@ -1083,6 +1153,7 @@ impl Cluster {
         for dir in mapping::pod_volume_dirs(paths, VolumeType::EmptyDir) {
             ownership.make_empty_dir(&dir)?;
         }
+        self.template.provision_other_volumes(paths)?;
         self.mount_volumes(n)
     }
 
@@ -1229,8 +1300,13 @@ impl Cluster {
 
     /// A root session on pod n's server over its unix socket, with the root password.
     pub async fn sql(&self, n: usize) -> Result<mysql_async::Conn> {
-        let password = self.pod(n).plan.server.root_password()?;
+        let password = self.root_password(n)?;
         self.sql_as(n, "root", &password).await
+    }
+
+    /// Pod n's root password, as its database container gives it (empty: none).
+    pub fn root_password(&self, n: usize) -> Result<String> {
+        self.pod(n).plan.server.root_password()
     }
 
     /// A session of `user` with `password` on pod n's server over its unix socket.
@@ -1368,42 +1444,63 @@ impl Cluster {
         let binary = container
             .agent_binary()
             .with_context(|| format!("container {} does not run the agent", container.name))?;
-        let mut command = self.container_exec(n, container, binary);
+        let mut command = self.container_exec(n, container, binary)?;
         command.args(args).envs(&container.env);
         cmd::output_text(command).await
     }
 
-    /// An agent container's command in pod n; with `check`, its `--check` run.
+    /// The command of an agent container, or of a program of the database image, in pod n; with
+    /// `check`, an agent's `--check` run.
     fn container_command(&self, n: usize, container: &Resolved, check: bool) -> Result<Command> {
-        let binary = container
-            .agent_binary()
-            .with_context(|| format!("container {} does not run the agent", container.name))?;
-        let mut command = self.container_exec(n, container, binary);
+        let program = match &container.program {
+            Program::Image(name) => OsStr::new(name),
+            _ => container
+                .agent_binary()
+                .with_context(|| format!("container {} does not run the agent", container.name))?
+                .as_os_str(),
+        };
+        let mut command = self.container_exec(n, container, program)?;
         command.args(container.argv(check)).envs(&container.env);
         Ok(command)
     }
 
     /// `program` as `container` of pod n runs it: inside the image's chroot when the database
-    /// image is one, as the container's user, groups and capabilities. Root until `setpriv`
-    /// (chroot-exec needs root to mount and chroot); the PID is `program`'s own.
+    /// image is one, in the container's filesystem (`rootfs.rs`) for a program of the image run
+    /// by name, as the container's user, groups and capabilities. Root until `setpriv`
+    /// (chroot-exec and the mounts need root); the PID is `program`'s own.
     fn container_exec(
         &self,
         n: usize,
         container: &Resolved,
         program: impl AsRef<OsStr>,
-    ) -> Command {
-        let mut command = if container.image == Image::Database && self.chroot.is_some() {
-            let mut command = self.pod_command(n, self.chroot_exec());
-            command.arg("setpriv");
-            command
-        } else {
-            self.pod_command(n, "setpriv")
+    ) -> Result<Command> {
+        let mut command = match (&container.program, container.image) {
+            (Program::Image(_), _) => {
+                ensure!(
+                    self.chroot.is_none(),
+                    "container {}: the harness runs the database image's programs by name only \
+                     for the host's MariaDB",
+                    container.name
+                );
+                let mut command = self.pod_command(n, "unshare");
+                command
+                    .args(["--mount", "--propagation", "private", "--", "sh", "-euc"])
+                    .arg(rootfs::mount_script(&container.binds, &self.root)?)
+                    .args(["rootfs", "setpriv"]);
+                command
+            }
+            (_, Image::Database) if self.chroot.is_some() => {
+                let mut command = self.pod_command(n, self.chroot_exec());
+                command.arg("setpriv");
+                command
+            }
+            _ => self.pod_command(n, "setpriv"),
         };
         command
             .args(container.run_as.setpriv_args())
             .arg("--")
             .arg(program);
-        command
+        Ok(command)
     }
 
     /// `program` inside pod n (its netns and hostname), with a cleared environment but PATH.

@@ -146,6 +146,8 @@ pub enum RootPassword {
     File(PathBuf),
     /// MYSQL_ROOT_PASSWORD.
     Value(String),
+    /// MARIADB_ALLOW_EMPTY_ROOT_PASSWORD: root has no password.
+    Empty,
 }
 
 impl ServerSetup {
@@ -158,6 +160,7 @@ impl ServerSetup {
         let password = match &self.root_password {
             RootPassword::Value(value) => value.clone(),
             RootPassword::File(path) => read_secret(path)?,
+            RootPassword::Empty => return Ok(String::new()),
         };
         ensure!(!password.is_empty(), "the root password is empty");
         Ok(password)
