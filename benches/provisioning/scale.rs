@@ -296,14 +296,10 @@ fn section(r: &Rounds) -> Section {
     };
     let rounds = Table {
         caption: "Every round, in seconds, in the order the rounds ran.".into(),
-        header: [
-            "replicas N",
-            "all Ready",
-            "sum of times to Ready",
-            "sum of clones",
-        ]
-        .map(String::from)
-        .into(),
+        header: std::iter::once("replicas N")
+            .chain(sets.iter().map(|&(name, _, _)| name))
+            .map(String::from)
+            .collect(),
         rows: (1..=r.replicas)
             .map(|n| {
                 let mut row = vec![format!("{n}")];
