@@ -176,19 +176,48 @@ async fn measure(c: &mut Cluster, rounds: usize, innodb_bytes: u64) -> Result<Si
     Ok(result)
 }
 
+/// The env that makes an agent container log JSON lines, which `clone_log` reads.
+pub const JSON_LOG: (&str, &str) = ("MYSQL_STS_LOG_FORMAT", "json");
+
 /// The joiner's init container on an empty volume, as a new replica runs it; returns init's own
 /// stream and prepare seconds, its process's run time and the bytes streamed. The volume is
 /// emptied again afterwards.
 async fn agent_clone(c: &mut Cluster) -> Result<(f64, f64, u64)> {
-    let init = c
-        .spawn_init_with(JOINER, &[("MYSQL_STS_LOG_FORMAT", "json")])
-        .await?;
+    let init = c.spawn_init_with(JOINER, &[JSON_LOG]).await?;
     let started = Instant::now();
     let run = init.wait().await?;
     let wall = started.elapsed().as_secs_f64();
     run.ensure_exit(0)?;
+    let clone = clone_log(&run.output)?;
+    eprintln!(
+        "[bench] agent: stream {:.2} s, prepare {:.2} s",
+        clone.stream_secs, clone.prepare_secs
+    );
+    c.lose_volume(JOINER).await?;
+    Ok((clone.secs(), wall, clone.bytes))
+}
+
+/// A clone as init's own log (`JSON_LOG`) tells it.
+pub struct CloneLog {
+    /// `clone stream complete`: from the donor's answer to the end of the extraction.
+    pub stream_secs: f64,
+    /// `backup prepared`.
+    pub prepare_secs: f64,
+    /// What the donor streamed.
+    pub bytes: u64,
+}
+
+impl CloneLog {
+    /// The clone's time: stream and extraction, then prepare.
+    pub fn secs(&self) -> f64 {
+        self.stream_secs + self.prepare_secs
+    }
+}
+
+/// Reads the clone's lines from an init container's JSON log.
+pub fn clone_log(output: &str) -> Result<CloneLog> {
     let event = |message: &str| {
-        run.output
+        output
             .lines()
             .filter_map(|line| serde_json::from_str::<Value>(line).ok())
             .find(|event| {
@@ -196,7 +225,7 @@ async fn agent_clone(c: &mut Cluster) -> Result<(f64, f64, u64)> {
                     .as_str()
                     .is_some_and(|m| m.starts_with(message))
             })
-            .with_context(|| format!("init logged no \"{message}\":\n{}", run.output))
+            .with_context(|| format!("init logged no \"{message}\":\n{output}"))
     };
     let field = |event: &Value, name: &str| {
         event[name]
@@ -205,11 +234,11 @@ async fn agent_clone(c: &mut Cluster) -> Result<(f64, f64, u64)> {
     };
     let stream = event("clone stream complete")?;
     let prepare = event("backup prepared")?;
-    let (streamed, prepared) = (field(&stream, "secs")?, field(&prepare, "secs")?);
-    eprintln!("[bench] agent: stream {streamed:.2} s, prepare {prepared:.2} s");
-    let bytes = field(&stream, "bytes")? as u64;
-    c.lose_volume(JOINER).await?;
-    Ok((streamed + prepared, wall, bytes))
+    Ok(CloneLog {
+        stream_secs: field(&stream, "secs")?,
+        prepare_secs: field(&prepare, "secs")?,
+        bytes: field(&stream, "bytes")? as u64,
+    })
 }
 
 /// The donor's backup options: what the agent writes for its own backup (root over the socket).

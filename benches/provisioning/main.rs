@@ -15,6 +15,7 @@ mod footprint;
 mod plot;
 mod probe_cost;
 mod report;
+mod scale;
 mod time_to_ready;
 
 use std::path::{Path, PathBuf};
@@ -63,6 +64,7 @@ struct Args {
 enum Measurement {
     CloneThroughput,
     TimeToReady,
+    Scale,
     ProbeCost,
     Footprint,
 }
@@ -140,7 +142,7 @@ async fn main() -> Result<()> {
 
     let environment = report::environment(&ctx, &profile);
     let mut sections = Vec::new();
-    // Further measurements (MySQL, scale, zstd) go here.
+    // Further measurements (MySQL, zstd) go here.
     for &measurement in Measurement::value_variants() {
         if !args.only.is_empty() && !args.only.contains(&measurement) {
             continue;
@@ -148,6 +150,7 @@ async fn main() -> Result<()> {
         sections.push(match measurement {
             Measurement::CloneThroughput => clone_throughput::run(&ctx).await?,
             Measurement::TimeToReady => time_to_ready::run(&ctx).await?,
+            Measurement::Scale => scale::run(&ctx).await?,
             Measurement::ProbeCost => probe_cost::run(&ctx).await?,
             Measurement::Footprint => footprint::run(&ctx).await?,
         });

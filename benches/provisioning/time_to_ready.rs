@@ -18,11 +18,11 @@ use crate::report::{Section, Table, median};
 const TUTORIAL: &str = "benches/provisioning/tutorial/tutorial-method-mariadb.yaml";
 /// Pod 0 and the replicas scaled up to, one after the other.
 const PODS: usize = 3;
-const TABLES: u32 = 4;
+pub const TABLES: u32 = 4;
 /// sysbench's rows per MiB of data: the 4 tables of 150,000 rows make about 140 MiB.
 const ROWS_PER_MIB: u64 = 4 * 150_000 / 140;
 /// Transactions per second on the primary while the replicas come up.
-const RATE: u32 = 100;
+pub const RATE: u32 = 100;
 /// The agent's readiness: every transaction the primary had this long ago applied (README,
 /// "readiness"; its default max lag).
 const AGENT_MAX_LAG_SECS: u64 = 5;
@@ -77,7 +77,7 @@ struct SizeResult {
 pub async fn run(ctx: &Context) -> Result<Section> {
     let mut results = Vec::new();
     for &mib in &ctx.ready_sizes_mib {
-        let rows = (mib * ROWS_PER_MIB / u64::from(TABLES)).max(1);
+        let rows = rows_per_table(mib);
         let mut pods: Vec<PodRounds> = CONTENDERS
             .iter()
             .flat_map(|&contender| {
@@ -121,21 +121,7 @@ async fn measure(
     let mut measured = Vec::new();
     Cluster::run_scenario(contender.spec(ctx), async |c| {
         c.start_pod(0).await?;
-        c.sql(0).await?.query_drop("CREATE DATABASE sbtest").await?;
-        let prepare = sysbench(c, "oltp_read_write", rows, &["prepare"])?
-            .stdout(Stdio::null())
-            .status()
-            .await?;
-        ensure!(prepare.success(), "sysbench prepare: {prepare}");
-        let rate = format!("--rate={RATE}");
-        let writes = sysbench(
-            c,
-            "oltp_write_only",
-            rows,
-            &[&rate, "--threads=2", "--time=0", "run"],
-        )?;
-        // The harness stops it with the cluster.
-        c.spawn_in_pod(0, "sysbench", writes)?;
+        fill_and_write(c, rows).await?;
         for n in 1..PODS {
             c.start_pod(n).await?;
             let behind = behind(c, n).await?;
@@ -157,6 +143,32 @@ async fn measure(
     })
     .await?;
     Ok(measured)
+}
+
+/// sysbench's rows per table for `mib` MiB of data.
+pub fn rows_per_table(mib: u64) -> u64 {
+    (mib * ROWS_PER_MIB / u64::from(TABLES)).max(1)
+}
+
+/// Fills the started pod 0 by `sysbench oltp_read_write prepare` (`TABLES` tables of `rows`),
+/// then starts `sysbench oltp_write_only` on it at `RATE` transactions/s, which the harness stops
+/// with the cluster.
+pub async fn fill_and_write(c: &mut Cluster, rows: u64) -> Result<()> {
+    c.sql(0).await?.query_drop("CREATE DATABASE sbtest").await?;
+    let prepare = sysbench(c, "oltp_read_write", rows, &["prepare"])?
+        .stdout(Stdio::null())
+        .status()
+        .await?;
+    ensure!(prepare.success(), "sysbench prepare: {prepare}");
+    let rate = format!("--rate={RATE}");
+    let writes = sysbench(
+        c,
+        "oltp_write_only",
+        rows,
+        &[&rate, "--threads=2", "--time=0", "run"],
+    )?;
+    c.spawn_in_pod(0, "sysbench", writes)?;
+    Ok(())
 }
 
 /// sysbench's `test` against pod 0's server (as root, over its socket), in pod 0.
