@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::clone::agent::PeerClient;
 use crate::clone::fallback::DonorFallback;
 use crate::clone::ownership::ServerUser;
+use crate::clone::mariadb::compression::Compression;
 use crate::db::flavor::Flavor;
 use crate::dns::{RESOLV_CONF, ResolvConf};
 use crate::duration::parse_duration;
@@ -237,6 +238,15 @@ pub struct InitArgs {
     /// A clone that moves no data this long has lost its donor: give up (and retry fresh).
     #[arg(long, env = "MYSQL_STS_CLONE_STALL_TIMEOUT", default_value = "2m", value_parser = parse_duration)]
     pub clone_stall_timeout: Duration,
+    /// MariaDB: ask the donor to compress the clone stream (`Accept-Encoding: zstd`); it pays on
+    /// a link slower than the backup, not on a fast one. A donor may send it plain all the same.
+    #[arg(
+        long,
+        env = "MYSQL_STS_CLONE_COMPRESSION",
+        value_enum,
+        default_value = "none"
+    )]
+    pub clone_compression: Compression,
     /// MySQL: the server binary init runs a temporary server with to clone into.
     #[arg(long, env = "MYSQL_STS_MYSQLD", default_value = "mysqld")]
     pub mysqld: PathBuf,
@@ -525,6 +535,7 @@ pub struct InitConfig {
     pub clone_deadline: Duration,
     pub donor_fallback_after: DonorFallback,
     pub clone_stall_timeout: Duration,
+    pub clone_compression: Compression,
     pub mysqld: PathBuf,
     pub server_user: Option<ServerUser>,
     pub peer_deadline: Duration,
@@ -772,6 +783,7 @@ impl InitArgs {
                 fallback => fallback,
             },
             clone_stall_timeout: self.clone_stall_timeout,
+            clone_compression: self.clone_compression,
             mysqld: self.mysqld,
             server_user: self.server_user,
             peer_deadline: self.peer_deadline,
