@@ -10,8 +10,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::clone::agent::PeerClient;
 use crate::clone::fallback::DonorFallback;
-use crate::clone::ownership::ServerUser;
 use crate::clone::mariadb::compression::Compression;
+use crate::clone::ownership::ServerUser;
 use crate::db::flavor::Flavor;
 use crate::dns::{RESOLV_CONF, ResolvConf};
 use crate::duration::parse_duration;

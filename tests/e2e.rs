@@ -952,14 +952,16 @@ async fn a_failing_backup_tool_is_reported_and_never_taken_for_a_clone(
 /// both sides log the decision and how much smaller the stream went, and the replica holds the
 /// primary's data. Every other scenario clones plain, the default.
 async fn a_compressed_clone_holds_the_primarys_data(version: DbVersion) -> Result<()> {
-    scenario(version, 2, VolumeLayout::FsGroup, Naming::default(), async |c| {
+    let naming = Naming::default();
+    scenario(version, 2, VolumeLayout::FsGroup, naming, async |c| {
         primary_with_data(c, INITIAL_ROWS).await?;
         let run = c
             .run_init_with(1, &[("MYSQL_STS_CLONE_COMPRESSION", "zstd")])
             .await?;
         run.ensure_exit(0)?;
         ensure!(
-            run.output.contains("compression asked for and granted by the donor"),
+            run.output
+                .contains("compression asked for and granted by the donor"),
             "{}",
             run.output
         );

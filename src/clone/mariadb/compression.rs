@@ -206,7 +206,15 @@ mod tests {
         ] {
             assert_eq!(granted(Some(asked)), Compression::Zstd, "{asked}");
         }
-        for not_asked in ["", "gzip", "*", "zstd;q=0", "zstd;q=0.0", "zstdx", "zstd;q=x"] {
+        for not_asked in [
+            "",
+            "gzip",
+            "*",
+            "zstd;q=0",
+            "zstd;q=0.0",
+            "zstdx",
+            "zstd;q=x",
+        ] {
             assert_eq!(granted(Some(not_asked)), Compression::None, "{not_asked}");
         }
         assert_eq!(granted(None), Compression::None);
@@ -265,7 +273,8 @@ mod tests {
         for chunk in bytes.chunks(chunk) {
             let mut consumed = 0;
             loop {
-                let piece = (inflater.next_piece(chunk, &mut consumed)).map_err(|e| e.to_string())?;
+                let piece =
+                    (inflater.next_piece(chunk, &mut consumed)).map_err(|e| e.to_string())?;
                 assert!(piece.len() <= PIECE);
                 if piece.is_empty() {
                     break;
