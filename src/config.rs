@@ -1088,6 +1088,7 @@ mod tests {
         };
         assert_eq!(cfg.peer_deadline, Duration::from_secs(120));
         assert!(!cfg.allow_empty_start);
+        assert_eq!(cfg.clone_compression, Compression::None);
         assert_eq!(cfg.common.identity.server_id, 101);
         assert_eq!(
             cfg.common.identity.fqdn,
@@ -1139,6 +1140,19 @@ mod tests {
                 .contains("search list has no db.svc.<domain> entry (search [example.com]); set --cluster-domain"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn clone_compression_is_zstd_or_none() {
+        let args: Vec<&str> = (BASE.iter().copied())
+            .chain(["init", "--clone-compression", "zstd"])
+            .collect();
+        let Ok(Validated::Init(cfg)) = parse(&args) else {
+            panic!("init config")
+        };
+        assert_eq!(cfg.clone_compression, Compression::Zstd);
+        let gzip = ["mysql-sts-agent", "init", "--clone-compression", "gzip"];
+        assert!(Cli::try_parse_from(gzip).is_err());
     }
 
     #[test]

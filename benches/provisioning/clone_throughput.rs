@@ -18,8 +18,8 @@ use crate::harness::{Check, Cluster, ClusterSpec, poll_until};
 use crate::plot::{Plot, Series};
 use crate::report::{Section, Table, list, median};
 
-const DONOR: usize = 0;
-const JOINER: usize = 1;
+pub const DONOR: usize = 0;
+pub const JOINER: usize = 1;
 /// The raw pipeline's and the link's port on the joiner.
 const PORT: u16 = 4444;
 /// socat's -b: the buffer the pipeline uses.
@@ -142,13 +142,21 @@ async fn measure(c: &mut Cluster, rounds: usize, innodb_bytes: u64) -> Result<Si
     };
     // Untimed: the first backup after the fill copies and applies its redo log, and reads the
     // data into the page cache, for whoever came first.
-    let (secs, _, _) = agent_clone(c).await?;
-    eprintln!("[bench] warm-up: agent {secs:.2} s");
+    let warm_up = agent_clone(c, &[]).await?;
+    eprintln!(
+        "[bench] warm-up: agent {:.2} s",
+        warm_up.stream_secs + warm_up.prepare_secs
+    );
     for round in 0..rounds {
         for k in 0..CONTENDERS.len() {
             match CONTENDERS[(round + k) % CONTENDERS.len()] {
                 Contender::Agent => {
-                    let (secs, wall, bytes) = agent_clone(c).await?;
+                    let clone = agent_clone(c, &[]).await?;
+                    let (secs, wall, bytes) = (
+                        clone.stream_secs + clone.prepare_secs,
+                        clone.wall_secs,
+                        clone.bytes,
+                    );
                     eprintln!(
                         "[bench] round {round}: agent {secs:.2} s (init ran {wall:.2} s), {bytes} bytes"
                     );
@@ -176,16 +184,28 @@ async fn measure(c: &mut Cluster, rounds: usize, innodb_bytes: u64) -> Result<Si
     Ok(result)
 }
 
-/// The joiner's init container on an empty volume, as a new replica runs it; returns init's own
-/// stream and prepare seconds, its process's run time and the bytes streamed. The volume is
-/// emptied again afterwards.
-async fn agent_clone(c: &mut Cluster) -> Result<(f64, f64, u64)> {
-    let init = c
-        .spawn_init_with(JOINER, &[("MYSQL_STS_LOG_FORMAT", "json")])
-        .await?;
+/// One clone by the joiner's init container, by its own log lines.
+pub struct AgentClone {
+    /// `clone stream complete`: from the donor's answer to the end of the extraction.
+    pub stream_secs: f64,
+    /// `backup prepared`.
+    pub prepare_secs: f64,
+    /// The init process from start to exit.
+    pub wall_secs: f64,
+    /// The backup's bytes.
+    pub bytes: u64,
+    /// The bytes on the wire, when the stream came compressed.
+    pub compressed_bytes: Option<u64>,
+}
+
+/// The joiner's init container on an empty volume, as a new replica runs it, with `env` added
+/// to its own; the volume is emptied again afterwards.
+pub async fn agent_clone(c: &mut Cluster, env: &[(&str, &str)]) -> Result<AgentClone> {
+    let env = [&[("MYSQL_STS_LOG_FORMAT", "json")], env].concat();
+    let init = c.spawn_init_with(JOINER, &env).await?;
     let started = Instant::now();
     let run = init.wait().await?;
-    let wall = started.elapsed().as_secs_f64();
+    let wall_secs = started.elapsed().as_secs_f64();
     run.ensure_exit(0)?;
     let event = |message: &str| {
         run.output
@@ -205,11 +225,19 @@ async fn agent_clone(c: &mut Cluster) -> Result<(f64, f64, u64)> {
     };
     let stream = event("clone stream complete")?;
     let prepare = event("backup prepared")?;
-    let (streamed, prepared) = (field(&stream, "secs")?, field(&prepare, "secs")?);
-    eprintln!("[bench] agent: stream {streamed:.2} s, prepare {prepared:.2} s");
-    let bytes = field(&stream, "bytes")? as u64;
+    let clone = AgentClone {
+        stream_secs: field(&stream, "secs")?,
+        prepare_secs: field(&prepare, "secs")?,
+        wall_secs,
+        bytes: field(&stream, "bytes")? as u64,
+        compressed_bytes: stream["compressed_bytes"].as_u64(),
+    };
+    eprintln!(
+        "[bench] agent: stream {:.2} s, prepare {:.2} s",
+        clone.stream_secs, clone.prepare_secs
+    );
     c.lose_volume(JOINER).await?;
-    Ok((streamed + prepared, wall, bytes))
+    Ok(clone)
 }
 
 /// The donor's backup options: what the agent writes for its own backup (root over the socket).

@@ -11,6 +11,7 @@
 mod harness;
 
 mod clone_throughput;
+mod compression;
 mod footprint;
 mod plot;
 mod probe_cost;
@@ -65,6 +66,7 @@ enum Measurement {
     TimeToReady,
     ProbeCost,
     Footprint,
+    Compression,
 }
 
 /// What every measurement gets.
@@ -140,7 +142,7 @@ async fn main() -> Result<()> {
 
     let environment = report::environment(&ctx, &profile);
     let mut sections = Vec::new();
-    // Further measurements (MySQL, scale, zstd) go here.
+    // Further measurements (MySQL, scale) go here.
     for &measurement in Measurement::value_variants() {
         if !args.only.is_empty() && !args.only.contains(&measurement) {
             continue;
@@ -150,6 +152,7 @@ async fn main() -> Result<()> {
             Measurement::TimeToReady => time_to_ready::run(&ctx).await?,
             Measurement::ProbeCost => probe_cost::run(&ctx).await?,
             Measurement::Footprint => footprint::run(&ctx).await?,
+            Measurement::Compression => compression::run(&ctx).await?,
         });
     }
 

@@ -18,7 +18,7 @@ use crate::report::{Section, Table, median};
 const TUTORIAL: &str = "benches/provisioning/tutorial/tutorial-method-mariadb.yaml";
 /// Pod 0 and the replicas scaled up to, one after the other.
 const PODS: usize = 3;
-const TABLES: u32 = 4;
+pub const TABLES: u32 = 4;
 /// sysbench's rows per MiB of data: the 4 tables of 150,000 rows make about 140 MiB.
 const ROWS_PER_MIB: u64 = 4 * 150_000 / 140;
 /// Transactions per second on the primary while the replicas come up.
@@ -77,7 +77,7 @@ struct SizeResult {
 pub async fn run(ctx: &Context) -> Result<Section> {
     let mut results = Vec::new();
     for &mib in &ctx.ready_sizes_mib {
-        let rows = (mib * ROWS_PER_MIB / u64::from(TABLES)).max(1);
+        let rows = rows_per_table(mib);
         let mut pods: Vec<PodRounds> = CONTENDERS
             .iter()
             .flat_map(|&contender| {
@@ -121,12 +121,7 @@ async fn measure(
     let mut measured = Vec::new();
     Cluster::run_scenario(contender.spec(ctx), async |c| {
         c.start_pod(0).await?;
-        c.sql(0).await?.query_drop("CREATE DATABASE sbtest").await?;
-        let prepare = sysbench(c, "oltp_read_write", rows, &["prepare"])?
-            .stdout(Stdio::null())
-            .status()
-            .await?;
-        ensure!(prepare.success(), "sysbench prepare: {prepare}");
+        prepare_sysbench(c, rows).await?;
         let rate = format!("--rate={RATE}");
         let writes = sysbench(
             c,
@@ -157,6 +152,22 @@ async fn measure(
     })
     .await?;
     Ok(measured)
+}
+
+/// Pod 0's `sbtest` database with `TABLES` sysbench tables of `rows` rows each.
+pub async fn prepare_sysbench(c: &Cluster, rows: u64) -> Result<()> {
+    c.sql(0).await?.query_drop("CREATE DATABASE sbtest").await?;
+    let prepare = sysbench(c, "oltp_read_write", rows, &["prepare"])?
+        .stdout(Stdio::null())
+        .status()
+        .await?;
+    ensure!(prepare.success(), "sysbench prepare: {prepare}");
+    Ok(())
+}
+
+/// Rows per sysbench table for about `mib` MiB of data in all.
+pub fn rows_per_table(mib: u64) -> u64 {
+    (mib * ROWS_PER_MIB / u64::from(TABLES)).max(1)
 }
 
 /// sysbench's `test` against pod 0's server (as root, over its socket), in pod 0.
