@@ -9,7 +9,7 @@ use std::io::Write;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
-use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
+use zstd::stream::raw::{DParameter, Decoder, InBuffer, Operation, OutBuffer};
 
 /// The content coding's name, in `Accept-Encoding` and `Content-Encoding`.
 pub const ZSTD: &str = "zstd";
@@ -18,6 +18,9 @@ pub const ZSTD: &str = "zstd";
 const LEVEL: i32 = 1;
 /// The most one decompression step produces: a small compressed chunk may expand a thousandfold.
 const PIECE: usize = 256 * 1024;
+/// The largest window (2^N bytes) the joiner decodes with: level 1 uses 2^19; the bound keeps
+/// a stream that declares more from taking zstd's default 128 MiB.
+const WINDOW_LOG_MAX: u32 = 23;
 
 /// How the joiner asks for the clone stream (`--clone-compression`).
 #[derive(
@@ -153,8 +156,10 @@ pub struct Inflater {
 
 impl Inflater {
     pub fn new() -> std::io::Result<Self> {
+        let mut decoder = Decoder::new()?;
+        decoder.set_parameter(DParameter::WindowLogMax(WINDOW_LOG_MAX))?;
         Ok(Inflater {
-            decoder: Decoder::new()?,
+            decoder,
             piece: vec![0; PIECE],
             complete: false,
         })

@@ -297,6 +297,7 @@ impl Donor {
             *now_serving.lock().unwrap_or_else(PoisonError::into_inner) = Some(serving.clone());
             tracing::info!(
                 joiner = %joiner, estimated_total_bytes = estimated_total,
+                compression = %compression,
                 "serving a clone: streaming a backup of this server{}", estimate_note(estimated_total)
             );
             let served = stream_backup(&settings, &tx, &counters.bytes, &serving, &shutdown).await;
@@ -319,7 +320,8 @@ impl Donor {
                     tracing::info!(
                         joiner = %joiner, bytes, mib = mib(bytes), secs = elapsed.as_secs_f64(),
                         mib_per_s = rate_mib_s(bytes, elapsed), compression = %compression,
-                        compressed_bytes, ratio = compressed_bytes.map(|wire| compression::ratio(bytes, wire)),
+                        compressed_bytes,
+                        ratio = compressed_bytes.map(|wire| compression::ratio(bytes, wire)),
                         "clone served"
                     );
                 }
