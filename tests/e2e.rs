@@ -959,15 +959,17 @@ async fn a_compressed_clone_holds_the_primarys_data(version: DbVersion) -> Resul
             .run_init_with(1, &[("MYSQL_STS_CLONE_COMPRESSION", "zstd")])
             .await?;
         run.ensure_exit(0)?;
+        let logged = |message: &str| {
+            (run.output.lines())
+                .find(|line| line.contains(message))
+                .with_context(|| format!("no {message:?} logged:\n{}", run.output))
+        };
+        let accepted = logged("donor accepted")?;
         ensure!(
-            run.output
-                .contains("compression asked for and granted by the donor"),
-            "{}",
-            run.output
+            accepted.contains("compression asked for and granted by the donor"),
+            "{accepted}"
         );
-        let complete = (run.output.lines())
-            .find(|line| line.contains("clone stream complete"))
-            .with_context(|| format!("no end of stream logged:\n{}", run.output))?;
+        let complete = logged("clone stream complete")?;
         let ratio: f64 = (complete.split_whitespace())
             .find_map(|field| field.strip_prefix("ratio="))
             .with_context(|| format!("no ratio: {complete}"))?
