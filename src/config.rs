@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::clone::agent::PeerClient;
 use crate::clone::fallback::DonorFallback;
+use crate::clone::mariadb::compression::Compression;
 use crate::clone::ownership::ServerUser;
 use crate::db::flavor::Flavor;
 use crate::dns::{RESOLV_CONF, ResolvConf};
@@ -237,6 +238,15 @@ pub struct InitArgs {
     /// A clone that moves no data this long has lost its donor: give up (and retry fresh).
     #[arg(long, env = "MYSQL_STS_CLONE_STALL_TIMEOUT", default_value = "2m", value_parser = parse_duration)]
     pub clone_stall_timeout: Duration,
+    /// MariaDB: ask the donor to compress the clone stream (`Accept-Encoding: zstd`); it pays on
+    /// a link slower than the backup, not on a fast one. A donor may send it plain all the same.
+    #[arg(
+        long,
+        env = "MYSQL_STS_CLONE_COMPRESSION",
+        value_enum,
+        default_value = "none"
+    )]
+    pub clone_compression: Compression,
     /// MySQL: the server binary init runs a temporary server with to clone into.
     #[arg(long, env = "MYSQL_STS_MYSQLD", default_value = "mysqld")]
     pub mysqld: PathBuf,
@@ -525,6 +535,7 @@ pub struct InitConfig {
     pub clone_deadline: Duration,
     pub donor_fallback_after: DonorFallback,
     pub clone_stall_timeout: Duration,
+    pub clone_compression: Compression,
     pub mysqld: PathBuf,
     pub server_user: Option<ServerUser>,
     pub peer_deadline: Duration,
@@ -772,6 +783,7 @@ impl InitArgs {
                 fallback => fallback,
             },
             clone_stall_timeout: self.clone_stall_timeout,
+            clone_compression: self.clone_compression,
             mysqld: self.mysqld,
             server_user: self.server_user,
             peer_deadline: self.peer_deadline,
@@ -1076,6 +1088,7 @@ mod tests {
         };
         assert_eq!(cfg.peer_deadline, Duration::from_secs(120));
         assert!(!cfg.allow_empty_start);
+        assert_eq!(cfg.clone_compression, Compression::None);
         assert_eq!(cfg.common.identity.server_id, 101);
         assert_eq!(
             cfg.common.identity.fqdn,
@@ -1127,6 +1140,19 @@ mod tests {
                 .contains("search list has no db.svc.<domain> entry (search [example.com]); set --cluster-domain"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn clone_compression_is_zstd_or_none() {
+        let args: Vec<&str> = (BASE.iter().copied())
+            .chain(["init", "--clone-compression", "zstd"])
+            .collect();
+        let Ok(Validated::Init(cfg)) = parse(&args) else {
+            panic!("init config")
+        };
+        assert_eq!(cfg.clone_compression, Compression::Zstd);
+        let gzip = ["mysql-sts-agent", "init", "--clone-compression", "gzip"];
+        assert!(Cli::try_parse_from(gzip).is_err());
     }
 
     #[test]

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clone::datadir::{CloneMarker, DataDir};
 use crate::clone::mariadb::ESTIMATED_BYTES_HEADER;
+use crate::clone::mariadb::compression::{self, Compression};
 use crate::clone::mariadb::donor::{CloneCounters, Donor, Refusal, ServingView};
 use crate::clone::progress::ProgressRecord;
 use crate::db::facts::ServerFacts;
@@ -534,7 +535,9 @@ async fn clone(
         refused(Refusal::NotADonor);
         return not_a_donor(&health);
     }
-    match service.donor.start(joiner).await {
+    let accept_encoding = headers.get(header::ACCEPT_ENCODING);
+    let compression = compression::granted(accept_encoding.and_then(|v| v.to_str().ok()));
+    match service.donor.start(joiner, compression).await {
         Err(busy) => {
             refused(Refusal::Busy);
             retry_later(StatusCode::TOO_MANY_REQUESTS, 10, &busy.to_string())
@@ -549,6 +552,12 @@ async fn clone(
             let body = Body::from_stream(stream);
             let mut response =
                 ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response();
+            if compression == Compression::Zstd {
+                response.headers_mut().insert(
+                    header::CONTENT_ENCODING,
+                    header::HeaderValue::from_static(compression::ZSTD),
+                );
+            }
             if let Some(bytes) = started.estimated_total {
                 response
                     .headers_mut()

@@ -5,6 +5,7 @@
 use serde::Deserialize;
 
 use crate::clone::datadir::CloneMarker;
+use crate::clone::mariadb::compression::Compression;
 use crate::clone::mariadb::donor::ServingView;
 use crate::clone::progress::{ClonePhase, ProgressRecord, TransferView};
 use crate::db::status::{IoThread, ThreadError};
@@ -69,8 +70,12 @@ pub fn render(report: &StatusReport, now_unix: u64) -> String {
         lines.push(format!("re-clone: {}", progress_line(progress, now_unix)));
     }
     if let Some(serving) = &report.serving_clone {
+        let compressed = match serving.compression {
+            Compression::None => "",
+            Compression::Zstd => " (zstd-compressed)",
+        };
         lines.push(format!(
-            "serving a clone to {}: {}",
+            "serving a clone to {}{compressed}: {}",
             serving.joiner,
             transfer_text(&serving.transfer)
         ));
@@ -360,6 +365,14 @@ mod tests {
              ETA 3s\n\
              no clone marker: the data is the server's own\n\
              last error: none"
+        );
+        let mut compressed = status;
+        if let Some(serving) = &mut compressed.serving_clone {
+            serving.compression = Compression::Zstd;
+        }
+        assert!(
+            render(&compressed, T)
+                .contains("serving a clone to 10.42.0.12:50122 (zstd-compressed): ")
         );
     }
 

@@ -948,6 +948,54 @@ async fn a_failing_backup_tool_is_reported_and_never_taken_for_a_clone(
     .await
 }
 
+/// A joiner that asks for a zstd-compressed stream (`MYSQL_STS_CLONE_COMPRESSION=zstd`) gets one:
+/// both sides log the decision and how much smaller the stream went, and the replica holds the
+/// primary's data. Every other scenario clones plain, the default.
+async fn a_compressed_clone_holds_the_primarys_data(version: DbVersion) -> Result<()> {
+    let naming = Naming::default();
+    scenario(version, 2, VolumeLayout::FsGroup, naming, async |c| {
+        primary_with_data(c, INITIAL_ROWS).await?;
+        let run = c
+            .run_init_with(1, &[("MYSQL_STS_CLONE_COMPRESSION", "zstd")])
+            .await?;
+        run.ensure_exit(0)?;
+        let logged = |message: &str| {
+            (run.output.lines())
+                .find(|line| line.contains(message))
+                .with_context(|| format!("no {message:?} logged:\n{}", run.output))
+        };
+        let accepted = logged("donor accepted")?;
+        ensure!(
+            accepted.contains("compression asked for and granted by the donor"),
+            "{accepted}"
+        );
+        let complete = logged("clone stream complete")?;
+        let ratio: f64 = (complete.split_whitespace())
+            .find_map(|field| field.strip_prefix("ratio="))
+            .with_context(|| format!("no ratio: {complete}"))?
+            .parse()?;
+        // The datadir's zero-filled pages and repeated rows compress several times over.
+        ensure!(
+            complete.contains("compression=zstd") && ratio > 2.0,
+            "{complete}"
+        );
+        let donor_log = c.log_text(0, "sidecar-1.log");
+        ensure!(
+            (donor_log.lines())
+                .any(|line| line.contains("clone served") && line.contains("compression=zstd")),
+            "{donor_log}"
+        );
+        eprintln!("[e2e] compressed clone: {complete}");
+
+        c.start_server(1).await?;
+        c.start_sidecar(1).await?;
+        c.wait_readyz(1, 200, READY).await?;
+        insert(c, 0, "after a compressed clone").await?;
+        assert_same_data(c, 1).await
+    })
+    .await
+}
+
 /// Runs a replica down while the primary purges the binary logs it still needs. When it comes
 /// back, its sidecar finds the gap before resuming replication, asks for a re-clone and shuts
 /// the server down; the restarted database container (the agent's `exec`) clones pod 0 again,
@@ -2401,8 +2449,9 @@ every_image!(
         every_channel_runs_over_tls_and_a_rotated_certificate_is_served,
         a_dedicated_admin_account_with_the_documented_grants_runs_the_set,
     ],
-    // mariadb-backup runs in the donor's agent.
+    // mariadb-backup runs in the donor's agent, which compresses its stream when asked.
     mariadb: [
         a_failing_backup_tool_is_reported_and_never_taken_for_a_clone,
+        a_compressed_clone_holds_the_primarys_data,
     ]
 );

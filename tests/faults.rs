@@ -332,7 +332,27 @@ async fn a_donor_killed_mid_clone_fails_the_joiner_cleanly_and_the_retry_joins(
 async fn a_clone_stream_cut_or_corrupted_in_transit_is_refused_and_a_clean_one_joins(
     version: DbVersion,
 ) -> Result<()> {
-    scenario(version, 2, &[], async |c| {
+    let faults = [Fault::CutAfter(256 << 10), Fault::FlipAt(1 << 20)];
+    cut_or_corrupted_in_transit(version, &[], faults).await
+}
+
+/// The same with the agent's stream zstd-compressed: the compressed stream is cut or corrupted
+/// (earlier: it is about thirty times smaller), and refused all the same.
+async fn a_compressed_clone_stream_cut_or_corrupted_in_transit_is_refused_and_a_clean_one_joins(
+    version: DbVersion,
+) -> Result<()> {
+    let faults = [Fault::CutAfter(64 << 10), Fault::FlipAt(128 << 10)];
+    let compressed = [("MYSQL_STS_CLONE_COMPRESSION", "zstd")];
+    cut_or_corrupted_in_transit(version, &compressed, faults).await
+}
+
+/// Clones pod 1 through a proxy that applies each of `faults`, then through a clean one.
+async fn cut_or_corrupted_in_transit(
+    version: DbVersion,
+    agent_env: &[(&str, &str)],
+    faults: [Fault; 2],
+) -> Result<()> {
+    scenario(version, 2, agent_env, async |c| {
         let writer = primary_and_writer(c).await?;
         let (agent_port, server_port) = (c.agent_port()?, c.server_port());
         let relay = async |port| {
@@ -346,7 +366,7 @@ async fn a_clone_stream_cut_or_corrupted_in_transit_is_refused_and_a_clean_one_j
         };
         c.point_name(0, Some(c.node_ip())).await?;
 
-        for fault in [Fault::CutAfter(256 << 10), Fault::FlipAt(1 << 20)] {
+        for fault in faults {
             carrier.set(fault);
             let hit = carrier.faulted();
             let run = c.run_init(1).await?;
@@ -860,13 +880,13 @@ async fn timed(test: &str, scenario: impl Future<Output = Result<()>>) -> Result
 }
 
 /// One test per scenario and database: `mariadb::<scenario>` (10.11) and `mysql::<scenario>`
-/// (9.7).
+/// (9.7), then those of MariaDB only.
 macro_rules! faults {
-    ($($name:ident),* $(,)?) => {
-        faults!(@flavor mariadb, DbVersion::MariaDb10_11, $($name),*);
-        faults!(@flavor mysql, DbVersion::MySql9_7, $($name),*);
+    ([$($name:ident),* $(,)?], mariadb: [$($mariadb:ident),* $(,)?]) => {
+        faults!(@flavor mariadb, DbVersion::MariaDb10_11, $($name,)* $($mariadb,)*);
+        faults!(@flavor mysql, DbVersion::MySql9_7, $($name,)*);
     };
-    (@flavor $module:ident, $version:expr, $($name:ident),*) => {
+    (@flavor $module:ident, $version:expr, $($name:ident,)*) => {
         mod $module {
             use super::*;
             $(
@@ -881,6 +901,7 @@ macro_rules! faults {
 }
 
 faults!(
+    [
     a_joiner_killed_or_terminated_mid_clone_leaves_nothing_and_the_retry_joins,
     a_signal_during_the_final_move_never_leaves_unmarked_data,
     a_donor_killed_mid_clone_fails_the_joiner_cleanly_and_the_retry_joins,
@@ -893,5 +914,10 @@ faults!(
     an_errant_transaction_fences_its_replica_and_the_others_keep_every_row,
     a_pod_starting_while_cluster_dns_is_down_waits_and_joins_once_it_returns,
     a_replica_cut_off_the_network_is_unready_then_ready_with_every_row,
-    an_unhealthy_ordinal_minus_one_makes_the_joiner_fall_back_under_writes,
+        an_unhealthy_ordinal_minus_one_makes_the_joiner_fall_back_under_writes,
+    ],
+    // The agent's own stream, compressed.
+    mariadb: [
+        a_compressed_clone_stream_cut_or_corrupted_in_transit_is_refused_and_a_clean_one_joins,
+    ]
 );

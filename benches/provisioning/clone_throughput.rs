@@ -18,8 +18,8 @@ use crate::harness::{Check, Cluster, ClusterSpec, poll_until};
 use crate::plot::{Plot, Series};
 use crate::report::{Section, Table, list, median};
 
-const DONOR: usize = 0;
-const JOINER: usize = 1;
+pub const DONOR: usize = 0;
+pub const JOINER: usize = 1;
 /// The raw pipeline's and the link's port on the joiner.
 const PORT: u16 = 4444;
 /// socat's -b: the buffer the pipeline uses.
@@ -142,13 +142,14 @@ async fn measure(c: &mut Cluster, rounds: usize, innodb_bytes: u64) -> Result<Si
     };
     // Untimed: the first backup after the fill copies and applies its redo log, and reads the
     // data into the page cache, for whoever came first.
-    let (secs, _, _) = agent_clone(c).await?;
-    eprintln!("[bench] warm-up: agent {secs:.2} s");
+    let warm_up = agent_clone(c, &[]).await?;
+    eprintln!("[bench] warm-up: agent {:.2} s", warm_up.log.secs());
     for round in 0..rounds {
         for k in 0..CONTENDERS.len() {
             match CONTENDERS[(round + k) % CONTENDERS.len()] {
                 Contender::Agent => {
-                    let (secs, wall, bytes) = agent_clone(c).await?;
+                    let clone = agent_clone(c, &[]).await?;
+                    let (secs, wall, bytes) = (clone.log.secs(), clone.wall_secs, clone.log.bytes);
                     eprintln!(
                         "[bench] round {round}: agent {secs:.2} s (init ran {wall:.2} s), {bytes} bytes"
                     );
@@ -179,22 +180,29 @@ async fn measure(c: &mut Cluster, rounds: usize, innodb_bytes: u64) -> Result<Si
 /// The env that makes an agent container log JSON lines, which `clone_log` reads.
 pub const JSON_LOG: (&str, &str) = ("MYSQL_STS_LOG_FORMAT", "json");
 
-/// The joiner's init container on an empty volume, as a new replica runs it; returns init's own
-/// stream and prepare seconds, its process's run time and the bytes streamed. The volume is
-/// emptied again afterwards.
-async fn agent_clone(c: &mut Cluster) -> Result<(f64, f64, u64)> {
-    let init = c.spawn_init_with(JOINER, &[JSON_LOG]).await?;
+/// One clone by the joiner's init container: its own log lines, and its run time.
+pub struct AgentClone {
+    pub log: CloneLog,
+    /// The init process from start to exit.
+    pub wall_secs: f64,
+}
+
+/// The joiner's init container on an empty volume, as a new replica runs it, with `env` added
+/// to its own; the volume is emptied again afterwards.
+pub async fn agent_clone(c: &mut Cluster, env: &[(&str, &str)]) -> Result<AgentClone> {
+    let env = [&[JSON_LOG], env].concat();
+    let init = c.spawn_init_with(JOINER, &env).await?;
     let started = Instant::now();
     let run = init.wait().await?;
-    let wall = started.elapsed().as_secs_f64();
+    let wall_secs = started.elapsed().as_secs_f64();
     run.ensure_exit(0)?;
-    let clone = clone_log(&run.output)?;
+    let log = clone_log(&run.output)?;
     eprintln!(
         "[bench] agent: stream {:.2} s, prepare {:.2} s",
-        clone.stream_secs, clone.prepare_secs
+        log.stream_secs, log.prepare_secs
     );
     c.lose_volume(JOINER).await?;
-    Ok((clone.secs(), wall, clone.bytes))
+    Ok(AgentClone { log, wall_secs })
 }
 
 /// A clone as init's own log (`JSON_LOG`) tells it.
@@ -203,8 +211,10 @@ pub struct CloneLog {
     pub stream_secs: f64,
     /// `backup prepared`.
     pub prepare_secs: f64,
-    /// What the donor streamed.
+    /// What the donor streamed: the backup's bytes.
     pub bytes: u64,
+    /// The bytes on the wire, when the stream came compressed.
+    pub compressed_bytes: Option<u64>,
 }
 
 impl CloneLog {
@@ -238,6 +248,7 @@ pub fn clone_log(output: &str) -> Result<CloneLog> {
         stream_secs: field(&stream, "secs")?,
         prepare_secs: field(&prepare, "secs")?,
         bytes: field(&stream, "bytes")? as u64,
+        compressed_bytes: stream["compressed_bytes"].as_u64(),
     })
 }
 

@@ -76,7 +76,7 @@ pub async fn run(ctx: &Context) -> Result<Section> {
 }
 
 /// Pod n's sidecar's PID: the harness execs the agent itself (no wrapper process).
-fn sidecar(c: &Cluster, n: usize) -> Result<u32> {
+pub fn sidecar(c: &Cluster, n: usize) -> Result<u32> {
     let pid = c.sidecar_pid(n).context("the sidecar runs")?;
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))?;
     ensure!(
@@ -149,7 +149,7 @@ async fn idle(pids: &[u32], window: Duration) -> Result<Vec<Idle>> {
 }
 
 /// utime + stime of all the process's threads, in clock ticks (/proc/<pid>/stat fields 14, 15).
-fn cpu_ticks(pid: u32) -> Result<u64> {
+pub fn cpu_ticks(pid: u32) -> Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The command name, field 2, is in parentheses and may hold spaces.
     let fields: Vec<&str> = stat
@@ -162,7 +162,7 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
     Ok(field(14)? + field(15)?)
 }
 
-fn clock_ticks_per_s() -> Result<f64> {
+pub fn clock_ticks_per_s() -> Result<f64> {
     let out = Command::new("getconf").arg("CLK_TCK").output()?;
     ensure!(out.status.success(), "getconf CLK_TCK failed");
     Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)

@@ -11,6 +11,7 @@
 mod harness;
 
 mod clone_throughput;
+mod compression;
 mod footprint;
 mod plot;
 mod probe_cost;
@@ -67,6 +68,7 @@ enum Measurement {
     Scale,
     ProbeCost,
     Footprint,
+    Compression,
 }
 
 /// What every measurement gets.
@@ -142,7 +144,7 @@ async fn main() -> Result<()> {
 
     let environment = report::environment(&ctx, &profile);
     let mut sections = Vec::new();
-    // Further measurements (MySQL, zstd) go here.
+    // Further measurements (MySQL) go here.
     for &measurement in Measurement::value_variants() {
         if !args.only.is_empty() && !args.only.contains(&measurement) {
             continue;
@@ -153,6 +155,7 @@ async fn main() -> Result<()> {
             Measurement::Scale => scale::run(&ctx).await?,
             Measurement::ProbeCost => probe_cost::run(&ctx).await?,
             Measurement::Footprint => footprint::run(&ctx).await?,
+            Measurement::Compression => compression::run(&ctx).await?,
         });
     }
 

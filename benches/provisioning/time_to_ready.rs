@@ -150,16 +150,10 @@ pub fn rows_per_table(mib: u64) -> u64 {
     (mib * ROWS_PER_MIB / u64::from(TABLES)).max(1)
 }
 
-/// Fills the started pod 0 by `sysbench oltp_read_write prepare` (`TABLES` tables of `rows`),
-/// then starts `sysbench oltp_write_only` on it at `RATE` transactions/s, which the harness stops
-/// with the cluster.
+/// Fills the started pod 0 (`prepare_sysbench`), then starts `sysbench oltp_write_only` on it at
+/// `RATE` transactions/s, which the harness stops with the cluster.
 pub async fn fill_and_write(c: &mut Cluster, rows: u64) -> Result<()> {
-    c.sql(0).await?.query_drop("CREATE DATABASE sbtest").await?;
-    let prepare = sysbench(c, "oltp_read_write", rows, &["prepare"])?
-        .stdout(Stdio::null())
-        .status()
-        .await?;
-    ensure!(prepare.success(), "sysbench prepare: {prepare}");
+    prepare_sysbench(c, rows).await?;
     let rate = format!("--rate={RATE}");
     let writes = sysbench(
         c,
@@ -168,6 +162,17 @@ pub async fn fill_and_write(c: &mut Cluster, rows: u64) -> Result<()> {
         &[&rate, "--threads=2", "--time=0", "run"],
     )?;
     c.spawn_in_pod(0, "sysbench", writes)?;
+    Ok(())
+}
+
+/// Pod 0's `sbtest` database with `TABLES` sysbench tables of `rows` rows each.
+pub async fn prepare_sysbench(c: &Cluster, rows: u64) -> Result<()> {
+    c.sql(0).await?.query_drop("CREATE DATABASE sbtest").await?;
+    let prepare = sysbench(c, "oltp_read_write", rows, &["prepare"])?
+        .stdout(Stdio::null())
+        .status()
+        .await?;
+    ensure!(prepare.success(), "sysbench prepare: {prepare}");
     Ok(())
 }
 

@@ -66,13 +66,14 @@ fn retry(what: &str, e: &dyn std::error::Error) -> Attempt {
 
 /// GET `path` from the agent of `donor` (its stable name: the Host header, and over HTTPS the
 /// name its certificate must hold) at `ip`. Any HTTP answer is the caller's to judge; no answer
-/// is worth a retry.
+/// is worth a retry. `accept_encoding`: the content codings the caller can decode, if any.
 pub(crate) async fn get(
     donor: &str,
     ip: IpAddr,
     peer: &PeerClient,
     path: &str,
     bearer: Option<&Secret>,
+    accept_encoding: Option<&'static str>,
     answer_within: Duration,
 ) -> Result<Response<Incoming>, Attempt> {
     let port = peer.port;
@@ -83,6 +84,9 @@ pub(crate) async fn get(
     let mut request = Request::get(path).header(header::HOST, format!("{donor}:{port}"));
     if let Some(token) = bearer {
         request = request.header(header::AUTHORIZATION, format!("Bearer {}", token.expose()));
+    }
+    if let Some(codings) = accept_encoding {
+        request = request.header(header::ACCEPT_ENCODING, codings);
     }
     let request = request
         .body(Empty::<Bytes>::new())
@@ -128,7 +132,7 @@ pub(crate) async fn ask_donor(
     promotion: Promotion,
 ) -> Result<(), Attempt> {
     let path = donor_path("/donor", promotion);
-    let response = get(donor, ip, peer, &path, None, CONNECT_TIMEOUT).await?;
+    let response = get(donor, ip, peer, &path, None, None, CONNECT_TIMEOUT).await?;
     match response.status() {
         StatusCode::OK => Ok(()),
         _ => Err(Attempt::Retry(

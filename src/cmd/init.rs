@@ -348,6 +348,7 @@ impl Cloning<'_> {
                     mariadb_backup: mariadb_backup.clone(),
                     deadline: wait,
                     stall_timeout: self.cfg.clone_stall_timeout,
+                    compression: self.cfg.clone_compression,
                     ownership: self.ownership.clone(),
                     promotion: self.promotion,
                     label,

@@ -70,6 +70,7 @@ async fn ask_agent(port: u16) -> Result<(String, StatusReport), String> {
         &agent_port,
         "/status",
         None,
+        None,
         ASK_TIMEOUT,
     )
     .await

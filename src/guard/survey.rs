@@ -112,7 +112,7 @@ async fn ask(peer: &Peer<'_>) -> Result<Option<Gtids>, String> {
         return Ok(None);
     };
     let at = format!("GET /data on {ip}");
-    let response = agent::get(peer.name, ip, peer.client, "/data", None, ASK_TIMEOUT)
+    let response = agent::get(peer.name, ip, peer.client, "/data", None, None, ASK_TIMEOUT)
         .await
         .map_err(|attempt| attempt.reason())?;
     if response.status() != StatusCode::OK {

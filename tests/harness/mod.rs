@@ -1324,22 +1324,30 @@ impl Cluster {
 
     /// Shapes pod n's egress: Some("8mbit") sets a token bucket on its eth0, None removes it.
     pub async fn throttle(&self, n: usize, rate: Option<&str>) -> Result<()> {
-        let ns = self.pod(n).ns.as_str();
         match rate {
-            Some(rate) => {
-                let tbf = [
-                    "replace", "dev", "eth0", "root", "tbf", "rate", rate, "burst", "32kbit",
-                    "latency", "400ms",
-                ];
-                net::qdisc(ns, &tbf).await?;
-            }
-            None => {
-                let current = net::qdisc(ns, &["show", "dev", "eth0", "root"]).await?;
-                // Deleting the default qdisc is an error: only remove ours.
-                if current.contains("tbf") {
-                    net::qdisc(ns, &["del", "dev", "eth0", "root"]).await?;
-                }
-            }
+            Some(rate) => self.shape(n, rate, "32kbit").await,
+            None => self.unshape(n).await,
+        }
+    }
+
+    /// Sets a token bucket of `rate` and `burst` (tc's units) on pod n's eth0, its egress: a fast
+    /// rate needs a burst of a few ms of it, or the bucket's refill, not the rate, limits.
+    pub async fn shape(&self, n: usize, rate: &str, burst: &str) -> Result<()> {
+        let tbf = [
+            "replace", "dev", "eth0", "root", "tbf", "rate", rate, "burst", burst, "latency",
+            "400ms",
+        ];
+        net::qdisc(&self.pod(n).ns, &tbf).await?;
+        Ok(())
+    }
+
+    /// Removes the token bucket `shape` or `throttle` set on pod n's eth0, if any.
+    pub async fn unshape(&self, n: usize) -> Result<()> {
+        let ns = self.pod(n).ns.as_str();
+        let current = net::qdisc(ns, &["show", "dev", "eth0", "root"]).await?;
+        // Deleting the default qdisc is an error: only remove ours.
+        if current.contains("tbf") {
+            net::qdisc(ns, &["del", "dev", "eth0", "root"]).await?;
         }
         Ok(())
     }

@@ -17,6 +17,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::compression::{self, Compression};
 use super::frame::{self, HEADER_LEN};
 use crate::clone::datadir::{MARKER_FILE, RECLONE_FILE};
 use crate::clone::progress::{LOG_EVERY, Transfer, TransferView, estimate_note};
@@ -128,6 +129,7 @@ pub struct Serving {
     started_unix: u64,
     estimated_total: Option<u64>,
     bytes: AtomicU64,
+    compression: Compression,
 }
 
 impl Serving {
@@ -144,6 +146,7 @@ impl Serving {
             joiner: self.joiner.to_string(),
             started_unix: self.started_unix,
             transfer: self.transfer().view(),
+            compression: self.compression,
         }
     }
 }
@@ -155,6 +158,9 @@ pub struct ServingView {
     pub started_unix: u64,
     #[serde(flatten)]
     pub transfer: TransferView,
+    /// How the stream goes on the wire (`zstd` when the joiner asked for it).
+    #[serde(default)]
+    pub compression: Compression,
 }
 
 /// A backup being streamed, and what the donor expects it to weigh.
@@ -230,8 +236,12 @@ impl Donor {
     }
 
     /// Starts a backup for `joiner`, once its size is estimated (before the backup starts, so
-    /// the joiner can tell its ETA); the stream yields the framed backup.
-    pub async fn start(&self, joiner: SocketAddr) -> Result<Stream, Busy> {
+    /// the joiner can tell its ETA); the stream yields the framed backup, compressed as granted.
+    pub async fn start(
+        &self,
+        joiner: SocketAddr,
+        compression: Compression,
+    ) -> Result<Stream, Busy> {
         let permit = self
             .one_at_a_time
             .clone()
@@ -263,8 +273,20 @@ impl Donor {
             started_unix: now_unix(),
             estimated_total,
             bytes: AtomicU64::new(0),
+            compression,
         });
-        let (tx, rx) = mpsc::channel(QUEUE);
+        let (tx, frames) = mpsc::channel(QUEUE);
+        // Compressed on a thread of its own, beside the reading of the backup; its channel
+        // bounds what waits for the joiner.
+        let (rx, compressor) = match compression {
+            Compression::None => (frames, None),
+            Compression::Zstd => {
+                let (out, rx) = mpsc::channel(QUEUE);
+                let compressing =
+                    tokio::task::spawn_blocking(move || compression::compress(frames, &out));
+                (rx, Some(compressing))
+            }
+        };
         let settings = self.settings.clone();
         let counters = self.counters.clone();
         let shutdown = self.shutdown.clone();
@@ -275,9 +297,19 @@ impl Donor {
             *now_serving.lock().unwrap_or_else(PoisonError::into_inner) = Some(serving.clone());
             tracing::info!(
                 joiner = %joiner, estimated_total_bytes = estimated_total,
+                compression = %compression,
                 "serving a clone: streaming a backup of this server{}", estimate_note(estimated_total)
             );
             let served = stream_backup(&settings, &tx, &counters.bytes, &serving, &shutdown).await;
+            if let Err(e) = &served {
+                let _ = tx.send(frame::failed(&e.to_string())).await;
+            }
+            drop(tx);
+            // The bytes on the wire, once the compressor has sent the last of them.
+            let compressed_bytes = match compressor {
+                Some(compressing) => compressing.await.ok().and_then(Result::ok),
+                None => None,
+            };
             let elapsed = serving.started.elapsed();
             counters.durations.observe(elapsed.as_secs_f64());
             match served {
@@ -287,12 +319,14 @@ impl Donor {
                     *counters.last_served.lock().unwrap_or_else(PoisonError::into_inner) = Some(last);
                     tracing::info!(
                         joiner = %joiner, bytes, mib = mib(bytes), secs = elapsed.as_secs_f64(),
-                        mib_per_s = rate_mib_s(bytes, elapsed), "clone served"
+                        mib_per_s = rate_mib_s(bytes, elapsed), compression = %compression,
+                        compressed_bytes,
+                        ratio = compressed_bytes.map(|wire| compression::ratio(bytes, wire)),
+                        "clone served"
                     );
                 }
                 Err(e) => {
                     counters.failures.add(e.failure());
-                    let _ = tx.send(frame::failed(&e.to_string())).await;
                     tracing::warn!(joiner = %joiner, "clone not served: {e}");
                 }
             }

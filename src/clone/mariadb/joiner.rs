@@ -6,12 +6,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::{Response, StatusCode};
+use hyper::{Response, StatusCode, header};
 use tokio::io::AsyncWriteExt;
 use tokio::process::ChildStdin;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::compression::{self, Compression, Inflater};
 use super::frame::{Decoder, Event, FrameError};
 use super::{ESTIMATED_BYTES_HEADER, position};
 use crate::clone::agent::PeerClient;
@@ -41,6 +42,8 @@ pub struct JoinerSettings {
     pub deadline: Duration,
     /// A stream that sends nothing this long is dead, even if its TCP connection is not.
     pub stall_timeout: Duration,
+    /// Asked of the donor; it may send the stream plain all the same.
+    pub compression: Compression,
     pub ownership: Ownership,
     /// `Owed` when the first ordinal restores its lost volume from a peer.
     pub promotion: Promotion,
@@ -81,19 +84,23 @@ async fn fetch_and_prepare(
     progress: &mut Progress,
     running: &mut Option<Running>,
 ) -> Result<CloneMarker, CloneError> {
-    let response = start_clone(settings, resolver, progress).await?;
+    let (response, compression) = start_clone(settings, resolver, progress).await?;
     let estimated = estimated_bytes(&response);
     progress.cloning(estimated);
     tracing::info!(
         phase = %ClonePhase::Cloning, donor = %settings.donor, estimated_total_bytes = estimated,
-        "donor accepted: receiving the clone stream{}", estimate_note(estimated)
+        compression = %compression,
+        "donor accepted: receiving the clone stream{}; compression {}",
+        estimate_note(estimated), compression::decision(settings.compression, compression)
     );
-    let bytes = receive(response, datadir, settings, progress, running).await?;
-    let streamed = progress.transfer();
+    let received = receive(response, compression, datadir, settings, progress, running).await?;
+    let (bytes, streamed) = (received.bytes, progress.transfer());
+    let compressed_bytes = (compression == Compression::Zstd).then_some(received.wire_bytes);
     tracing::info!(
         phase = %ClonePhase::Cloning, donor = %settings.donor, bytes, mib = mib(bytes),
         secs = streamed.elapsed.as_secs_f64(), mib_per_s = streamed.view().mib_per_s,
-        estimated_total_bytes = estimated,
+        estimated_total_bytes = estimated, compression = %compression, compressed_bytes,
+        ratio = compressed_bytes.map(|wire| compression::ratio(bytes, wire)),
         "clone stream complete: the donor's end-of-stream signal arrived and the checksum matches"
     );
 
@@ -167,12 +174,13 @@ fn as_info_file<'a>(info: &'a Option<(&'static str, String)>) -> Option<position
     info.as_ref().map(|(name, text)| (*name, text.as_str()))
 }
 
-/// Resolves the donor and asks it for a clone until it accepts, within the deadline.
+/// Resolves the donor and asks it for a clone until it accepts, within the deadline; returns
+/// its response and how its body is compressed.
 async fn start_clone(
     settings: &JoinerSettings,
     resolver: &Resolver,
     progress: &mut Progress,
-) -> Result<Response<Incoming>, CloneError> {
+) -> Result<(Response<Incoming>, Compression), CloneError> {
     until_donor_answers(
         &settings.donor,
         settings.deadline,
@@ -192,20 +200,32 @@ fn estimated_bytes(response: &Response<Incoming>) -> Option<u64> {
 async fn request_clone(
     settings: &JoinerSettings,
     resolver: &Resolver,
-) -> Result<Response<Incoming>, Attempt> {
+) -> Result<(Response<Incoming>, Compression), Attempt> {
     let ip = resolver.resolve(&settings.donor).await?;
+    let accept_encoding = match settings.compression {
+        Compression::None => None,
+        Compression::Zstd => Some(compression::ZSTD),
+    };
     let response = agent::get(
         &settings.donor,
         ip,
         &settings.peer,
         &agent::donor_path("/clone", settings.promotion),
         settings.token.as_ref(),
+        accept_encoding,
         RESPONSE_TIMEOUT,
     )
     .await?;
     let status = response.status();
     if status == StatusCode::OK {
-        return Ok(response);
+        let encoding = response.headers().get(header::CONTENT_ENCODING);
+        return match compression::received(encoding.and_then(|v| v.to_str().ok())) {
+            Ok(compression) => Ok((response, compression)),
+            Err(answer) => Err(Attempt::Fatal(CloneError::Refused {
+                donor: settings.donor.clone(),
+                answer,
+            })),
+        };
     }
     let answer = agent::answer(response).await;
     match status {
@@ -221,16 +241,24 @@ async fn request_clone(
     }
 }
 
-/// Feeds the framed body into `mbstream -x`; returns the data bytes once the end frame arrived
+/// What a clone stream brought: the backup's bytes, and the body's on the wire.
+#[derive(Debug, Clone, Copy)]
+struct Received {
+    bytes: u64,
+    wire_bytes: u64,
+}
+
+/// Feeds the framed body into `mbstream -x`; returns what it brought once the end frame arrived
 /// and the extractor succeeded. Reading the body and writing to the extractor overlap, so that
 /// neither the network nor the extractor waits for the other.
 async fn receive(
     response: Response<Incoming>,
+    compression: Compression,
     datadir: &DataDir,
     settings: &JoinerSettings,
     progress: &mut Progress,
     running: &mut Option<Running>,
-) -> Result<u64, CloneError> {
+) -> Result<Received, CloneError> {
     let program = &settings.mbstream;
     let staged = datadir.staging_data();
     let mut cmd = tool::command(program);
@@ -243,7 +271,7 @@ async fn receive(
     tool::enlarge_pipe(&stdin, extractor.name());
     let (data, to_extract) = mpsc::channel(EXTRACT_QUEUE);
     let (read, written) = tokio::join!(
-        read_frames(response, settings, progress, data),
+        read_frames(response, compression, settings, progress, data),
         feed(stdin, to_extract)
     );
     let received = read?;
@@ -257,23 +285,31 @@ async fn receive(
 /// Frames decoded and not yet written to the extractor: a few MiB in flight, at most.
 const EXTRACT_QUEUE: usize = 16;
 
-/// Decodes the body's frames and hands their data to the extractor's writer, until the end
-/// frame arrives intact: then the data bytes; `None` if the writer stopped taking data.
+/// Decodes the body's frames (decompressing it first if it came compressed) and hands their
+/// data to the extractor's writer, until the end frame arrives intact: then what arrived;
+/// `None` if the writer stopped taking data.
 async fn read_frames(
     response: Response<Incoming>,
+    compression: Compression,
     settings: &JoinerSettings,
     progress: &mut Progress,
     data: mpsc::Sender<Bytes>,
-) -> Result<Option<u64>, CloneError> {
+) -> Result<Option<Received>, CloneError> {
     let broken = |bytes: u64, reason: String| CloneError::Broken {
         donor: settings.donor.clone(),
         bytes,
         reason,
     };
+    let mut inflater = match compression {
+        Compression::None => None,
+        Compression::Zstd => Some(Inflater::new().map_err(io_error("starting zstd"))?),
+    };
     let mut body = response.into_body();
     let mut decoder = Decoder::default();
+    let mut wire_bytes = 0u64;
     let mut ended = false;
-    while !ended {
+    // A compressed stream is read on to the end of its zstd frame, which follows the end frame.
+    while !ended || inflater.as_ref().is_some_and(|i| !i.is_complete()) {
         let frame = match tokio::time::timeout(settings.stall_timeout, body.frame()).await {
             Err(_) => {
                 return Err(broken(
@@ -288,22 +324,33 @@ async fn read_frames(
         let Some(chunk) = frame.data_ref() else {
             continue;
         };
-        decoder.push(chunk);
-        loop {
-            let event = decoder.next_event().map_err(|source| CloneError::Frame {
-                donor: settings.donor.clone(),
-                source,
-            })?;
-            match event {
-                None => break,
-                Some(Event::Data(bytes)) => {
-                    if data.send(bytes).await.is_err() {
-                        return Ok(None);
-                    }
-                }
-                Some(Event::End { .. }) => ended = true,
-                Some(Event::Failed(reason)) => return Err(CloneError::DonorFailed(reason)),
+        wire_bytes += chunk.len() as u64;
+        let handed = match &mut inflater {
+            None => {
+                decoder.push(chunk);
+                hand_over(&mut decoder, &data, &settings.donor).await?
             }
+            Some(inflater) => {
+                let mut handed = Handed::More;
+                let mut consumed = 0;
+                while handed != Handed::WriterGone {
+                    let piece = inflater.next_piece(chunk, &mut consumed).map_err(|e| {
+                        broken(decoder.received(), format!("corrupt zstd compression: {e}"))
+                    })?;
+                    if piece.is_empty() {
+                        break;
+                    }
+                    decoder.push(piece);
+                    handed = hand_over(&mut decoder, &data, &settings.donor).await?;
+                    ended |= handed == Handed::Ended;
+                }
+                handed
+            }
+        };
+        match handed {
+            Handed::WriterGone => return Ok(None),
+            Handed::Ended => ended = true,
+            Handed::More => {}
         }
         progress.moved(decoder.received(), None, None);
     }
@@ -314,7 +361,48 @@ async fn read_frames(
             source,
         },
     })?;
-    Ok(Some(decoder.received()))
+    if let Some(inflater) = &inflater {
+        (inflater.finish()).map_err(|reason| broken(decoder.received(), reason))?;
+    }
+    Ok(Some(Received {
+        bytes: decoder.received(),
+        wire_bytes,
+    }))
+}
+
+/// Where the stream is once the decoder's complete frames went to the extractor's writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handed {
+    More,
+    /// The end frame came, intact.
+    Ended,
+    /// The writer stopped taking data (the extractor failed).
+    WriterGone,
+}
+
+/// Hands the data of the frames `decoder` holds complete to the extractor's writer.
+async fn hand_over(
+    decoder: &mut Decoder,
+    data: &mpsc::Sender<Bytes>,
+    donor: &str,
+) -> Result<Handed, CloneError> {
+    let mut handed = Handed::More;
+    loop {
+        let event = decoder.next_event().map_err(|source| CloneError::Frame {
+            donor: donor.to_owned(),
+            source,
+        })?;
+        match event {
+            None => return Ok(handed),
+            Some(Event::Data(bytes)) => {
+                if data.send(bytes).await.is_err() {
+                    return Ok(Handed::WriterGone);
+                }
+            }
+            Some(Event::End { .. }) => handed = Handed::Ended,
+            Some(Event::Failed(reason)) => return Err(CloneError::DonorFailed(reason)),
+        }
+    }
 }
 
 /// Writes what `data` brings to the extractor, then closes its input: its end of stream. Data
