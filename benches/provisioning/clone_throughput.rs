@@ -187,29 +187,34 @@ async fn agent_clone(c: &mut Cluster) -> Result<(f64, f64, u64)> {
     let run = init.wait().await?;
     let wall = started.elapsed().as_secs_f64();
     run.ensure_exit(0)?;
-    let event = |message: &str| {
-        run.output
-            .lines()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .find(|event| {
-                event["message"]
-                    .as_str()
-                    .is_some_and(|m| m.starts_with(message))
-            })
-            .with_context(|| format!("init logged no \"{message}\":\n{}", run.output))
-    };
-    let field = |event: &Value, name: &str| {
-        event[name]
-            .as_f64()
-            .with_context(|| format!("no number {name} in {event}"))
-    };
-    let stream = event("clone stream complete")?;
-    let prepare = event("backup prepared")?;
-    let (streamed, prepared) = (field(&stream, "secs")?, field(&prepare, "secs")?);
+    let stream = logged(&run.output, "clone stream complete")?;
+    let prepare = logged(&run.output, "backup prepared")?;
+    let (streamed, prepared) = (number(&stream, "secs")?, number(&prepare, "secs")?);
     eprintln!("[bench] agent: stream {streamed:.2} s, prepare {prepared:.2} s");
-    let bytes = field(&stream, "bytes")? as u64;
+    let bytes = number(&stream, "bytes")? as u64;
     c.lose_volume(JOINER).await?;
     Ok((streamed + prepared, wall, bytes))
+}
+
+/// The first event of a JSON log (`MYSQL_STS_LOG_FORMAT=json`) whose message starts with
+/// `message`.
+pub fn logged(output: &str, message: &str) -> Result<Value> {
+    output
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|event| {
+            event["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(message))
+        })
+        .with_context(|| format!("init logged no \"{message}\":\n{output}"))
+}
+
+/// A logged event's number field `name`.
+pub fn number(event: &Value, name: &str) -> Result<f64> {
+    event[name]
+        .as_f64()
+        .with_context(|| format!("no number {name} in {event}"))
 }
 
 /// The donor's backup options: what the agent writes for its own backup (root over the socket).

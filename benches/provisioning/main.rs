@@ -12,6 +12,7 @@ mod harness;
 
 mod clone_throughput;
 mod footprint;
+mod mysql_clone;
 mod plot;
 mod probe_cost;
 mod report;
@@ -63,6 +64,7 @@ struct Args {
 enum Measurement {
     CloneThroughput,
     TimeToReady,
+    MysqlClone,
     ProbeCost,
     Footprint,
 }
@@ -140,7 +142,7 @@ async fn main() -> Result<()> {
 
     let environment = report::environment(&ctx, &profile);
     let mut sections = Vec::new();
-    // Further measurements (MySQL, scale, zstd) go here.
+    // Further measurements (scale, zstd) go here.
     for &measurement in Measurement::value_variants() {
         if !args.only.is_empty() && !args.only.contains(&measurement) {
             continue;
@@ -148,6 +150,7 @@ async fn main() -> Result<()> {
         sections.push(match measurement {
             Measurement::CloneThroughput => clone_throughput::run(&ctx).await?,
             Measurement::TimeToReady => time_to_ready::run(&ctx).await?,
+            Measurement::MysqlClone => mysql_clone::run(&ctx).await?,
             Measurement::ProbeCost => probe_cost::run(&ctx).await?,
             Measurement::Footprint => footprint::run(&ctx).await?,
         });

@@ -115,8 +115,10 @@ async fn clone_in_staging(
 
     let paths = TempPaths::new(datadir);
     // CLONE ... DATA DIRECTORY creates the directory itself and refuses one that exists.
-    std::fs::remove_dir(&paths.clone_target)
-        .map_err(io_error(format!("emptying {}", paths.clone_target.display())))?;
+    std::fs::remove_dir(&paths.clone_target).map_err(io_error(format!(
+        "emptying {}",
+        paths.clone_target.display()
+    )))?;
     std::fs::create_dir(&paths.scratch)
         .map_err(io_error(format!("creating {}", paths.scratch.display())))?;
     if let Some((uid, gid)) = settings.ownership.chown_to() {
@@ -195,7 +197,14 @@ async fn clone_in_staging(
     // only then is it a clone with a position.
     progress.phase(ClonePhase::Preparing);
     let started = Instant::now();
-    let temp = TempServer::start(server, settings, &paths, &paths.clone_target, &["--skip-grant-tables"]).await?;
+    let temp = TempServer::start(
+        server,
+        settings,
+        &paths,
+        &paths.clone_target,
+        &["--skip-grant-tables"],
+    )
+    .await?;
     let mut conn = temp.connect().await?;
     let proof = read_proof(&mut conn).await?;
     proof.status.completed().map_err(plugin_failed)?;
@@ -208,7 +217,10 @@ async fn clone_in_staging(
     );
     let started = Instant::now();
     temp.shutdown(conn).await?;
-    tracing::info!(secs = started.elapsed().as_secs_f64(), "temporary server stopped");
+    tracing::info!(
+        secs = started.elapsed().as_secs_f64(),
+        "temporary server stopped"
+    );
 
     let marker = CloneMarker {
         donor: donor_name.to_owned(),

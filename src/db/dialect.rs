@@ -618,7 +618,13 @@ mod tests {
             ca: "/tls/ca.crt".into(),
         };
         assert_eq!(
-            clone_instance(donor, "clone", &Secret::new("pw".into()), target, Some(&tls)),
+            clone_instance(
+                donor,
+                "clone",
+                &Secret::new("pw".into()),
+                target,
+                Some(&tls)
+            ),
             [
                 "SET GLOBAL clone_valid_donor_list = '169.254.250.11:3306'",
                 "SET GLOBAL clone_ssl_ca = '/tls/ca.crt'",
