@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::Context;
 use crate::harness::data::purge_binlogs;
-use crate::harness::{Check, Cluster, ClusterSpec, poll_until};
+use crate::harness::{Check, Cluster, ClusterSpec, InitRun, poll_until};
 use crate::plot::{Plot, Series};
 use crate::report::{Section, Table, list, median};
 
@@ -180,13 +180,7 @@ async fn measure(c: &mut Cluster, rounds: usize, innodb_bytes: u64) -> Result<Si
 /// stream and prepare seconds, its process's run time and the bytes streamed. The volume is
 /// emptied again afterwards.
 async fn agent_clone(c: &mut Cluster) -> Result<(f64, f64, u64)> {
-    let init = c
-        .spawn_init_with(JOINER, &[("MYSQL_STS_LOG_FORMAT", "json")])
-        .await?;
-    let started = Instant::now();
-    let run = init.wait().await?;
-    let wall = started.elapsed().as_secs_f64();
-    run.ensure_exit(0)?;
+    let (run, wall) = joiner_init(c).await?;
     let stream = logged(&run.output, "clone stream complete")?;
     let prepare = logged(&run.output, "backup prepared")?;
     let (streamed, prepared) = (number(&stream, "secs")?, number(&prepare, "secs")?);
@@ -194,6 +188,19 @@ async fn agent_clone(c: &mut Cluster) -> Result<(f64, f64, u64)> {
     let bytes = number(&stream, "bytes")? as u64;
     c.lose_volume(JOINER).await?;
     Ok((streamed + prepared, wall, bytes))
+}
+
+/// The joiner's init container run to success with a JSON log (for `logged`); returns it with
+/// its process's run time.
+pub async fn joiner_init(c: &mut Cluster) -> Result<(InitRun, f64)> {
+    let init = c
+        .spawn_init_with(JOINER, &[("MYSQL_STS_LOG_FORMAT", "json")])
+        .await?;
+    let started = Instant::now();
+    let run = init.wait().await?;
+    let wall = started.elapsed().as_secs_f64();
+    run.ensure_exit(0)?;
+    Ok((run, wall))
 }
 
 /// The first event of a JSON log (`MYSQL_STS_LOG_FORMAT=json`) whose message starts with

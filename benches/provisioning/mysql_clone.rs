@@ -11,7 +11,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder};
 
 use crate::Context;
-use crate::clone_throughput::{create_table, fill, logged, number};
+use crate::clone_throughput::{create_table, fill, joiner_init, logged, number};
 use crate::harness::{Cluster, ClusterSpec, DbVersion};
 use crate::report::{Requirement, Section, Table, list, median};
 use crate::time_to_ready::{self, RATE, TABLES};
@@ -66,6 +66,31 @@ struct ReadyResult {
 }
 
 pub async fn run(ctx: &Context) -> Result<Section> {
+    let mut readies = Vec::new();
+    for &mib in &ctx.ready_sizes_mib {
+        let mut result = ReadyResult {
+            mib,
+            rows: time_to_ready::rows_per_table(mib),
+            ..ReadyResult::default()
+        };
+        for round in 0..ctx.rounds {
+            let versions = [DbVersion::MySql9_7, DbVersion::MariaDb10_11];
+            for k in 0..versions.len() {
+                let version = versions[(round + k) % versions.len()];
+                let name = format!("agent's overlay, {}", version_name(version));
+                let spec = ClusterSpec::new(&ctx.agent, 2).version(version);
+                let measured = time_to_ready::measure(spec, &name, true, result.rows)
+                    .await
+                    .with_context(|| format!("{name} with {mib} MiB, round {}", round + 1))?;
+                let (secs, _) = *measured.first().context("mysql-1 was measured")?;
+                match version {
+                    DbVersion::MySql9_7 => result.mysql.push(secs),
+                    _ => result.mariadb.push(secs),
+                }
+            }
+        }
+        readies.push(result);
+    }
     let mut clones = Vec::new();
     let mut sizes: Vec<u64> = (ctx.sizes_mib.iter().copied())
         .filter(|&mib| mib <= MAX_CLONE_MIB)
@@ -114,44 +139,13 @@ pub async fn run(ctx: &Context) -> Result<Section> {
     })
     .await?;
 
-    let mut readies = Vec::new();
-    for &mib in &ctx.ready_sizes_mib {
-        let mut result = ReadyResult {
-            mib,
-            rows: time_to_ready::rows_per_table(mib),
-            ..ReadyResult::default()
-        };
-        for round in 0..ctx.rounds {
-            let versions = [DbVersion::MySql9_7, DbVersion::MariaDb10_11];
-            for k in 0..versions.len() {
-                let version = versions[(round + k) % versions.len()];
-                let name = format!("agent's overlay, {}", version_name(version));
-                let spec = ClusterSpec::new(&ctx.agent, 2).version(version);
-                let measured = time_to_ready::measure(spec, &name, true, result.rows)
-                    .await
-                    .with_context(|| format!("{name} with {mib} MiB, round {}", round + 1))?;
-                let (secs, _) = *measured.first().context("mysql-1 was measured")?;
-                match version {
-                    DbVersion::MySql9_7 => result.mysql.push(secs),
-                    _ => result.mariadb.push(secs),
-                }
-            }
-        }
-        readies.push(result);
-    }
     Ok(section(ctx, &clones, &readies))
 }
 
 /// The joiner's init container on an empty volume; returns its process's run time and its own
 /// log's seconds of the CLONE statement. The volume is emptied again afterwards.
 async fn agent_clone(c: &mut Cluster) -> Result<(f64, f64)> {
-    let init = c
-        .spawn_init_with(JOINER, &[("MYSQL_STS_LOG_FORMAT", "json")])
-        .await?;
-    let started = Instant::now();
-    let run = init.wait().await?;
-    let wall = started.elapsed().as_secs_f64();
-    run.ensure_exit(0)?;
+    let (run, wall) = joiner_init(c).await?;
     let secs = |message: &str| number(&logged(&run.output, message)?, "secs");
     let initialized = secs("scratch server initialized")?;
     let up = secs("scratch server up")?;
@@ -319,14 +313,10 @@ fn section(ctx: &Context, clones: &[CloneResult], readies: &[ReadyResult]) -> Se
         rows: clones
             .iter()
             .map(|r| {
-                vec![
-                    size(r),
-                    secs(&r.agent_wall),
-                    secs(&r.agent_copy),
-                    secs(&r.bare),
-                    secs(&r.bare_total),
-                    format!("{:.2}", median(&r.agent_wall) / median(&r.bare_total)),
-                ]
+                let medians =
+                    [&r.agent_wall, &r.agent_copy, &r.bare, &r.bare_total].map(|v| secs(v));
+                let ratio = median(&r.agent_wall) / median(&r.bare_total);
+                [vec![size(r)], medians.into(), vec![format!("{ratio:.2}")]].concat()
             })
             .collect(),
     };
@@ -379,7 +369,7 @@ fn section(ctx: &Context, clones: &[CloneResult], readies: &[ReadyResult]) -> Se
         .map(|value| Requirement::positive("a MySQL clone's or Ready's seconds", value))
         .collect();
     Section {
-        title: "MySQL".into(),
+        title: "MySQL: clone and time to Ready".into(),
         method: format!("{METHOD} The target: MySQL/MariaDB at most {MAX_READY_RATIO}."),
         tables: vec![clone_summary, ready_summary, rounds],
         plots: Vec::new(),
