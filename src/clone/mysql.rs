@@ -1,7 +1,8 @@
 //! MySQL clones with the CLONE plugin: a throwaway scratch server in the staging directory pulls
 //! the donor's data into a directory of its own (`CLONE ... DATA DIRECTORY`), which needs no
 //! restart of the recipient; the scratch server is then killed, and a server started on the
-//! cloned directory finishes the clone (recovery) and proves it. Only a statement that succeeded,
+//! cloned directory finishes the clone (recovery), proves it, and forgets the donor's relay log
+//! position (relay logs are never cloned). Only a statement that succeeded,
 //! the scratch server's `performance_schema.clone_status` saying Completed, and the cloned
 //! server's saying Completed again with its position make a clone.
 
@@ -208,6 +209,14 @@ async fn clone_in_staging(
     let mut conn = temp.connect().await?;
     let proof = read_proof(&mut conn).await?;
     proof.status.completed().map_err(plugin_failed)?;
+    // A replica donor's applier position names relay logs the clone did not bring: the real
+    // server's first start would fail to open them.
+    let dialect = version
+        .dialect()
+        .map_err(|e| CloneError::TempServer(format!("is of no known dialect: {e}")))?;
+    db::execute_all(&mut conn, &[dialect.reset_relay_log().to_owned()])
+        .await
+        .map_err(sql_error("resetting the cloned relay log position"))?;
     tracing::info!(
         phase = %ClonePhase::Preparing, donor = %donor_name, source = %proof.status.source,
         bytes = proof.bytes, mib = mib(proof.bytes), recovery_secs = started.elapsed().as_secs_f64(),

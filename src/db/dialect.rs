@@ -202,6 +202,16 @@ impl Dialect {
         }
     }
 
+    /// Forgets the applier's relay log position and the relay logs, keeping the connection
+    /// settings: a MySQL clone brings its donor's applier position but not the relay logs it
+    /// names; with GTID auto-positioning the channel resumes from gtid_executed.
+    pub fn reset_relay_log(self) -> &'static str {
+        match self {
+            Dialect::MariaDb | Dialect::MySqlMaster => "RESET SLAVE",
+            Dialect::MySqlSource => "RESET REPLICA",
+        }
+    }
+
     fn stop_replica(self) -> &'static str {
         match self {
             Dialect::MariaDb | Dialect::MySqlMaster => "STOP SLAVE",
