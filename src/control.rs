@@ -1,10 +1,20 @@
 //! The sidecar's control loop as explicit stages. The session with the local server (a
 //! connection and what the server is) exists only in the stages that have one, so no step can
 //! run against a server the loop is not connected to. Each stage's action yields an event;
-//! `advance` decides the next stage and how long to pause, and is all the loop's logic.
+//! `advance` decides the next stage and how long to pause, and is all the loop's logic;
+//! `Cadence` decides how long a poll's pause is.
+
+use std::time::{Duration, Instant};
+
+/// The poll interval while settling: a pod that is ready is seen ready within this much, so the
+/// kubelet's next readiness probe finds it ready and the StatefulSet moves on.
+pub const SETTLING_POLL: Duration = Duration::from_millis(100);
+/// Settling ends after this long even if the pod never became ready (e.g. a replica far behind
+/// catching up): then it polls at the poll interval, as a running pod does.
+pub const SETTLING_AT_MOST: Duration = Duration::from_secs(60);
 
 /// Where the loop is; `S` is the session with the local server.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stage<S> {
     /// No session. `set_up`: replication (or the primary's users) was set up by an earlier
     /// session, so a new one goes straight to running: threads a person stopped stay stopped.
@@ -91,6 +101,45 @@ pub fn advance<S>(from: Stage<()>, event: Event<S>) -> (Stage<S>, Pause) {
             );
             (Stage::Disconnected { set_up }, Pause::Backoff)
         }
+    }
+}
+
+/// How often the loop polls: quickly from the moment a session starts running (the sidecar's
+/// start, a set-up, a reconnect) until the pod's first ready verdict, at most
+/// `SETTLING_AT_MOST`; at the poll interval otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cadence {
+    settling_since: Option<Instant>,
+}
+
+impl Cadence {
+    /// Settling from `now`, as the sidecar starts.
+    pub fn settling(now: Instant) -> Self {
+        Cadence {
+            settling_since: Some(now),
+        }
+    }
+
+    /// After a stage's action: `from` is the stage it ran in, `to` the next one, and `ready`
+    /// the readiness of the snapshot it published.
+    pub fn observe<S>(&mut self, from: &Stage<()>, to: &Stage<S>, ready: bool, now: Instant) {
+        let starts_running = matches!(to, Stage::Running(_)) && !matches!(from, Stage::Running(()));
+        if starts_running {
+            self.settling_since = Some(now);
+        } else if ready
+            || self
+                .settling_since
+                .is_some_and(|since| now.saturating_duration_since(since) >= SETTLING_AT_MOST)
+        {
+            self.settling_since = None;
+        }
+    }
+
+    /// The pause before the next poll, if it is not the poll interval's ticker.
+    pub fn poll_pause(&self, interval: Duration) -> Option<Duration> {
+        self.settling_since
+            .is_some()
+            .then_some(SETTLING_POLL.min(interval))
     }
 }
 
@@ -194,5 +243,72 @@ mod tests {
             advance(Stage::Running(()), Event::Connected("s")),
             (Stage::Disconnected { set_up: true }, Pause::Backoff)
         );
+    }
+
+    #[test]
+    fn polls_quickly_from_a_start_until_the_first_ready_verdict() {
+        let t0 = Instant::now();
+        let interval = Duration::from_secs(1);
+        let mut cadence = Cadence::settling(t0);
+        assert_eq!(cadence.poll_pause(interval), Some(SETTLING_POLL));
+        cadence.observe(&FRESH, &Stage::SettingUp("s"), false, t0);
+        cadence.observe(&Stage::SettingUp(()), &Stage::Running("s"), false, t0);
+        cadence.observe(&Stage::Running(()), &Stage::Running("s"), false, t0);
+        assert_eq!(cadence.poll_pause(interval), Some(SETTLING_POLL));
+        cadence.observe(&Stage::Running(()), &Stage::Running("s"), true, t0);
+        assert_eq!(
+            cadence.poll_pause(interval),
+            None,
+            "ready: the poll interval"
+        );
+        cadence.observe(&Stage::Running(()), &Stage::Running("s"), false, t0);
+        assert_eq!(
+            cadence.poll_pause(interval),
+            None,
+            "a running pod that turns unready polls at the interval"
+        );
+    }
+
+    #[test]
+    fn a_new_session_settles_again_but_not_forever() {
+        let t0 = Instant::now();
+        let mut cadence = Cadence::settling(t0);
+        cadence.observe(&Stage::Running(()), &Stage::Running("s"), true, t0);
+        cadence.observe::<&str>(
+            &Stage::Running(()),
+            &Stage::Disconnected { set_up: true },
+            false,
+            t0,
+        );
+        assert_eq!(cadence.poll_pause(Duration::from_secs(1)), None);
+        let t1 = t0 + Duration::from_secs(5);
+        cadence.observe(
+            &Stage::Disconnected { set_up: true },
+            &Stage::Running("s"),
+            false,
+            t1,
+        );
+        assert_eq!(
+            cadence.poll_pause(Duration::from_secs(1)),
+            Some(SETTLING_POLL)
+        );
+        cadence.observe(
+            &Stage::Running(()),
+            &Stage::Running("s"),
+            false,
+            t1 + SETTLING_AT_MOST,
+        );
+        assert_eq!(
+            cadence.poll_pause(Duration::from_secs(1)),
+            None,
+            "never ready within SETTLING_AT_MOST: the poll interval"
+        );
+    }
+
+    #[test]
+    fn settling_never_polls_slower_than_the_interval() {
+        let cadence = Cadence::settling(Instant::now());
+        let fast = Duration::from_millis(50);
+        assert_eq!(cadence.poll_pause(fast), Some(fast));
     }
 }

@@ -176,26 +176,27 @@ async fn measure(c: &mut Cluster, rounds: usize, innodb_bytes: u64) -> Result<Si
     Ok(result)
 }
 
+/// The env that makes an agent container log JSON lines, which `clone_log` reads.
+pub const JSON_LOG: (&str, &str) = ("MYSQL_STS_LOG_FORMAT", "json");
+
 /// The joiner's init container on an empty volume, as a new replica runs it; returns init's own
 /// stream and prepare seconds, its process's run time and the bytes streamed. The volume is
 /// emptied again afterwards.
 async fn agent_clone(c: &mut Cluster) -> Result<(f64, f64, u64)> {
     let (run, wall) = joiner_init(c).await?;
-    let stream = logged(&run.output, "clone stream complete")?;
-    let prepare = logged(&run.output, "backup prepared")?;
-    let (streamed, prepared) = (number(&stream, "secs")?, number(&prepare, "secs")?);
-    eprintln!("[bench] agent: stream {streamed:.2} s, prepare {prepared:.2} s");
-    let bytes = number(&stream, "bytes")? as u64;
+    let clone = clone_log(&run.output)?;
+    eprintln!(
+        "[bench] agent: stream {:.2} s, prepare {:.2} s",
+        clone.stream_secs, clone.prepare_secs
+    );
     c.lose_volume(JOINER).await?;
-    Ok((streamed + prepared, wall, bytes))
+    Ok((clone.secs(), wall, clone.bytes))
 }
 
-/// The joiner's init container run to success with a JSON log (for `logged`); returns it with
-/// its process's run time.
+/// The joiner's init container run to success with a JSON log (`JSON_LOG`, for `logged`);
+/// returns it with its process's run time.
 pub async fn joiner_init(c: &mut Cluster) -> Result<(InitRun, f64)> {
-    let init = c
-        .spawn_init_with(JOINER, &[("MYSQL_STS_LOG_FORMAT", "json")])
-        .await?;
+    let init = c.spawn_init_with(JOINER, &[JSON_LOG]).await?;
     let started = Instant::now();
     let run = init.wait().await?;
     let wall = started.elapsed().as_secs_f64();
@@ -203,8 +204,35 @@ pub async fn joiner_init(c: &mut Cluster) -> Result<(InitRun, f64)> {
     Ok((run, wall))
 }
 
-/// The first event of a JSON log (`MYSQL_STS_LOG_FORMAT=json`) whose message starts with
-/// `message`.
+/// A clone as init's own log (`JSON_LOG`) tells it.
+pub struct CloneLog {
+    /// `clone stream complete`: from the donor's answer to the end of the extraction.
+    pub stream_secs: f64,
+    /// `backup prepared`.
+    pub prepare_secs: f64,
+    /// What the donor streamed.
+    pub bytes: u64,
+}
+
+impl CloneLog {
+    /// The clone's time: stream and extraction, then prepare.
+    pub fn secs(&self) -> f64 {
+        self.stream_secs + self.prepare_secs
+    }
+}
+
+/// Reads the clone's lines from an init container's JSON log.
+pub fn clone_log(output: &str) -> Result<CloneLog> {
+    let stream = logged(output, "clone stream complete")?;
+    let prepare = logged(output, "backup prepared")?;
+    Ok(CloneLog {
+        stream_secs: number(&stream, "secs")?,
+        prepare_secs: number(&prepare, "secs")?,
+        bytes: number(&stream, "bytes")? as u64,
+    })
+}
+
+/// The first event of a JSON log (`JSON_LOG`) whose message starts with `message`.
 pub fn logged(output: &str, message: &str) -> Result<Value> {
     output
         .lines()

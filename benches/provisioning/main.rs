@@ -16,6 +16,7 @@ mod mysql_clone;
 mod plot;
 mod probe_cost;
 mod report;
+mod scale;
 mod time_to_ready;
 
 use std::path::{Path, PathBuf};
@@ -65,6 +66,7 @@ enum Measurement {
     CloneThroughput,
     TimeToReady,
     MysqlClone,
+    Scale,
     ProbeCost,
     Footprint,
 }
@@ -142,7 +144,7 @@ async fn main() -> Result<()> {
 
     let environment = report::environment(&ctx, &profile);
     let mut sections = Vec::new();
-    // Further measurements (scale, zstd) go here.
+    // Further measurements (zstd) go here.
     for &measurement in Measurement::value_variants() {
         if !args.only.is_empty() && !args.only.contains(&measurement) {
             continue;
@@ -151,6 +153,7 @@ async fn main() -> Result<()> {
             Measurement::CloneThroughput => clone_throughput::run(&ctx).await?,
             Measurement::TimeToReady => time_to_ready::run(&ctx).await?,
             Measurement::MysqlClone => mysql_clone::run(&ctx).await?,
+            Measurement::Scale => scale::run(&ctx).await?,
             Measurement::ProbeCost => probe_cost::run(&ctx).await?,
             Measurement::Footprint => footprint::run(&ctx).await?,
         });

@@ -1,6 +1,7 @@
 //! Line plots as PNG (plotters' bitmap backend), with text drawn by ab_glyph from Debian's
 //! fonts-dejavu-core, so that no system fontconfig is needed.
 
+use std::ops::Range;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -71,11 +72,29 @@ pub fn draw(plot: &Plot, path: &Path) -> Result<()> {
         .label_font(("sans-serif", 15))
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
-        .position(SeriesLabelPosition::LowerLeft)
+        .position(legend_position(plot, x_max, y_max))
         .draw()?;
     root.present()
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+/// The left corner where the legend's box covers fewer points (the lower one when even): flat
+/// lines leave the lower one free, lines rising from the left the upper one. The box takes about
+/// 40 % of the width and 5 % of the height per series plus 5 %.
+fn legend_position(plot: &Plot, x_max: f64, y_max: f64) -> SeriesLabelPosition {
+    let height = y_max * 0.05 * (plot.series.len() + 1) as f64;
+    let covered = |band: Range<f64>| {
+        (plot.series.iter())
+            .flat_map(|s| &s.points)
+            .filter(|&&(x, y)| x < x_max * 0.4 && band.contains(&y))
+            .count()
+    };
+    if covered(y_max - height..f64::INFINITY) < covered(0.0..height) {
+        SeriesLabelPosition::UpperLeft
+    } else {
+        SeriesLabelPosition::LowerLeft
+    }
 }
 
 /// ab_glyph knows only registered fonts; plotters keeps them for the process's lifetime.

@@ -116,11 +116,6 @@ pub async fn run(ctx: &Context) -> Result<Section> {
     Ok(section(ctx, &results))
 }
 
-/// sysbench's rows per table for `mib` of data.
-pub fn rows_per_table(mib: u64) -> u64 {
-    (mib * ROWS_PER_MIB / u64::from(TABLES)).max(1)
-}
-
 /// One contender's run on a new cluster of `spec` (`name` in messages): pod 0 with the data, the
 /// writes at `RATE`, then each replica started in turn (OrderedReady); per replica its time from
 /// creation to Ready and how far behind it was then. With `in_sync` (the agent's readiness), a
@@ -135,21 +130,7 @@ pub async fn measure(
     let pods = spec.pods;
     Cluster::run_scenario(spec, async |c| {
         c.start_pod(0).await?;
-        c.sql(0).await?.query_drop("CREATE DATABASE sbtest").await?;
-        let prepare = sysbench(c, "oltp_read_write", rows, &["prepare"])?
-            .stdout(Stdio::null())
-            .status()
-            .await?;
-        ensure!(prepare.success(), "sysbench prepare: {prepare}");
-        let rate = format!("--rate={RATE}");
-        let writes = sysbench(
-            c,
-            "oltp_write_only",
-            rows,
-            &[&rate, "--threads=2", "--time=0", "run"],
-        )?;
-        // The harness stops it with the cluster.
-        c.spawn_in_pod(0, "sysbench", writes)?;
+        fill_and_write(c, rows).await?;
         for n in 1..pods {
             c.start_pod(n).await?;
             let behind = behind(c, n).await?;
@@ -170,6 +151,32 @@ pub async fn measure(
     })
     .await?;
     Ok(measured)
+}
+
+/// sysbench's rows per table for `mib` MiB of data.
+pub fn rows_per_table(mib: u64) -> u64 {
+    (mib * ROWS_PER_MIB / u64::from(TABLES)).max(1)
+}
+
+/// Fills the started pod 0 by `sysbench oltp_read_write prepare` (`TABLES` tables of `rows`),
+/// then starts `sysbench oltp_write_only` on it at `RATE` transactions/s, which the harness stops
+/// with the cluster.
+pub async fn fill_and_write(c: &mut Cluster, rows: u64) -> Result<()> {
+    c.sql(0).await?.query_drop("CREATE DATABASE sbtest").await?;
+    let prepare = sysbench(c, "oltp_read_write", rows, &["prepare"])?
+        .stdout(Stdio::null())
+        .status()
+        .await?;
+    ensure!(prepare.success(), "sysbench prepare: {prepare}");
+    let rate = format!("--rate={RATE}");
+    let writes = sysbench(
+        c,
+        "oltp_write_only",
+        rows,
+        &[&rate, "--threads=2", "--time=0", "run"],
+    )?;
+    c.spawn_in_pod(0, "sysbench", writes)?;
+    Ok(())
 }
 
 /// sysbench's `test` against pod 0's server (as root, over its socket), in pod 0.

@@ -17,7 +17,7 @@ use crate::clone::mariadb::donor::{Donor, DonorSettings};
 use crate::clone::now_unix;
 use crate::clone::reclone::RecloneRequest;
 use crate::config::{CloneChannel, Endpoint, SidecarConfig};
-use crate::control::{self, Event, Pause, Stage};
+use crate::control::{self, Cadence, Event, Pause, Stage};
 use crate::db::dialect::{self, Source};
 use crate::db::flavor::{Dialect, ServerVersion};
 use crate::db::gtid::{self, Binlogged, Gtids};
@@ -155,12 +155,13 @@ pub async fn run(cfg: SidecarConfig, shutdown: CancellationToken) -> anyhow::Res
     ));
     tracker.spawn(health::log_readiness_changes(
         snapshots,
-        rules,
+        rules.clone(),
         shutdown.clone(),
     ));
     let shared = Shared {
         marker_published,
         publish,
+        rules: rules.clone(),
         retries,
         timings,
     };
@@ -241,7 +242,8 @@ impl Reconnect {
     fn new() -> Self {
         Reconnect {
             delays: ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(200))
+                .with_min_delay(Duration::from_millis(100))
+                .with_factor(1.5)
                 .with_max_delay(Duration::from_secs(5))
                 .without_max_times()
                 .build(),
@@ -262,6 +264,8 @@ struct Shared {
     /// The marker as /status shows it.
     marker_published: watch::Sender<Option<Arc<CloneMarker>>>,
     publish: watch::Sender<Snapshot>,
+    /// What readiness is judged against: the loop polls quickly until it is first ready.
+    rules: Rules,
     retries: Retries,
     timings: Arc<Timings>,
 }
@@ -344,19 +348,22 @@ impl ControlLoop {
     }
 
     async fn run(mut self, shutdown: CancellationToken) {
-        let mut ticker = tokio::time::interval(self.cfg.poll_interval);
+        let interval = self.cfg.poll_interval;
+        let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut cadence = Cadence::settling(Instant::now());
         let mut reconnect = Reconnect::new();
         let mut pause = Pause::Tick;
         loop {
             let failed = self.failed.take();
-            let delay = match pause {
-                Pause::None => None,
+            // None: the poll interval's ticker.
+            let sleep = match pause {
+                Pause::None => Some(Duration::ZERO),
                 Pause::Tick => {
                     reconnect = Reconnect::new();
-                    Some(Duration::ZERO)
+                    cadence.poll_pause(interval)
                 }
-                Pause::Recheck => Some(self.cfg.poll_interval),
+                Pause::Recheck => Some(interval),
                 Pause::Backoff => {
                     let (attempt, delay) = reconnect.next();
                     if let Some(failed) = &failed {
@@ -365,15 +372,16 @@ impl ControlLoop {
                     Some(delay)
                 }
             };
-            if let Some(delay) = delay {
-                tokio::select! {
+            match sleep {
+                Some(Duration::ZERO) => {}
+                Some(delay) => tokio::select! {
                     () = tokio::time::sleep(delay) => {}
                     () = shutdown.cancelled() => break,
-                }
-                tokio::select! {
+                },
+                None => tokio::select! {
                     _ = ticker.tick() => {}
                     () = shutdown.cancelled() => break,
-                }
+                },
             }
             let from = std::mem::replace(&mut self.stage, Stage::Disconnected { set_up: false });
             let kind = from.kind();
@@ -381,7 +389,11 @@ impl ControlLoop {
                 event = self.act(from) => event,
                 () = shutdown.cancelled() => break,
             };
-            (self.stage, pause) = control::advance(kind, event);
+            (self.stage, pause) = control::advance(kind.clone(), event);
+            let now = Instant::now();
+            let ready =
+                health::readiness(&self.shared.publish.borrow(), &self.shared.rules, now).ready;
+            cadence.observe(&kind, &self.stage, ready, now);
         }
         if let Stage::SettingUp(server) | Stage::Blocked(server) | Stage::Running(server) =
             std::mem::replace(&mut self.stage, Stage::Disconnected { set_up: false })

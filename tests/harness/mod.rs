@@ -733,6 +733,11 @@ impl Cluster {
         Ok(())
     }
 
+    /// When pod n was created (got its DNS records), e.g. to time several pods as one set.
+    pub fn created_at(&self, n: usize) -> Option<Instant> {
+        self.pod(n).created
+    }
+
     /// How long pod n took from its creation to Ready, as the kubelet's probes saw it, in its
     /// last `start_pod`.
     pub fn ready_after(&self, n: usize) -> Option<Duration> {
