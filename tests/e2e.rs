@@ -394,7 +394,8 @@ async fn three_pods_come_up_in_order_and_hold_every_row(version: DbVersion) -> R
         if flavor == Flavor::MySql {
             ensure!(
                 init1.contains("clone copied and recovered: clone_status says Completed")
-                    && init1.contains("expected end without a supervisor"),
+                    && init1.contains("into its own directory: clone_status says Completed")
+                    && init1.contains("temporary server stopped"),
                 "{init1}"
             );
             // Whatever the token: MySQL pods serve no clones.

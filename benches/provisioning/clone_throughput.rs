@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::Context;
 use crate::harness::data::purge_binlogs;
-use crate::harness::{Check, Cluster, ClusterSpec, poll_until};
+use crate::harness::{Check, Cluster, ClusterSpec, InitRun, poll_until};
 use crate::plot::{Plot, Series};
 use crate::report::{Section, Table, list, median};
 
@@ -190,12 +190,7 @@ pub struct AgentClone {
 /// The joiner's init container on an empty volume, as a new replica runs it, with `env` added
 /// to its own; the volume is emptied again afterwards.
 pub async fn agent_clone(c: &mut Cluster, env: &[(&str, &str)]) -> Result<AgentClone> {
-    let env = [&[JSON_LOG], env].concat();
-    let init = c.spawn_init_with(JOINER, &env).await?;
-    let started = Instant::now();
-    let run = init.wait().await?;
-    let wall_secs = started.elapsed().as_secs_f64();
-    run.ensure_exit(0)?;
+    let (run, wall_secs) = joiner_init(c, env).await?;
     let log = clone_log(&run.output)?;
     eprintln!(
         "[bench] agent: stream {:.2} s, prepare {:.2} s",
@@ -203,6 +198,18 @@ pub async fn agent_clone(c: &mut Cluster, env: &[(&str, &str)]) -> Result<AgentC
     );
     c.lose_volume(JOINER).await?;
     Ok(AgentClone { log, wall_secs })
+}
+
+/// The joiner's init container run to success with a JSON log (`JSON_LOG`, for `logged`) and
+/// `env` added to its own; returns it with its process's run time.
+pub async fn joiner_init(c: &mut Cluster, env: &[(&str, &str)]) -> Result<(InitRun, f64)> {
+    let env = [&[JSON_LOG], env].concat();
+    let init = c.spawn_init_with(JOINER, &env).await?;
+    let started = Instant::now();
+    let run = init.wait().await?;
+    let wall = started.elapsed().as_secs_f64();
+    run.ensure_exit(0)?;
+    Ok((run, wall))
 }
 
 /// A clone as init's own log (`JSON_LOG`) tells it.
@@ -226,30 +233,34 @@ impl CloneLog {
 
 /// Reads the clone's lines from an init container's JSON log.
 pub fn clone_log(output: &str) -> Result<CloneLog> {
-    let event = |message: &str| {
-        output
-            .lines()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .find(|event| {
-                event["message"]
-                    .as_str()
-                    .is_some_and(|m| m.starts_with(message))
-            })
-            .with_context(|| format!("init logged no \"{message}\":\n{output}"))
-    };
-    let field = |event: &Value, name: &str| {
-        event[name]
-            .as_f64()
-            .with_context(|| format!("no number {name} in {event}"))
-    };
-    let stream = event("clone stream complete")?;
-    let prepare = event("backup prepared")?;
+    let stream = logged(output, "clone stream complete")?;
+    let prepare = logged(output, "backup prepared")?;
     Ok(CloneLog {
-        stream_secs: field(&stream, "secs")?,
-        prepare_secs: field(&prepare, "secs")?,
-        bytes: field(&stream, "bytes")? as u64,
+        stream_secs: number(&stream, "secs")?,
+        prepare_secs: number(&prepare, "secs")?,
+        bytes: number(&stream, "bytes")? as u64,
         compressed_bytes: stream["compressed_bytes"].as_u64(),
     })
+}
+
+/// The first event of a JSON log (`JSON_LOG`) whose message starts with `message`.
+pub fn logged(output: &str, message: &str) -> Result<Value> {
+    output
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|event| {
+            event["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(message))
+        })
+        .with_context(|| format!("init logged no \"{message}\":\n{output}"))
+}
+
+/// A logged event's number field `name`.
+pub fn number(event: &Value, name: &str) -> Result<f64> {
+    event[name]
+        .as_f64()
+        .with_context(|| format!("no number {name} in {event}"))
 }
 
 /// The donor's backup options: what the agent writes for its own backup (root over the socket).

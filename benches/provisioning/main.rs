@@ -13,6 +13,7 @@ mod harness;
 mod clone_throughput;
 mod compression;
 mod footprint;
+mod mysql_clone;
 mod plot;
 mod probe_cost;
 mod report;
@@ -65,6 +66,7 @@ struct Args {
 enum Measurement {
     CloneThroughput,
     TimeToReady,
+    MysqlClone,
     Scale,
     ProbeCost,
     Footprint,
@@ -144,7 +146,6 @@ async fn main() -> Result<()> {
 
     let environment = report::environment(&ctx, &profile);
     let mut sections = Vec::new();
-    // Further measurements (MySQL) go here.
     for &measurement in Measurement::value_variants() {
         if !args.only.is_empty() && !args.only.contains(&measurement) {
             continue;
@@ -152,6 +153,7 @@ async fn main() -> Result<()> {
         sections.push(match measurement {
             Measurement::CloneThroughput => clone_throughput::run(&ctx).await?,
             Measurement::TimeToReady => time_to_ready::run(&ctx).await?,
+            Measurement::MysqlClone => mysql_clone::run(&ctx).await?,
             Measurement::Scale => scale::run(&ctx).await?,
             Measurement::ProbeCost => probe_cost::run(&ctx).await?,
             Measurement::Footprint => footprint::run(&ctx).await?,

@@ -9,8 +9,11 @@ use anyhow::{Context as _, Result, ensure};
 use mysql_async::Row;
 use mysql_async::prelude::Queryable;
 
+use mysql_sts_agent::db::flavor::Flavor as GtidFlavor;
+use mysql_sts_agent::db::gtid::Gtids;
+
 use crate::Context;
-use crate::harness::{Cluster, ClusterSpec};
+use crate::harness::{Cluster, ClusterSpec, Flavor};
 use crate::plot::{Plot, Series};
 use crate::report::{Section, Table, median};
 
@@ -92,9 +95,12 @@ pub async fn run(ctx: &Context) -> Result<Section> {
         for round in 0..ctx.rounds {
             for k in 0..CONTENDERS.len() {
                 let contender = CONTENDERS[(round + k) % CONTENDERS.len()];
-                let measured = measure(ctx, contender, rows).await.with_context(|| {
-                    format!("{} with {mib} MiB, round {}", contender.name(), round + 1)
-                })?;
+                let in_sync = contender == Contender::Agent;
+                let measured = measure(contender.spec(ctx), contender.name(), in_sync, rows)
+                    .await
+                    .with_context(|| {
+                        format!("{} with {mib} MiB, round {}", contender.name(), round + 1)
+                    })?;
                 for (pod, (secs, behind)) in (1..PODS).zip(measured) {
                     let slot = pods
                         .iter_mut()
@@ -110,27 +116,29 @@ pub async fn run(ctx: &Context) -> Result<Section> {
     Ok(section(ctx, &results))
 }
 
-/// One contender's run on a new cluster: pod 0 with the data, the writes at `RATE`, then each
-/// replica started in turn (OrderedReady); per replica its time from creation to Ready and how
-/// far behind it was then.
-async fn measure(
-    ctx: &Context,
-    contender: Contender,
+/// One contender's run on a new cluster of `spec` (`name` in messages): pod 0 with the data, the
+/// writes at `RATE`, then each replica started in turn (OrderedReady); per replica its time from
+/// creation to Ready and how far behind it was then. With `in_sync` (the agent's readiness), a
+/// replica Ready while further behind than its rule allows fails the run.
+pub async fn measure(
+    spec: ClusterSpec,
+    name: &str,
+    in_sync: bool,
     rows: u64,
 ) -> Result<Vec<(f64, Option<u64>)>> {
     let mut measured = Vec::new();
-    Cluster::run_scenario(contender.spec(ctx), async |c| {
+    let pods = spec.pods;
+    Cluster::run_scenario(spec, async |c| {
         c.start_pod(0).await?;
         fill_and_write(c, rows).await?;
-        for n in 1..PODS {
+        for n in 1..pods {
             c.start_pod(n).await?;
             let behind = behind(c, n).await?;
             let secs = c.ready_after(n).context("Ready")?.as_secs_f64();
             eprintln!(
-                "[bench] {}: pod {n} Ready after {secs:.1} s, {behind:?} transactions behind",
-                contender.name()
+                "[bench] {name}: pod {n} Ready after {secs:.1} s, {behind:?} transactions behind"
             );
-            if contender == Contender::Agent {
+            if in_sync {
                 let allowed = u64::from(RATE) * AGENT_MAX_LAG_SECS;
                 ensure!(
                     behind.is_some_and(|tx| tx <= allowed),
@@ -193,15 +201,32 @@ fn sysbench(c: &Cluster, test: &str, rows: u64, args: &[&str]) -> Result<tokio::
     Ok(command)
 }
 
-/// Transactions the primary has committed that replica n has not applied: the primary's GTID
-/// against the one at the replica's executed position in the primary's binlog
-/// (`BINLOG_GTID_POS`); None when the replica does not replicate yet.
+/// Transactions the primary has committed that replica n has not applied, the replica read
+/// first; None when the replica does not replicate yet. MariaDB: the primary's GTID against the
+/// one at the replica's executed position in the primary's binlog (`BINLOG_GTID_POS`); MySQL:
+/// the primary's `gtid_executed` set against the replica's.
 async fn behind(c: &Cluster, n: usize) -> Result<Option<u64>> {
     let mut replica = c.sql(n).await?;
-    let status: Option<Row> = replica.query_first("SHOW SLAVE STATUS").await?;
+    let show_status = match c.flavor() {
+        Flavor::MariaDb => "SHOW SLAVE STATUS",
+        Flavor::MySql => "SHOW REPLICA STATUS",
+    };
+    let status: Option<Row> = replica.query_first(show_status).await?;
     let Some(status) = status else {
         return Ok(None);
     };
+    if c.flavor() == Flavor::MySql {
+        let executed = "SELECT @@GLOBAL.gtid_executed";
+        let applied: String = replica.query_first(executed).await?.context("no row")?;
+        let head: String = c
+            .sql(0)
+            .await?
+            .query_first(executed)
+            .await?
+            .context("no row")?;
+        let [applied, head] = [applied, head].map(|set| Gtids::parse(GtidFlavor::MySql, &set));
+        return Ok(Some(applied?.missing_from(&head?)));
+    }
     let file: String = status
         .get("Relay_Master_Log_File")
         .context("Relay_Master_Log_File")?;

@@ -1,6 +1,10 @@
-//! MySQL clones with the CLONE plugin: a temporary server on the staging directory pulls the
-//! donor's data over its own datadir, then is started once more to finish the clone (recovery)
-//! and to prove it: `performance_schema.clone_status` must say Completed.
+//! MySQL clones with the CLONE plugin: a throwaway scratch server in the staging directory pulls
+//! the donor's data into a directory of its own (`CLONE ... DATA DIRECTORY`), which needs no
+//! restart of the recipient; the scratch server is then killed, and a server started on the
+//! cloned directory finishes the clone (recovery), proves it, and forgets the donor's relay log
+//! position (relay logs are never cloned). Only a statement that succeeded,
+//! the scratch server's `performance_schema.clone_status` saying Completed, and the cloned
+//! server's saying Completed again with its position make a clone.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,9 +31,18 @@ use crate::dns::Resolver;
 use crate::duration::seconds;
 use crate::tool;
 
-/// ER_CLONE_... "Restart server failed (mysqld is not managed by supervisor process)": the
-/// plugin finished and shuts the server down so that its next start completes the clone.
-const RESTART_WITHOUT_SUPERVISOR: u16 = 3707;
+/// The scratch server's datadir is thrown away, so it may lose anything on a crash: these cut
+/// its initialization's and start's syncs (the clone it copies is synced by the install).
+const SCRATCH_ONLY: &[&str] = &[
+    "--innodb-doublewrite=OFF",
+    "--innodb-flush-log-at-trx-commit=0",
+    "--innodb-flush-method=nosync",
+    "--sync-binlog=0",
+    "--skip-log-bin",
+    // Its keys and certificates would only be thrown away (a TLS clone names its own).
+    "--loose-auto-generate-certs=OFF",
+    "--loose-caching-sha2-password-auto-generate-rsa-keys=OFF",
+];
 const START_TIMEOUT: Duration = Duration::from_secs(300);
 const STOP_TIMEOUT: Duration = Duration::from_secs(300);
 const PROGRESS_POLL: Duration = Duration::from_secs(1);
@@ -102,18 +115,26 @@ async fn clone_in_staging(
     tracing::info!(phase = %ClonePhase::Cloning, donor = %donor_name, address = %donor, version = %donor_version, "donor answers as the clone user and its CLONE plugin is active");
 
     let paths = TempPaths::new(datadir);
+    // CLONE ... DATA DIRECTORY creates the directory itself and refuses one that exists.
+    std::fs::remove_dir(&paths.clone_target).map_err(io_error(format!(
+        "emptying {}",
+        paths.clone_target.display()
+    )))?;
+    std::fs::create_dir(&paths.scratch)
+        .map_err(io_error(format!("creating {}", paths.scratch.display())))?;
     if let Some((uid, gid)) = settings.ownership.chown_to() {
-        // A root agent's temporary server runs as the server's user, in directories root made.
-        for dir in [datadir.staging(), paths.data.clone()] {
+        // A root agent's temporary servers run as the server's user, in directories root made.
+        for dir in [datadir.staging(), paths.scratch.clone()] {
             crate::fsutil::chown_one(&dir, uid, gid)
                 .map_err(io_error(format!("giving {} to {uid}:{gid}", dir.display())))?;
         }
     }
     let started = Instant::now();
     TempServer::initialize(server, settings, &paths).await?;
-    tracing::info!(secs = started.elapsed().as_secs_f64(), datadir = %paths.data.display(), "temporary server initialized in the staging directory");
+    tracing::info!(secs = started.elapsed().as_secs_f64(), datadir = %paths.scratch.display(), "scratch server initialized in the staging directory");
 
-    let temp = TempServer::start(server, settings, &paths, &[]).await?;
+    let started = Instant::now();
+    let temp = TempServer::start(server, settings, &paths, &paths.scratch, SCRATCH_ONLY).await?;
     let mut conn = temp.connect().await?;
     let version = db::server_version(&mut conn)
         .await
@@ -123,7 +144,7 @@ async fn clone_in_staging(
             "is {version}, not MySQL: check --mysqld and --flavor"
         )));
     }
-    tracing::info!(local = %version, donor = %donor_version, "temporary server up");
+    tracing::info!(secs = started.elapsed().as_secs_f64(), local = %version, donor = %donor_version, "scratch server up");
     ensure_plugin(&mut conn).await?;
 
     let watcher = temp.connect().await?;
@@ -131,79 +152,84 @@ async fn clone_in_staging(
     let copy_started = Instant::now();
     let password =
         (settings.user.password.as_ref()).expect("validated: MySQL needs a clone password");
-    let statements =
-        dialect::clone_instance(donor, &settings.user.user, password, settings.tls.as_ref());
+    let statements = dialect::clone_instance(
+        donor,
+        &settings.user.user,
+        password,
+        &paths.clone_target,
+        settings.tls.as_ref(),
+    );
     let outcome = tokio::select! {
         outcome = run_clone(&mut conn, &statements) => outcome,
         stalled = watch_progress(watcher, donor_name, settings.stall_timeout, progress) => Err(ServerEnd::Stalled(stalled)),
     };
     let copy_secs = copy_started.elapsed();
+    let plugin_failed = |message: String| CloneError::Plugin {
+        donor: donor_name.to_owned(),
+        message,
+    };
     match outcome {
-        Err(ServerEnd::Error { code, message }) if code == RESTART_WITHOUT_SUPERVISOR => {
-            tracing::info!(
-                "CLONE INSTANCE ended with error {code} ({message}): the expected end without a \
-                 supervisor; the server shuts down and its next start completes the clone"
-            );
-        }
+        Ok(()) => {}
         Err(ServerEnd::Error { code, message }) => {
-            return Err(CloneError::Plugin {
-                donor: donor_name.to_owned(),
-                message: format!("error {code}: {message}"),
-            });
+            return Err(plugin_failed(format!("error {code}: {message}")));
         }
         Err(ServerEnd::Lost(message)) => {
-            return Err(CloneError::Plugin {
-                donor: donor_name.to_owned(),
-                message: format!("the connection to the temporary server broke: {message}"),
-            });
+            return Err(plugin_failed(format!(
+                "the connection to the temporary server broke: {message}"
+            )));
         }
-        Err(ServerEnd::Stalled(message)) => {
-            return Err(CloneError::Plugin {
-                donor: donor_name.to_owned(),
-                message,
-            });
-        }
-        // Only a supervised server restarts itself; this one has none, so this is no clone.
-        Ok(()) => {
-            return Err(CloneError::Plugin {
-                donor: donor_name.to_owned(),
-                message: "CLONE INSTANCE returned without the restart error 3707 of an \
-                          unsupervised server"
-                    .to_owned(),
-            });
-        }
+        Err(ServerEnd::Stalled(message)) => return Err(plugin_failed(message)),
     }
+    // The statement's success alone is not the proof: the plugin's own record must agree.
+    let copied = read_status(&mut conn).await?;
+    copied.completed().map_err(plugin_failed)?;
     drop(conn);
-    progress.phase(ClonePhase::Preparing);
-    let status = temp.wait_exit(STOP_TIMEOUT).await?;
-    if !status.success() {
-        return Err(CloneError::TempServer(format!(
-            "exited with {status} after the clone: {}",
-            paths.log_tail()
-        )));
-    }
-
-    // The second start applies the cloned redo and swaps the files in; only then is it a clone.
-    let temp = TempServer::start(server, settings, &paths, &["--skip-grant-tables"]).await?;
-    let mut conn = temp.connect().await?;
-    let proof = read_proof(&mut conn).await?;
-    if proof.state != "Completed" || proof.error_no != 0 {
-        return Err(CloneError::Plugin {
-            donor: donor_name.to_owned(),
-            message: format!(
-                "clone_status says {} (error {}: {})",
-                proof.state, proof.error_no, proof.error_message
-            ),
-        });
+    // The scratch server's datadir is discarded with staging: no clean shutdown is owed to it.
+    if let Some(scratch) = server.take() {
+        scratch.process.stop().await;
     }
     tracing::info!(
-        phase = %ClonePhase::Preparing, donor = %donor_name, source = %proof.source,
-        bytes = proof.bytes, mib = mib(proof.bytes),
+        phase = %ClonePhase::Cloning, donor = %donor_name, source = %copied.source,
+        secs = copy_secs.as_secs_f64(),
+        "CLONE INSTANCE copied the donor's data into its own directory: clone_status says Completed"
+    );
+
+    // The first start on the cloned directory applies its redo and records where it stands;
+    // only then is it a clone with a position.
+    progress.phase(ClonePhase::Preparing);
+    let started = Instant::now();
+    let temp = TempServer::start(
+        server,
+        settings,
+        &paths,
+        &paths.clone_target,
+        &["--skip-grant-tables"],
+    )
+    .await?;
+    let mut conn = temp.connect().await?;
+    let proof = read_proof(&mut conn).await?;
+    proof.status.completed().map_err(plugin_failed)?;
+    // A replica donor's applier position names relay logs the clone did not bring: the real
+    // server's first start would fail to open them.
+    let dialect = version
+        .dialect()
+        .map_err(|e| CloneError::TempServer(format!("is of no known dialect: {e}")))?;
+    db::execute_all(&mut conn, &[dialect.reset_relay_log().to_owned()])
+        .await
+        .map_err(sql_error("resetting the cloned relay log position"))?;
+    tracing::info!(
+        phase = %ClonePhase::Preparing, donor = %donor_name, source = %proof.status.source,
+        bytes = proof.bytes, mib = mib(proof.bytes), recovery_secs = started.elapsed().as_secs_f64(),
         secs = copy_secs.as_secs_f64(), mib_per_s = rate_mib_s(proof.bytes, copy_secs),
-        binlog_file = %proof.binlog_file, binlog_position = proof.binlog_position,
+        binlog_file = %proof.status.binlog_file, binlog_position = proof.status.binlog_position,
         "clone copied and recovered: clone_status says Completed"
     );
+    let started = Instant::now();
     temp.shutdown(conn).await?;
+    tracing::info!(
+        secs = started.elapsed().as_secs_f64(),
+        "temporary server stopped"
+    );
 
     let marker = CloneMarker {
         donor: donor_name.to_owned(),
@@ -374,14 +400,33 @@ async fn watch_progress(
     }
 }
 
-/// What the restarted server says about the clone it finished.
-struct Proof {
+/// What a server's `performance_schema.clone_status` says about the last clone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CloneStatus {
     state: String,
     error_no: i64,
     error_message: String,
     source: String,
     binlog_file: String,
     binlog_position: u64,
+}
+
+impl CloneStatus {
+    /// Whether the plugin recorded the clone as complete and without error; why not otherwise.
+    fn completed(&self) -> Result<(), String> {
+        if self.state == "Completed" && self.error_no == 0 {
+            return Ok(());
+        }
+        Err(format!(
+            "clone_status says {} (error {}: {})",
+            self.state, self.error_no, self.error_message
+        ))
+    }
+}
+
+/// What the first server on the cloned directory says about the clone it finished.
+struct Proof {
+    status: CloneStatus,
     bytes: u64,
     gtid_executed: Gtids,
 }
@@ -389,7 +434,7 @@ struct Proof {
 /// What the proof's query errors add to their own words (each names what it read).
 const CHECKING_THE_CLONE: &str = "checking the finished clone";
 
-async fn read_proof(conn: &mut Conn) -> Result<Proof, CloneError> {
+async fn read_status(conn: &mut Conn) -> Result<CloneStatus, CloneError> {
     let status: Option<(String, i64, String, String, String, u64)> = db::bounded(
         "reading clone_status",
         conn.query_first(
@@ -406,6 +451,18 @@ async fn read_proof(conn: &mut Conn) -> Result<Proof, CloneError> {
             "has no clone_status after the clone: it never ran".into(),
         ));
     };
+    Ok(CloneStatus {
+        state,
+        error_no,
+        error_message,
+        source,
+        binlog_file,
+        binlog_position,
+    })
+}
+
+async fn read_proof(conn: &mut Conn) -> Result<Proof, CloneError> {
+    let status = read_status(conn).await?;
     let bytes: Option<u64> = db::bounded(
         "reading clone_progress",
         conn.query_first(
@@ -423,12 +480,7 @@ async fn read_proof(conn: &mut Conn) -> Result<Proof, CloneError> {
     let gtid_executed = Gtids::parse(Flavor::MySql, &gtid.unwrap_or_default())
         .map_err(|e| sql_error("reading gtid_executed")(DbError::Gtid(e)))?;
     Ok(Proof {
-        state,
-        error_no,
-        error_message,
-        source,
-        binlog_file,
-        binlog_position,
+        status,
         bytes: bytes.unwrap_or(0),
         gtid_executed,
     })
@@ -441,10 +493,12 @@ fn tail_of(log: &Path) -> String {
     lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join(" | ")
 }
 
-/// The temporary server's files: its datadir is staging's data; the rest stays in staging so
-/// that it never moves into place with the data.
+/// The temporary servers' files, all in staging, of which only `clone_target` moves into place:
+/// the scratch server's datadir (the clone's recipient, thrown away with staging), the directory
+/// the clone fills, and the servers' socket, pid file and log.
 struct TempPaths {
-    data: PathBuf,
+    scratch: PathBuf,
+    clone_target: PathBuf,
     socket: PathBuf,
     pid_file: PathBuf,
     log: PathBuf,
@@ -454,7 +508,8 @@ impl TempPaths {
     fn new(datadir: &DataDir) -> Self {
         let staging = datadir.staging();
         TempPaths {
-            data: datadir.staging_data(),
+            scratch: staging.join(SCRATCH_DATADIR),
+            clone_target: datadir.staging_data(),
             socket: staging.join("mysqld.sock"),
             pid_file: staging.join("mysqld.pid"),
             log: staging.join("mysqld.err"),
@@ -478,12 +533,16 @@ impl TempPaths {
     }
 }
 
-/// How often a starting temporary server is asked whether it answers: it starts twice per
+/// The scratch server's datadir in staging.
+const SCRATCH_DATADIR: &str = "scratch";
+
+/// How often a starting temporary server is asked whether it answers: one starts twice per
 /// clone, and each ask costs a failed connect to a socket that is not there yet.
 const START_POLL: Duration = Duration::from_millis(50);
 
 /// A mysqld only the agent talks to: no network, a socket in staging, root without a password
-/// (a fresh --initialize-insecure) or no grant checks at all (after the clone).
+/// (the scratch server, fresh from --initialize-insecure) or no grant checks at all (the first
+/// server on the cloned directory).
 struct TempServer {
     process: tool::Running,
     socket: PathBuf,
@@ -491,9 +550,13 @@ struct TempServer {
 }
 
 impl TempServer {
-    fn command(settings: &PluginSettings, paths: &TempPaths) -> tokio::process::Command {
+    fn command(
+        settings: &PluginSettings,
+        paths: &TempPaths,
+        datadir: &Path,
+    ) -> tokio::process::Command {
         let mut cmd = tool::command(&settings.mysqld);
-        cmd.arg(format!("--datadir={}", paths.data.display()))
+        cmd.arg(format!("--datadir={}", datadir.display()))
             .arg(format!("--log-error={}", paths.log.display()));
         // mysqld refuses to run as root unless told whom to become.
         if let Some(user) = settings.ownership.server_user_arg() {
@@ -502,14 +565,14 @@ impl TempServer {
         cmd
     }
 
-    /// Runs `mysqld --initialize-insecure` in `slot`.
+    /// Runs `mysqld --initialize-insecure` for the scratch server in `slot`.
     async fn initialize(
         slot: &mut Option<TempServer>,
         settings: &PluginSettings,
         paths: &TempPaths,
     ) -> Result<(), CloneError> {
-        let mut cmd = Self::command(settings, paths);
-        cmd.arg("--initialize-insecure");
+        let mut cmd = Self::command(settings, paths, &paths.scratch);
+        cmd.arg("--initialize-insecure").args(SCRATCH_ONLY);
         let failed =
             |e| CloneError::TempServer(format!("failed to initialize: {e}: {}", paths.log_tail()));
         let initializing = slot.insert(TempServer {
@@ -520,14 +583,16 @@ impl TempServer {
         initializing.process.finish().await.map_err(failed)
     }
 
-    /// Starts the server in `slot` and waits until it answers.
+    /// Starts a server on `datadir` in `slot` (which holds none that runs) and waits until it
+    /// answers.
     async fn start<'a>(
         slot: &'a mut Option<TempServer>,
         settings: &PluginSettings,
         paths: &TempPaths,
+        datadir: &Path,
         extra: &[&str],
     ) -> Result<&'a mut TempServer, CloneError> {
-        let mut cmd = Self::command(settings, paths);
+        let mut cmd = Self::command(settings, paths, datadir);
         cmd.arg(format!("--socket={}", paths.socket.display()))
             .arg(format!("--pid-file={}", paths.pid_file.display()))
             .args([
@@ -609,6 +674,31 @@ impl TempServer {
                 "exited with {status} on shutdown: {}",
                 tail_of(&log)
             )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(state: &str, error_no: i64) -> CloneStatus {
+        CloneStatus {
+            state: state.into(),
+            error_no,
+            error_message: String::new(),
+            source: "169.254.250.10:3306".into(),
+            binlog_file: String::new(),
+            binlog_position: 0,
+        }
+    }
+
+    #[test]
+    fn only_a_completed_clone_without_error_is_complete() {
+        assert_eq!(status("Completed", 0).completed(), Ok(()));
+        for (state, error_no) in [("In Progress", 0), ("Failed", 3862), ("Completed", 1158)] {
+            let refused = status(state, error_no).completed().unwrap_err();
+            assert!(refused.contains(state), "{refused}");
         }
     }
 }

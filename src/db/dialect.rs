@@ -1,6 +1,7 @@
 //! The SQL the agent sends, as pure text, in each dialect's words.
 
 use std::net::SocketAddr;
+use std::path::Path;
 
 use sha1::{Digest, Sha1};
 
@@ -64,13 +65,15 @@ fn native_password_hash(password: &Secret) -> String {
 pub const CLONE_PLUGIN_STATUS: &str =
     "SELECT PLUGIN_STATUS FROM information_schema.PLUGINS WHERE PLUGIN_NAME = 'clone'";
 
-/// Run on the joiner's temporary server: clone the donor over this server's own datadir; with
+/// Run on the joiner's scratch server: clone the donor into `data_directory` (which must not
+/// exist; the plugin creates it), so the server itself needs no restart; with
 /// `tls`, over TLS only, the donor's certificate verified against the CA and the pod's own
 /// presented (the plugin's variables are the joiner's).
 pub fn clone_instance(
     donor: SocketAddr,
     user: &str,
     password: &Secret,
+    data_directory: &Path,
     tls: Option<&TlsFiles>,
 ) -> Vec<String> {
     let mut sql = vec![format!(
@@ -78,11 +81,12 @@ pub fn clone_instance(
         literal(&donor.to_string())
     )];
     let mut clone = format!(
-        "CLONE INSTANCE FROM {}@{}:{} IDENTIFIED BY {}",
+        "CLONE INSTANCE FROM {}@{}:{} IDENTIFIED BY {} DATA DIRECTORY = {}",
         literal(user),
         literal(&donor.ip().to_string()),
         donor.port(),
         literal(password.expose()),
+        literal(&data_directory.to_string_lossy()),
     );
     if let Some(tls) = tls {
         for (variable, path) in [
@@ -195,6 +199,16 @@ impl Dialect {
         match self {
             Dialect::MariaDb | Dialect::MySqlMaster => "START SLAVE",
             Dialect::MySqlSource => "START REPLICA",
+        }
+    }
+
+    /// Forgets the applier's relay log position and the relay logs, keeping the connection
+    /// settings: a MySQL clone brings its donor's applier position but not the relay logs it
+    /// names; with GTID auto-positioning the channel resumes from gtid_executed.
+    pub fn reset_relay_log(self) -> &'static str {
+        match self {
+            Dialect::MariaDb | Dialect::MySqlMaster => "RESET SLAVE",
+            Dialect::MySqlSource => "RESET REPLICA",
         }
     }
 
@@ -599,11 +613,13 @@ mod tests {
     #[test]
     fn clone_instance_names_the_donor_it_allows() {
         let donor: SocketAddr = "169.254.250.11:3306".parse().unwrap();
+        let target = Path::new("/var/lib/mysql/.mysql-sts-agent-clone/data");
         assert_eq!(
-            clone_instance(donor, "clone", &Secret::new("p'w".into()), None),
+            clone_instance(donor, "clone", &Secret::new("p'w".into()), target, None),
             [
                 "SET GLOBAL clone_valid_donor_list = '169.254.250.11:3306'",
-                "CLONE INSTANCE FROM 'clone'@'169.254.250.11':3306 IDENTIFIED BY 'p''w'",
+                "CLONE INSTANCE FROM 'clone'@'169.254.250.11':3306 IDENTIFIED BY 'p''w' \
+                 DATA DIRECTORY = '/var/lib/mysql/.mysql-sts-agent-clone/data'",
             ]
         );
         let tls = TlsFiles {
@@ -612,13 +628,20 @@ mod tests {
             ca: "/tls/ca.crt".into(),
         };
         assert_eq!(
-            clone_instance(donor, "clone", &Secret::new("pw".into()), Some(&tls)),
+            clone_instance(
+                donor,
+                "clone",
+                &Secret::new("pw".into()),
+                target,
+                Some(&tls)
+            ),
             [
                 "SET GLOBAL clone_valid_donor_list = '169.254.250.11:3306'",
                 "SET GLOBAL clone_ssl_ca = '/tls/ca.crt'",
                 "SET GLOBAL clone_ssl_cert = '/tls/tls.crt'",
                 "SET GLOBAL clone_ssl_key = '/tls/tls.key'",
-                "CLONE INSTANCE FROM 'clone'@'169.254.250.11':3306 IDENTIFIED BY 'pw' REQUIRE SSL",
+                "CLONE INSTANCE FROM 'clone'@'169.254.250.11':3306 IDENTIFIED BY 'pw' \
+                 DATA DIRECTORY = '/var/lib/mysql/.mysql-sts-agent-clone/data' REQUIRE SSL",
             ]
         );
     }
