@@ -299,46 +299,35 @@ fn section(ctx: &Context, results: &[SizeResult]) -> Section {
         ]
         .map(String::from)
         .into(),
-        rows: results
-            .iter()
-            .flat_map(|r| {
-                r.pods.iter().map(move |p| {
-                    let ratio = match p.contender {
-                        Contender::Agent => format!("{:.2}", secs(p) / tutorial(r, p.pod)),
-                        Contender::Tutorial => String::new(),
-                    };
-                    vec![
-                        format!("{} MiB ({TABLES} × {} rows)", r.mib, r.rows),
-                        p.contender.name().to_owned(),
-                        format!("mysql-{}", p.pod),
-                        format!("{:.1}", secs(p)),
-                        ratio,
-                        behind(p),
-                    ]
-                })
-            })
-            .collect(),
+        rows: pod_rows(results, |r, p| {
+            let ratio = match p.contender {
+                Contender::Agent => format!("{:.2}", secs(p) / tutorial(r, p.pod)),
+                Contender::Tutorial => String::new(),
+            };
+            vec![
+                format!("{} MiB ({TABLES} × {} rows)", r.mib, r.rows),
+                p.contender.name().to_owned(),
+                format!("mysql-{}", p.pod),
+                format!("{:.1}", secs(p)),
+                ratio,
+                behind(p),
+            ]
+        }),
     };
     let rounds = Table {
         caption: "Every round, in seconds to Ready, in the order the rounds ran.".into(),
         header: ["data", "contender", "pod", "rounds"]
             .map(String::from)
             .into(),
-        rows: results
-            .iter()
-            .flat_map(|r| {
-                r.pods.iter().map(move |p| {
-                    let list: Vec<String> =
-                        p.ready_secs.iter().map(|s| format!("{s:.1}")).collect();
-                    vec![
-                        format!("{} MiB", r.mib),
-                        p.contender.name().to_owned(),
-                        format!("mysql-{}", p.pod),
-                        list.join(", "),
-                    ]
-                })
-            })
-            .collect(),
+        rows: pod_rows(results, |r, p| {
+            let list: Vec<String> = p.ready_secs.iter().map(|s| format!("{s:.1}")).collect();
+            vec![
+                format!("{} MiB", r.mib),
+                p.contender.name().to_owned(),
+                format!("mysql-{}", p.pod),
+                list.join(", "),
+            ]
+        }),
     };
     let series = CONTENDERS
         .iter()
@@ -372,6 +361,17 @@ fn section(ctx: &Context, results: &[SizeResult]) -> Section {
         plots: vec![plot],
         requirements: Vec::new(),
     }
+}
+
+/// A table row per size and replica.
+fn pod_rows(
+    results: &[SizeResult],
+    row: impl Fn(&SizeResult, &PodRounds) -> Vec<String>,
+) -> Vec<Vec<String>> {
+    results
+        .iter()
+        .flat_map(|r| r.pods.iter().map(|p| row(r, p)))
+        .collect()
 }
 
 const METHOD: &str = "\
