@@ -121,15 +121,19 @@ impl Cadence {
     }
 
     /// After a stage's action: `from` is the stage it ran in, `to` the next one, and `ready`
-    /// the readiness of the snapshot it published.
-    pub fn observe<S>(&mut self, from: &Stage<()>, to: &Stage<S>, ready: bool, now: Instant) {
+    /// judges the snapshot it published (only while settling: it is no work otherwise).
+    pub fn observe<S>(
+        &mut self,
+        from: &Stage<()>,
+        to: &Stage<S>,
+        ready: impl FnOnce() -> bool,
+        now: Instant,
+    ) {
         let starts_running = matches!(to, Stage::Running(_)) && !matches!(from, Stage::Running(()));
         if starts_running {
             self.settling_since = Some(now);
-        } else if ready
-            || self
-                .settling_since
-                .is_some_and(|since| now.saturating_duration_since(since) >= SETTLING_AT_MOST)
+        } else if let Some(since) = self.settling_since
+            && (now.saturating_duration_since(since) >= SETTLING_AT_MOST || ready())
         {
             self.settling_since = None;
         }
@@ -251,17 +255,17 @@ mod tests {
         let interval = Duration::from_secs(1);
         let mut cadence = Cadence::settling(t0);
         assert_eq!(cadence.poll_pause(interval), Some(SETTLING_POLL));
-        cadence.observe(&FRESH, &Stage::SettingUp("s"), false, t0);
-        cadence.observe(&Stage::SettingUp(()), &Stage::Running("s"), false, t0);
-        cadence.observe(&Stage::Running(()), &Stage::Running("s"), false, t0);
+        cadence.observe(&FRESH, &Stage::SettingUp("s"), || false, t0);
+        cadence.observe(&Stage::SettingUp(()), &Stage::Running("s"), || false, t0);
+        cadence.observe(&Stage::Running(()), &Stage::Running("s"), || false, t0);
         assert_eq!(cadence.poll_pause(interval), Some(SETTLING_POLL));
-        cadence.observe(&Stage::Running(()), &Stage::Running("s"), true, t0);
+        cadence.observe(&Stage::Running(()), &Stage::Running("s"), || true, t0);
         assert_eq!(
             cadence.poll_pause(interval),
             None,
             "ready: the poll interval"
         );
-        cadence.observe(&Stage::Running(()), &Stage::Running("s"), false, t0);
+        cadence.observe(&Stage::Running(()), &Stage::Running("s"), || false, t0);
         assert_eq!(
             cadence.poll_pause(interval),
             None,
@@ -273,11 +277,11 @@ mod tests {
     fn a_new_session_settles_again_but_not_forever() {
         let t0 = Instant::now();
         let mut cadence = Cadence::settling(t0);
-        cadence.observe(&Stage::Running(()), &Stage::Running("s"), true, t0);
+        cadence.observe(&Stage::Running(()), &Stage::Running("s"), || true, t0);
         cadence.observe::<&str>(
             &Stage::Running(()),
             &Stage::Disconnected { set_up: true },
-            false,
+            || false,
             t0,
         );
         assert_eq!(cadence.poll_pause(Duration::from_secs(1)), None);
@@ -285,7 +289,7 @@ mod tests {
         cadence.observe(
             &Stage::Disconnected { set_up: true },
             &Stage::Running("s"),
-            false,
+            || false,
             t1,
         );
         assert_eq!(
@@ -295,7 +299,7 @@ mod tests {
         cadence.observe(
             &Stage::Running(()),
             &Stage::Running("s"),
-            false,
+            || false,
             t1 + SETTLING_AT_MOST,
         );
         assert_eq!(

@@ -161,7 +161,7 @@ pub async fn run(cfg: SidecarConfig, shutdown: CancellationToken) -> anyhow::Res
     let shared = Shared {
         marker_published,
         publish,
-        rules: rules.clone(),
+        rules,
         retries,
         timings,
     };
@@ -392,7 +392,7 @@ impl ControlLoop {
             (self.stage, pause) = control::advance(kind.clone(), event);
             let now = Instant::now();
             let ready =
-                health::readiness(&self.shared.publish.borrow(), &self.shared.rules, now).ready;
+                || health::readiness(&self.shared.publish.borrow(), &self.shared.rules, now).ready;
             cadence.observe(&kind, &self.stage, ready, now);
         }
         if let Stage::SettingUp(server) | Stage::Blocked(server) | Stage::Running(server) =
